@@ -1,0 +1,178 @@
+"""Test harness: real config files, a real daemon on loopback, real terraform.
+
+`write_config` writes a TOML file the way an operator would; `running_daemon` starts the real
+`Daemon` in the test's trio loop (real SQLite file, real Hypercorn on 127.0.0.1:0) and yields an
+httpx client for its API. Waiting uses the API's long-poll (`wait_status`), not sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tfward.actors.runtime import FaultInjector
+from tfward.config import Config, load_config
+from tfward.daemon.service import Daemon
+
+REPO = Path(__file__).resolve().parents[1]
+PROVIDER_DIR = REPO / "examples" / "provider"
+DEMO_WORKSPACE = REPO / "examples" / "workspaces" / "demo"
+FAKE_TERRAFORM = REPO / "tests" / "fakes" / "fake_terraform.py"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _table(name: str, values: Mapping[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+
+
+def write_config(root: Path, workspaces: list[dict[str, Any]], *, daemon: Mapping[str, Any] = {},
+                 terraform: Mapping[str, Any] = {}) -> Config:
+    """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it."""
+    d = {"listen": "127.0.0.1:0", "data_dir": "data", "organization": "tests", **daemon}
+    t = {"dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)}, "cancel_grace": "10s",
+         **terraform}
+    text = _table("daemon", d) + "\n" + _table("terraform", t)
+    for ws in workspaces:
+        text += "\n" + _table("[workspace]", ws)
+    path = root / "tfward.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def demo_workspace(root: Path, name: str = "demo", *, things: int = 2, delay: float = 0,
+                   extra_tf: str = "", **settings: Any) -> dict[str, Any]:
+    """A copy of the example demo workspace under `root/<name>`, its backing store in
+    `root/<name>-store`; returns the `[[workspace]]` table."""
+    source = root / name
+    shutil.copytree(DEMO_WORKSPACE, source)
+    if extra_tf:
+        (source / "extra.tf").write_text(extra_tf)
+    store = root / f"{name}-store"
+    store.mkdir()
+    table: dict[str, Any] = {
+        "name": name, "source": str(source),
+        "vars": {"prefix": name, "things": things, "delay": delay, **settings.pop("vars", {})},
+        "env": {"TFWARD_DEMO_STORE_DIR": str(store),
+                "TFWARD_DEMO_CALLS_LOG": str(root / f"{name}-calls.jsonl")},
+    }
+    table.update(settings)
+    return table
+
+
+class Api:
+    """The daemon's HTTP API, as a client sees it."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.http = client
+
+    async def create_run(self, workspace: str, **body: Any) -> dict[str, Any]:
+        response = await self.http.post(f"/api/v1/workspaces/{workspace}/runs", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["data"]
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    async def wait(self, run_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        """Long-poll until the run is in one of `statuses` (or terminal)."""
+        with trio.fail_after(timeout + 5):
+            while True:
+                response = await self.http.get(
+                    f"/api/v1/runs/{run_id}",
+                    params={"wait_status": ",".join(statuses), "wait_timeout": timeout},
+                    timeout=timeout + 5)
+                run = response.json()["data"]
+                if run["status"] in statuses or not statuses:
+                    return run
+                if run["timestamps"]["finished_at"]:
+                    raise AssertionError(f"run ended {run['status']} ({run['error_kind']}: "
+                                         f"{run['error_message']}), wanted {statuses}")
+
+    async def wait_stage(self, run_id: str, stage: str, timeout: float = 60) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            while True:
+                run = await self.run(run_id)
+                if run["stage"] == stage:
+                    return run
+                if run["timestamps"]["finished_at"]:
+                    raise AssertionError(f"run ended {run['status']} before stage {stage}")
+                await trio.sleep(0.05)
+
+    async def action(self, run_id: str, action: str, **body: Any) -> httpx.Response:
+        return await self.http.post(f"/api/v1/runs/{run_id}/actions/{action}", json=body or None)
+
+    async def logs(self, run_id: str) -> str:
+        response = await self.http.get(f"/api/v1/runs/{run_id}/logs")
+        assert response.status_code == 200, response.text
+        return response.text
+
+    async def workspace(self, name: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/workspaces/{name}")
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    async def state_versions(self, name: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"/api/v1/workspaces/{name}/state-versions")
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+
+@asynccontextmanager
+async def running_daemon(config: Config, *, faults: FaultInjector | None = None,
+                         shutdown: bool = True) -> AsyncIterator[tuple[Daemon, Api]]:
+    """Start the daemon in this trio loop; on exit shut it down gracefully (or the test did)."""
+    daemon = Daemon(config, faults=faults)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        async with httpx.AsyncClient(base_url=daemon.addresses[0], timeout=30) as client:
+            yield daemon, Api(client)
+        if shutdown:
+            daemon.request_shutdown("test finished")
+
+
+def processes_in_group(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stray_processes(marker: str) -> list[str]:
+    """Command lines of live processes (not zombies) whose command line contains `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if marker in cmdline and "State:\tZ" not in status and int(proc.name) != os.getpid():
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+

@@ -1,0 +1,216 @@
+"""The termination funnel: the one function every run ends through (seed O1).
+
+Success, terraform error, an exception in our code, cancel, force-cancel, stage timeout, a
+mandatory run-task failure, daemon shutdown, discard, plan expiry, crash recovery: whatever
+ends a run calls `finish_run`, shielded, and it does every step of the termination contract
+(DESIGN §3):
+
+  1. on apply paths, whatever state terraform left in the run directory, even partial, becomes
+     a state version before anything else (seed C2); if it cannot be stored the run is
+     `applied_state_error` and keeps the workspace lock (seed O5);
+  2. the full log is stored (seed H3);
+  3. in ONE transaction: status and stage become terminal (seed H1), the workspace lock is
+     released unless the outcome keeps it (C2), run-task tokens are revoked (C4/C5), the
+     notification for the outcome is put in the outbox (M5), the process record is cleared;
+  4. the working directory is removed (C2, H2);
+  5. the run's live log is retired.
+Critical sections are context managers in the pipeline and are exited before this runs (C1).
+A step that fails is logged and does not stop the later steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from sqlalchemy import Connection, update
+
+from tfward.daemon.store import artifacts, runs as run_store, workspaces as ws_store
+from tfward.daemon.store.tables import run_task_results
+from tfward.ids import now
+from tfward.runs import model
+from tfward.runs.model import ErrorKind, Run, Status
+
+from . import workdir
+from .runlog import RunLog
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT = 60.0
+TX_ATTEMPTS = 6
+
+TRIGGERS = {
+    Status.PLANNED_AND_FINISHED: "run:completed",
+    Status.APPLIED: "run:completed",
+    Status.DISCARDED: "run:completed",
+    Status.APPLIED_STATE_ERROR: "run:errored",
+    Status.FAILED: "run:errored",
+    Status.CANCELLED: "run:cancelled",
+    Status.FORCE_CANCELLED: "run:cancelled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended. `status` is terminal, or None with `requeue` (plan again) or `detach`
+    (daemon shutdown while the run waits for confirmation: it stays `apply_pending`)."""
+
+    status: Status | None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    requeue: str | None = None
+    detach: bool = False
+    warning: str | None = None
+
+    @classmethod
+    def requeued(cls, reason: str) -> Outcome:
+        return cls(None, requeue=reason)
+
+    @classmethod
+    def failed(cls, kind: ErrorKind, message: str) -> Outcome:
+        return cls(Status.FAILED, kind, message)
+
+    def describe(self) -> str:
+        if self.requeue:
+            return f"back to pending, to be planned again: {self.requeue}"
+        if self.detach:
+            return "left as it is: the daemon is stopping"
+        text = str(self.status)
+        if self.error_kind:
+            text += f" ({self.error_kind})"
+        return text + (f": {self.error_message}" if self.error_message else "")
+
+
+@dataclass
+class Ending:
+    """What the funnel needs to know about the run being finished."""
+
+    run_id: str
+    workspace: str
+    workspace_id: str
+    log: RunLog
+    run_dir: Path
+    # Set once `terraform apply` was started: its state must be kept, whatever happened.
+    apply_started: bool = False
+    state_saved: bool = False
+
+
+class StateKeeper:
+    """Stores the state terraform left in a run directory (implemented by the pipeline)."""
+
+    async def keep_state(self, ending: Ending, kind: str) -> None:
+        raise RuntimeError("abstract")
+
+
+async def finish_run(rt: Runtime, ending: Ending, outcome: Outcome,
+                     keeper: StateKeeper | None = None) -> Run | None:
+    """Finish a run. Shielded from cancellation; each step bounded by STEP_TIMEOUT. Returns the
+    final run (None when even the database step failed: recovery at next start finishes it)."""
+    with trio.CancelScope(shield=True):
+        outcome = await _keep_state(ending, outcome, keeper)
+        ending.log.note(f"run finished: {outcome.describe()}")
+        await _step("store the log", ending, ending.log.close)
+        final = await _record(rt, ending, outcome)
+        if not outcome.detach:
+            await _step("remove the run directory", ending,
+                        lambda: trio.to_thread.run_sync(workdir.remove, ending.run_dir))
+        rt.live_logs.pop(ending.run_id, None)
+        log.info("run %s of %s finished: %s", ending.run_id, ending.workspace, outcome.describe())
+        return final
+
+
+async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | None) -> Outcome:
+    if not ending.apply_started or ending.state_saved or keeper is None:
+        return outcome
+    kind = "apply" if outcome.status is Status.APPLIED else "partial"
+    try:
+        with trio.move_on_after(STEP_TIMEOUT) as scope:
+            await keeper.keep_state(ending, kind)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"storing the state took over {STEP_TIMEOUT:.0f}s")
+    except Exception as exc:  # noqa: BLE001 — the outcome records it; the run still finishes
+        log.exception("run %s: could not store the state terraform left", ending.run_id)
+        ending.log.note(f"could not store the state terraform wrote: {exc}; the workspace stays "
+                        f"locked; a copy is in the state backups")
+        return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.STATE,
+                       f"terraform changed infrastructure but the state could not be stored: "
+                       f"{exc}" + (f" (run outcome was: {outcome.describe()})"
+                                   if outcome.status is not Status.APPLIED else ""))
+    if outcome.status is Status.APPLIED_STATE_ERROR:
+        # The pipeline's own save failed but this one worked: the state is safe.
+        return Outcome(Status.APPLIED, warning="the state was stored on a second attempt")
+    return outcome
+
+
+async def _step(what: str, ending: Ending, fn: object) -> None:
+    try:
+        with trio.move_on_after(STEP_TIMEOUT) as scope:
+            await fn()  # type: ignore[operator]
+        if scope.cancelled_caught:
+            log.error("run %s: timed out trying to %s", ending.run_id, what)
+    except Exception:  # noqa: BLE001 — one failed step must not skip the others
+        log.exception("run %s: failed to %s", ending.run_id, what)
+
+
+async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
+    """The one transaction that makes the outcome visible, retried on any database error."""
+    for attempt in range(TX_ATTEMPTS):
+        try:
+            with trio.move_on_after(STEP_TIMEOUT):
+                return await rt.store.write(lambda c: _record_tx(c, ending, outcome))
+        except Exception:  # noqa: BLE001 — retried; recovery finishes the run if all fail
+            log.exception("run %s: recording the outcome failed (attempt %d)", ending.run_id,
+                          attempt + 1)
+        await trio.sleep(min(5.0, 0.2 * 2**attempt))
+    log.critical("run %s: could not record its outcome; recovery will finish it at next start",
+                 ending.run_id)
+    return None
+
+
+def _record_tx(conn: Connection, ending: Ending, outcome: Outcome) -> Run:
+    when = now()
+    run = run_store.get_run(conn, ending.run_id)
+    if run.status.is_terminal:
+        return run  # finished already (a retried transaction that had committed)
+    if outcome.detach:
+        return run
+    if outcome.requeue is not None:
+        final = model.requeue(run, when, reason=outcome.requeue, nothing_applied=True)
+    else:
+        assert outcome.status is not None
+        if outcome.warning:
+            run = model.add_warning(run, outcome.warning)
+        final = model.finish(run, when, outcome.status, error_kind=outcome.error_kind,
+                             error_message=outcome.error_message)
+    run_store.save(conn, run, final)
+    run_store.set_process(conn, run.id, None, None)
+    if outcome.status is not Status.APPLIED_STATE_ERROR:
+        # A run releases only its own lock; a user's lock stays.
+        lock = ws_store.get_lock(conn, ending.workspace_id)
+        if lock is not None and lock.run_id == run.id:
+            ws_store.release_lock(conn, ending.workspace_id, run_id=run.id)
+    conn.execute(update(run_task_results)
+                 .where(run_task_results.c.run_id == run.id,
+                        run_task_results.c.token_revoked_at.is_(None))
+                 .values(token_ciphertext=None, token_revoked_at=when))
+    _notify(conn, ending, run, final, outcome)
+    return final
+
+
+def _notify(conn: Connection, ending: Ending, before: Run, final: Run, outcome: Outcome) -> None:
+    if outcome.requeue is not None:
+        if before.status is Status.PLANNING:
+            return  # a shutdown re-queue: nothing for a human to do
+        trigger, key = "run:needs_attention", f"notify:{final.id}:requeue:{now().isoformat()}"
+    else:
+        trigger, key = TRIGGERS[final.status], f"notify:{final.id}:final"
+    payload = {
+        "trigger": trigger, "run_id": final.id, "workspace": ending.workspace,
+        "run_status": str(final.status), "error_kind": final.error_kind and str(final.error_kind),
+        "message": outcome.describe(), "run_message": final.message,
+    }
+    artifacts.enqueue(conn, "notify", payload, key=key, run_id=final.id,
+                      workspace_id=ending.workspace_id)

@@ -1,0 +1,501 @@
+"""The run pipeline: one task per run, from `pending` to the termination funnel.
+
+    plan phase:   fetching -> init -> pre_plan -> planning -> saving_plan -> post_plan
+    (apply_pending: wait for confirm, discard or plan expiry, workspace locked)
+    apply phase:  restoring_plan -> pre_apply -> applying -> saving_state -> post_apply
+
+Each stage runs under its own timeout. The whole run runs inside the handle's cancel scope:
+cancel, force-cancel and daemon shutdown cancel it, and terraform is then stopped by the driver
+(SIGINT, grace, SIGKILL). Whatever happens, `RunPipeline.run` ends by calling the termination
+funnel exactly once, shielded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+from sqlalchemy import Connection
+
+from tfward.config import WorkspaceConfig
+from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
+from tfward.errors import PlanUnusable, StageFailed, StateRejected, WorkspaceLocked
+from tfward.ids import now
+from tfward.runs import model
+from tfward.runs.model import CRITICAL_STAGES, ErrorKind, Operation, ResourceChanges, Run, Stage, Status
+
+from . import workdir
+from .funnel import Ending, Outcome, StateKeeper, finish_run
+from .runlog import RunLog
+from .runtime import Runtime
+from .terraform import StopControl, run_terraform
+
+log = logging.getLogger(__name__)
+
+# Stages without a terraform process of their own are bounded by this, or by their phase's
+# timeout when that is shorter.
+INTERNAL_STAGE_TIMEOUT = 600.0
+
+
+class StopReason:
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass
+class RunHandle:
+    """The workspace actor's grip on a run task: how to stop it and how to tell it a decision."""
+
+    run_id: str
+    speculative: bool
+    grace: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    stop_reason: str | None = None
+    control: StopControl = field(init=False)
+    decided: trio.Event = field(default_factory=trio.Event)
+    decision: str | None = None
+    decision_reason: str | None = None
+    in_critical: bool = False
+
+    def __post_init__(self) -> None:
+        self.control = StopControl(self.grace)
+
+    def cancel(self, *, force: bool) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.CANCEL
+        if force:
+            self.control.force.set()
+        self.scope.cancel()
+
+    def shutdown(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.SHUTDOWN
+        self.scope.cancel()
+
+    def decide(self, decision: str, reason: str | None = None) -> None:
+        if self.decision is None:
+            self.decision, self.decision_reason = decision, reason
+            self.decided.set()
+
+
+class _TaskOutput:
+    """Collects a command's stdout in memory (for `terraform show -json`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class RunPipeline(StateKeeper):
+    def __init__(self, rt: Runtime, handle: RunHandle, ws: WorkspaceConfig) -> None:
+        self.rt = rt
+        self.handle = handle
+        self.ws = ws
+        self.ws_id = rt.workspace_ids[ws.name]
+        self.run_id = handle.run_id
+        self.run_dir = rt.run_dir(self.run_id)
+        self.stage: Stage | None = None
+        # "pending" until planning starts, then "planning", "waiting" (apply_pending), "applying".
+        self.phase = "pending"
+        self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
+        self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
+        self.cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
+
+    # ---- the task -------------------------------------------------------------------------
+
+    async def run(self) -> Run | None:
+        """Drive the run to its end. Never raises for run failures: they become the outcome.
+        If the daemon itself cancels this task, the funnel still runs (shielded) first."""
+        outcome: Outcome | None = None
+        self.rt.live_logs[self.run_id] = self.log
+        try:
+            await self.log.open()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
+                outcome = await self._guarded()
+                nursery.cancel_scope.cancel()
+        finally:
+            if outcome is None:
+                outcome = self._stopped_outcome()
+            with trio.CancelScope(shield=True):
+                final = await finish_run(self.rt, self.ending, outcome, keeper=self)
+        return final
+
+    async def _guarded(self) -> Outcome:
+        try:
+            with self.handle.scope:
+                return await self._lifecycle()
+            return self._stopped_outcome()
+        except Exception as exc:  # noqa: BLE001 — every failure becomes an outcome
+            return self._classify(_leaf(exc))
+
+    def _classify(self, exc: BaseException) -> Outcome:
+        where = f" in stage {self.stage}" if self.stage else ""
+        if isinstance(exc, PlanUnusable):
+            self.log.note(f"the saved plan cannot be applied: {exc}; planning again")
+            return Outcome.requeued(str(exc))
+        if self.ending.state_saved:
+            # The apply happened and its state is stored: a later failure does not undo that.
+            self.log.note(f"after the apply{where}: {exc}")
+            return Outcome(Status.APPLIED, warning=f"after the apply{where}: {exc}")
+        if isinstance(exc, StageFailed):
+            if self.stage is Stage.SAVING_STATE:
+                return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.STATE, exc.message)
+            return Outcome.failed(ErrorKind(exc.kind), exc.message)
+        log.error("run %s: internal error%s", self.run_id, where, exc_info=exc)
+        self.log.note(f"internal error{where}: {type(exc).__name__}: {exc}")
+        if self.stage is Stage.SAVING_STATE:
+            return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.INTERNAL,
+                           f"internal error while saving the state: {exc}")
+        return Outcome.failed(ErrorKind.INTERNAL, f"internal error{where}: {type(exc).__name__}: {exc}")
+
+    def _stopped_outcome(self) -> Outcome:
+        """The outcome when the run's scope was cancelled (or the daemon cancelled the task)."""
+        if self.ending.state_saved:
+            return Outcome(Status.APPLIED, warning="a stop request arrived after the apply finished")
+        if self.handle.stop_reason == StopReason.CANCEL:
+            forced = self.handle.control.force.is_set()
+            return Outcome(Status.FORCE_CANCELLED if forced else Status.CANCELLED,
+                           error_message=f"cancelled in stage {self.stage}" if self.stage else None)
+        if self.ending.apply_started:
+            return Outcome.failed(ErrorKind.INTERRUPTED,
+                                  f"the daemon stopped during stage {self.stage}")
+        if self.phase in ("pending", "waiting"):
+            return Outcome(None, detach=True)  # not started, or waiting for confirmation
+        return Outcome.requeued(f"the daemon stopped during stage {self.stage}")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def _lifecycle(self) -> Outcome:
+        run = await self.rt.store.read(lambda c: run_store.get_run(c, self.run_id))
+        if run.status is Status.PENDING:
+            run = await self._plan_phase()
+            if run.status is Status.PLANNING:
+                return Outcome(Status.PLANNED_AND_FINISHED)
+        if run.status is Status.APPLY_PENDING:
+            self.stage, self.phase = None, "waiting"
+            if not await self._wait_for_confirmation(run):
+                return Outcome(Status.DISCARDED, error_message=self.handle.decision_reason)
+            run = await self._transition(lambda r: model.begin_apply(r, now()), "run:applying")
+        if run.status is not Status.APPLYING:
+            raise StageFailed(ErrorKind.INTERNAL, f"run {self.run_id} cannot continue from {run.status}")
+        return await self._apply_phase(run)
+
+    async def _plan_phase(self) -> Run:
+        run = await self._transition(lambda r: model.start_planning(r, now()), "run:planning")
+        self.phase = "planning"
+        self.log.note(f"run {run.id}: {run.operation} of workspace {self.ws.name}")
+        async with self._stage(Stage.FETCHING):
+            cv_sha, archive = await self._fetch()
+        async with self._stage(Stage.INIT):
+            await self._init(cv_sha)
+        async with self._stage(Stage.PRE_PLAN):
+            await self._run_tasks(Stage.PRE_PLAN)
+        async with self._stage(Stage.PLANNING):
+            has_changes, plan_json = await self._terraform_plan(run)
+        async with self._stage(Stage.SAVING_PLAN):
+            plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
+            plan_hash = await self.rt.store.write(
+                lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json))
+        async with self._stage(Stage.POST_PLAN):
+            await self._run_tasks(Stage.POST_PLAN)
+        self.stage = None
+        return await self._record_plan(has_changes, plan_hash, _count_changes(plan_json))
+
+    async def _apply_phase(self, run: Run) -> Outcome:
+        self.phase = "applying"
+        async with self._stage(Stage.RESTORING_PLAN):
+            await self._restore_plan(run)
+        async with self._stage(Stage.PRE_APPLY):
+            await self._run_tasks(Stage.PRE_APPLY)
+        async with self._stage(Stage.APPLYING):
+            self.ending.apply_started = True
+            code = await self._terraform(["apply", "-input=false", "-no-color", "-auto-approve",
+                                          workdir.PLAN_FILE])
+            if code != 0:
+                if self.log.parser.facts.stale_plan:
+                    raise PlanUnusable("terraform says the saved plan is stale")
+                raise StageFailed(ErrorKind.APPLY, self._error_text("terraform apply", code))
+        async with self._stage(Stage.SAVING_STATE):
+            await self.keep_state(self.ending, "apply")
+        async with self._stage(Stage.POST_APPLY):
+            await self._run_tasks(Stage.POST_APPLY)
+        self.stage = None
+        return Outcome(Status.APPLIED)
+
+    # ---- stages -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _stage(self, stage: Stage) -> AsyncIterator[None]:
+        """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
+        and shielded from cancel requests so they finish (seed C1)."""
+        await self._transition(lambda r: model.enter_stage(r, stage))
+        self.stage = stage
+        timeout = self._timeout(stage)
+        critical = stage in (Stage.SAVING_STATE, Stage.SAVING_PLAN)
+        with contextlib.ExitStack() as stack:
+            if stage in CRITICAL_STAGES:
+                stack.enter_context(self.rt.critical.enter(self.run_id, stage))
+            # Saving is shielded from cancel and shutdown; terraform apply is not (a cancel
+            # must reach terraform), but shutdown waits for it (see daemon shutdown).
+            stack.enter_context(trio.CancelScope(shield=critical))
+            with trio.move_on_after(timeout) as deadline:
+                await self.rt.faults.at(self.run_id, stage)
+                yield
+        if deadline.cancelled_caught:
+            raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
+
+    def _timeout(self, stage: Stage) -> float:
+        phase = self.ws.apply_timeout if stage in model.APPLY_STAGES else self.ws.plan_timeout
+        return {Stage.INIT: self.ws.init_timeout, Stage.PLANNING: self.ws.plan_timeout,
+                Stage.APPLYING: self.ws.apply_timeout}.get(stage, min(phase, INTERNAL_STAGE_TIMEOUT))
+
+    async def _fetch(self) -> tuple[str, bytes]:
+        snap = await trio.to_thread.run_sync(workdir.snapshot, self.ws)
+
+        def record(conn: Connection) -> bytes | None:
+            cv = artifacts.put_configuration(conn, self.ws_id, snap.archive, snap.file_count,
+                                             snap.sha256)
+            current = states.current(conn, self.ws_id)
+            run_store.set_configuration(conn, self.run_id, cv.id, current and current.id)
+            return states.current_raw(conn, self.ws_id)
+
+        state = await self.rt.store.write(record)
+        self.log.note(f"configuration {snap.sha256[:12]} ({snap.file_count} files)")
+        await trio.to_thread.run_sync(self._prepare_dir, snap.archive, state)
+        return snap.sha256, snap.archive
+
+    def _prepare_dir(self, archive: bytes, state: bytes | None) -> None:
+        workdir.remove(self.run_dir)
+        workdir.unpack(archive, self.run_dir)
+        workdir.write_inputs(self.run_dir, self.ws, self.cli_config)
+        if state is not None:
+            workdir.write_file_atomic(self.run_dir / workdir.STATE_FILE, state)
+
+    async def _init(self, config_sha: str) -> None:
+        cache = self.rt.init_cache(self.ws.name)
+        try:
+            key: str | None = workdir.init_key(config_sha, self.cli_config,
+                                               self.rt.config.terraform.binary)
+        except OSError as exc:
+            # Seed M8: say so, and do a full init, instead of silently losing the optimisation.
+            key = None
+            self.log.note(f"cannot compute the init key ({exc}); running a full init")
+        if key and await trio.to_thread.run_sync(workdir.restore_init, cache, key, self.run_dir):
+            self.log.note("init reused: this configuration was initialised before")
+            return
+        self.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        async with self.rt.init_lock(self.rt.config.terraform.plugin_cache_dir):
+            code = await self._terraform(["init", "-input=false", "-no-color"])
+        if code != 0:
+            raise StageFailed(ErrorKind.INIT, self._error_text("terraform init", code))
+        if key:
+            await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.run_dir)
+
+    async def _run_tasks(self, stage: Stage) -> None:
+        """Run-task stage. Workspaces without run tasks attached pass straight through."""
+        return None
+
+    async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
+        args = ["plan", "-input=false", "-no-color", "-detailed-exitcode",
+                f"-out={workdir.PLAN_FILE}"]
+        if run.operation is Operation.DESTROY:
+            args.append("-destroy")
+        args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
+        code = await self._terraform(args)
+        if code not in (0, 2):
+            raise StageFailed(ErrorKind.PLAN, self._error_text("terraform plan", code))
+        output = _TaskOutput()
+        show = await self._terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
+        plan_json = output.value()
+        try:
+            json.loads(plan_json)
+        except ValueError:
+            show = show or -1
+        if show != 0:
+            # Seed M1: without the plan JSON nobody can review what would be applied.
+            message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
+            if not run.is_speculative:
+                raise StageFailed(ErrorKind.PLAN, message)
+            self.log.note(message)
+            plan_json = b"null"
+        return code == 2, plan_json
+
+    async def _record_plan(self, has_changes: bool, plan_hash: str,
+                           changes: ResourceChanges) -> Run:
+        expires = now().timestamp() + self.rt.config.terraform.plan_expiry
+
+        def tx(conn: Connection) -> Run:
+            _, after = run_store.transition(conn, self.run_id, lambda r: model.plan_finished(
+                r, now(), changes=changes, has_changes=has_changes, plan_hash=plan_hash,
+                expires_at=datetime.fromtimestamp(expires, UTC)))
+            if after.status in (Status.APPLY_PENDING, Status.APPLYING):
+                # Seed H7: a lock that cannot be taken fails the run; it never only warns.
+                ws_store.acquire_lock(conn, self.ws_id, run_id=self.run_id,
+                                      by=f"run {self.run_id}", reason="plan awaiting apply")
+                trigger = "run:needs_attention" if after.status is Status.APPLY_PENDING else "run:applying"
+                _enqueue_transition(conn, after, self.ws_id, trigger)
+            return after
+
+        try:
+            run = await self.rt.store.write(tx)
+        except WorkspaceLocked as exc:
+            raise StageFailed(ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}") from exc
+        self.log.note(f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
+                      f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}")
+        return run
+
+    async def _wait_for_confirmation(self, run: Run) -> bool:
+        """Wait in `apply_pending` for confirm (True), discard or plan expiry (False)."""
+        if run.confirmed_at is not None:
+            return True
+        self.log.note("waiting for confirmation")
+        deadline = run.plan_expires_at.timestamp() if run.plan_expires_at else float("inf")
+        with trio.move_on_after(max(0.0, deadline - now().timestamp())):
+            await self.handle.decided.wait()
+        if self.handle.decision is None:
+            self.handle.decide("discard", f"the plan expired at {run.plan_expires_at}")
+        return self.handle.decision == "confirm"
+
+    async def _restore_plan(self, run: Run) -> None:
+        """Make the run directory hold exactly the planned configuration, the plan and the
+        current state; refuse (re-plan: seed 003) if the plan or state moved on."""
+        def load(conn: Connection) -> tuple[str | None, str | None, tuple[bytes, str] | None, bytes | None]:
+            planned = run_store.planned_state_version(conn, self.run_id)
+            current = states.current(conn, self.ws_id)
+            return (current and current.id, planned, artifacts.get_plan_file(conn, self.run_id),
+                    states.current_raw(conn, self.ws_id))
+
+        current_id, planned_id, plan, state = await self.rt.store.read(load)
+        if current_id != planned_id:
+            raise PlanUnusable("the workspace state changed since this run was planned")
+        if plan is None:
+            raise PlanUnusable("the saved plan is missing")
+        plan_file, recorded_sha = plan
+        if _sha256(plan_file) != recorded_sha or recorded_sha != run.plan_hash:
+            raise PlanUnusable("the saved plan is corrupt (sha256 mismatch)")
+        on_disk = self.run_dir / workdir.PLAN_FILE
+        if on_disk.is_file() and _sha256(on_disk.read_bytes()) == recorded_sha and \
+                (self.run_dir / workdir.INIT_MARKER).is_file():
+            self.log.note("applying in the directory the plan was made in")
+            return
+        self.log.note("restoring the plan into a fresh directory")
+        if run.configuration_version_id is None:
+            raise PlanUnusable("the run has no configuration version")
+        cv_id = run.configuration_version_id
+        sha, archive = await self.rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
+        await trio.to_thread.run_sync(self._prepare_dir, archive, state)
+        await self._init(sha)
+        await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)
+
+    async def keep_state(self, ending: Ending, kind: str) -> None:
+        """Store the state in the run directory: a backup file first, then the database, with
+        serial and lineage checked. Nothing to do when terraform wrote no state."""
+        path = self.run_dir / workdir.STATE_FILE
+        if not path.is_file():
+            ending.state_saved = True
+            return
+        raw = await trio.to_thread.run_sync(path.read_bytes)
+        try:
+            parsed = states.parse_state(raw)
+        except StateRejected as exc:
+            raise StageFailed(ErrorKind.STATE, str(exc)) from exc
+        backup = self.rt.state_backups(self.ws.name) / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
+        await trio.to_thread.run_sync(_write_backup, backup, raw)
+        try:
+            version = await self.rt.store.write(
+                lambda c: states.store(c, self.ws_id, parsed, kind=kind, run_id=self.run_id))
+        except StateRejected as exc:
+            raise StageFailed(ErrorKind.STATE, f"{exc}; the file is kept at {backup}") from exc
+        ending.state_saved = True
+        if version is not None:
+            self.log.note(f"state version {version.id} (serial {version.serial}, {kind}, "
+                          f"{version.resource_count} resources)")
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    async def _transition(self, fn: Callable[[Run], Run], trigger: str | None = None) -> Run:
+        def tx(conn: Connection) -> Run:
+            _, after = run_store.transition(conn, self.run_id, fn)
+            if trigger:
+                _enqueue_transition(conn, after, self.ws_id, trigger)
+            return after
+
+        return await self.rt.store.write(tx)
+
+    async def _terraform(self, args: Sequence[str], *, stdout: _TaskOutput | None = None) -> int:
+        """Run terraform in the run directory under the global process limit, recording its
+        PID and stage on the run first (DESIGN §2)."""
+        stage = self.stage
+
+        async def started(pid: int) -> None:
+            await self.rt.store.write(lambda c: run_store.set_process(c, self.run_id, pid, stage))
+
+        async with self.rt.process_limiter:
+            self.log.note(f"terraform {' '.join(args)}")
+            return await run_terraform(
+                [self.rt.config.terraform.binary, *args], cwd=self.run_dir, env=self._env(),
+                sink=stdout or self.log, stderr_sink=self.log if stdout else None,
+                control=self.handle.control, on_start=started)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
+                   TF_CLI_CONFIG_FILE=str(self.run_dir / workdir.CLI_CONFIG))
+        env.update(self.ws.env)
+        return env
+
+    def _error_text(self, what: str, code: int) -> str:
+        first = self.log.parser.facts.first_error
+        return f"{what} failed (exit {code})" + (f": {first}" if first else "")
+
+
+def _enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
+    payload = {"trigger": trigger, "run_id": run.id, "workspace": run.workspace,
+               "run_status": str(run.status), "run_message": run.message}
+    key = f"notify:{run.id}:{trigger}:{run.status_changed_at and run.status_changed_at.isoformat()}"
+    artifacts.enqueue(conn, "notify", payload, key=key, run_id=run.id, workspace_id=ws_id)
+
+
+def _count_changes(plan_json: bytes) -> ResourceChanges:
+    try:
+        doc = json.loads(plan_json) or {}
+    except ValueError:
+        return ResourceChanges()
+    add = change = destroy = 0
+    for rc in doc.get("resource_changes") or []:
+        actions = set((rc.get("change") or {}).get("actions") or [])
+        add += "create" in actions
+        destroy += "delete" in actions
+        change += "update" in actions
+    return ResourceChanges(add, change, destroy)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_backup(path: Path, raw: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir.write_file_atomic(path, raw)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside nested one-member exception groups (trio nurseries wrap)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+

@@ -1,0 +1,168 @@
+"""Recovery at start: finish what a previous daemon left in flight, before anything runs.
+
+For each run found non-terminal (DESIGN §6):
+- `planning`: back to `pending` (its directory removed), to be planned again;
+- `applying` before terraform apply started: back to `pending`; during or after the apply: the
+  state terraform left in the run directory is stored first (`partial` during the apply,
+  `apply` once it had finished), then the run ends `failed`/`interrupted` (or `applied` when
+  terraform had finished and the state is stored);
+- `apply_pending`: stays waiting if its plan artifact is intact and the workspace state has not
+  moved since the plan; otherwise it is planned again (seed 003).
+Every one of these goes through the termination funnel. Then: terraform process groups
+recorded on runs that still exist are killed, locks held by finished runs are released, run
+directories of finished or unknown runs are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from sqlalchemy import Connection, select
+
+from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
+from tfward.daemon.store.tables import runs as runs_table, workspace_locks
+from tfward.runs.model import ErrorKind, Run, Stage, Status
+
+from . import workdir
+from .funnel import Outcome, finish_run
+from .pipeline import RunHandle, RunPipeline
+from .runtime import Runtime
+from .terraform import process_group_alive
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    requeued: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    kept_waiting: list[str] = field(default_factory=list)
+    killed_processes: list[int] = field(default_factory=list)
+    released_locks: list[str] = field(default_factory=list)
+    removed_directories: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str] | list[int]]:
+        return dict(self.__dict__)
+
+
+async def recover(rt: Runtime) -> RecoveryReport:
+    report = RecoveryReport()
+    in_flight = await rt.store.read(_load_in_flight)
+    for run, pid in in_flight:
+        if pid:
+            _kill_leftover(pid, report)
+    for run, _ in in_flight:
+        if run.workspace not in rt.workspace_ids:
+            continue  # removed from the config: left as it is until configured again
+        await _recover_run(rt, run, report)
+    await rt.store.write(lambda c: _release_stale_locks(c, report))
+    await _remove_orphan_dirs(rt, report)
+    if any(report.as_dict().values()):
+        log.warning("recovery: %s", {k: v for k, v in report.as_dict().items() if v})
+    return report
+
+
+def _load_in_flight(conn: Connection) -> list[tuple[Run, int | None]]:
+    found = run_store.list_runs(conn, statuses=(Status.PLANNING, Status.APPLYING,
+                                                Status.APPLY_PENDING), limit=100_000,
+                                oldest_first=True)
+    pids = dict(conn.execute(select(runs_table.c.id, runs_table.c.pid)
+                             .where(runs_table.c.id.in_([r.id for r in found]))).all())
+    return [(run, pids.get(run.id)) for run in found]
+
+
+def _kill_leftover(pid: int, report: RecoveryReport) -> None:
+    """Kill a previous daemon's terraform process group if it still exists and is terraform."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if not process_group_alive(pid) or (cmdline and b"terraform" not in cmdline):
+        return
+    try:
+        os.killpg(pid, 9)
+        report.killed_processes.append(pid)
+    except OSError:
+        pass
+
+
+async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
+    pipeline = RunPipeline(rt, RunHandle(run.id, run.is_speculative, 0.0), rt.workspace(run.workspace))
+    await pipeline.log.open()
+    outcome: Outcome | None
+    if run.status is Status.PLANNING or (
+            run.status is Status.APPLYING and run.stage in (None, Stage.RESTORING_PLAN, Stage.PRE_APPLY)):
+        outcome = Outcome.requeued(f"the daemon stopped while the run was {run.status} ({run.stage})")
+        report.requeued.append(run.id)
+    elif run.status is Status.APPLYING:
+        pipeline.ending.apply_started = True
+        if run.stage in (Stage.SAVING_STATE, Stage.POST_APPLY):
+            outcome = Outcome(Status.APPLIED, warning=f"the daemon stopped during {run.stage}")
+            report.finished.append(run.id)
+        else:
+            outcome = Outcome.failed(ErrorKind.INTERRUPTED, await _interrupted_message(rt, run))
+            report.interrupted.append(run.id)
+    else:
+        reason = await rt.store.read(lambda c: _plan_problem(c, run, rt.workspace_ids[run.workspace]))
+        if reason is None:
+            report.kept_waiting.append(run.id)
+            return
+        outcome = Outcome.requeued(reason)
+        report.requeued.append(run.id)
+    await finish_run(rt, pipeline.ending, outcome, keeper=pipeline)
+
+
+async def _interrupted_message(rt: Runtime, run: Run) -> str:
+    path = rt.run_dir(run.id) / workdir.STATE_FILE
+    try:
+        applied = states.parse_state(path.read_bytes()).resource_count
+    except (OSError, Exception):  # noqa: BLE001 — only for the message
+        return "the daemon stopped during the apply; terraform left no readable state"
+    return (f"the daemon stopped during the apply; the state terraform left ({applied} "
+            f"resources) was stored")
+
+
+def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
+    """Why an apply_pending run cannot keep waiting, or None if its plan is still good."""
+    plan = artifacts.get_plan_file(conn, run.id)
+    if plan is None:
+        return "its saved plan was lost"
+    if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != run.plan_hash:
+        return "its saved plan is corrupt (sha256 mismatch)"
+    current = states.current(conn, ws_id)
+    if (current and current.id) != run_store.planned_state_version(conn, run.id):
+        return "the workspace state changed since it was planned"
+    lock = ws_store.get_lock(conn, ws_id)
+    if lock is None or lock.run_id != run.id:
+        return "it no longer holds the workspace lock"
+    return None
+
+
+def _release_stale_locks(conn: Connection, report: RecoveryReport) -> None:
+    rows = conn.execute(select(workspace_locks.c.workspace_id, workspace_locks.c.run_id)
+                        .where(workspace_locks.c.run_id.is_not(None))).all()
+    for ws_id, run_id in rows:
+        run = run_store.get_run(conn, run_id)
+        if run.status.is_terminal and run.status is not Status.APPLIED_STATE_ERROR:
+            ws_store.release_lock(conn, ws_id, run_id=run_id)
+            report.released_locks.append(ws_id)
+
+
+async def _remove_orphan_dirs(rt: Runtime, report: RecoveryReport) -> None:
+    root = rt.data_dir / "runs"
+    if not root.is_dir():
+        return
+    names = [p.name for p in root.iterdir()]
+    live = await rt.store.read(lambda c: {r.id for r in run_store.list_runs(
+        c, statuses=(Status.APPLY_PENDING,), limit=100_000)})
+    for name in names:
+        if name not in live:
+            await trio.to_thread.run_sync(shutil.rmtree, root / name, True)
+            report.removed_directories.append(name)

@@ -1,0 +1,196 @@
+"""Run directories: configuration snapshots, generated files, and init reuse.
+
+A run plans and applies exactly the code that was snapshotted when it started: the workspace's
+source (or a generated `main.tf.json` for module workspaces) becomes a deterministic tar.gz
+whose sha256 is its address. The run directory `<data_dir>/runs/<run_id>/` is that archive
+unpacked, plus `tfward.auto.tfvars.json`, a generated CLI config, and the current state.
+
+`terraform init` is expensive and, on a shared plugin cache, not safe to run concurrently
+(DESIGN §2). Its result (`.terraform/` and the lock file) is kept per workspace under a key that
+covers everything init depends on, and copied into the next run directory with the same key.
+All functions here are synchronous file work; callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfward.config import TerraformConfig, WorkspaceConfig, thaw
+
+log = logging.getLogger(__name__)
+
+# Never part of a configuration snapshot: terraform's working data and local state.
+_EXCLUDED_DIRS = {".terraform", ".git"}
+_EXCLUDED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
+TFVARS = "tfward.auto.tfvars.json"
+CLI_CONFIG = ".tfward.tfrc"
+PLAN_FILE = "tfward.tfplan"
+STATE_FILE = "terraform.tfstate"
+INIT_MARKER = ".terraform/tfward-init.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    archive: bytes
+    sha256: str
+    file_count: int
+
+
+def snapshot(ws: WorkspaceConfig) -> Snapshot:
+    """A deterministic tar.gz of the workspace's configuration: same files, same bytes."""
+    files = _module_files(ws) if ws.module is not None else _source_files(ws)
+    buf = io.BytesIO()
+    # mtime=0 and fixed owners make the archive, and so its sha256, depend on content only.
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    archive = buf.getvalue()
+    return Snapshot(archive, hashlib.sha256(archive).hexdigest(), len(files))
+
+
+def _source_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
+    assert ws.source is not None
+    root = ws.source
+    found: list[tuple[str, bytes, int]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)
+        for filename in sorted(filenames):
+            if filename.endswith(_EXCLUDED_SUFFIXES) or filename == TFVARS:
+                continue
+            path = Path(dirpath, filename)
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            found.append((path.relative_to(root).as_posix(), path.read_bytes(), mode))
+    return found
+
+
+def _module_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
+    assert ws.module is not None
+    block: dict[str, object] = {"source": ws.module.source, **thaw(ws.inputs)}
+    if ws.module.version:
+        block["version"] = ws.module.version
+    doc = {"module": {"main": block}, "output": {"main": {"value": "${module.main}"}}}
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return [("main.tf.json", text.encode(), 0o644)]
+
+
+def unpack(archive: bytes, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=False)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        tar.extractall(target, filter="data")
+
+
+DEV_MIRROR_VERSION = "0.0.1"
+
+
+def cli_config_text(tf: TerraformConfig, dev_mirror: Path) -> str:
+    """The CLI config terraform runs with: plugin cache, dev overrides, the user's own file.
+
+    Terraform 1.0's `init` still looks a dev-overridden provider up in its registry (and fails
+    offline), so the overridden providers are also offered from a local filesystem mirror
+    (`build_dev_mirror`) that points at the same executables; plan and apply use the override."""
+    lines = [f"plugin_cache_dir = {json.dumps(str(tf.plugin_cache_dir))}",
+             "disable_checkpoint = true"]
+    if tf.dev_overrides:
+        sources = sorted(tf.dev_overrides)
+        lines.append("provider_installation {\n  dev_overrides {")
+        lines += [f"    {json.dumps(src)} = {json.dumps(str(tf.dev_overrides[src]))}" for src in sources]
+        lines.append("  }")
+        lines.append(f"  filesystem_mirror {{\n    path = {json.dumps(str(dev_mirror))}\n"
+                     f"    include = {json.dumps(sources)}\n  }}")
+        lines.append(f"  direct {{\n    exclude = {json.dumps(sources)}\n  }}\n}}")
+    if tf.cli_config_file is not None:
+        lines.append(f"# from {tf.cli_config_file}\n" + tf.cli_config_file.read_text())
+    return "\n".join(lines) + "\n"
+
+
+def build_dev_mirror(tf: TerraformConfig, dev_mirror: Path) -> None:
+    """Lay out `<mirror>/<host>/<ns>/<type>/<version>/<os_arch>/terraform-provider-<type>` as a
+    symlink to each dev-overridden provider's executable (see `cli_config_text`)."""
+    for source, directory in tf.dev_overrides.items():
+        host, namespace, ptype = _split_source(source)
+        target = dev_mirror / host / namespace / ptype / DEV_MIRROR_VERSION / "linux_amd64"
+        target.mkdir(parents=True, exist_ok=True)
+        link = target / f"terraform-provider-{ptype}_v{DEV_MIRROR_VERSION}"
+        executable = Path(directory) / f"terraform-provider-{ptype}"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(executable)
+
+
+def _split_source(source: str) -> tuple[str, str, str]:
+    parts = source.split("/")
+    if len(parts) == 2:
+        return "registry.terraform.io", parts[0], parts[1]
+    return parts[0], parts[1], parts[2]
+
+
+def write_inputs(run_dir: Path, ws: WorkspaceConfig, cli_config: str) -> None:
+    (run_dir / TFVARS).write_text(json.dumps(thaw(ws.vars), indent=2, sort_keys=True) + "\n")
+    (run_dir / CLI_CONFIG).write_text(cli_config)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def init_key(config_sha: str, cli_config: str, binary: str) -> str:
+    """What `terraform init` depends on: the configuration, the CLI config, the binary."""
+    stat = os.stat(shutil.which(binary) or binary)
+    parts = [config_sha, cli_config, binary, str(stat.st_size), str(stat.st_mtime_ns)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def restore_init(cache_root: Path, key: str, run_dir: Path) -> bool:
+    """Copy a kept init into `run_dir`. Returns False when there is none for `key`."""
+    kept = cache_root / key
+    if not (kept / INIT_MARKER).is_file():
+        return False
+    shutil.copytree(kept / ".terraform", run_dir / ".terraform", symlinks=True)
+    lock = kept / ".terraform.lock.hcl"
+    if lock.is_file():
+        shutil.copy2(lock, run_dir / ".terraform.lock.hcl")
+    return True
+
+
+def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
+    """Keep `run_dir`'s init for later runs. Written aside and renamed, so a crash never leaves
+    a half-copied init that looks complete."""
+    (run_dir / INIT_MARKER).write_text(json.dumps({"key": key}) + "\n")
+    final = cache_root / key
+    if final.exists():
+        return
+    tmp = cache_root / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(run_dir / ".terraform", tmp / ".terraform", symlinks=True,
+                    ignore=shutil.ignore_patterns("terraform.tfstate"))
+    lock = run_dir / ".terraform.lock.hcl"
+    if lock.is_file():
+        shutil.copy2(lock, tmp / ".terraform.lock.hcl")
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another run kept the same init first
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        raise OSError(f"could not remove {path}")

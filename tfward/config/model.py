@@ -1,0 +1,172 @@
+"""The validated, fully resolved configuration as immutable dataclasses.
+
+Everything here is already checked and normalised by ``tfward.config.load``: paths are
+absolute, durations are float seconds, per-workspace timeouts have their defaults applied.
+The objects are deeply immutable (tables become ``MappingProxyType``, arrays become tuples)
+because one ``Config`` is shared by every task in the daemon; nothing may change it
+behind another task's back. Use ``thaw`` to get plain dicts/lists back, e.g. for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "Config",
+    "DaemonConfig",
+    "ModuleRef",
+    "TerraformConfig",
+    "WorkspaceConfig",
+    "freeze",
+    "thaw",
+]
+
+
+def freeze(value: Any) -> Any:
+    """Return a deeply immutable copy: mappings -> MappingProxyType, lists -> tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Return a plain, mutable copy of a frozen value (dicts and lists), e.g. for json.dumps."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The ``[daemon]`` table."""
+
+    listen_host: str  # IPv6 hosts are stored without brackets
+    listen_port: int
+    data_dir: Path
+    database_url: str
+    public_url: str
+    organization: str
+    max_concurrent_runs: int
+    shutdown_grace: float
+    secret_key_file: Path | None
+
+    @property
+    def listen(self) -> str:
+        """``host:port`` as a bind address, with brackets around an IPv6 host."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TerraformConfig:
+    """The ``[terraform]`` table; the timeouts are defaults that workspaces may override."""
+
+    binary: str
+    plugin_cache_dir: Path
+    cli_config_file: Path | None
+    dev_overrides: Mapping[str, Path]
+    cancel_grace: float
+    init_timeout: float
+    plan_timeout: float
+    apply_timeout: float
+    plan_expiry: float
+
+    def __post_init__(self) -> None:
+        # Frozen dataclasses only stop attribute assignment; copying into a proxy also stops
+        # mutation through the caller's dict.
+        object.__setattr__(self, "dev_overrides", MappingProxyType(dict(self.dev_overrides)))
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRef:
+    """A module a workspace is built from; local ``./``/``../`` sources are absolute paths."""
+
+    source: str
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceConfig:
+    """One ``[[workspace]]``: exactly one of ``source`` and ``module`` is set."""
+
+    name: str
+    source: Path | None
+    module: ModuleRef | None
+    inputs: Mapping[str, Any]
+    vars: Mapping[str, Any]
+    env: Mapping[str, str]
+    sensitive: frozenset[str]
+    auto_apply: bool
+    init_timeout: float
+    plan_timeout: float
+    apply_timeout: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", freeze(self.inputs))
+        object.__setattr__(self, "vars", freeze(self.vars))
+        object.__setattr__(self, "env", freeze(self.env))
+        object.__setattr__(self, "sensitive", frozenset(self.sensitive))
+
+    def sensitive_values(self) -> list[str]:
+        """The strings to mask in logs: the values of the sensitive vars and env entries.
+
+        Strings are taken as they are, other values as their JSON text; the string leaves of
+        arrays and tables are included too, because Terraform prints collections element by
+        element. Empty strings are left out. Longest first, so a masker that replaces in
+        order never leaves part of a longer secret visible.
+        """
+        found: set[str] = set()
+        for name in self.sensitive:
+            for table in (self.vars, self.env):
+                if name in table:
+                    found.update(_mask_strings(table[name]))
+        found.discard("")
+        return sorted(found, key=lambda text: (-len(text), text))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole config file; ``path`` is the absolute path it was loaded from."""
+
+    path: Path
+    daemon: DaemonConfig
+    terraform: TerraformConfig
+    workspaces: tuple[WorkspaceConfig, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workspaces", tuple(self.workspaces))
+
+    def workspace(self, name: str) -> WorkspaceConfig:
+        """The workspace called ``name``; KeyError if there is none."""
+        for workspace in self.workspaces:
+            if workspace.name == name:
+                return workspace
+        raise KeyError(name)
+
+
+def _mask_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+        return
+    yield json.dumps(thaw(value), ensure_ascii=False)
+    yield from _string_leaves(value)
+
+
+def _string_leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _string_leaves(item)

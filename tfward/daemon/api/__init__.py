@@ -1,0 +1,1 @@
+"""The HTTP API (Quart-Trio on Hypercorn): JSON bodies `{"data": ...}`, errors `{"error": ...}`."""

@@ -1,0 +1,88 @@
+"""The API application: routes, error mapping, and the ASGI wrapper Hypercorn serves.
+
+Errors never escape as a 500 for bad input: unknown workspace or run -> 404, a body that is not
+JSON -> 400, unknown fields or bad values -> 422, a refused action -> 409 with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, jsonify
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from tfward.errors import BadRequest, InvalidTransition, NotFound, WorkspaceLocked
+
+from . import routes_runs, routes_state, routes_workspaces
+
+if TYPE_CHECKING:
+    from tfward.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+_STATUS = {NotFound: 404, BadRequest: 422, InvalidTransition: 409, WorkspaceLocked: 409}
+
+
+def error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"status": status, "message": message}}), status
+
+
+def create_app(daemon: Daemon) -> QuartTrio:
+    app = QuartTrio("tfward")
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+
+    for exc_type, status in _STATUS.items():
+        app.register_error_handler(exc_type, _handler(status))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error in the API")
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"data": {"status": "stopping" if daemon.stopping else "ok"}}
+
+    routes_workspaces.register(app, daemon)
+    routes_runs.register(app, daemon)
+    routes_state.register(app, daemon)
+    return app
+
+
+def _handler(status: int) -> Any:
+    async def handle(exc: Exception) -> tuple[Response, int]:
+        return error(status, str(exc))
+    return handle
+
+
+class ShieldFinalSend:
+    """ASGI wrapper: the final body send of a response runs shielded.
+
+    Quart-Trio cancels its per-request nursery on `http.disconnect`; when that lands inside
+    Hypercorn's close of a `Connection: close` / HTTP/1.0 connection, the socket is never
+    closed (hypercorn#330). Shielding only the *final* send keeps streams cancellable."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def guarded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, guarded)

@@ -1,0 +1,147 @@
+"""Run endpoints: create, list, show, actions, logs (optionally followed), plan JSON."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from sqlalchemy import Connection
+from werkzeug.exceptions import NotFound as HTTPNotFound, ServiceUnavailable
+
+from tfward.actors.workspace import Cancel, Decide, Submitted, record_cancel
+from tfward.daemon.store import artifacts, runs as run_store, workspaces as ws_store
+from tfward.errors import BadRequest
+from tfward.ids import now
+from tfward.runs import model
+from tfward.runs.model import Operation, Run
+
+from .body import json_object, string_list
+from .views import run_view
+
+if TYPE_CHECKING:
+    from tfward.daemon.service import Daemon
+
+_CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "operation": str, "auto_apply": bool, "message": str, "targets": list, "replace": list,
+}
+LOG_POLL = 0.5
+
+
+def register(app: QuartTrio, daemon: Daemon) -> None:
+    store = daemon.store
+
+    @app.post("/api/v1/workspaces/<name>/runs")
+    async def create_run(name: str) -> tuple[dict[str, Any], int]:
+        if daemon.stopping:
+            raise ServiceUnavailable(f"not accepting runs: {daemon.stop_reason}")
+        body = await json_object(_CREATE_FIELDS)
+        try:
+            operation = Operation(body.get("operation") or "plan_and_apply")
+        except ValueError:
+            raise BadRequest(f"field 'operation': expected one of "
+                             f"{', '.join(o.value for o in Operation)}") from None
+        targets, replace = string_list(body, "targets"), string_list(body, "replace")
+        ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
+        ws = daemon.rt.workspace(name)
+        auto_apply = body.get("auto_apply")
+        run = await store.write(lambda c: run_store.create_run(
+            c, workspace_id=ws_id, workspace_name=name, operation=operation,
+            auto_apply=ws.auto_apply if auto_apply is None else auto_apply,
+            message=body.get("message") or "", targets=targets, replace=replace,
+            created_by="api"))
+        daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
+        return {"data": run_view(run)}, 201
+
+    @app.get("/api/v1/workspaces/<name>/runs")
+    async def list_runs(name: str) -> dict[str, Any]:
+        limit = request.args.get("limit", default=100, type=int)
+
+        def load(conn: Connection) -> list[Run]:
+            return run_store.list_runs(conn, workspace_id=ws_store.workspace_id(conn, name),
+                                       limit=max(1, min(limit, 1000)))
+        return {"data": [run_view(r) for r in await store.read(load)]}
+
+    @app.get("/api/v1/runs/<run_id>")
+    async def show_run(run_id: str) -> dict[str, Any]:
+        """`?wait_status=a,b&wait_timeout=30` long-polls until the run is in one of the
+        statuses (or is terminal), or the timeout passes; the run is returned either way."""
+        run = await store.read(lambda c: run_store.get_run(c, run_id))
+        wanted = {s for s in request.args.get("wait_status", "").split(",") if s}
+        timeout = min(request.args.get("wait_timeout", default=30.0, type=float), 300.0)
+        with trio.move_on_after(timeout):
+            while wanted and str(run.status) not in wanted and not run.status.is_terminal:
+                committed = store.committed  # taken before reading: no wake-up is missed
+                run = await store.read(lambda c: run_store.get_run(c, run_id))
+                if str(run.status) not in wanted and not run.status.is_terminal:
+                    await committed.wait()
+        return {"data": run_view(run)}
+
+    @app.post("/api/v1/runs/<run_id>/actions/<action>")
+    async def run_action(run_id: str, action: str) -> tuple[dict[str, Any], int]:
+        body = await json_object({"comment": str})
+        if action == "confirm":
+            run = await _confirm(daemon, run_id)
+            daemon.supervisor.tell(run.workspace, Decide(run_id, "confirm"))
+        elif action == "discard":
+            run = await store.read(lambda c: run_store.get_run(c, run_id))
+            model.discard(run, now())  # validates only: the run's task finishes it
+            daemon.supervisor.tell(run.workspace, Decide(
+                run_id, "discard", body.get("comment") or "discarded by api"))
+        elif action in ("cancel", "force-cancel"):
+            force = action == "force-cancel"
+            run = await record_cancel(daemon.rt, run_id, force)
+            daemon.supervisor.tell(run.workspace, Cancel(run_id, force))
+        else:
+            raise HTTPNotFound(f"unknown run action {action!r}")
+        return {"data": run_view(run)}, 202
+
+    @app.get("/api/v1/runs/<run_id>/plan")
+    async def plan_json(run_id: str) -> Response:
+        raw = await store.read(lambda c: artifacts.get_plan_json(c, run_id))
+        return Response(raw, content_type="application/json")
+
+    @app.get("/api/v1/runs/<run_id>/logs")
+    async def logs(run_id: str) -> Response:
+        await store.read(lambda c: run_store.get_run(c, run_id))  # 404 for an unknown run
+        if request.args.get("follow", "false").lower() not in ("1", "true", "yes"):
+            chunks = await store.read(lambda c: artifacts.read_log(c, run_id))
+            return Response(b"".join(data for _, data in chunks), content_type="text/plain")
+        response = Response(_follow(daemon, run_id), content_type="text/plain")
+        response.timeout = None
+        return response
+
+
+async def _confirm(daemon: Daemon, run_id: str) -> Run:
+    def tx(conn: Connection) -> Run:
+        run = run_store.get_run(conn, run_id)
+        lock = ws_store.get_lock(conn, run_store.workspace_id_of(conn, run_id))
+        after = model.confirm(run, now(), by="api", lock_holder=lock.run_id if lock else None)
+        return run_store.save(conn, run, after)
+    return await daemon.store.write(tx)
+
+
+async def _follow(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
+    """Stream the log from the start until the run ends (or the daemon stops)."""
+    seq = -1
+    while True:
+        chunks = await daemon.store.read(lambda c: artifacts.read_log(c, run_id, seq))
+        for seq, data in chunks:
+            yield data
+        run = await daemon.store.read(lambda c: run_store.get_run(c, run_id))
+        live = daemon.rt.live_logs.get(run_id)
+        if run.status.is_terminal and live is None:
+            rest = await daemon.store.read(lambda c: artifacts.read_log(c, run_id, seq))
+            for seq, data in rest:
+                yield data
+            return
+        if daemon.stopping and daemon.supervisor.stopped.is_set():
+            return
+        with trio.move_on_after(LOG_POLL):
+            if live is not None:
+                await live.changed.wait()
+                await trio.sleep(0.2)  # let the flusher store what just arrived
+            else:
+                await trio.sleep_forever()

@@ -1,0 +1,73 @@
+"""How objects look in API responses. Secrets never appear here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfward.daemon.store.artifacts import ConfigurationVersion
+from tfward.daemon.store.states import StateVersion
+from tfward.daemon.store.workspaces import Lock
+from tfward.ids import rfc3339
+from tfward.runs.model import Run, allowed_actions
+
+
+def run_view(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "workspace": run.workspace,
+        "operation": str(run.operation),
+        "auto_apply": run.auto_apply,
+        "is_speculative": run.is_speculative,
+        "message": run.message,
+        "targets": list(run.targets),
+        "replace": list(run.replace),
+        "status": str(run.status),
+        "stage": run.stage and str(run.stage),
+        "error_kind": run.error_kind and str(run.error_kind),
+        "error_message": run.error_message,
+        "has_changes": run.has_changes,
+        "resource_changes": {"add": run.changes.add, "change": run.changes.change,
+                             "destroy": run.changes.destroy},
+        "plan_hash": run.plan_hash,
+        "configuration_version_id": run.configuration_version_id,
+        "created_by": run.created_by,
+        "confirmed_by": run.confirmed_by,
+        "warnings": list(run.warnings),
+        "actions": list(allowed_actions(run)),
+        "timestamps": {
+            "created_at": rfc3339(run.created_at),
+            "started_at": rfc3339(run.started_at),
+            "planned_at": rfc3339(run.planned_at),
+            "plan_expires_at": rfc3339(run.plan_expires_at),
+            "confirmed_at": rfc3339(run.confirmed_at),
+            "apply_started_at": rfc3339(run.apply_started_at),
+            "finished_at": rfc3339(run.finished_at),
+            "cancel_requested_at": rfc3339(run.cancel_requested_at),
+            "force_cancel_requested_at": rfc3339(run.force_cancel_requested_at),
+            "status_changed_at": rfc3339(run.status_changed_at),
+        },
+    }
+
+
+def lock_view(lock: Lock | None) -> dict[str, Any] | None:
+    if lock is None:
+        return None
+    return {"run_id": lock.run_id, "locked_by": lock.locked_by, "reason": lock.reason,
+            "locked_at": rfc3339(lock.locked_at), "message": lock.describe()}
+
+
+def state_version_view(sv: StateVersion) -> dict[str, Any]:
+    return {
+        "id": sv.id, "serial": sv.serial, "lineage": sv.lineage, "sha256": sv.sha256,
+        "kind": sv.kind, "run_id": sv.run_id, "rolled_back_from": sv.rolled_back_from,
+        "resource_count": sv.resource_count, "created_at": rfc3339(sv.created_at),
+        # Sensitive outputs come back null (DESIGN §10).
+        "outputs": {name: {"type": out.get("type"), "sensitive": bool(out.get("sensitive")),
+                           "value": None if out.get("sensitive") else out.get("value")}
+                    for name, out in sv.outputs.items()},
+    }
+
+
+def configuration_version_view(cv: ConfigurationVersion) -> dict[str, Any]:
+    return {"id": cv.id, "sha256": cv.sha256, "size": cv.size, "file_count": cv.file_count,
+            "created_at": rfc3339(cv.created_at)}

@@ -1,0 +1,124 @@
+"""The daemon: start-up, recovery, the supervision tree, the API server, and shutdown.
+
+    trio.run(main)
+    └─ Daemon.serve nursery
+       ├─ recovery (to completion, before anything else starts)
+       ├─ Supervisor -> one WorkspaceActor per workspace -> run tasks
+       └─ API server (hypercorn.trio.serve; shut down last, so status stays readable)
+
+Shutdown (`request_shutdown`, e.g. SIGTERM): stop accepting runs (the API answers 503), runs
+that are only planning go back to `pending`, runs inside the apply are left to finish for up to
+`[daemon] shutdown_grace`, then are interrupted like a cancel. `hard_stop` (a second signal)
+cancels everything; every run task still goes through the termination funnel, shielded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from tfward.actors import workdir
+from tfward.actors.recovery import RecoveryReport, recover
+from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
+from tfward.actors.supervisor import Supervisor
+from tfward.config import Config
+from tfward.daemon.store import workspaces as ws_store
+from tfward.daemon.store.db import Store
+
+from .api.app import ShieldFinalSend, create_app
+
+log = logging.getLogger(__name__)
+
+# After the drain, runs that were interrupted still need their cancel grace to stop terraform.
+_HARD_STOP_MARGIN = 30.0
+
+
+class Daemon:
+    def __init__(self, config: Config, *, faults: FaultInjector | None = None) -> None:
+        self.config = config
+        self.faults = faults or NoFaults()
+        self.store = Store(config.daemon.database_url)
+        self.stopping = False
+        self.stop_reason = "the daemon is shutting down"
+        self.addresses: list[str] = []
+        self.recovery: RecoveryReport | None = None
+        self._shutdown = trio.Event()
+        self._api_stop = trio.Event()
+        self._cancel: trio.CancelScope | None = None
+        self.rt: Runtime
+        self.supervisor: Supervisor
+
+    async def serve(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until shut down. Reports itself started once recovery is done, every workspace
+        actor runs and the API listens."""
+        with trio.CancelScope() as self._cancel:
+            try:
+                await self._serve(task_status)
+            finally:
+                self.store.close()
+
+    async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
+        await trio.to_thread.run_sync(self._prepare_storage)
+        names = [ws.name for ws in self.config.workspaces]
+        ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
+        self.rt = Runtime(self.config, self.store, ws_ids, faults=self.faults)
+        self.recovery = await recover(self.rt)
+        self.supervisor = Supervisor(self.rt)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.supervisor.run)
+            self.addresses = await nursery.start(self._serve_api)
+            log.info("tfward listening on %s", ", ".join(self.addresses))
+            task_status.started(self)
+            await self._shutdown.wait()
+            await self._drain()
+            self._api_stop.set()
+
+    def _prepare_storage(self) -> None:
+        for sub in ("runs", "init-cache", "state-backups"):
+            (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        workdir.build_dev_mirror(self.config.terraform, self.config.daemon.data_dir / "dev-provider-mirror")
+        if self.config.daemon.database_url.startswith("sqlite:///"):
+            Path(self.config.daemon.database_url.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True)
+        self.store.migrate()
+
+    async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
+        hc = HypercornConfig()
+        hc.bind = [f"{_bracket(self.config.daemon.listen_host)}:{self.config.daemon.listen_port}"]
+        hc.accesslog = None
+        hc.graceful_timeout = 5.0
+        app = ShieldFinalSend(create_app(self))
+        await hypercorn_serve(app, hc, shutdown_trigger=self._api_stop.wait,  # type: ignore[arg-type]
+                              task_status=task_status)
+
+    async def _drain(self) -> None:
+        self.stopping = True
+        log.info("shutting down: draining runs (up to %.0fs for applies)",
+                 self.config.daemon.shutdown_grace)
+        self.supervisor.stop(drain=True)
+        with trio.move_on_after(self.config.daemon.shutdown_grace):
+            await self.supervisor.stopped.wait()
+        if not self.supervisor.stopped.is_set():
+            log.warning("shutdown grace over: interrupting the runs still applying")
+            self.supervisor.stop(drain=False)
+            with trio.move_on_after(self.config.terraform.cancel_grace + _HARD_STOP_MARGIN):
+                await self.supervisor.stopped.wait()
+
+    def request_shutdown(self, reason: str = "the daemon is shutting down") -> None:
+        self.stop_reason = reason
+        self.stopping = True
+        self._shutdown.set()
+
+    def hard_stop(self) -> None:
+        """Cancel everything now. Run tasks still finish through the funnel (shielded)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,143 @@
+"""Persistence of state versions, with the serial and lineage rules that protect them.
+
+A state can become current only if it continues the current lineage with a higher serial.
+Rollback copies an old version's content into a new version with the next serial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from tfward.errors import NotFound, StateRejected
+from tfward.ids import new_id, now
+
+from .tables import state_versions
+
+
+@dataclass(frozen=True, slots=True)
+class StateVersion:
+    id: str
+    workspace_id: str
+    serial: int
+    lineage: str
+    sha256: str
+    outputs: dict[str, Any]
+    resource_count: int
+    kind: str
+    run_id: str | None
+    rolled_back_from: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedState:
+    serial: int
+    lineage: str
+    outputs: dict[str, Any]
+    resource_count: int
+    sha256: str
+    raw: bytes
+
+
+def parse_state(raw: bytes) -> ParsedState:
+    """Read the parts of a terraform state file we check and show. Raises StateRejected."""
+    try:
+        doc = json.loads(raw)
+        serial, lineage = int(doc["serial"]), str(doc["lineage"])
+        resources = doc.get("resources") or []
+        outputs = doc.get("outputs") or {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateRejected(f"not a terraform state file: {exc}") from exc
+    instances = sum(len(r.get("instances") or []) for r in resources if r.get("mode") == "managed")
+    return ParsedState(serial, lineage, outputs, instances, hashlib.sha256(raw).hexdigest(), raw)
+
+
+def _from_row(row: Any) -> StateVersion:
+    m = row._mapping
+    return StateVersion(
+        m["id"], m["workspace_id"], m["serial"], m["lineage"], m["sha256"], m["outputs"],
+        m["resource_count"], m["kind"], m["run_id"], m["rolled_back_from"], m["created_at"])
+
+
+_COLUMNS = [c for c in state_versions.c if c.name != "state"]
+
+
+def current(conn: Connection, ws_id: str) -> StateVersion | None:
+    row = conn.execute(select(*_COLUMNS).where(state_versions.c.workspace_id == ws_id)
+                       .order_by(state_versions.c.serial.desc()).limit(1)).first()
+    return None if row is None else _from_row(row)
+
+
+def current_raw(conn: Connection, ws_id: str) -> bytes | None:
+    return conn.execute(select(state_versions.c.state).where(state_versions.c.workspace_id == ws_id)
+                        .order_by(state_versions.c.serial.desc()).limit(1)).scalar()
+
+
+def get(conn: Connection, sv_id: str) -> StateVersion:
+    row = conn.execute(select(*_COLUMNS).where(state_versions.c.id == sv_id)).first()
+    if row is None:
+        raise NotFound(f"state version {sv_id} not found")
+    return _from_row(row)
+
+
+def get_raw(conn: Connection, sv_id: str) -> bytes:
+    raw = conn.execute(select(state_versions.c.state).where(state_versions.c.id == sv_id)).scalar()
+    if raw is None:
+        raise NotFound(f"state version {sv_id} not found")
+    return bytes(raw)
+
+
+def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateVersion]:
+    rows = conn.execute(select(*_COLUMNS).where(state_versions.c.workspace_id == ws_id)
+                        .order_by(state_versions.c.serial.desc()).limit(limit))
+    return [_from_row(r) for r in rows]
+
+
+def store(
+    conn: Connection, ws_id: str, state: ParsedState, *, kind: str, run_id: str | None,
+    rolled_back_from: str | None = None,
+) -> StateVersion | None:
+    """Store `state` as the new current version. Returns None when it equals the current one.
+    Raises StateRejected for another lineage or a serial that does not move forward."""
+    cur = current(conn, ws_id)
+    if cur is not None:
+        if cur.sha256 == state.sha256:
+            return None
+        if cur.lineage != state.lineage:
+            raise StateRejected(
+                f"state lineage {state.lineage} differs from the workspace's {cur.lineage}")
+        if state.serial <= cur.serial:
+            raise StateRejected(
+                f"state serial {state.serial} is not newer than the current serial {cur.serial}")
+    version = StateVersion(
+        new_id("sv"), ws_id, state.serial, state.lineage, state.sha256, state.outputs,
+        state.resource_count, kind, run_id, rolled_back_from, now())
+    conn.execute(insert(state_versions).values(
+        id=version.id, workspace_id=ws_id, serial=version.serial, lineage=version.lineage,
+        sha256=version.sha256, state=state.raw, outputs=version.outputs,
+        resource_count=version.resource_count, kind=kind, run_id=run_id,
+        rolled_back_from=rolled_back_from, created_at=version.created_at))
+    return version
+
+
+def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
+    """Make a new current version whose content is `sv_id`'s, with the next serial."""
+    old = get(conn, sv_id)
+    if old.workspace_id != ws_id:
+        raise NotFound(f"state version {sv_id} does not belong to this workspace")
+    top = conn.execute(select(func.max(state_versions.c.serial))
+                       .where(state_versions.c.workspace_id == ws_id)).scalar_one()
+    doc = json.loads(get_raw(conn, sv_id))
+    doc["serial"] = int(top) + 1
+    raw = (json.dumps(doc, indent=2) + "\n").encode()
+    version = store(conn, ws_id, parse_state(raw), kind="rollback", run_id=None,
+                    rolled_back_from=sv_id)
+    if version is None:
+        raise StateRejected(f"state version {sv_id} is already the current state")
+    return version

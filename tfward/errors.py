@@ -1,0 +1,105 @@
+"""The exceptions tfward raises on purpose, all under one base class.
+
+The CLI and the HTTP layer catch ``TfwardError`` to tell "the input or the environment is
+wrong" (print the message, exit non-zero) from bugs (let the traceback through). Anything
+that is not a ``TfwardError`` is treated as a bug.
+
+    Exception
+     └── TfwardError          base class; never raised directly
+          ├── ConfigError         the config file is missing, is not TOML, or fails validation
+          ├── InvalidTransition   the run state machine refuses an action (runs/model.py; API: 409)
+          ├── NotFound            a workspace, run, state version does not exist (API: 404)
+          ├── BadRequest          a request body names unknown fields or bad values (API: 422)
+          ├── WorkspaceLocked     the workspace lock is held by someone else (store; API: 409)
+          ├── StateRejected       a state file is older or of another lineage than the current
+          │                       one, or is not a terraform state (actors/state.py)
+          ├── PlanUnusable        a saved plan is missing, corrupt, or stale: re-plan (seed 003)
+          └── StageFailed         terraform or a stage of the pipeline failed; carries the
+                                  run's error kind (actors/pipeline.py)
+
+When you add a class below, add it to the tree above as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "BadRequest",
+    "ConfigError",
+    "InvalidTransition",
+    "NotFound",
+    "PlanUnusable",
+    "StageFailed",
+    "StateRejected",
+    "TfwardError",
+    "WorkspaceLocked",
+]
+
+
+class TfwardError(Exception):
+    """Base class for every error tfward raises on purpose."""
+
+
+class ConfigError(TfwardError):
+    """The config file can't be used.
+
+    ``file`` is the path as the caller gave it (so messages read the way the operator typed
+    it), ``key_path`` locates the value (``workspace[1].vars.region``; empty when the problem
+    is the file as a whole) and ``message`` says what was expected and what was found.
+    """
+
+    file: Path
+    key_path: str
+    message: str
+
+    def __init__(self, file: str | os.PathLike[str], key_path: str, message: str) -> None:
+        # Passing every argument to Exception keeps the error picklable (trio/multiprocessing
+        # and pytest-xdist re-create exceptions from .args).
+        super().__init__(file, key_path, message)
+        self.file = Path(file)
+        self.key_path = key_path
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.key_path:
+            return f"{self.file}: {self.key_path}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+class InvalidTransition(TfwardError):
+    """The run state machine refused an action; the message says why, for an API client."""
+
+
+class NotFound(TfwardError):
+    """A named object does not exist. Raised by the store; the API answers 404."""
+
+
+class BadRequest(TfwardError):
+    """A request is well-formed JSON but wrong: unknown fields, bad values. The API answers 422."""
+
+
+class WorkspaceLocked(TfwardError):
+    """The workspace lock is held by someone else. The message uses the wording HCP clients
+    match on: ``The workspace is locked by Run run-...`` / ``... locked by User <name>``."""
+
+
+class StateRejected(TfwardError):
+    """A state file cannot become the current state: lower serial, other lineage, not JSON."""
+
+
+class PlanUnusable(TfwardError):
+    """A saved plan cannot be applied (missing, corrupt, or stale); the run is planned again."""
+
+
+class StageFailed(TfwardError):
+    """A stage of the run pipeline failed. ``kind`` is the run's ``error_kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,316 @@
+"""The run and its state machine, as pure code.
+
+Every status or stage change of a run is one of the functions below: each takes a `Run` and
+returns a new `Run`, or raises `InvalidTransition` with a reason an API client can read.
+Persistence loads a run, applies one transition and saves it in one short transaction; no other
+module assigns a status string.
+
+Status and stage (DESIGN §3):
+
+    pending ──start_planning──> planning ──plan_finished──> apply_pending ──begin_apply──> applying
+       │  ^                        │  │                        │    │                      │
+       │  └──────requeue───────────┘  └─(no changes / plan)─> planned_and_finished         │
+       │                             (auto_apply + changes) ─────────────────────────────> applying
+       └─cancel─> cancelled            discard / expire ──> discarded                        │
+                                                                                             v
+                        finish(): applied | applied_state_error | failed | cancelled | force_cancelled
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tfward.errors import InvalidTransition
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    APPLY_PENDING = "apply_pending"
+    APPLYING = "applying"
+    PLANNED_AND_FINISHED = "planned_and_finished"
+    APPLIED = "applied"
+    APPLIED_STATE_ERROR = "applied_state_error"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    FORCE_CANCELLED = "force_cancelled"
+    DISCARDED = "discarded"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {
+        Status.PLANNED_AND_FINISHED,
+        Status.APPLIED,
+        Status.APPLIED_STATE_ERROR,
+        Status.FAILED,
+        Status.CANCELLED,
+        Status.FORCE_CANCELLED,
+        Status.DISCARDED,
+    }
+)
+# A run in one of these has a terraform process (or our own work) in flight.
+ACTIVE = frozenset({Status.PLANNING, Status.APPLYING})
+
+
+class Stage(enum.StrEnum):
+    FETCHING = "fetching"
+    INIT = "init"
+    PRE_PLAN = "pre_plan"
+    PLANNING = "planning"
+    SAVING_PLAN = "saving_plan"
+    POST_PLAN = "post_plan"
+    RESTORING_PLAN = "restoring_plan"
+    PRE_APPLY = "pre_apply"
+    APPLYING = "applying"
+    SAVING_STATE = "saving_state"
+    POST_APPLY = "post_apply"
+
+
+PLAN_STAGES = (
+    Stage.FETCHING,
+    Stage.INIT,
+    Stage.PRE_PLAN,
+    Stage.PLANNING,
+    Stage.SAVING_PLAN,
+    Stage.POST_PLAN,
+)
+APPLY_STAGES = (
+    Stage.RESTORING_PLAN,
+    Stage.PRE_APPLY,
+    Stage.APPLYING,
+    Stage.SAVING_STATE,
+    Stage.POST_APPLY,
+)
+# Stages that must never be interrupted by a daemon shutdown (seed C1).
+CRITICAL_STAGES = frozenset({Stage.APPLYING, Stage.SAVING_STATE, Stage.SAVING_PLAN})
+
+
+class Operation(enum.StrEnum):
+    PLAN = "plan"
+    PLAN_AND_APPLY = "plan_and_apply"
+    DESTROY = "destroy"
+
+
+class ErrorKind(enum.StrEnum):
+    CONFIG = "config"
+    INIT = "init"
+    PLAN = "plan"
+    APPLY = "apply"
+    STATE = "state"
+    RUN_TASK = "run_task"
+    TIMEOUT = "timeout"
+    LOCK = "lock"
+    INTERNAL = "internal"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChanges:
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.add or self.change or self.destroy)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run, as the state machine sees it. Timestamps are timezone-aware UTC."""
+
+    id: str
+    workspace: str
+    operation: Operation
+    auto_apply: bool
+    status: Status
+    created_at: datetime
+    stage: Stage | None = None
+    message: str = ""
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    created_by: str | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    has_changes: bool | None = None
+    changes: ResourceChanges = field(default_factory=ResourceChanges)
+    plan_hash: str | None = None
+    configuration_version_id: str | None = None
+    started_at: datetime | None = None
+    planned_at: datetime | None = None
+    plan_expires_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = None
+    apply_started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    force_cancel_requested_at: datetime | None = None
+    warnings: tuple[str, ...] = ()
+    status_changed_at: datetime | None = None
+
+    @property
+    def is_speculative(self) -> bool:
+        return self.operation is Operation.PLAN
+
+
+def _to(run: Run, now: datetime, status: Status, **changes: object) -> Run:
+    return dataclasses.replace(run, status=status, status_changed_at=now, **changes)  # type: ignore[arg-type]
+
+
+def _refuse(run: Run, action: str) -> InvalidTransition:
+    return InvalidTransition(f"cannot {action} run {run.id}: it is {run.status}")
+
+
+def start_planning(run: Run, now: datetime) -> Run:
+    if run.status is not Status.PENDING:
+        raise _refuse(run, "start planning")
+    return _to(run, now, Status.PLANNING, stage=Stage.FETCHING, started_at=now)
+
+
+def enter_stage(run: Run, stage: Stage) -> Run:
+    """Move to a stage of the run's current phase."""
+    allowed = PLAN_STAGES if run.status is Status.PLANNING else APPLY_STAGES
+    if run.status not in ACTIVE or stage not in allowed:
+        raise InvalidTransition(f"run {run.id} is {run.status}: stage {stage} does not belong there")
+    return dataclasses.replace(run, stage=stage)
+
+
+def plan_finished(
+    run: Run, now: datetime, *, changes: ResourceChanges, has_changes: bool, plan_hash: str,
+    expires_at: datetime,
+) -> Run:
+    """Record a finished plan. The run becomes `apply_pending` when someone must confirm, or
+    `applying` when it applies by itself; a plan that will not be applied stays `planning` for
+    the termination funnel to finish as `planned_and_finished` (see `needs_apply`)."""
+    if run.status is not Status.PLANNING:
+        raise _refuse(run, "finish planning")
+    recorded = dataclasses.replace(
+        run, changes=changes, has_changes=has_changes, plan_hash=plan_hash, planned_at=now
+    )
+    if not needs_apply(recorded):
+        return recorded
+    if run.auto_apply:
+        return _to(recorded, now, Status.APPLYING, stage=Stage.RESTORING_PLAN,
+                   apply_started_at=now, confirmed_at=now, confirmed_by="auto-apply")
+    return _to(recorded, now, Status.APPLY_PENDING, stage=None, plan_expires_at=expires_at)
+
+
+def needs_apply(run: Run) -> bool:
+    return not run.is_speculative and bool(run.has_changes)
+
+
+def confirm(run: Run, now: datetime, *, by: str | None, lock_holder: str | None) -> Run:
+    """Accept the plan. Idempotent: confirming a confirmed run returns it unchanged (seed M7).
+
+    Refused when the plan has expired or the workspace lock is no longer held by this run."""
+    if run.confirmed_at is not None and run.status in (Status.APPLY_PENDING, Status.APPLYING):
+        return run
+    if run.status is not Status.APPLY_PENDING:
+        raise _refuse(run, "confirm")
+    if run.plan_expires_at is not None and now >= run.plan_expires_at:
+        raise InvalidTransition(f"cannot confirm run {run.id}: its plan expired at "
+                                f"{run.plan_expires_at.isoformat()}; discard it and plan again")
+    if lock_holder != run.id:
+        holder = f"held by {lock_holder}" if lock_holder else "not locked"
+        raise InvalidTransition(
+            f"cannot confirm run {run.id}: the workspace lock is no longer held by this run ({holder})"
+        )
+    return dataclasses.replace(run, confirmed_at=now, confirmed_by=by)
+
+
+def begin_apply(run: Run, now: datetime) -> Run:
+    """A confirmed `apply_pending` run starts applying (the actor calls this, not the API)."""
+    if run.status is not Status.APPLY_PENDING or run.confirmed_at is None:
+        raise _refuse(run, "begin applying")
+    return _to(run, now, Status.APPLYING, stage=Stage.RESTORING_PLAN, apply_started_at=now)
+
+
+def discard(run: Run, now: datetime, *, reason: str | None = None) -> Run:
+    if run.status is not Status.APPLY_PENDING or run.confirmed_at is not None:
+        raise _refuse(run, "discard") if run.confirmed_at is None else InvalidTransition(
+            f"cannot discard run {run.id}: it was confirmed and is about to apply"
+        )
+    return _to(run, now, Status.DISCARDED, stage=None, finished_at=now, error_message=reason)
+
+
+def cancel(run: Run, now: datetime, *, force: bool = False) -> Run:
+    """Ask a run to stop. A pending run is cancelled at once; an active one is marked and its
+    actor interrupts terraform. Force-cancel is allowed only after a cancel was requested."""
+    if force:
+        if run.status not in ACTIVE:
+            raise _refuse(run, "force-cancel")
+        if run.cancel_requested_at is None:
+            raise InvalidTransition(f"cannot force-cancel run {run.id}: cancel it first")
+        if run.force_cancel_requested_at is not None:
+            return run
+        return dataclasses.replace(run, force_cancel_requested_at=now)
+    if run.status is Status.PENDING:
+        return _to(run, now, Status.CANCELLED, stage=None, finished_at=now,
+                   cancel_requested_at=now)
+    if run.status not in ACTIVE:
+        hint = "; discard it instead" if run.status is Status.APPLY_PENDING else ""
+        raise InvalidTransition(f"cannot cancel run {run.id}: it is {run.status}{hint}")
+    if run.cancel_requested_at is not None:
+        return run
+    return dataclasses.replace(run, cancel_requested_at=now)
+
+
+def requeue(run: Run, now: datetime, *, reason: str, nothing_applied: bool = False) -> Run:
+    """Send a run back to `pending` to be planned again (daemon shutdown while planning, a lost or
+    stale plan: seed 003). Confirmation and plan results are forgotten; it must be confirmed again.
+    From the `applying` stage only when terraform refused the plan (`nothing_applied`)."""
+    if run.status not in (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING):
+        raise _refuse(run, "requeue")
+    if (run.status is Status.APPLYING and not nothing_applied
+            and run.stage not in (Stage.RESTORING_PLAN, Stage.PRE_APPLY)):
+        raise InvalidTransition(f"cannot requeue run {run.id}: terraform may have applied already")
+    return _to(
+        run, now, Status.PENDING, stage=None, has_changes=None, changes=ResourceChanges(),
+        plan_hash=None, planned_at=None, plan_expires_at=None, confirmed_at=None,
+        confirmed_by=None, apply_started_at=None, cancel_requested_at=None,
+        force_cancel_requested_at=None, warnings=(*run.warnings, f"re-planned: {reason}"),
+    )
+
+
+def finish(
+    run: Run, now: datetime, status: Status, *, error_kind: ErrorKind | None = None,
+    error_message: str | None = None,
+) -> Run:
+    """Make a run terminal. Only the termination funnel calls this."""
+    if not status.is_terminal:
+        raise InvalidTransition(f"cannot finish run {run.id} as {status}: not a terminal status")
+    if run.status.is_terminal:
+        raise InvalidTransition(f"run {run.id} already finished as {run.status}")
+    if status in (Status.APPLIED, Status.APPLIED_STATE_ERROR) and run.status is not Status.APPLYING:
+        raise InvalidTransition(f"run {run.id} cannot be {status}: it never applied")
+    if status is Status.PLANNED_AND_FINISHED and run.status is not Status.PLANNING:
+        raise InvalidTransition(f"run {run.id} cannot be {status} from {run.status}")
+    if status is Status.DISCARDED and run.status is not Status.APPLY_PENDING:
+        raise _refuse(run, "discard")
+    return _to(run, now, status, stage=None, finished_at=now, error_kind=error_kind,
+               error_message=error_message)
+
+
+def add_warning(run: Run, warning: str) -> Run:
+    return dataclasses.replace(run, warnings=(*run.warnings, warning))
+
+
+def allowed_actions(run: Run) -> Sequence[str]:
+    """The actions the API would accept now, for clients to render buttons."""
+    if run.status is Status.PENDING:
+        return ("cancel",)
+    if run.status is Status.APPLY_PENDING:
+        return () if run.confirmed_at else ("confirm", "discard")
+    if run.status in ACTIVE:
+        if run.cancel_requested_at is None:
+            return ("cancel",)
+        return () if run.force_cancel_requested_at else ("force-cancel",)
+    return ()
