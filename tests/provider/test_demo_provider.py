@@ -13,10 +13,10 @@ Findings, measured with Terraform 1.0.3 on this project's 2-core machine:
   modules still needs them installed: ``terraform get`` does that without touching
   providers (init installs them too before failing, but exits 1).
 * Timing (3 things, no delay): the failing init ~0.06 s; ``plan`` ~0.8 s; ``apply`` of
-  a saved plan ~0.65 s; ``apply -auto-approve`` ~1.0 s; ``destroy`` ~1.1 s.  Most of it is provider start-up: the
-  provider process takes ~0.15 s to its handshake (Python + grpc import), and Terraform
-  starts a fresh one for each step: 3 per plan (schema, validate walk, plan walk), 4 per
-  apply -auto-approve or destroy (+ apply walk).
+  a saved plan ~0.65 s; ``apply -auto-approve`` ~1.0 s; ``destroy`` ~1.1 s.  Most of it
+  is provider start-up: the provider process takes ~0.15 s to its handshake (Python +
+  grpc import), and Terraform starts a fresh one for each step: 3 per plan (schema,
+  validate walk, plan walk), 4 per apply -auto-approve or destroy (+ apply walk).
 * SIGINT: Terraform 1.0.3 re-executes itself under panicwrap.  The process you start
   IGNORES SIGINT and forwards only SIGTERM; its terraform child does the work and treats
   SIGINT and SIGTERM alike ("Interrupt received. ... Gracefully shutting down..."): it
