@@ -176,3 +176,32 @@ def stray_processes(marker: str) -> list[str]:
             found.append(f"{proc.name}: {cmdline}")
     return found
 
+
+
+async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
+    """Everything the termination contract speaks of, read from the daemon's own store."""
+    from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
+
+    def load(conn: Any) -> dict[str, Any]:
+        run = run_store.get_run(conn, run_id)
+        ws_id = run_store.workspace_id_of(conn, run_id)
+        return {
+            "run": run,
+            "log": b"".join(d for _, d in artifacts.read_log(conn, run_id)).decode(),
+            "lock": ws_store.get_lock(conn, ws_id),
+            "outbox": artifacts.outbox_rows(conn, run_id=run_id),
+            "states": states.list_versions(conn, ws_id),
+        }
+
+    found = await daemon.store.read(load)
+    found["dir_exists"] = (daemon.config.daemon.data_dir / "runs" / run_id).exists()
+    found["triggers"] = [row["payload"]["trigger"] for row in found["outbox"]]
+    return found
+
+
+def state_addresses(daemon: Daemon, sv_id: str) -> list[str]:
+    from tfward.daemon.store import states
+
+    doc = json.loads(daemon.store.run_sync(lambda c: states.get_raw(c, sv_id)))
+    return sorted(f"{r['type']}.{r['name']}" + (f"[{i['index_key']}]" if "index_key" in i else "")
+                  for r in doc.get("resources", []) for i in r.get("instances", []))

@@ -9,11 +9,13 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
      a state version before anything else (seed C2); if it cannot be stored the run is
      `applied_state_error` and keeps the workspace lock (seed O5);
   2. the full log is stored (seed H3);
-  3. in ONE transaction: status and stage become terminal (seed H1), the workspace lock is
+  3. the working directory is removed (C2, H2);
+  4. in ONE transaction, the moment the outcome becomes visible: status and stage become terminal (seed H1), the workspace lock is
      released unless the outcome keeps it (C2), run-task tokens are revoked (C4/C5), the
      notification for the outcome is put in the outbox (M5), the process record is cleared;
-  4. the working directory is removed (C2, H2);
   5. the run's live log is retired.
+Everything is done before step 4 commits, so a client that sees the run terminal can rely on
+every other step having happened.
 Critical sections are context managers in the pipeline and are exited before this runs (C1).
 A step that fails is logged and does not stop the later steps.
 """
@@ -113,10 +115,10 @@ async def finish_run(rt: Runtime, ending: Ending, outcome: Outcome,
         outcome = await _keep_state(ending, outcome, keeper)
         ending.log.note(f"run finished: {outcome.describe()}")
         await _step("store the log", ending, ending.log.close)
-        final = await _record(rt, ending, outcome)
         if not outcome.detach:
             await _step("remove the run directory", ending,
                         lambda: trio.to_thread.run_sync(workdir.remove, ending.run_dir))
+        final = await _record(rt, ending, outcome)
         rt.live_logs.pop(ending.run_id, None)
         log.info("run %s of %s finished: %s", ending.run_id, ending.workspace, outcome.describe())
         return final

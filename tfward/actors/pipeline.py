@@ -40,11 +40,6 @@ from .terraform import StopControl, run_terraform
 
 log = logging.getLogger(__name__)
 
-# Stages without a terraform process of their own are bounded by this, or by their phase's
-# timeout when that is shorter.
-INTERNAL_STAGE_TIMEOUT = 600.0
-
-
 class StopReason:
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
@@ -259,9 +254,12 @@ class RunPipeline(StateKeeper):
             raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
 
     def _timeout(self, stage: Stage) -> float:
+        """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,
+        or their phase's timeout when shorter."""
         phase = self.ws.apply_timeout if stage in model.APPLY_STAGES else self.ws.plan_timeout
         return {Stage.INIT: self.ws.init_timeout, Stage.PLANNING: self.ws.plan_timeout,
-                Stage.APPLYING: self.ws.apply_timeout}.get(stage, min(phase, INTERNAL_STAGE_TIMEOUT))
+                Stage.APPLYING: self.ws.apply_timeout}.get(
+                    stage, min(phase, self.rt.config.terraform.stage_timeout))
 
     async def _fetch(self) -> tuple[str, bytes]:
         snap = await trio.to_thread.run_sync(workdir.snapshot, self.ws)
@@ -405,10 +403,12 @@ class RunPipeline(StateKeeper):
         """Store the state in the run directory: a backup file first, then the database, with
         serial and lineage checked. Nothing to do when terraform wrote no state."""
         path = self.run_dir / workdir.STATE_FILE
-        if not path.is_file():
+        raw = await trio.to_thread.run_sync(_read_if_exists, path)
+        if not raw:
+            # No file, or the empty file terraform creates before its first resource finishes:
+            # nothing was applied.
             ending.state_saved = True
             return
-        raw = await trio.to_thread.run_sync(path.read_bytes)
         try:
             parsed = states.parse_state(raw)
         except StateRejected as exc:
@@ -486,6 +486,13 @@ def _count_changes(plan_json: bytes) -> ResourceChanges:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _read_if_exists(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _write_backup(path: Path, raw: bytes) -> None:

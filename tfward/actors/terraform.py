@@ -5,9 +5,11 @@ with one `killpg` and none outlives the run. Output (stdout and stderr merged) i
 sink chunk by chunk as it arrives; the sink never blocks the reader.
 
 Stopping (DESIGN §3): when the caller's cancel scope is cancelled (user cancel, stage timeout,
-daemon shutdown), terraform gets SIGINT — only terraform, the way a terminal's Ctrl-C reaches
-it through terraform's own signal handling, so it can stop its providers and write state —
-then `grace` seconds to exit, then SIGKILL for the whole group. Setting the `force` event
+daemon shutdown), the process group gets SIGINT, as from a terminal's Ctrl-C, then `grace`
+seconds to exit, then SIGKILL. SIGINT goes to the group, not the pid: terraform 1.0 runs
+itself under panicwrap, whose parent ignores SIGINT, so only the child terraform process acts
+on it (it stops starting operations, lets in-flight ones finish and writes state); provider
+plugins ignore SIGINT by design (go-plugin eats interrupts). Setting the `force` event
 (force-cancel) skips the rest of the grace period.
 """
 
@@ -114,11 +116,11 @@ async def _pump(stream: trio.abc.ReceiveStream, sink: OutputSink, scope: trio.Ca
 
 
 async def _stop(proc: trio.Process, control: StopControl) -> str:
-    """SIGINT terraform, wait for it to exit within the grace period, else SIGKILL its group."""
+    """SIGINT the group, wait for terraform to exit within the grace period, else SIGKILL it."""
     if proc.returncode is not None:
         return "exited"
     if not control.force.is_set():
-        _signal(proc.pid, signal.SIGINT)
+        _signal_group(proc.pid, signal.SIGINT)
         with trio.move_on_after(control.grace):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_when, proc.wait, nursery.cancel_scope)
@@ -135,10 +137,10 @@ async def _cancel_when(fn: Callable[[], Awaitable[object]], scope: trio.CancelSc
     scope.cancel()
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
 
 

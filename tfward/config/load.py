@@ -62,6 +62,7 @@ _TERRAFORM_KEYS = frozenset(
         "plan_timeout",
         "apply_timeout",
         "plan_expiry",
+        "stage_timeout",
     }
 )
 _WORKSPACE_KEYS = frozenset(
@@ -345,6 +346,7 @@ def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
         plan_timeout=_default(t.duration("plan_timeout"), 3600.0),
         apply_timeout=_default(t.duration("apply_timeout"), 7200.0),
         plan_expiry=_default(t.duration("plan_expiry"), 86400.0),
+        stage_timeout=_default(t.duration("stage_timeout"), 600.0),
     )
 
 

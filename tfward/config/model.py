@@ -79,6 +79,8 @@ class TerraformConfig:
     plan_timeout: float
     apply_timeout: float
     plan_expiry: float
+    # Bound on each of tfward's own stages (fetching, saving the plan or state, restoring).
+    stage_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         # Frozen dataclasses only stop attribute assignment; copying into a proxy also stops

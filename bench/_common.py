@@ -1,0 +1,111 @@
+"""Shared bits of the benchmarks: the test harness, statistics, tables, JSON results.
+
+The benchmarks drive the real daemon exactly as the tests do (tests/harness.py): the daemon
+runs in this process's trio loop with a real SQLite file and real Hypercorn on 127.0.0.1:0,
+and an httpx client talks to its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402  (tests/harness.py)
+
+TIMED_FAKE = BENCH / "fake_tf_timed.sh"
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100), like numpy's default."""
+    if not samples:
+        return math.nan
+    xs = sorted(samples)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def median(samples: Sequence[float]) -> float:
+    return percentile(samples, 50)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def environment() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                     "tfward"], capture_output=True, text=True,
+                                    check=False).stdout.strip())
+    except OSError:
+        commit, dirty = "", False
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "commit": commit, "tfward_dirty": dirty,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "environment": environment(), **data},
+                               indent=2, sort_keys=False) + "\n")
+    return path
+
+
+@contextmanager
+def workdir(keep: bool, base: str | None) -> Iterator[Path]:
+    """A scratch directory for data dirs, workspace copies and bare runs."""
+    root = Path(tempfile.mkdtemp(prefix="tfward-bench-", dir=base))
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"(kept {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def add_common_args(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="also write the results to bench/results/<name>.json")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--tmp", default=None,
+                        help="where to create the scratch directory (default: $TMPDIR or /tmp)")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
