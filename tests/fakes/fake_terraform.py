@@ -31,11 +31,11 @@ def main() -> int:
     script = json.loads(Path(os.environ["FAKE_TF_SCRIPT"]).read_text()) if os.environ.get(
         "FAKE_TF_SCRIPT") else {}
     step = script.get(command, {})
-    _record(command, args)
     if step.get("ignore_sigint"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGINT, _interrupted)
+    _record(command, args)  # after the handlers: a recorded call is ready for signals
     if step.get("spawn_child"):
         # A provider-like child in the same process group: must not outlive the run.
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # fake-provider"])
@@ -71,6 +71,12 @@ def _spam(total: int) -> None:
     out.write(b"".join(block))
     out.write(b"spam done %d lines\n" % line_no)
     out.flush()
+
+
+def _init(args: list[str], step: dict) -> int:
+    Path(".terraform").mkdir(exist_ok=True)
+    print("Terraform has been successfully initialized!")
+    return int(step.get("exit", 0))
 
 
 def _plan(args: list[str], step: dict) -> int:
@@ -116,7 +122,7 @@ def _record(command: str, args: list[str]) -> None:
                                  "cwd": os.getcwd()}) + "\n")
 
 
-HANDLERS = {"plan": _plan, "show": _show, "apply": _apply}
+HANDLERS = {"init": _init, "plan": _plan, "show": _show, "apply": _apply}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -446,10 +446,16 @@ class RunPipeline(StateKeeper):
 
         async with self.rt.process_limiter:
             self.log.note(f"terraform {' '.join(args)}")
-            return await run_terraform(
-                [self.rt.config.terraform.binary, *args], cwd=self.run_dir, env=self._env(),
-                sink=stdout or self.log, stderr_sink=self.log if stdout else None,
-                control=self.handle.control, on_start=started)
+            try:
+                return await run_terraform(
+                    [self.rt.config.terraform.binary, *args], cwd=self.run_dir, env=self._env(),
+                    sink=stdout or self.log, stderr_sink=self.log if stdout else None,
+                    control=self.handle.control, on_start=started)
+            finally:
+                # The group is dead and reaped: forget its pid so nothing kills a reused one.
+                with trio.CancelScope(shield=True):
+                    await self.rt.store.write(
+                        lambda c: run_store.set_process(c, self.run_id, None, None))
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

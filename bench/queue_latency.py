@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Queue latency with free capacity: run created (POST answered) -> terraform started (DESIGN §9).
+
+terraform is bench/fake_tf_timed.sh, set as `[terraform] binary`: its first action is to
+append `$EPOCHREALTIME` (bash builtin, microseconds, no fork) with its command and working
+directory (the run directory, named after the run id) to a file. "terraform started" for a run
+is the earliest such line of that run: `init` for the first run of a workspace, `plan` for the
+later ones (the daemon reuses the kept init). The fake answers init/plan/show at once, so the
+machine is not loaded by fake work. What is measured therefore includes bash's own start-up
+(~1-2 ms) on top of the daemon's work: create row -> actor -> run task -> log open -> stage
+transitions -> configuration snapshot -> run directory -> init restore -> spawn.
+
+Load: W workspaces (default 4, = the default max_concurrent_runs, so no run ever waits for the
+process limit), one client loop per workspace, each creating its next run only after the last
+one finished, alternating speculative `plan` runs and non-speculative `plan_and_apply` runs
+with auto_apply (so a non-speculative run never queues behind another in its workspace:
+capacity is free for every run). At most W runs are in flight. A random pause (0..--pause s)
+between a client's runs keeps the loops out of step. The first --warmup runs of each client are
+not counted.
+
+A client waits for its run to end with the API's long-poll (`--wait longpoll`, the default, as
+tests/harness.py `Api.wait` does) or with a plain GET every --poll-interval (`--wait poll`).
+The clients run in this process, next to the daemon, as in the tests; their waiting is part of
+the load. The daemon's database calls during the measurement are counted (per run) and the
+process's CPU time is reported, to tell the daemon's own work from the clients'.
+
+Times are wall-clock (time.time() in this process, $EPOCHREALTIME in the fake: same clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from _common import (
+    TIMED_FAKE, add_common_args, harness, percentile, table, verdict, workdir, write_results,
+)
+
+TARGET_P99_MS = 50.0
+
+
+def _ensure_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        # The file may have been checked out without its mode; a copy keeps the repo untouched.
+        raise SystemExit(f"{path} is not executable: chmod +x it")
+
+
+async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    _ensure_executable(TIMED_FAKE)
+    times = root / "tf-starts.txt"
+    tables = []
+    for w in range(args.workspaces):
+        t = harness.demo_workspace(root, f"ws{w}", things=1)
+        t["env"] = {**t["env"], "BENCH_TF_TIMES": str(times), "BENCH_PYTHON": sys.executable,
+                    "BENCH_FAKE_TF": str(harness.FAKE_TERRAFORM)}
+        tables.append(t)
+    config = harness.write_config(root, tables, terraform={"binary": str(TIMED_FAKE)},
+                                  daemon={"max_concurrent_runs": args.max_concurrent})
+    per_client = -(-args.runs // args.workspaces)
+    samples: list[dict[str, Any]] = []
+    rng = random.Random(args.seed)
+
+    counts = {"db_reads": 0, "db_writes": 0}
+    async with harness.running_daemon(config) as (daemon, api):
+        store = daemon.store
+        real_read, real_write = store.read, store.write
+
+        async def counted_read(fn: Any) -> Any:
+            counts["db_reads"] += 1
+            return await real_read(fn)
+
+        async def counted_write(fn: Any) -> Any:
+            counts["db_writes"] += 1
+            return await real_write(fn)
+
+        store.read, store.write = counted_read, counted_write  # type: ignore[method-assign]
+
+        async def wait(run_id: str, final: str) -> None:
+            if args.wait == "longpoll":
+                await api.wait(run_id, final, timeout=args.timeout)
+                return
+            with trio.fail_after(args.timeout):
+                while True:
+                    run = await api.run(run_id)
+                    if run["status"] == final:
+                        return
+                    if run["timestamps"]["finished_at"]:
+                        raise SystemExit(f"run {run_id} ended {run['status']}: {run['error_message']}")
+                    await trio.sleep(args.poll_interval)
+
+        async def client(w: int) -> None:
+            name = f"ws{w}"
+            for k in range(per_client + args.warmup):
+                speculative = (k + w) % 2 == 0
+                body = {"operation": "plan"} if speculative else \
+                    {"operation": "plan_and_apply", "auto_apply": True}
+                sent = time.time()
+                response = await api.http.post(f"/api/v1/workspaces/{name}/runs", json=body)
+                received = time.time()
+                if response.status_code != 201:
+                    raise SystemExit(f"POST failed: {response.status_code} {response.text}")
+                run = response.json()["data"]
+                final = "planned_and_finished" if speculative else "applied"
+                await wait(run["id"], final)
+                if k >= args.warmup:
+                    samples.append({"run_id": run["id"], "workspace": name, "speculative":
+                                    speculative, "sent": sent, "received": received, "k": k})
+                await trio.sleep(rng.uniform(0, args.pause))
+
+        started = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        async with trio.open_nursery() as nursery:
+            for w in range(args.workspaces):
+                nursery.start_soon(client, w)
+        elapsed = time.perf_counter() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        store.read, store.write = real_read, real_write  # type: ignore[method-assign]
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    total_runs = args.workspaces * (per_client + args.warmup)
+
+    first: dict[str, tuple[float, str]] = {}
+    for line in times.read_text().splitlines():
+        kind, ts, command, _pid, cwd = line.split(" ", 4)
+        if kind != "start":
+            continue
+        run_id = os.path.basename(cwd)
+        if run_id not in first or float(ts) < first[run_id][0]:
+            first[run_id] = (float(ts), command)
+    for s in samples:
+        ts, command = first[s["run_id"]]
+        s["first_command"] = command
+        s["latency_ms"] = (ts - s["received"]) * 1000
+        s["from_sent_ms"] = (ts - s["sent"]) * 1000
+        s["post_ms"] = (s["received"] - s["sent"]) * 1000
+    return {"samples": samples[: args.runs] if len(samples) > args.runs else samples,
+            "elapsed": elapsed, "process_cpu_seconds": cpu, "runs_started": total_runs,
+            "db_reads_per_run": counts["db_reads"] / total_runs,
+            "db_writes_per_run": counts["db_writes"] / total_runs}
+
+
+def _dist(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "max": max(values), "min": min(values)}
+
+
+def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
+    samples = raw["samples"]
+    groups = {
+        "all runs": samples,
+        "speculative plan": [s for s in samples if s["speculative"]],
+        "plan_and_apply (auto)": [s for s in samples if not s["speculative"]],
+    }
+    dists = {name: _dist([s["latency_ms"] for s in group]) for name, group in groups.items() if group}
+    sent = _dist([s["from_sent_ms"] for s in samples])
+    post = _dist([s["post_ms"] for s in samples])
+    rows = [[name, d["n"], d["p50"], d["p95"], d["p99"], d["max"]] for name, d in dists.items()]
+    rows.append(["(from POST sent, all)", sent["n"], sent["p50"], sent["p95"], sent["p99"], sent["max"]])
+    rows.append(["(POST round trip, all)", post["n"], post["p50"], post["p95"], post["p99"], post["max"]])
+    p99 = dists["all runs"]["p99"]
+    negative = sum(1 for s in samples if s["latency_ms"] < 0)
+    print()
+    print(f"queue_latency: {len(samples)} runs over {args.workspaces} workspaces, clients wait "
+          f"by {args.wait}; POST answered -> terraform started, milliseconds")
+    print(table(["", "n", "p50", "p95", "p99", "max"], rows))
+    print(f"p99 {p99:.1f} ms, target < {TARGET_P99_MS:.0f} ms: {verdict(p99 < TARGET_P99_MS)}"
+          + (f"  ({negative} runs had terraform start before the POST's answer arrived)"
+             if negative else ""))
+    print(f"load: {raw['runs_started']} runs in {raw['elapsed']:.1f}s; daemon+clients process CPU "
+          f"{raw['process_cpu_seconds']:.1f}s ({100 * raw['process_cpu_seconds'] / raw['elapsed']:.0f}% "
+          f"of one core); per run {raw['db_writes_per_run']:.1f} DB writes, "
+          f"{raw['db_reads_per_run']:.1f} DB reads")
+    return {"latency_ms": dists, "from_post_sent_ms": sent, "post_round_trip_ms": post,
+            "target_p99_ms": TARGET_P99_MS, "pass": p99 < TARGET_P99_MS,
+            "first_commands": sorted({s["first_command"] for s in samples})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", "-n", type=int, default=200, help="measured runs (200)")
+    parser.add_argument("--workspaces", "-w", type=int, default=4,
+                        help="workspaces = concurrent clients (4)")
+    parser.add_argument("--max-concurrent", type=int, default=4,
+                        help="[daemon] max_concurrent_runs (4, the default)")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted runs per client (1)")
+    parser.add_argument("--pause", type=float, default=0.02,
+                        help="max random pause between a client's runs, seconds (0.02)")
+    parser.add_argument("--wait", choices=("longpoll", "poll"), default="longpoll",
+                        help="how clients wait for their runs (longpoll)")
+    parser.add_argument("--poll-interval", type=float, default=0.1,
+                        help="seconds between GETs with --wait poll (0.1)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=60, help="per run, seconds")
+    add_common_args(parser)
+    args = parser.parse_args()
+    with workdir(args.keep, args.tmp) as root:
+        raw = trio.run(bench, args, root)
+    summary = report(args, raw)
+    if args.json:
+        path = write_results("queue_latency", {"params": vars(args), "summary": summary,
+                                               "raw": raw})
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
