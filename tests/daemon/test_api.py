@@ -1,0 +1,133 @@
+"""The HTTP API: bad input gets a clear 4xx (never a 500), actions refused with reasons,
+log streaming, and connections that ask to close are closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from harness import demo_workspace, running_daemon, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return write_config(tmp_path, [demo_workspace(tmp_path, things=1)],
+                        terraform={"plan_expiry": "3s"})
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "words"), [
+    ("get", "/api/v1/workspaces/nope", None, 404, "workspace 'nope' not found"),
+    ("get", "/api/v1/runs/run-nope", None, 404, "run run-nope not found"),
+    ("get", "/api/v1/runs/run-nope/logs", None, 404, "not found"),
+    ("get", "/api/v1/state-versions/sv-nope", None, 404, "not found"),
+    ("get", "/api/v1/no/such/route", None, 404, ""),
+    ("post", "/api/v1/workspaces/nope/runs", {}, 404, "workspace 'nope' not found"),
+    ("post", "/api/v1/workspaces/demo/runs", b"{not json", 400, "not valid JSON"),
+    ("post", "/api/v1/workspaces/demo/runs", {"colour": "red"}, 422, "unknown field 'colour'"),
+    ("post", "/api/v1/workspaces/demo/runs", {"operation": "yolo"}, 422, "field 'operation'"),
+    ("post", "/api/v1/workspaces/demo/runs", {"auto_apply": "yes"}, 422, "field 'auto_apply'"),
+    ("post", "/api/v1/workspaces/demo/runs", {"targets": [1]}, 422, "field 'targets'"),
+    ("post", "/api/v1/workspaces/demo/runs", [1, 2], 422, "must be a JSON object"),
+    ("post", "/api/v1/runs/run-nope/actions/confirm", None, 404, "not found"),
+    ("post", "/api/v1/workspaces/demo/actions/explode", None, 404, "unknown workspace action"),
+    ("get", "/api/v1/configuration-versions/cv-a/diff/cv-b", None, 404, "not found"),
+])
+async def test_bad_requests_get_a_clear_client_error(
+    config, method: str, path: str, body: object, status: int, words: str  # type: ignore[no-untyped-def]
+) -> None:
+    async with running_daemon(config) as (daemon, api):
+        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body} if body is not None else {}
+        response = await api.http.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]["message"]
+
+
+async def test_actions_the_state_machine_refuses_get_409_with_the_reason(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        response = await api.action(run["id"], "force-cancel")
+        assert response.status_code == 409 and "it is apply_pending" in response.text
+        response = await api.action(run["id"], "cancel")
+        assert response.status_code == 409 and "discard it instead" in response.text
+
+
+async def test_confirm_is_refused_once_the_lock_is_no_longer_held_by_the_run(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        response = await api.http.post("/api/v1/workspaces/demo/actions/unlock")
+        assert response.status_code == 409 and f"locked by Run {run['id']}" in response.text
+        response = await api.http.post("/api/v1/workspaces/demo/actions/force-unlock")
+        assert response.status_code == 200
+        response = await api.action(run["id"], "confirm")
+        assert response.status_code == 409 and "no longer held by this run" in response.text
+
+
+async def test_an_expired_plan_is_discarded_and_cannot_be_confirmed(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        run = await api.wait(run["id"], "discarded", timeout=20)
+        assert "expired" in run["error_message"]
+        assert (await api.workspace("demo"))["lock"] is None
+        assert (await api.action(run["id"], "confirm")).status_code == 409
+
+
+async def test_a_user_lock_holds_back_queued_runs_until_unlocked(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        response = await api.http.post("/api/v1/workspaces/demo/actions/lock", json={"reason": "freeze"})
+        assert response.status_code == 200 and response.json()["data"]["lock"]["reason"] == "freeze"
+        run = await api.create_run("demo")
+        with trio.move_on_after(2):
+            await api.wait(run["id"], "planning")
+        assert (await api.run(run["id"]))["status"] == "pending"
+        assert (await api.http.post("/api/v1/workspaces/demo/actions/unlock")).status_code == 200
+        await api.wait(run["id"], "apply_pending")
+
+
+async def test_cancelling_a_queued_run_finishes_it_through_the_funnel(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        first = await api.create_run("demo")
+        second = await api.create_run("demo")
+        await api.wait(first["id"], "apply_pending")
+        assert (await api.action(second["id"], "cancel")).status_code == 202
+        run = await api.wait(second["id"], "cancelled")
+        assert run["error_message"] == "cancelled before it started"
+        assert "run finished: cancelled" in await api.logs(second["id"])
+
+
+async def test_following_a_log_streams_until_the_run_ends(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo", operation="plan")
+        received = b""
+        with trio.fail_after(60):
+            async with api.http.stream("GET", f"/api/v1/runs/{run['id']}/logs",
+                                       params={"follow": "true"}) as response:
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+        assert b"Plan: 1 to add" in received
+        assert received.rstrip().endswith(b"run finished: planned_and_finished")
+
+
+async def test_a_connection_close_request_gets_its_response_and_eof(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        host, port = daemon.addresses[0].removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in received.replace(b" ", b"")
+        await stream.aclose()
+
+
+async def test_runs_are_refused_with_503_while_the_daemon_stops(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        daemon.stopping = True
+        response = await api.http.post("/api/v1/workspaces/demo/runs", json={})
+        assert response.status_code == 503 and "not accepting runs" in response.text
+        daemon.stopping = False
