@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,9 +28,17 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import harness  # noqa: E402  (tests/harness.py)
+import harness  # noqa: E402, F401  (tests/harness.py; the benchmarks use it from here)
 
 TIMED_FAKE = BENCH / "fake_tf_timed.sh"
+
+
+def check_timed_fake() -> None:
+    if not os.access(TIMED_FAKE, os.X_OK):
+        raise SystemExit(f"{TIMED_FAKE} is not executable (checked out without its mode?): "
+                         f"chmod +x it")
+    if not shutil.which("bash"):
+        raise SystemExit("bench/fake_tf_timed.sh needs bash (5+, for $EPOCHREALTIME)")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -76,6 +85,52 @@ def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpus": os.cpu_count(),
             "machine": platform.machine(), "commit": commit, "tfward_dirty": dirty,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+class LoadMeter:
+    """CPU used on the whole machine by processes other than this one and its reaped children,
+    from /proc/stat: other sessions' tests running at the same time skew the numbers."""
+
+    def __init__(self) -> None:
+        self.start_loadavg = os.getloadavg()
+        self._t0 = time.time()
+        self._busy0 = _machine_busy_seconds()
+        self._own0 = _own_cpu_seconds()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.time() - self._t0
+        busy = _machine_busy_seconds() - self._busy0
+        own = _own_cpu_seconds() - self._own0
+        others = max(0.0, busy - own)
+        return {"wall_seconds": wall, "machine_busy_cpu_seconds": busy,
+                "own_cpu_seconds": own, "others_cpu_seconds": others,
+                "others_cores": others / wall if wall else 0.0,
+                "loadavg_at_start": self.start_loadavg}
+
+    @staticmethod
+    def describe(load: dict[str, Any]) -> str:
+        text = (f"machine: other processes used {load['others_cores']:.2f} of "
+                f"{os.cpu_count()} cores on average during the benchmark "
+                f"(load average at start {load['loadavg_at_start'][0]:.2f})")
+        if load["others_cores"] > 0.2:
+            text += " -- WARNING: the machine was busy, numbers are skewed"
+        return text
+
+
+def _machine_busy_seconds() -> float:
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:

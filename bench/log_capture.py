@@ -34,9 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import trio
-
 from _common import (
-    TIMED_FAKE, add_common_args, harness, table, verdict, workdir, write_results,
+    TIMED_FAKE,
+    LoadMeter,
+    add_common_args,
+    check_timed_fake,
+    harness,
+    table,
+    verdict,
+    workdir,
+    write_results,
 )
 
 TARGET_MBPS = 50.0
@@ -116,6 +123,7 @@ class Checker:
 
 
 async def through_daemon(args: argparse.Namespace, root: Path, script: Path) -> dict[str, Any]:
+    check_timed_fake()
     times = root / "tf-times.txt"
     table_ = harness.demo_workspace(root, "logs", things=1)
     table_["env"] = {**table_["env"], "BENCH_TF_TIMES": str(times), "BENCH_TF_MODE": "delegate",
@@ -195,6 +203,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds")
     add_common_args(parser)
     args = parser.parse_args()
+    meter = LoadMeter()
     with workdir(args.keep, args.tmp) as root:
         script = root / "fake-script.json"
         script.write_text(json.dumps({"plan": {"spam_bytes": int(args.mb * 1e6)}}))
@@ -202,10 +211,12 @@ def main() -> None:
         b = bare(args, root, script)
         print("through the daemon...", flush=True)
         d = trio.run(through_daemon, args, root, script)
+    load = meter.stop()
     summary = report(args, b, d)
+    print(LoadMeter.describe(load))
     if args.json:
         path = write_results("log_capture", {"params": vars(args), "summary": summary,
-                                             "bare": b, "daemon": d})
+                                             "machine_load": load, "bare": b, "daemon": d})
         print(f"wrote {path}")
     if not d["complete"]:
         sys.exit(1)

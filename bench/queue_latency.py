@@ -33,30 +33,30 @@ import argparse
 import os
 import random
 import resource
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
-
 from _common import (
-    TIMED_FAKE, add_common_args, harness, percentile, table, verdict, workdir, write_results,
+    TIMED_FAKE,
+    LoadMeter,
+    add_common_args,
+    check_timed_fake,
+    harness,
+    percentile,
+    table,
+    verdict,
+    workdir,
+    write_results,
 )
 
 TARGET_P99_MS = 50.0
 
 
-def _ensure_executable(path: Path) -> None:
-    mode = path.stat().st_mode
-    if not mode & stat.S_IXUSR:
-        # The file may have been checked out without its mode; a copy keeps the repo untouched.
-        raise SystemExit(f"{path} is not executable: chmod +x it")
-
-
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    _ensure_executable(TIMED_FAKE)
+    check_timed_fake()
     times = root / "tf-starts.txt"
     tables = []
     for w in range(args.workspaces):
@@ -95,7 +95,8 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     if run["status"] == final:
                         return
                     if run["timestamps"]["finished_at"]:
-                        raise SystemExit(f"run {run_id} ended {run['status']}: {run['error_message']}")
+                        raise SystemExit(f"run {run_id} ended {run['status']}: "
+                                         f"{run['error_message']}")
                     await trio.sleep(args.poll_interval)
 
         async def client(w: int) -> None:
@@ -160,12 +161,12 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
         "speculative plan": [s for s in samples if s["speculative"]],
         "plan_and_apply (auto)": [s for s in samples if not s["speculative"]],
     }
-    dists = {name: _dist([s["latency_ms"] for s in group]) for name, group in groups.items() if group}
+    dists = {name: _dist([s["latency_ms"] for s in group])
+             for name, group in groups.items() if group}
     sent = _dist([s["from_sent_ms"] for s in samples])
     post = _dist([s["post_ms"] for s in samples])
-    rows = [[name, d["n"], d["p50"], d["p95"], d["p99"], d["max"]] for name, d in dists.items()]
-    rows.append(["(from POST sent, all)", sent["n"], sent["p50"], sent["p95"], sent["p99"], sent["max"]])
-    rows.append(["(POST round trip, all)", post["n"], post["p50"], post["p95"], post["p99"], post["max"]])
+    shown = [*dists.items(), ("(from POST sent, all)", sent), ("(POST round trip, all)", post)]
+    rows = [[name, d["n"], d["p50"], d["p95"], d["p99"], d["max"]] for name, d in shown]
     p99 = dists["all runs"]["p99"]
     negative = sum(1 for s in samples if s["latency_ms"] < 0)
     print()
@@ -175,9 +176,10 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
     print(f"p99 {p99:.1f} ms, target < {TARGET_P99_MS:.0f} ms: {verdict(p99 < TARGET_P99_MS)}"
           + (f"  ({negative} runs had terraform start before the POST's answer arrived)"
              if negative else ""))
+    cpu = raw["process_cpu_seconds"]
     print(f"load: {raw['runs_started']} runs in {raw['elapsed']:.1f}s; daemon+clients process CPU "
-          f"{raw['process_cpu_seconds']:.1f}s ({100 * raw['process_cpu_seconds'] / raw['elapsed']:.0f}% "
-          f"of one core); per run {raw['db_writes_per_run']:.1f} DB writes, "
+          f"{cpu:.1f}s ({100 * cpu / raw['elapsed']:.0f}% of one core); "
+          f"per run {raw['db_writes_per_run']:.1f} DB writes, "
           f"{raw['db_reads_per_run']:.1f} DB reads")
     return {"latency_ms": dists, "from_post_sent_ms": sent, "post_round_trip_ms": post,
             "target_p99_ms": TARGET_P99_MS, "pass": p99 < TARGET_P99_MS,
@@ -202,12 +204,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60, help="per run, seconds")
     add_common_args(parser)
     args = parser.parse_args()
+    meter = LoadMeter()
     with workdir(args.keep, args.tmp) as root:
         raw = trio.run(bench, args, root)
+    load = meter.stop()
     summary = report(args, raw)
+    print(LoadMeter.describe(load))
     if args.json:
         path = write_results("queue_latency", {"params": vars(args), "summary": summary,
-                                               "raw": raw})
+                                               "machine_load": load, "raw": raw})
         print(f"wrote {path}")
 
 

@@ -38,8 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import trio
-
-from _common import add_common_args, harness, median, table, verdict, workdir, write_results
+from _common import (
+    LoadMeter,
+    add_common_args,
+    harness,
+    median,
+    table,
+    verdict,
+    workdir,
+    write_results,
+)
 
 from tfward.actors import workdir as wd
 from tfward.config import WorkspaceConfig
@@ -99,13 +107,14 @@ def _ts(value: str | None) -> float | None:
 
 
 async def daemon_run(api: harness.Api, ws: WorkspaceConfig, operation: str,
-                     expect: dict[str, int], timeout: float) -> dict[str, Any]:
+                     expect: dict[str, int], wait_limit: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     run = await api.create_run(ws.name, operation=operation, auto_apply=True)
-    run = await api.wait(run["id"], "applied", timeout=timeout)
+    run = await api.wait(run["id"], "applied", timeout=wait_limit)
     t1 = time.perf_counter()
     if run["resource_changes"] != expect:
-        sys.exit(f"run {run['id']} in {ws.name}: changes {run['resource_changes']}, expected {expect}")
+        sys.exit(f"run {run['id']} in {ws.name}: changes {run['resource_changes']}, "
+                 f"expected {expect}")
     ts = {k: _ts(v) for k, v in run["timestamps"].items()}
     phases = {}
     if ts["created_at"] and ts["finished_at"]:
@@ -204,7 +213,8 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
             "ratios": {"new_workspace": cold / bare, "repeat": warm / bare,
                        "bare_plus_show": (bare + show) / bare},
             "targets": {"new_workspace": TARGET_COLD, "repeat_below": TARGET_WARM},
-            "pass": {"new_workspace": cold / bare <= TARGET_COLD, "repeat": warm / bare < TARGET_WARM},
+            "pass": {"new_workspace": cold / bare <= TARGET_COLD,
+                     "repeat": warm / bare < TARGET_WARM},
             "daemon_phases_median": phases}
 
 
@@ -215,11 +225,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120, help="per run, seconds")
     add_common_args(parser)
     args = parser.parse_args()
+    meter = LoadMeter()
     with workdir(args.keep, args.tmp) as root:
         raw = trio.run(bench, args, root)
+    load = meter.stop()
     summary = report(args, raw)
+    print(LoadMeter.describe(load))
     if args.json:
-        path = write_results("run_overhead", {"params": vars(args), "summary": summary, "raw": raw})
+        path = write_results("run_overhead", {"params": vars(args), "summary": summary,
+                                              "machine_load": load, "raw": raw})
         print(f"wrote {path}")
 
 

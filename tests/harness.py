@@ -38,7 +38,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
@@ -46,12 +48,20 @@ def _table(name: str, values: Mapping[str, Any]) -> str:
     return f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
 
 
-def write_config(root: Path, workspaces: list[dict[str, Any]], *, daemon: Mapping[str, Any] = {},
-                 terraform: Mapping[str, Any] = {}) -> Config:
+def write_config(
+    root: Path,
+    workspaces: list[dict[str, Any]],
+    *,
+    daemon: Mapping[str, Any] = {},
+    terraform: Mapping[str, Any] = {},
+) -> Config:
     """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it."""
     d = {"listen": "127.0.0.1:0", "data_dir": "data", "organization": "tests", **daemon}
-    t = {"dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)}, "cancel_grace": "10s",
-         **terraform}
+    t = {
+        "dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)},
+        "cancel_grace": "10s",
+        **terraform,
+    }
     text = _table("daemon", d) + "\n" + _table("terraform", t)
     for ws in workspaces:
         text += "\n" + _table("[workspace]", ws)
@@ -60,8 +70,15 @@ def write_config(root: Path, workspaces: list[dict[str, Any]], *, daemon: Mappin
     return load_config(path)
 
 
-def demo_workspace(root: Path, name: str = "demo", *, things: int = 2, delay: float = 0,
-                   extra_tf: str = "", **settings: Any) -> dict[str, Any]:
+def demo_workspace(
+    root: Path,
+    name: str = "demo",
+    *,
+    things: int = 2,
+    delay: float = 0,
+    extra_tf: str = "",
+    **settings: Any,
+) -> dict[str, Any]:
     """A copy of the example demo workspace under `root/<name>`, its backing store in
     `root/<name>-store`; returns the `[[workspace]]` table."""
     source = root / name
@@ -71,10 +88,13 @@ def demo_workspace(root: Path, name: str = "demo", *, things: int = 2, delay: fl
     store = root / f"{name}-store"
     store.mkdir()
     table: dict[str, Any] = {
-        "name": name, "source": str(source),
+        "name": name,
+        "source": str(source),
         "vars": {"prefix": name, "things": things, "delay": delay, **settings.pop("vars", {})},
-        "env": {"TFWARD_DEMO_STORE_DIR": str(store),
-                "TFWARD_DEMO_CALLS_LOG": str(root / f"{name}-calls.jsonl")},
+        "env": {
+            "TFWARD_DEMO_STORE_DIR": str(store),
+            "TFWARD_DEMO_CALLS_LOG": str(root / f"{name}-calls.jsonl"),
+        },
     }
     table.update(settings)
     return table
@@ -103,13 +123,16 @@ class Api:
                 response = await self.http.get(
                     f"/api/v1/runs/{run_id}",
                     params={"wait_status": ",".join(statuses), "wait_timeout": timeout},
-                    timeout=timeout + 5)
+                    timeout=timeout + 5,
+                )
                 run = response.json()["data"]
                 if run["status"] in statuses or not statuses:
                     return run
                 if run["timestamps"]["finished_at"]:
-                    raise AssertionError(f"run ended {run['status']} ({run['error_kind']}: "
-                                         f"{run['error_message']}), wanted {statuses}")
+                    raise AssertionError(
+                        f"run ended {run['status']} ({run['error_kind']}: "
+                        f"{run['error_message']}), wanted {statuses}"
+                    )
 
     async def wait_stage(self, run_id: str, stage: str, timeout: float = 60) -> dict[str, Any]:
         with trio.fail_after(timeout):
@@ -141,8 +164,9 @@ class Api:
 
 
 @asynccontextmanager
-async def running_daemon(config: Config, *, faults: FaultInjector | None = None,
-                         shutdown: bool = True) -> AsyncIterator[tuple[Daemon, Api]]:
+async def running_daemon(
+    config: Config, *, faults: FaultInjector | None = None, shutdown: bool = True
+) -> AsyncIterator[tuple[Daemon, Api]]:
     """Start the daemon in this trio loop; on exit shut it down gracefully (or the test did)."""
     daemon = Daemon(config, faults=faults)
     async with trio.open_nursery() as nursery:
@@ -177,7 +201,6 @@ def stray_processes(marker: str) -> list[str]:
     return found
 
 
-
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
     """Everything the termination contract speaks of, read from the daemon's own store."""
     from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
@@ -203,5 +226,8 @@ def state_addresses(daemon: Daemon, sv_id: str) -> list[str]:
     from tfward.daemon.store import states
 
     doc = json.loads(daemon.store.run_sync(lambda c: states.get_raw(c, sv_id)))
-    return sorted(f"{r['type']}.{r['name']}" + (f"[{i['index_key']}]" if "index_key" in i else "")
-                  for r in doc.get("resources", []) for i in r.get("instances", []))
+    return sorted(
+        f"{r['type']}.{r['name']}" + (f"[{i['index_key']}]" if "index_key" in i else "")
+        for r in doc.get("resources", [])
+        for i in r.get("instances", [])
+    )

@@ -23,7 +23,12 @@ import pytest
 import trio
 
 from harness import (
-    FAKE_TERRAFORM, demo_workspace, facts, running_daemon, state_addresses, stray_processes,
+    FAKE_TERRAFORM,
+    demo_workspace,
+    facts,
+    running_daemon,
+    state_addresses,
+    stray_processes,
     write_config,
 )
 from tfward.runs.model import Stage
@@ -93,8 +98,12 @@ def expected(stage: str, fault: str) -> Expect:
     return Expect("pending", None, None)
 
 
-CASES = [(stage, fault) for stage in PLAN + APPLY for fault in FAULTS
-         if fault != "terraform_error" or stage in TERRAFORM_STAGES]
+CASES = [
+    (stage, fault)
+    for stage in PLAN + APPLY
+    for fault in FAULTS
+    if fault != "terraform_error" or stage in TERRAFORM_STAGES
+]
 
 TERRAFORM_ERRORS = {
     "init": 'module "missing" {\n  source = "./no-such-module"\n}\n',
@@ -109,7 +118,9 @@ def _setup(tmp_path: Path, stage: str, fault: str) -> tuple[Any, StageFault | No
     terraform: dict[str, Any] = {"cancel_grace": "5s"}
     daemon: dict[str, Any] = {"shutdown_grace": "2s"}
     extra = TERRAFORM_ERRORS[stage] if fault == "terraform_error" else ""
-    mode = {"exception": "raise", "timeout": "hang"}.get(fault, "slow" if stage in SHIELDED else "hang")
+    mode = {"exception": "raise", "timeout": "hang"}.get(
+        fault, "slow" if stage in SHIELDED else "hang"
+    )
     injector: StageFault | None = None if fault == "terraform_error" else StageFault(stage, mode)
     if fault == "timeout":
         key = {"init": "init_timeout", "planning": "plan_timeout", "applying": "apply_timeout"}
@@ -117,11 +128,16 @@ def _setup(tmp_path: Path, stage: str, fault: str) -> tuple[Any, StageFault | No
     if fault == "force_cancel" and stage in TERRAFORM_STAGES:
         # A terraform that ignores SIGINT: only force-cancel (SIGKILL now) ends it quickly.
         script = tmp_path / "fake-script.json"
-        script.write_text(json.dumps({FAKE_SUBCOMMAND[stage]: {
-            "ignore_sigint": True, "sleep": 120, "spawn_child": True}}))
+        script.write_text(
+            json.dumps(
+                {FAKE_SUBCOMMAND[stage]: {"ignore_sigint": True, "sleep": 120, "spawn_child": True}}
+            )
+        )
         terraform.update(binary=str(FAKE_TERRAFORM), cancel_grace="120s")
-        ws_settings["env"] = {"FAKE_TF_SCRIPT": str(script),
-                              "FAKE_TF_CALLS": str(tmp_path / "fake-calls.jsonl")}
+        ws_settings["env"] = {
+            "FAKE_TF_SCRIPT": str(script),
+            "FAKE_TF_CALLS": str(tmp_path / "fake-calls.jsonl"),
+        }
         injector = None
     ws = demo_workspace(tmp_path, things=1, extra_tf=extra, **ws_settings)
     if "env" in ws_settings:
@@ -135,7 +151,10 @@ async def test_every_exit_path_honours_the_termination_contract(
 ) -> None:
     config, injector = _setup(tmp_path, stage, fault)
     want = expected(stage, fault)
-    async with running_daemon(config, faults=injector, shutdown=fault != "shutdown") as (daemon, api):
+    async with running_daemon(config, faults=injector, shutdown=fault != "shutdown") as (
+        daemon,
+        api,
+    ):
         run_id = (await api.create_run("demo"))["id"]
         with trio.fail_after(60):
             if injector is not None:
@@ -153,8 +172,11 @@ async def test_every_exit_path_honours_the_termination_contract(
             await api.wait(run_id, *filter(None, (want.status, want.alternative)), timeout=60)
     found = await facts(daemon, run_id)
     run = found["run"]
-    assert str(run.status) in (want.status, want.alternative), (run.status, run.error_kind,
-                                                                run.error_message)
+    assert str(run.status) in (want.status, want.alternative), (
+        run.status,
+        run.error_kind,
+        run.error_message,
+    )
     assert (run.error_kind and str(run.error_kind)) == want.error_kind, run.error_message
     assert "[tfward] run finished:" in found["log"]
     assert not found["dir_exists"], "the run directory was left behind"

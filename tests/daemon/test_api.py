@@ -13,32 +13,47 @@ from harness import demo_workspace, running_daemon, write_config
 
 @pytest.fixture
 def config(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return write_config(tmp_path, [demo_workspace(tmp_path, things=1)],
-                        terraform={"plan_expiry": "3s"})
+    return write_config(
+        tmp_path, [demo_workspace(tmp_path, things=1)], terraform={"plan_expiry": "3s"}
+    )
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "words"), [
-    ("get", "/api/v1/workspaces/nope", None, 404, "workspace 'nope' not found"),
-    ("get", "/api/v1/runs/run-nope", None, 404, "run run-nope not found"),
-    ("get", "/api/v1/runs/run-nope/logs", None, 404, "not found"),
-    ("get", "/api/v1/state-versions/sv-nope", None, 404, "not found"),
-    ("get", "/api/v1/no/such/route", None, 404, ""),
-    ("post", "/api/v1/workspaces/nope/runs", {}, 404, "workspace 'nope' not found"),
-    ("post", "/api/v1/workspaces/demo/runs", b"{not json", 400, "not valid JSON"),
-    ("post", "/api/v1/workspaces/demo/runs", {"colour": "red"}, 422, "unknown field 'colour'"),
-    ("post", "/api/v1/workspaces/demo/runs", {"operation": "yolo"}, 422, "field 'operation'"),
-    ("post", "/api/v1/workspaces/demo/runs", {"auto_apply": "yes"}, 422, "field 'auto_apply'"),
-    ("post", "/api/v1/workspaces/demo/runs", {"targets": [1]}, 422, "field 'targets'"),
-    ("post", "/api/v1/workspaces/demo/runs", [1, 2], 422, "must be a JSON object"),
-    ("post", "/api/v1/runs/run-nope/actions/confirm", None, 404, "not found"),
-    ("post", "/api/v1/workspaces/demo/actions/explode", None, 404, "unknown workspace action"),
-    ("get", "/api/v1/configuration-versions/cv-a/diff/cv-b", None, 404, "not found"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"),
+    [
+        ("get", "/api/v1/workspaces/nope", None, 404, "workspace 'nope' not found"),
+        ("get", "/api/v1/runs/run-nope", None, 404, "run run-nope not found"),
+        ("get", "/api/v1/runs/run-nope/logs", None, 404, "not found"),
+        ("get", "/api/v1/state-versions/sv-nope", None, 404, "not found"),
+        ("get", "/api/v1/no/such/route", None, 404, ""),
+        ("post", "/api/v1/workspaces/nope/runs", {}, 404, "workspace 'nope' not found"),
+        ("post", "/api/v1/workspaces/demo/runs", b"{not json", 400, "not valid JSON"),
+        ("post", "/api/v1/workspaces/demo/runs", {"colour": "red"}, 422, "unknown field 'colour'"),
+        ("post", "/api/v1/workspaces/demo/runs", {"operation": "yolo"}, 422, "field 'operation'"),
+        ("post", "/api/v1/workspaces/demo/runs", {"auto_apply": "yes"}, 422, "field 'auto_apply'"),
+        ("post", "/api/v1/workspaces/demo/runs", {"targets": [1]}, 422, "field 'targets'"),
+        ("post", "/api/v1/workspaces/demo/runs", [1, 2], 422, "must be a JSON object"),
+        ("post", "/api/v1/runs/run-nope/actions/confirm", None, 404, "not found"),
+        ("post", "/api/v1/workspaces/demo/actions/explode", None, 404, "unknown workspace action"),
+        ("get", "/api/v1/configuration-versions/cv-a/diff/cv-b", None, 404, "not found"),
+    ],
+)
 async def test_bad_requests_get_a_clear_client_error(
-    config, method: str, path: str, body: object, status: int, words: str  # type: ignore[no-untyped-def]
+    config,
+    method: str,
+    path: str,
+    body: object,
+    status: int,
+    words: str,  # type: ignore[no-untyped-def]
 ) -> None:
     async with running_daemon(config) as (daemon, api):
-        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body} if body is not None else {}
+        kwargs = (
+            {"content": body}
+            if isinstance(body, bytes)
+            else {"json": body}
+            if body is not None
+            else {}
+        )
         response = await api.http.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
         assert response.status_code == status, response.text
         assert words in response.json()["error"]["message"]
@@ -78,7 +93,9 @@ async def test_an_expired_plan_is_discarded_and_cannot_be_confirmed(config) -> N
 
 async def test_a_user_lock_holds_back_queued_runs_until_unlocked(config) -> None:  # type: ignore[no-untyped-def]
     async with running_daemon(config) as (daemon, api):
-        response = await api.http.post("/api/v1/workspaces/demo/actions/lock", json={"reason": "freeze"})
+        response = await api.http.post(
+            "/api/v1/workspaces/demo/actions/lock", json={"reason": "freeze"}
+        )
         assert response.status_code == 200 and response.json()["data"]["lock"]["reason"] == "freeze"
         run = await api.create_run("demo")
         with trio.move_on_after(2):
@@ -104,8 +121,9 @@ async def test_following_a_log_streams_until_the_run_ends(config) -> None:  # ty
         run = await api.create_run("demo", operation="plan")
         received = b""
         with trio.fail_after(60):
-            async with api.http.stream("GET", f"/api/v1/runs/{run['id']}/logs",
-                                       params={"follow": "true"}) as response:
+            async with api.http.stream(
+                "GET", f"/api/v1/runs/{run['id']}/logs", params={"follow": "true"}
+            ) as response:
                 async for chunk in response.aiter_bytes():
                     received += chunk
         assert b"Plan: 1 to add" in received
@@ -121,7 +139,9 @@ async def test_a_connection_close_request_gets_its_response_and_eof(config) -> N
         with trio.fail_after(5):
             while chunk := await stream.receive_some(65536):
                 received += chunk
-        assert received.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in received.replace(b" ", b"")
+        assert received.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in received.replace(
+            b" ", b""
+        )
         await stream.aclose()
 
 

@@ -10,9 +10,10 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
      `applied_state_error` and keeps the workspace lock (seed O5);
   2. the full log is stored (seed H3);
   3. the working directory is removed (C2, H2);
-  4. in ONE transaction, the moment the outcome becomes visible: status and stage become terminal (seed H1), the workspace lock is
-     released unless the outcome keeps it (C2), run-task tokens are revoked (C4/C5), the
-     notification for the outcome is put in the outbox (M5), the process record is cleared;
+  4. in ONE transaction, the moment the outcome becomes visible: status and stage become
+     terminal (seed H1), the workspace lock is released unless the outcome keeps it (C2),
+     run-task tokens are revoked (C4/C5), the notification for the outcome is put in the
+     outbox (M5), the process record is cleared;
   5. the run's live log is retired.
 Everything is done before step 4 commits, so a client that sees the run terminal can rely on
 every other step having happened.
@@ -25,11 +26,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import trio
 from sqlalchemy import Connection, update
 
-from tfward.daemon.store import artifacts, runs as run_store, workspaces as ws_store
+from tfward.daemon.store import artifacts
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.tables import run_task_results
 from tfward.ids import now
 from tfward.runs import model
@@ -100,28 +104,32 @@ class Ending:
     state_saved: bool = False
 
 
-class StateKeeper:
-    """Stores the state terraform left in a run directory (implemented by the pipeline)."""
+class StateKeeper(Protocol):
+    """Stores the state terraform left in a run directory (the pipeline is one)."""
 
-    async def keep_state(self, ending: Ending, kind: str) -> None:
-        raise RuntimeError("abstract")
+    async def keep_state(self, ending: Ending, kind: str) -> None: ...
 
 
-async def finish_run(rt: Runtime, ending: Ending, outcome: Outcome,
-                     keeper: StateKeeper | None = None) -> Run | None:
+async def finish_run(
+    rt: Runtime, ending: Ending, outcome: Outcome, keeper: StateKeeper | None = None
+) -> Run | None:
     """Finish a run. Shielded from cancellation; each step bounded by STEP_TIMEOUT. Returns the
     final run (None when even the database step failed: recovery at next start finishes it)."""
+    final: Run | None = None
     with trio.CancelScope(shield=True):
         outcome = await _keep_state(ending, outcome, keeper)
         ending.log.note(f"run finished: {outcome.describe()}")
         await _step("store the log", ending, ending.log.close)
         if not outcome.detach:
-            await _step("remove the run directory", ending,
-                        lambda: trio.to_thread.run_sync(workdir.remove, ending.run_dir))
+            await _step(
+                "remove the run directory",
+                ending,
+                lambda: trio.to_thread.run_sync(workdir.remove, ending.run_dir),
+            )
         final = await _record(rt, ending, outcome)
         rt.live_logs.pop(ending.run_id, None)
         log.info("run %s of %s finished: %s", ending.run_id, ending.workspace, outcome.describe())
-        return final
+    return final
 
 
 async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | None) -> Outcome:
@@ -135,12 +143,21 @@ async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | No
             raise TimeoutError(f"storing the state took over {STEP_TIMEOUT:.0f}s")
     except Exception as exc:  # noqa: BLE001 — the outcome records it; the run still finishes
         log.exception("run %s: could not store the state terraform left", ending.run_id)
-        ending.log.note(f"could not store the state terraform wrote: {exc}; the workspace stays "
-                        f"locked; a copy is in the state backups")
-        return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.STATE,
-                       f"terraform changed infrastructure but the state could not be stored: "
-                       f"{exc}" + (f" (run outcome was: {outcome.describe()})"
-                                   if outcome.status is not Status.APPLIED else ""))
+        ending.log.note(
+            f"could not store the state terraform wrote: {exc}; the workspace stays "
+            f"locked; a copy is in the state backups"
+        )
+        return Outcome(
+            Status.APPLIED_STATE_ERROR,
+            ErrorKind.STATE,
+            f"terraform changed infrastructure but the state could not be stored: "
+            f"{exc}"
+            + (
+                f" (run outcome was: {outcome.describe()})"
+                if outcome.status is not Status.APPLIED
+                else ""
+            ),
+        )
     if outcome.status is Status.APPLIED_STATE_ERROR:
         # The pipeline's own save failed but this one worked: the state is safe.
         return Outcome(Status.APPLIED, warning="the state was stored on a second attempt")
@@ -164,11 +181,13 @@ async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
             with trio.move_on_after(STEP_TIMEOUT):
                 return await rt.store.write(lambda c: _record_tx(c, ending, outcome))
         except Exception:  # noqa: BLE001 — retried; recovery finishes the run if all fail
-            log.exception("run %s: recording the outcome failed (attempt %d)", ending.run_id,
-                          attempt + 1)
+            log.exception(
+                "run %s: recording the outcome failed (attempt %d)", ending.run_id, attempt + 1
+            )
         await trio.sleep(min(5.0, 0.2 * 2**attempt))
-    log.critical("run %s: could not record its outcome; recovery will finish it at next start",
-                 ending.run_id)
+    log.critical(
+        "run %s: could not record its outcome; recovery will finish it at next start", ending.run_id
+    )
     return None
 
 
@@ -185,8 +204,13 @@ def _record_tx(conn: Connection, ending: Ending, outcome: Outcome) -> Run:
         assert outcome.status is not None
         if outcome.warning:
             run = model.add_warning(run, outcome.warning)
-        final = model.finish(run, when, outcome.status, error_kind=outcome.error_kind,
-                             error_message=outcome.error_message)
+        final = model.finish(
+            run,
+            when,
+            outcome.status,
+            error_kind=outcome.error_kind,
+            error_message=outcome.error_message,
+        )
     run_store.save(conn, run, final)
     run_store.set_process(conn, run.id, None, None)
     if outcome.status is not Status.APPLIED_STATE_ERROR:
@@ -194,10 +218,11 @@ def _record_tx(conn: Connection, ending: Ending, outcome: Outcome) -> Run:
         lock = ws_store.get_lock(conn, ending.workspace_id)
         if lock is not None and lock.run_id == run.id:
             ws_store.release_lock(conn, ending.workspace_id, run_id=run.id)
-    conn.execute(update(run_task_results)
-                 .where(run_task_results.c.run_id == run.id,
-                        run_task_results.c.token_revoked_at.is_(None))
-                 .values(token_ciphertext=None, token_revoked_at=when))
+    conn.execute(
+        update(run_task_results)
+        .where(run_task_results.c.run_id == run.id, run_task_results.c.token_revoked_at.is_(None))
+        .values(token_ciphertext=None, token_revoked_at=when)
+    )
     _notify(conn, ending, run, final, outcome)
     return final
 
@@ -210,9 +235,14 @@ def _notify(conn: Connection, ending: Ending, before: Run, final: Run, outcome: 
     else:
         trigger, key = TRIGGERS[final.status], f"notify:{final.id}:final"
     payload = {
-        "trigger": trigger, "run_id": final.id, "workspace": ending.workspace,
-        "run_status": str(final.status), "error_kind": final.error_kind and str(final.error_kind),
-        "message": outcome.describe(), "run_message": final.message,
+        "trigger": trigger,
+        "run_id": final.id,
+        "workspace": ending.workspace,
+        "run_status": str(final.status),
+        "error_kind": final.error_kind and str(final.error_kind),
+        "message": outcome.describe(),
+        "run_message": final.message,
     }
-    artifacts.enqueue(conn, "notify", payload, key=key, run_id=final.id,
-                      workspace_id=ending.workspace_id)
+    artifacts.enqueue(
+        conn, "notify", payload, key=key, run_id=final.id, workspace_id=ending.workspace_id
+    )

@@ -26,11 +26,21 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
-from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
+from tfward.daemon.store import artifacts, states
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
 from tfward.errors import PlanUnusable, StageFailed, StateRejected, WorkspaceLocked
 from tfward.ids import now
 from tfward.runs import model
-from tfward.runs.model import CRITICAL_STAGES, ErrorKind, Operation, ResourceChanges, Run, Stage, Status
+from tfward.runs.model import (
+    CRITICAL_STAGES,
+    ErrorKind,
+    Operation,
+    ResourceChanges,
+    Run,
+    Stage,
+    Status,
+)
 
 from . import workdir
 from .funnel import Ending, Outcome, StateKeeper, finish_run
@@ -39,6 +49,7 @@ from .runtime import Runtime
 from .terraform import StopControl, run_terraform
 
 log = logging.getLogger(__name__)
+
 
 class StopReason:
     CANCEL = "cancel"
@@ -87,8 +98,8 @@ class _TaskOutput:
     def __init__(self) -> None:
         self.parts: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
+    def write(self, data: bytes | bytearray) -> None:
+        self.parts.append(bytes(data))
 
     def value(self) -> bytes:
         return b"".join(self.parts)
@@ -153,21 +164,31 @@ class RunPipeline(StateKeeper):
         log.error("run %s: internal error%s", self.run_id, where, exc_info=exc)
         self.log.note(f"internal error{where}: {type(exc).__name__}: {exc}")
         if self.stage is Stage.SAVING_STATE:
-            return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.INTERNAL,
-                           f"internal error while saving the state: {exc}")
-        return Outcome.failed(ErrorKind.INTERNAL, f"internal error{where}: {type(exc).__name__}: {exc}")
+            return Outcome(
+                Status.APPLIED_STATE_ERROR,
+                ErrorKind.INTERNAL,
+                f"internal error while saving the state: {exc}",
+            )
+        return Outcome.failed(
+            ErrorKind.INTERNAL, f"internal error{where}: {type(exc).__name__}: {exc}"
+        )
 
     def _stopped_outcome(self) -> Outcome:
         """The outcome when the run's scope was cancelled (or the daemon cancelled the task)."""
         if self.ending.state_saved:
-            return Outcome(Status.APPLIED, warning="a stop request arrived after the apply finished")
+            return Outcome(
+                Status.APPLIED, warning="a stop request arrived after the apply finished"
+            )
         if self.handle.stop_reason == StopReason.CANCEL:
             forced = self.handle.control.force.is_set()
-            return Outcome(Status.FORCE_CANCELLED if forced else Status.CANCELLED,
-                           error_message=f"cancelled in stage {self.stage}" if self.stage else None)
+            return Outcome(
+                Status.FORCE_CANCELLED if forced else Status.CANCELLED,
+                error_message=f"cancelled in stage {self.stage}" if self.stage else None,
+            )
         if self.ending.apply_started:
-            return Outcome.failed(ErrorKind.INTERRUPTED,
-                                  f"the daemon stopped during stage {self.stage}")
+            return Outcome.failed(
+                ErrorKind.INTERRUPTED, f"the daemon stopped during stage {self.stage}"
+            )
         if self.phase in ("pending", "waiting"):
             return Outcome(None, detach=True)  # not started, or waiting for confirmation
         return Outcome.requeued(f"the daemon stopped during stage {self.stage}")
@@ -186,7 +207,9 @@ class RunPipeline(StateKeeper):
                 return Outcome(Status.DISCARDED, error_message=self.handle.decision_reason)
             run = await self._transition(lambda r: model.begin_apply(r, now()), "run:applying")
         if run.status is not Status.APPLYING:
-            raise StageFailed(ErrorKind.INTERNAL, f"run {self.run_id} cannot continue from {run.status}")
+            raise StageFailed(
+                ErrorKind.INTERNAL, f"run {self.run_id} cannot continue from {run.status}"
+            )
         return await self._apply_phase(run)
 
     async def _plan_phase(self) -> Run:
@@ -204,7 +227,8 @@ class RunPipeline(StateKeeper):
         async with self._stage(Stage.SAVING_PLAN):
             plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
             plan_hash = await self.rt.store.write(
-                lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json))
+                lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
+            )
         async with self._stage(Stage.POST_PLAN):
             await self._run_tasks(Stage.POST_PLAN)
         self.stage = None
@@ -218,8 +242,9 @@ class RunPipeline(StateKeeper):
             await self._run_tasks(Stage.PRE_APPLY)
         async with self._stage(Stage.APPLYING):
             self.ending.apply_started = True
-            code = await self._terraform(["apply", "-input=false", "-no-color", "-auto-approve",
-                                          workdir.PLAN_FILE])
+            code = await self._terraform(
+                ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE]
+            )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
                     raise PlanUnusable("terraform says the saved plan is stale")
@@ -257,18 +282,21 @@ class RunPipeline(StateKeeper):
         """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,
         or their phase's timeout when shorter."""
         phase = self.ws.apply_timeout if stage in model.APPLY_STAGES else self.ws.plan_timeout
-        return {Stage.INIT: self.ws.init_timeout, Stage.PLANNING: self.ws.plan_timeout,
-                Stage.APPLYING: self.ws.apply_timeout}.get(
-                    stage, min(phase, self.rt.config.terraform.stage_timeout))
+        return {
+            Stage.INIT: self.ws.init_timeout,
+            Stage.PLANNING: self.ws.plan_timeout,
+            Stage.APPLYING: self.ws.apply_timeout,
+        }.get(stage, min(phase, self.rt.config.terraform.stage_timeout))
 
     async def _fetch(self) -> tuple[str, bytes]:
         snap = await trio.to_thread.run_sync(workdir.snapshot, self.ws)
 
         def record(conn: Connection) -> bytes | None:
-            cv = artifacts.put_configuration(conn, self.ws_id, snap.archive, snap.file_count,
-                                             snap.sha256)
+            cv = artifacts.put_configuration(
+                conn, self.ws_id, snap.archive, snap.file_count, snap.sha256
+            )
             current = states.current(conn, self.ws_id)
-            run_store.set_configuration(conn, self.run_id, cv.id, current and current.id)
+            run_store.set_configuration(conn, self.run_id, cv.id, current.id if current else None)
             return states.current_raw(conn, self.ws_id)
 
         state = await self.rt.store.write(record)
@@ -286,15 +314,18 @@ class RunPipeline(StateKeeper):
     async def _init(self, config_sha: str) -> None:
         cache = self.rt.init_cache(self.ws.name)
         try:
-            key: str | None = workdir.init_key(config_sha, self.cli_config,
-                                               self.rt.config.terraform.binary)
+            key: str | None = workdir.init_key(
+                config_sha, self.cli_config, self.rt.config.terraform.binary
+            )
         except OSError as exc:
             # Seed M8: say so, and do a full init, instead of silently losing the optimisation.
             key = None
             self.log.note(f"cannot compute the init key ({exc}); running a full init")
-        if key and await trio.to_thread.run_sync(workdir.restore_init, cache, key, self.run_dir):
-            self.log.note("init reused: this configuration was initialised before")
-            return
+        if key is not None:
+            reused = await trio.to_thread.run_sync(workdir.restore_init, cache, key, self.run_dir)
+            if reused:
+                self.log.note("init reused: this configuration was initialised before")
+                return
         self.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
         async with self.rt.init_lock(self.rt.config.terraform.plugin_cache_dir):
             code = await self._terraform(["init", "-input=false", "-no-color"])
@@ -308,8 +339,13 @@ class RunPipeline(StateKeeper):
         return None
 
     async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
-        args = ["plan", "-input=false", "-no-color", "-detailed-exitcode",
-                f"-out={workdir.PLAN_FILE}"]
+        args = [
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-detailed-exitcode",
+            f"-out={workdir.PLAN_FILE}",
+        ]
         if run.operation is Operation.DESTROY:
             args.append("-destroy")
         args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
@@ -332,28 +368,51 @@ class RunPipeline(StateKeeper):
             plan_json = b"null"
         return code == 2, plan_json
 
-    async def _record_plan(self, has_changes: bool, plan_hash: str,
-                           changes: ResourceChanges) -> Run:
+    async def _record_plan(
+        self, has_changes: bool, plan_hash: str, changes: ResourceChanges
+    ) -> Run:
         expires = now().timestamp() + self.rt.config.terraform.plan_expiry
 
         def tx(conn: Connection) -> Run:
-            _, after = run_store.transition(conn, self.run_id, lambda r: model.plan_finished(
-                r, now(), changes=changes, has_changes=has_changes, plan_hash=plan_hash,
-                expires_at=datetime.fromtimestamp(expires, UTC)))
+            _, after = run_store.transition(
+                conn,
+                self.run_id,
+                lambda r: model.plan_finished(
+                    r,
+                    now(),
+                    changes=changes,
+                    has_changes=has_changes,
+                    plan_hash=plan_hash,
+                    expires_at=datetime.fromtimestamp(expires, UTC),
+                ),
+            )
             if after.status in (Status.APPLY_PENDING, Status.APPLYING):
                 # Seed H7: a lock that cannot be taken fails the run; it never only warns.
-                ws_store.acquire_lock(conn, self.ws_id, run_id=self.run_id,
-                                      by=f"run {self.run_id}", reason="plan awaiting apply")
-                trigger = "run:needs_attention" if after.status is Status.APPLY_PENDING else "run:applying"
+                ws_store.acquire_lock(
+                    conn,
+                    self.ws_id,
+                    run_id=self.run_id,
+                    by=f"run {self.run_id}",
+                    reason="plan awaiting apply",
+                )
+                trigger = (
+                    "run:needs_attention"
+                    if after.status is Status.APPLY_PENDING
+                    else "run:applying"
+                )
                 _enqueue_transition(conn, after, self.ws_id, trigger)
             return after
 
         try:
             run = await self.rt.store.write(tx)
         except WorkspaceLocked as exc:
-            raise StageFailed(ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}") from exc
-        self.log.note(f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
-                      f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}")
+            raise StageFailed(
+                ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}"
+            ) from exc
+        self.log.note(
+            f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
+            f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
+        )
         return run
 
     async def _wait_for_confirmation(self, run: Run) -> bool:
@@ -371,11 +430,18 @@ class RunPipeline(StateKeeper):
     async def _restore_plan(self, run: Run) -> None:
         """Make the run directory hold exactly the planned configuration, the plan and the
         current state; refuse (re-plan: seed 003) if the plan or state moved on."""
-        def load(conn: Connection) -> tuple[str | None, str | None, tuple[bytes, str] | None, bytes | None]:
+
+        def load(
+            conn: Connection,
+        ) -> tuple[str | None, str | None, tuple[bytes, str] | None, bytes | None]:
             planned = run_store.planned_state_version(conn, self.run_id)
             current = states.current(conn, self.ws_id)
-            return (current and current.id, planned, artifacts.get_plan_file(conn, self.run_id),
-                    states.current_raw(conn, self.ws_id))
+            return (
+                current.id if current else None,
+                planned,
+                artifacts.get_plan_file(conn, self.run_id),
+                states.current_raw(conn, self.ws_id),
+            )
 
         current_id, planned_id, plan, state = await self.rt.store.read(load)
         if current_id != planned_id:
@@ -386,8 +452,11 @@ class RunPipeline(StateKeeper):
         if _sha256(plan_file) != recorded_sha or recorded_sha != run.plan_hash:
             raise PlanUnusable("the saved plan is corrupt (sha256 mismatch)")
         on_disk = self.run_dir / workdir.PLAN_FILE
-        if on_disk.is_file() and _sha256(on_disk.read_bytes()) == recorded_sha and \
-                (self.run_dir / workdir.INIT_MARKER).is_file():
+        if (
+            on_disk.is_file()
+            and _sha256(on_disk.read_bytes()) == recorded_sha
+            and (self.run_dir / workdir.INIT_MARKER).is_file()
+        ):
             self.log.note("applying in the directory the plan was made in")
             return
         self.log.note("restoring the plan into a fresh directory")
@@ -413,17 +482,23 @@ class RunPipeline(StateKeeper):
             parsed = states.parse_state(raw)
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, str(exc)) from exc
-        backup = self.rt.state_backups(self.ws.name) / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
+        backup = (
+            self.rt.state_backups(self.ws.name)
+            / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
+        )
         await trio.to_thread.run_sync(_write_backup, backup, raw)
         try:
             version = await self.rt.store.write(
-                lambda c: states.store(c, self.ws_id, parsed, kind=kind, run_id=self.run_id))
+                lambda c: states.store(c, self.ws_id, parsed, kind=kind, run_id=self.run_id)
+            )
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, f"{exc}; the file is kept at {backup}") from exc
         ending.state_saved = True
         if version is not None:
-            self.log.note(f"state version {version.id} (serial {version.serial}, {kind}, "
-                          f"{version.resource_count} resources)")
+            self.log.note(
+                f"state version {version.id} (serial {version.serial}, {kind}, "
+                f"{version.resource_count} resources)"
+            )
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -448,19 +523,29 @@ class RunPipeline(StateKeeper):
             self.log.note(f"terraform {' '.join(args)}")
             try:
                 return await run_terraform(
-                    [self.rt.config.terraform.binary, *args], cwd=self.run_dir, env=self._env(),
-                    sink=stdout or self.log, stderr_sink=self.log if stdout else None,
-                    control=self.handle.control, on_start=started)
+                    [self.rt.config.terraform.binary, *args],
+                    cwd=self.run_dir,
+                    env=self._env(),
+                    sink=stdout or self.log,
+                    stderr_sink=self.log if stdout else None,
+                    control=self.handle.control,
+                    on_start=started,
+                )
             finally:
                 # The group is dead and reaped: forget its pid so nothing kills a reused one.
                 with trio.CancelScope(shield=True):
                     await self.rt.store.write(
-                        lambda c: run_store.set_process(c, self.run_id, None, None))
+                        lambda c: run_store.set_process(c, self.run_id, None, None)
+                    )
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
-                   TF_CLI_CONFIG_FILE=str(self.run_dir / workdir.CLI_CONFIG))
+        env.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            TF_CLI_CONFIG_FILE=str(self.run_dir / workdir.CLI_CONFIG),
+        )
         env.update(self.ws.env)
         return env
 
@@ -470,8 +555,13 @@ class RunPipeline(StateKeeper):
 
 
 def _enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
-    payload = {"trigger": trigger, "run_id": run.id, "workspace": run.workspace,
-               "run_status": str(run.status), "run_message": run.message}
+    payload = {
+        "trigger": trigger,
+        "run_id": run.id,
+        "workspace": run.workspace,
+        "run_status": str(run.status),
+        "run_message": run.message,
+    }
     key = f"notify:{run.id}:{trigger}:{run.status_changed_at and run.status_changed_at.isoformat()}"
     artifacts.enqueue(conn, "notify", payload, key=key, run_id=run.id, workspace_id=ws_id)
 
@@ -511,4 +601,3 @@ def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
-

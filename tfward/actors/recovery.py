@@ -25,8 +25,11 @@ from pathlib import Path
 import trio
 from sqlalchemy import Connection, select
 
-from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
-from tfward.daemon.store.tables import runs as runs_table, workspace_locks
+from tfward.daemon.store import artifacts, states
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
+from tfward.daemon.store.tables import runs as runs_table
+from tfward.daemon.store.tables import workspace_locks
 from tfward.runs.model import ErrorKind, Run, Stage, Status
 
 from . import workdir
@@ -55,7 +58,7 @@ class RecoveryReport:
 async def recover(rt: Runtime) -> RecoveryReport:
     report = RecoveryReport()
     in_flight = await rt.store.read(_load_in_flight)
-    for run, pid in in_flight:
+    for _, pid in in_flight:
         if pid:
             _kill_leftover(pid, report)
     for run, _ in in_flight:
@@ -70,11 +73,19 @@ async def recover(rt: Runtime) -> RecoveryReport:
 
 
 def _load_in_flight(conn: Connection) -> list[tuple[Run, int | None]]:
-    found = run_store.list_runs(conn, statuses=(Status.PLANNING, Status.APPLYING,
-                                                Status.APPLY_PENDING), limit=100_000,
-                                oldest_first=True)
-    pids = dict(conn.execute(select(runs_table.c.id, runs_table.c.pid)
-                             .where(runs_table.c.id.in_([r.id for r in found]))).all())
+    found = run_store.list_runs(
+        conn,
+        statuses=(Status.PLANNING, Status.APPLYING, Status.APPLY_PENDING),
+        limit=100_000,
+        oldest_first=True,
+    )
+    pids = dict(
+        conn.execute(
+            select(runs_table.c.id, runs_table.c.pid).where(
+                runs_table.c.id.in_([r.id for r in found])
+            )
+        ).all()
+    )
     return [(run, pids.get(run.id)) for run in found]
 
 
@@ -94,12 +105,17 @@ def _kill_leftover(pid: int, report: RecoveryReport) -> None:
 
 
 async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
-    pipeline = RunPipeline(rt, RunHandle(run.id, run.is_speculative, 0.0), rt.workspace(run.workspace))
+    pipeline = RunPipeline(
+        rt, RunHandle(run.id, run.is_speculative, 0.0), rt.workspace(run.workspace)
+    )
     await pipeline.log.open()
     outcome: Outcome | None
     if run.status is Status.PLANNING or (
-            run.status is Status.APPLYING and run.stage in (None, Stage.RESTORING_PLAN, Stage.PRE_APPLY)):
-        outcome = Outcome.requeued(f"the daemon stopped while the run was {run.status} ({run.stage})")
+        run.status is Status.APPLYING and run.stage in (None, Stage.RESTORING_PLAN, Stage.PRE_APPLY)
+    ):
+        outcome = Outcome.requeued(
+            f"the daemon stopped while the run was {run.status} ({run.stage})"
+        )
         report.requeued.append(run.id)
     elif run.status is Status.APPLYING:
         pipeline.ending.apply_started = True
@@ -110,7 +126,9 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
             outcome = Outcome.failed(ErrorKind.INTERRUPTED, await _interrupted_message(rt, run))
             report.interrupted.append(run.id)
     else:
-        reason = await rt.store.read(lambda c: _plan_problem(c, run, rt.workspace_ids[run.workspace]))
+        reason = await rt.store.read(
+            lambda c: _plan_problem(c, run, rt.workspace_ids[run.workspace])
+        )
         if reason is None:
             report.kept_waiting.append(run.id)
             return
@@ -125,8 +143,10 @@ async def _interrupted_message(rt: Runtime, run: Run) -> str:
         applied = states.parse_state(path.read_bytes()).resource_count
     except (OSError, Exception):  # noqa: BLE001 — only for the message
         return "the daemon stopped during the apply; terraform left no readable state"
-    return (f"the daemon stopped during the apply; the state terraform left ({applied} "
-            f"resources) was stored")
+    return (
+        f"the daemon stopped during the apply; the state terraform left ({applied} "
+        f"resources) was stored"
+    )
 
 
 def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
@@ -146,8 +166,11 @@ def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
 
 
 def _release_stale_locks(conn: Connection, report: RecoveryReport) -> None:
-    rows = conn.execute(select(workspace_locks.c.workspace_id, workspace_locks.c.run_id)
-                        .where(workspace_locks.c.run_id.is_not(None))).all()
+    rows = conn.execute(
+        select(workspace_locks.c.workspace_id, workspace_locks.c.run_id).where(
+            workspace_locks.c.run_id.is_not(None)
+        )
+    ).all()
     for ws_id, run_id in rows:
         run = run_store.get_run(conn, run_id)
         if run.status.is_terminal and run.status is not Status.APPLIED_STATE_ERROR:
@@ -160,8 +183,11 @@ async def _remove_orphan_dirs(rt: Runtime, report: RecoveryReport) -> None:
     if not root.is_dir():
         return
     names = [p.name for p in root.iterdir()]
-    live = await rt.store.read(lambda c: {r.id for r in run_store.list_runs(
-        c, statuses=(Status.APPLY_PENDING,), limit=100_000)})
+    live = await rt.store.read(
+        lambda c: {
+            r.id for r in run_store.list_runs(c, statuses=(Status.APPLY_PENDING,), limit=100_000)
+        }
+    )
     for name in names:
         if name not in live:
             await trio.to_thread.run_sync(shutil.rmtree, root / name, True)

@@ -27,8 +27,11 @@ FLUSH_INTERVAL = 0.2
 CHUNK_BYTES = 1 << 20
 
 # Lines worth parsing; everything else is only stored. A prefilter keeps capture fast.
-_INTERESTING = re.compile(rb"^.*(?:Error: |Plan: |complete after|Still creating|Apply complete!"
-                          rb"|Saved plan is stale|Interrupt received).*$", re.M)
+_INTERESTING = re.compile(
+    rb"^.*(?:Error: |Plan: |complete after|Still creating|Apply complete!"
+    rb"|Saved plan is stale|Interrupt received).*$",
+    re.M,
+)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class OutputParser:
     def line(self, text: str) -> None:
         stripped = text.strip(" │╷╵\t")
         if stripped.startswith("Error: ") and self.facts.first_error is None:
-            self.facts.first_error = stripped[len("Error: "):]
+            self.facts.first_error = stripped[len("Error: ") :]
         elif "Saved plan is stale" in stripped:
             self.facts.stale_plan = True
         elif stripped.startswith("Plan: "):
@@ -85,7 +88,7 @@ class RunLog:
         """Continue after the chunks already stored (an apply appends to its plan's log)."""
         self._next_seq = await self.store.read(lambda c: artifacts.next_log_seq(c, self.run_id))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -112,7 +115,10 @@ class RunLog:
             except Exception as exc:  # noqa: BLE001 — H4: a parser bug must not lose output
                 self.parser_errors += 1
                 log.exception("output parser failed on a line of run %s", self.run_id)
-                message = f"[tfward] output parser error ({type(exc).__name__}: {exc}); output continues\n"
+                message = (
+                    f"[tfward] output parser error ({type(exc).__name__}: {exc}); "
+                    "output continues\n"
+                )
                 self._pending.append(message.encode())
 
     def _wake(self) -> None:

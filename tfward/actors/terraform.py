@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class OutputSink(Protocol):
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         """Take raw output; must not block."""
 
 
@@ -43,8 +43,13 @@ class StopControl:
 
 
 async def run_terraform(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], sink: OutputSink,
-    control: StopControl, on_start: Callable[[int], Awaitable[None]] | None = None,
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    sink: OutputSink,
+    control: StopControl,
+    on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
 ) -> int:
     """Run one terraform command to completion and return its exit code.
@@ -54,8 +59,12 @@ async def run_terraform(
     process group is killed and reaped before this returns, so no provider process is left.
     stderr goes to `stderr_sink` when given (to keep stdout machine-readable), else to `sink`."""
     proc = await trio.lowlevel.open_process(
-        list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, start_new_session=True,
+        list(argv),
+        cwd=str(cwd),
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
         stderr=subprocess.PIPE if stderr_sink else subprocess.STDOUT,
     )
     assert proc.stdout is not None
@@ -70,9 +79,12 @@ async def run_terraform(
     pumped = [trio.Event() for _ in streams]
     try:
         async with trio.open_nursery() as nursery:
-            for (stream, stream_sink), scope, done in zip(streams, pump_scopes, pumped, strict=True):
-                nursery.start_soon(_pump, stream, stream_sink, scope, done,
-                                   name=f"terraform-output-{proc.pid}")
+            for (stream, stream_sink), scope, done in zip(
+                streams, pump_scopes, pumped, strict=True
+            ):
+                nursery.start_soon(
+                    _pump, stream, stream_sink, scope, done, name=f"terraform-output-{proc.pid}"
+                )
             try:
                 if on_start is not None:
                     await on_start(proc.pid)
@@ -96,14 +108,16 @@ async def run_terraform(
         with trio.CancelScope(shield=True):
             for stream, _ in streams:
                 await stream.aclose()
+    assert proc.returncode is not None
     return proc.returncode
 
 
 DRAIN_TIMEOUT = 5.0
 
 
-async def _pump(stream: trio.abc.ReceiveStream, sink: OutputSink, scope: trio.CancelScope,
-                done: trio.Event) -> None:
+async def _pump(
+    stream: trio.abc.ReceiveStream, sink: OutputSink, scope: trio.CancelScope, done: trio.Event
+) -> None:
     """Copy output to the sink until EOF or until `scope` is cancelled by its owner."""
     try:
         with scope:

@@ -50,8 +50,10 @@ def snapshot(ws: WorkspaceConfig) -> Snapshot:
     files = _module_files(ws) if ws.module is not None else _source_files(ws)
     buf = io.BytesIO()
     # mtime=0 and fixed owners make the archive, and so its sha256, depend on content only.
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name, data, mode in files:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), mode, 0
@@ -100,15 +102,21 @@ def cli_config_text(tf: TerraformConfig, dev_mirror: Path) -> str:
     Terraform 1.0's `init` still looks a dev-overridden provider up in its registry (and fails
     offline), so the overridden providers are also offered from a local filesystem mirror
     (`build_dev_mirror`) that points at the same executables; plan and apply use the override."""
-    lines = [f"plugin_cache_dir = {json.dumps(str(tf.plugin_cache_dir))}",
-             "disable_checkpoint = true"]
+    lines = [
+        f"plugin_cache_dir = {json.dumps(str(tf.plugin_cache_dir))}",
+        "disable_checkpoint = true",
+    ]
     if tf.dev_overrides:
         sources = sorted(tf.dev_overrides)
         lines.append("provider_installation {\n  dev_overrides {")
-        lines += [f"    {json.dumps(src)} = {json.dumps(str(tf.dev_overrides[src]))}" for src in sources]
+        lines += [
+            f"    {json.dumps(src)} = {json.dumps(str(tf.dev_overrides[src]))}" for src in sources
+        ]
         lines.append("  }")
-        lines.append(f"  filesystem_mirror {{\n    path = {json.dumps(str(dev_mirror))}\n"
-                     f"    include = {json.dumps(sources)}\n  }}")
+        lines.append(
+            f"  filesystem_mirror {{\n    path = {json.dumps(str(dev_mirror))}\n"
+            f"    include = {json.dumps(sources)}\n  }}"
+        )
         lines.append(f"  direct {{\n    exclude = {json.dumps(sources)}\n  }}\n}}")
     if tf.cli_config_file is not None:
         lines.append(f"# from {tf.cli_config_file}\n" + tf.cli_config_file.read_text())
@@ -179,8 +187,12 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     tmp = cache_root / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copytree(run_dir / ".terraform", tmp / ".terraform", symlinks=True,
-                    ignore=shutil.ignore_patterns("terraform.tfstate"))
+    shutil.copytree(
+        run_dir / ".terraform",
+        tmp / ".terraform",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("terraform.tfstate"),
+    )
     lock = run_dir / ".terraform.lock.hcl"
     if lock.is_file():
         shutil.copy2(lock, tmp / ".terraform.lock.hcl")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import trio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import runs as run_store, workspaces as ws_store
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import Status
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 # ---- messages ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Submitted:
@@ -78,6 +80,7 @@ Message = Submitted | RunEnded | Cancel | Decide | LockChanged | Stop
 
 
 # ---- effects -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Start:
@@ -127,7 +130,8 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
             if state.stopping:
                 return state, []
             return dataclasses.replace(state, speculative=state.speculative | {run_id}), [
-                Start(run_id, True)]
+                Start(run_id, True)
+            ]
         case Submitted(run_id, False):
             state = dataclasses.replace(state, queue=(*state.queue, run_id))
         case RunEnded(run_id, requeued):
@@ -138,7 +142,9 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
             state = dataclasses.replace(state, speculative=state.speculative - {run_id})
         case Cancel(run_id, force):
             if run_id in state.queue:
-                state = dataclasses.replace(state, queue=tuple(r for r in state.queue if r != run_id))
+                state = dataclasses.replace(
+                    state, queue=tuple(r for r in state.queue if r != run_id)
+                )
                 effects.append(FinishQueued(run_id))
             elif run_id in state.running:
                 effects.append(Signal(run_id, "force-cancel" if force else "cancel"))
@@ -158,7 +164,9 @@ def _start_next(state: ActorState, effects: list[Effect]) -> tuple[ActorState, l
         return state, effects
     run_id, *rest = state.queue
     return dataclasses.replace(state, active=run_id, queue=tuple(rest)), [
-        *effects, Start(run_id, False)]
+        *effects,
+        Start(run_id, False),
+    ]
 
 
 @dataclass
@@ -194,14 +202,21 @@ class WorkspaceActor:
         ws_id = self.rt.workspace_ids[self.name]
 
         def load(conn: Connection) -> tuple[list[model.Run], bool]:
-            waiting = run_store.list_runs(conn, workspace_id=ws_id, oldest_first=True,
-                                          statuses=(Status.PENDING, Status.APPLY_PENDING), limit=10_000)
+            waiting = run_store.list_runs(
+                conn,
+                workspace_id=ws_id,
+                oldest_first=True,
+                statuses=(Status.PENDING, Status.APPLY_PENDING),
+                limit=10_000,
+            )
             lock = ws_store.get_lock(conn, ws_id)
             return waiting, lock is not None and lock.run_id is None
 
         waiting, user_locked = await self.rt.store.read(load)
         held = [r.id for r in waiting if r.status is Status.APPLY_PENDING]
-        pending = tuple(r.id for r in waiting if r.status is Status.PENDING and not r.is_speculative)
+        pending = tuple(
+            r.id for r in waiting if r.status is Status.PENDING and not r.is_speculative
+        )
         speculative = frozenset(r.id for r in waiting if r.is_speculative)
         return ActorState(queue=(*held, *pending), speculative=speculative, user_locked=user_locked)
 
@@ -237,10 +252,13 @@ class WorkspaceActor:
 
     async def _finish_queued(self, run_id: str) -> None:
         ws_id = self.rt.workspace_ids[self.name]
-        ending = Ending(run_id, self.name, ws_id, RunLog(run_id, self.rt.store), self.rt.run_dir(run_id))
+        ending = Ending(
+            run_id, self.name, ws_id, RunLog(run_id, self.rt.store), self.rt.run_dir(run_id)
+        )
         await ending.log.open()
-        await finish_run(self.rt, ending, Outcome(Status.CANCELLED,
-                                                  error_message="cancelled before it started"))
+        await finish_run(
+            self.rt, ending, Outcome(Status.CANCELLED, error_message="cancelled before it started")
+        )
 
 
 def _resume(state: ActorState) -> tuple[ActorState, list[Effect]]:
@@ -252,6 +270,7 @@ def _resume(state: ActorState) -> tuple[ActorState, list[Effect]]:
 async def record_cancel(rt: Runtime, run_id: str, force: bool) -> model.Run:
     """Validate a cancel (or force-cancel) and record the request on an active run. A pending run
     is left as it is: its actor finishes it through the funnel. Raises InvalidTransition."""
+
     def tx(conn: Connection) -> model.Run:
         run = run_store.get_run(conn, run_id)
         after = model.cancel(run, now(), force=force)
@@ -260,4 +279,3 @@ async def record_cancel(rt: Runtime, run_id: str, force: bool) -> model.Run:
         return run_store.save(conn, run, after)
 
     return await rt.store.write(tx)
-

@@ -47,10 +47,14 @@ def check_config(path: str) -> int:
     config = load_config(path)
     tf = config.terraform
     print(f"{path}: ok")
-    print(f"  listen {config.daemon.listen_host}:{config.daemon.listen_port}, "
-          f"data in {config.daemon.data_dir}, {config.daemon.max_concurrent_runs} concurrent runs")
-    print(f"  terraform {tf.binary}; timeouts init {format_duration(tf.init_timeout)}, "
-          f"plan {format_duration(tf.plan_timeout)}, apply {format_duration(tf.apply_timeout)}")
+    print(
+        f"  listen {config.daemon.listen_host}:{config.daemon.listen_port}, "
+        f"data in {config.daemon.data_dir}, {config.daemon.max_concurrent_runs} concurrent runs"
+    )
+    print(
+        f"  terraform {tf.binary}; timeouts init {format_duration(tf.init_timeout)}, "
+        f"plan {format_duration(tf.plan_timeout)}, apply {format_duration(tf.apply_timeout)}"
+    )
     for ws in config.workspaces:
         where = ws.source if ws.source else f"module {ws.module.source if ws.module else '?'}"
         print(f"  workspace {ws.name}: {where}" + (" (auto-apply)" if ws.auto_apply else ""))
@@ -59,8 +63,10 @@ def check_config(path: str) -> int:
 
 def serve_command(path: str, level: str) -> int:
     config = load_config(path)
-    logging.basicConfig(level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     trio.run(_serve, config)
     return EXIT_OK
 
@@ -78,7 +84,9 @@ async def _signals(daemon: Daemon) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if daemon.stopping:
-                logging.getLogger("tfward").warning("second %s: stopping now", signal.Signals(signum).name)
+                logging.getLogger("tfward").warning(
+                    "second %s: stopping now", signal.Signals(signum).name
+                )
                 daemon.hard_stop()
             else:
                 logging.getLogger("tfward").info("%s: shutting down", signal.Signals(signum).name)

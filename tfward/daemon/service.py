@@ -52,7 +52,9 @@ class Daemon:
         self.rt: Runtime
         self.supervisor: Supervisor
 
-    async def serve(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until shut down. Reports itself started once recovery is done, every workspace
         actor runs and the API listens."""
         with trio.CancelScope() as self._cancel:
@@ -81,10 +83,13 @@ class Daemon:
         for sub in ("runs", "init-cache", "state-backups"):
             (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        workdir.build_dev_mirror(self.config.terraform, self.config.daemon.data_dir / "dev-provider-mirror")
+        workdir.build_dev_mirror(
+            self.config.terraform, self.config.daemon.data_dir / "dev-provider-mirror"
+        )
         if self.config.daemon.database_url.startswith("sqlite:///"):
             Path(self.config.daemon.database_url.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True)
+                parents=True, exist_ok=True
+            )
         self.store.migrate()
 
     async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -93,13 +98,19 @@ class Daemon:
         hc.accesslog = None
         hc.graceful_timeout = 5.0
         app = ShieldFinalSend(create_app(self))
-        await hypercorn_serve(app, hc, shutdown_trigger=self._api_stop.wait,  # type: ignore[arg-type]
-                              task_status=task_status)
+        await hypercorn_serve(
+            app,
+            hc,
+            shutdown_trigger=self._api_stop.wait,
+            task_status=task_status,
+        )
 
     async def _drain(self) -> None:
         self.stopping = True
-        log.info("shutting down: draining runs (up to %.0fs for applies)",
-                 self.config.daemon.shutdown_grace)
+        log.info(
+            "shutting down: draining runs (up to %.0fs for applies)",
+            self.config.daemon.shutdown_grace,
+        )
         self.supervisor.stop(drain=True)
         with trio.move_on_after(self.config.daemon.shutdown_grace):
             await self.supervisor.stopped.wait()

@@ -13,7 +13,7 @@ Status and stage (DESIGN §3):
        │                             (auto_apply + changes) ─────────────────────────────> applying
        └─cancel─> cancelled            discard / expire ──> discarded                        │
                                                                                              v
-                        finish(): applied | applied_state_error | failed | cancelled | force_cancelled
+               finish(): applied | applied_state_error | failed | cancelled | force_cancelled
 """
 
 from __future__ import annotations
@@ -179,12 +179,19 @@ def enter_stage(run: Run, stage: Stage) -> Run:
     """Move to a stage of the run's current phase."""
     allowed = PLAN_STAGES if run.status is Status.PLANNING else APPLY_STAGES
     if run.status not in ACTIVE or stage not in allowed:
-        raise InvalidTransition(f"run {run.id} is {run.status}: stage {stage} does not belong there")
+        raise InvalidTransition(
+            f"run {run.id} is {run.status}: stage {stage} does not belong there"
+        )
     return dataclasses.replace(run, stage=stage)
 
 
 def plan_finished(
-    run: Run, now: datetime, *, changes: ResourceChanges, has_changes: bool, plan_hash: str,
+    run: Run,
+    now: datetime,
+    *,
+    changes: ResourceChanges,
+    has_changes: bool,
+    plan_hash: str,
     expires_at: datetime,
 ) -> Run:
     """Record a finished plan. The run becomes `apply_pending` when someone must confirm, or
@@ -198,8 +205,15 @@ def plan_finished(
     if not needs_apply(recorded):
         return recorded
     if run.auto_apply:
-        return _to(recorded, now, Status.APPLYING, stage=Stage.RESTORING_PLAN,
-                   apply_started_at=now, confirmed_at=now, confirmed_by="auto-apply")
+        return _to(
+            recorded,
+            now,
+            Status.APPLYING,
+            stage=Stage.RESTORING_PLAN,
+            apply_started_at=now,
+            confirmed_at=now,
+            confirmed_by="auto-apply",
+        )
     return _to(recorded, now, Status.APPLY_PENDING, stage=None, plan_expires_at=expires_at)
 
 
@@ -216,12 +230,15 @@ def confirm(run: Run, now: datetime, *, by: str | None, lock_holder: str | None)
     if run.status is not Status.APPLY_PENDING:
         raise _refuse(run, "confirm")
     if run.plan_expires_at is not None and now >= run.plan_expires_at:
-        raise InvalidTransition(f"cannot confirm run {run.id}: its plan expired at "
-                                f"{run.plan_expires_at.isoformat()}; discard it and plan again")
+        raise InvalidTransition(
+            f"cannot confirm run {run.id}: its plan expired at "
+            f"{run.plan_expires_at.isoformat()}; discard it and plan again"
+        )
     if lock_holder != run.id:
         holder = f"held by {lock_holder}" if lock_holder else "not locked"
         raise InvalidTransition(
-            f"cannot confirm run {run.id}: the workspace lock is no longer held by this run ({holder})"
+            f"cannot confirm run {run.id}: the workspace lock is no longer held by this run "
+            f"({holder})"
         )
     return dataclasses.replace(run, confirmed_at=now, confirmed_by=by)
 
@@ -235,8 +252,12 @@ def begin_apply(run: Run, now: datetime) -> Run:
 
 def discard(run: Run, now: datetime, *, reason: str | None = None) -> Run:
     if run.status is not Status.APPLY_PENDING or run.confirmed_at is not None:
-        raise _refuse(run, "discard") if run.confirmed_at is None else InvalidTransition(
-            f"cannot discard run {run.id}: it was confirmed and is about to apply"
+        raise (
+            _refuse(run, "discard")
+            if run.confirmed_at is None
+            else InvalidTransition(
+                f"cannot discard run {run.id}: it was confirmed and is about to apply"
+            )
         )
     return _to(run, now, Status.DISCARDED, stage=None, finished_at=now, error_message=reason)
 
@@ -253,8 +274,7 @@ def cancel(run: Run, now: datetime, *, force: bool = False) -> Run:
             return run
         return dataclasses.replace(run, force_cancel_requested_at=now)
     if run.status is Status.PENDING:
-        return _to(run, now, Status.CANCELLED, stage=None, finished_at=now,
-                   cancel_requested_at=now)
+        return _to(run, now, Status.CANCELLED, stage=None, finished_at=now, cancel_requested_at=now)
     if run.status not in ACTIVE:
         hint = "; discard it instead" if run.status is Status.APPLY_PENDING else ""
         raise InvalidTransition(f"cannot cancel run {run.id}: it is {run.status}{hint}")
@@ -269,19 +289,37 @@ def requeue(run: Run, now: datetime, *, reason: str, nothing_applied: bool = Fal
     From the `applying` stage only when terraform refused the plan (`nothing_applied`)."""
     if run.status not in (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING):
         raise _refuse(run, "requeue")
-    if (run.status is Status.APPLYING and not nothing_applied
-            and run.stage not in (Stage.RESTORING_PLAN, Stage.PRE_APPLY)):
+    if (
+        run.status is Status.APPLYING
+        and not nothing_applied
+        and run.stage not in (Stage.RESTORING_PLAN, Stage.PRE_APPLY)
+    ):
         raise InvalidTransition(f"cannot requeue run {run.id}: terraform may have applied already")
     return _to(
-        run, now, Status.PENDING, stage=None, has_changes=None, changes=ResourceChanges(),
-        plan_hash=None, planned_at=None, plan_expires_at=None, confirmed_at=None,
-        confirmed_by=None, apply_started_at=None, cancel_requested_at=None,
-        force_cancel_requested_at=None, warnings=(*run.warnings, f"re-planned: {reason}"),
+        run,
+        now,
+        Status.PENDING,
+        stage=None,
+        has_changes=None,
+        changes=ResourceChanges(),
+        plan_hash=None,
+        planned_at=None,
+        plan_expires_at=None,
+        confirmed_at=None,
+        confirmed_by=None,
+        apply_started_at=None,
+        cancel_requested_at=None,
+        force_cancel_requested_at=None,
+        warnings=(*run.warnings, f"re-planned: {reason}"),
     )
 
 
 def finish(
-    run: Run, now: datetime, status: Status, *, error_kind: ErrorKind | None = None,
+    run: Run,
+    now: datetime,
+    status: Status,
+    *,
+    error_kind: ErrorKind | None = None,
     error_message: str | None = None,
 ) -> Run:
     """Make a run terminal. Only the termination funnel calls this."""
@@ -295,8 +333,15 @@ def finish(
         raise InvalidTransition(f"run {run.id} cannot be {status} from {run.status}")
     if status is Status.DISCARDED and run.status is not Status.APPLY_PENDING:
         raise _refuse(run, "discard")
-    return _to(run, now, status, stage=None, finished_at=now, error_kind=error_kind,
-               error_message=error_message)
+    return _to(
+        run,
+        now,
+        status,
+        stage=None,
+        finished_at=now,
+        error_kind=error_kind,
+        error_message=error_message,
+    )
 
 
 def add_warning(run: Run, warning: str) -> Run:

@@ -60,6 +60,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
 def _handler(status: int) -> Any:
     async def handle(exc: Exception) -> tuple[Response, int]:
         return error(status, str(exc))
+
     return handle
 
 

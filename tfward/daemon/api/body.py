@@ -30,10 +30,13 @@ async def json_object(allowed: Mapping[str, type | tuple[type, ...]]) -> dict[st
         if key not in allowed:
             raise BadRequest(f"unknown field {key!r}; allowed: {', '.join(sorted(allowed))}")
         expected = allowed[key]
-        if value is not None and (not isinstance(value, expected) or
-                                  (isinstance(value, bool) and bool not in _tuple(expected))):
-            raise BadRequest(f"field {key!r}: expected {_names(expected)}, "
-                             f"got {type(value).__name__}")
+        if value is not None and (
+            not isinstance(value, expected)
+            or (isinstance(value, bool) and bool not in _tuple(expected))
+        ):
+            raise BadRequest(
+                f"field {key!r}: expected {_names(expected)}, got {type(value).__name__}"
+            )
     return body
 
 

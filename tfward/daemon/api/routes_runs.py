@@ -9,10 +9,13 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
-from werkzeug.exceptions import NotFound as HTTPNotFound, ServiceUnavailable
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.exceptions import ServiceUnavailable
 
 from tfward.actors.workspace import Cancel, Decide, Submitted, record_cancel
-from tfward.daemon.store import artifacts, runs as run_store, workspaces as ws_store
+from tfward.daemon.store import artifacts
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
 from tfward.errors import BadRequest
 from tfward.ids import now
 from tfward.runs import model
@@ -25,7 +28,11 @@ if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
 
 _CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "operation": str, "auto_apply": bool, "message": str, "targets": list, "replace": list,
+    "operation": str,
+    "auto_apply": bool,
+    "message": str,
+    "targets": list,
+    "replace": list,
 }
 LOG_POLL = 0.5
 
@@ -41,17 +48,26 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         try:
             operation = Operation(body.get("operation") or "plan_and_apply")
         except ValueError:
-            raise BadRequest(f"field 'operation': expected one of "
-                             f"{', '.join(o.value for o in Operation)}") from None
+            raise BadRequest(
+                f"field 'operation': expected one of {', '.join(o.value for o in Operation)}"
+            ) from None
         targets, replace = string_list(body, "targets"), string_list(body, "replace")
         ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
         ws = daemon.rt.workspace(name)
         auto_apply = body.get("auto_apply")
-        run = await store.write(lambda c: run_store.create_run(
-            c, workspace_id=ws_id, workspace_name=name, operation=operation,
-            auto_apply=ws.auto_apply if auto_apply is None else auto_apply,
-            message=body.get("message") or "", targets=targets, replace=replace,
-            created_by="api"))
+        run = await store.write(
+            lambda c: run_store.create_run(
+                c,
+                workspace_id=ws_id,
+                workspace_name=name,
+                operation=operation,
+                auto_apply=ws.auto_apply if auto_apply is None else auto_apply,
+                message=body.get("message") or "",
+                targets=targets,
+                replace=replace,
+                created_by="api",
+            )
+        )
         daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
         return {"data": run_view(run)}, 201
 
@@ -60,8 +76,10 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         limit = request.args.get("limit", default=100, type=int)
 
         def load(conn: Connection) -> list[Run]:
-            return run_store.list_runs(conn, workspace_id=ws_store.workspace_id(conn, name),
-                                       limit=max(1, min(limit, 1000)))
+            return run_store.list_runs(
+                conn, workspace_id=ws_store.workspace_id(conn, name), limit=max(1, min(limit, 1000))
+            )
+
         return {"data": [run_view(r) for r in await store.read(load)]}
 
     @app.get("/api/v1/runs/<run_id>")
@@ -88,8 +106,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         elif action == "discard":
             run = await store.read(lambda c: run_store.get_run(c, run_id))
             model.discard(run, now())  # validates only: the run's task finishes it
-            daemon.supervisor.tell(run.workspace, Decide(
-                run_id, "discard", body.get("comment") or "discarded by api"))
+            daemon.supervisor.tell(
+                run.workspace, Decide(run_id, "discard", body.get("comment") or "discarded by api")
+            )
         elif action in ("cancel", "force-cancel"):
             force = action == "force-cancel"
             run = await record_cancel(daemon.rt, run_id, force)
@@ -120,21 +139,25 @@ async def _confirm(daemon: Daemon, run_id: str) -> Run:
         lock = ws_store.get_lock(conn, run_store.workspace_id_of(conn, run_id))
         after = model.confirm(run, now(), by="api", lock_holder=lock.run_id if lock else None)
         return run_store.save(conn, run, after)
+
     return await daemon.store.write(tx)
 
 
 async def _follow(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
     """Stream the log from the start until the run ends (or the daemon stops)."""
-    seq = -1
+    last = -1
+
+    async def more(after: int) -> list[tuple[int, bytes]]:
+        return await daemon.store.read(lambda c: artifacts.read_log(c, run_id, after))
+
     while True:
-        chunks = await daemon.store.read(lambda c: artifacts.read_log(c, run_id, seq))
-        for seq, data in chunks:
+        for seq, data in await more(last):
+            last = seq
             yield data
         run = await daemon.store.read(lambda c: run_store.get_run(c, run_id))
         live = daemon.rt.live_logs.get(run_id)
         if run.status.is_terminal and live is None:
-            rest = await daemon.store.read(lambda c: artifacts.read_log(c, run_id, seq))
-            for seq, data in rest:
+            for _, data in await more(last):
                 yield data
             return
         if daemon.stopping and daemon.supervisor.stopped.is_set():

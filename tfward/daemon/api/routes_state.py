@@ -11,7 +11,8 @@ from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts, states, workspaces as ws_store
+from tfward.daemon.store import artifacts, states
+from tfward.daemon.store import workspaces as ws_store
 from tfward.errors import WorkspaceLocked
 
 from .views import configuration_version_view, state_version_view
@@ -28,6 +29,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, name)
             return [state_version_view(sv) for sv in states.list_versions(conn, ws_id)]
+
         return {"data": await store.read(load)}
 
     @app.get("/api/v1/state-versions/<sv_id>")
@@ -37,8 +39,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/state-versions/<sv_id>/download")
     async def download_state_version(sv_id: str) -> Response:
         raw = await store.read(lambda c: states.get_raw(c, sv_id))
-        return Response(raw, content_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{sv_id}.tfstate"'})
+        return Response(
+            raw,
+            content_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{sv_id}.tfstate"'},
+        )
 
     @app.post("/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback")
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
@@ -49,14 +54,17 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
             return state_version_view(states.rollback(conn, ws_id, sv_id))
+
         return {"data": await store.write(tx)}, 201
 
     @app.get("/api/v1/workspaces/<name>/configuration-versions")
     async def list_configuration_versions(name: str) -> dict[str, Any]:
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, name)
-            return [configuration_version_view(cv)
-                    for cv in artifacts.list_configurations(conn, ws_id)]
+            return [
+                configuration_version_view(cv) for cv in artifacts.list_configurations(conn, ws_id)
+            ]
+
         return {"data": await store.read(load)}
 
     @app.get("/api/v1/configuration-versions/<a>/diff/<b>")
@@ -68,8 +76,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
 def _files(archive: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-                for m in tar.getmembers() if m.isfile()}
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
 
 
 def _diff(old: dict[str, bytes], new: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -79,9 +90,13 @@ def _diff(old: dict[str, bytes], new: dict[str, bytes]) -> list[dict[str, Any]]:
         if before == after:
             continue
         status = "added" if before is None else "removed" if after is None else "modified"
-        text = "".join(difflib.unified_diff(
-            (before or b"").decode("utf-8", "replace").splitlines(keepends=True),
-            (after or b"").decode("utf-8", "replace").splitlines(keepends=True),
-            fromfile=f"a/{path}", tofile=f"b/{path}"))
+        text = "".join(
+            difflib.unified_diff(
+                (before or b"").decode("utf-8", "replace").splitlines(keepends=True),
+                (after or b"").decode("utf-8", "replace").splitlines(keepends=True),
+                fromfile=f"a/{path}",
+                tofile=f"b/{path}",
+            )
+        )
         out.append({"path": path, "status": status, "diff": text})
     return out

@@ -8,7 +8,9 @@ from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
 from tfward.actors.workspace import LockChanged
-from tfward.daemon.store import runs as run_store, states, workspaces as ws_store
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import states
+from tfward.daemon.store import workspaces as ws_store
 from tfward.runs.model import Status
 
 from .body import json_object
@@ -21,12 +23,14 @@ _ACTIVE = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
 
 
 def workspace_view(conn: Connection, ws_id: str, name: str) -> dict[str, Any]:
-    current = run_store.list_runs(conn, workspace_id=ws_id, statuses=_ACTIVE, limit=1,
-                                  oldest_first=True)
+    current = run_store.list_runs(
+        conn, workspace_id=ws_id, statuses=_ACTIVE, limit=1, oldest_first=True
+    )
     queued = run_store.list_runs(conn, workspace_id=ws_id, statuses=(Status.PENDING,), limit=1000)
     latest = states.current(conn, ws_id)
     return {
-        "id": ws_id, "name": name,
+        "id": ws_id,
+        "name": name,
         "lock": lock_view(ws_store.get_lock(conn, ws_id)),
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
@@ -40,20 +44,26 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/workspaces")
     async def list_workspaces() -> dict[str, Any]:
         def load(conn: Connection) -> list[dict[str, Any]]:
-            return [workspace_view(conn, ws_id, name)
-                    for ws_id, name, configured in ws_store.list_workspaces(conn) if configured]
+            return [
+                workspace_view(conn, ws_id, name)
+                for ws_id, name, configured in ws_store.list_workspaces(conn)
+                if configured
+            ]
+
         return {"data": await store.read(load)}
 
     @app.get("/api/v1/workspaces/<name>")
     async def show_workspace(name: str) -> dict[str, Any]:
         def load(conn: Connection) -> dict[str, Any]:
             return workspace_view(conn, ws_store.workspace_id(conn, name), name)
+
         return {"data": await store.read(load)}
 
     @app.post("/api/v1/workspaces/<name>/actions/<action>")
     async def lock_action(name: str, action: str) -> tuple[dict[str, Any], int]:
         if action not in ("lock", "unlock", "force-unlock"):
             from werkzeug.exceptions import NotFound as HTTPNotFound
+
             raise HTTPNotFound(f"unknown workspace action {action!r}")
         body = await json_object({"reason": str})
         user = "api"

@@ -26,8 +26,11 @@ def run_view(run: Run) -> dict[str, Any]:
         "error_kind": run.error_kind and str(run.error_kind),
         "error_message": run.error_message,
         "has_changes": run.has_changes,
-        "resource_changes": {"add": run.changes.add, "change": run.changes.change,
-                             "destroy": run.changes.destroy},
+        "resource_changes": {
+            "add": run.changes.add,
+            "change": run.changes.change,
+            "destroy": run.changes.destroy,
+        },
         "plan_hash": run.plan_hash,
         "configuration_version_id": run.configuration_version_id,
         "created_by": run.created_by,
@@ -52,22 +55,43 @@ def run_view(run: Run) -> dict[str, Any]:
 def lock_view(lock: Lock | None) -> dict[str, Any] | None:
     if lock is None:
         return None
-    return {"run_id": lock.run_id, "locked_by": lock.locked_by, "reason": lock.reason,
-            "locked_at": rfc3339(lock.locked_at), "message": lock.describe()}
+    return {
+        "run_id": lock.run_id,
+        "locked_by": lock.locked_by,
+        "reason": lock.reason,
+        "locked_at": rfc3339(lock.locked_at),
+        "message": lock.describe(),
+    }
 
 
 def state_version_view(sv: StateVersion) -> dict[str, Any]:
     return {
-        "id": sv.id, "serial": sv.serial, "lineage": sv.lineage, "sha256": sv.sha256,
-        "kind": sv.kind, "run_id": sv.run_id, "rolled_back_from": sv.rolled_back_from,
-        "resource_count": sv.resource_count, "created_at": rfc3339(sv.created_at),
+        "id": sv.id,
+        "serial": sv.serial,
+        "lineage": sv.lineage,
+        "sha256": sv.sha256,
+        "kind": sv.kind,
+        "run_id": sv.run_id,
+        "rolled_back_from": sv.rolled_back_from,
+        "resource_count": sv.resource_count,
+        "created_at": rfc3339(sv.created_at),
         # Sensitive outputs come back null (DESIGN §10).
-        "outputs": {name: {"type": out.get("type"), "sensitive": bool(out.get("sensitive")),
-                           "value": None if out.get("sensitive") else out.get("value")}
-                    for name, out in sv.outputs.items()},
+        "outputs": {
+            name: {
+                "type": out.get("type"),
+                "sensitive": bool(out.get("sensitive")),
+                "value": None if out.get("sensitive") else out.get("value"),
+            }
+            for name, out in sv.outputs.items()
+        },
     }
 
 
 def configuration_version_view(cv: ConfigurationVersion) -> dict[str, Any]:
-    return {"id": cv.id, "sha256": cv.sha256, "size": cv.size, "file_count": cv.file_count,
-            "created_at": rfc3339(cv.created_at)}
+    return {
+        "id": cv.id,
+        "sha256": cv.sha256,
+        "size": cv.size,
+        "file_count": cv.file_count,
+        "created_at": rfc3339(cv.created_at),
+    }

@@ -25,34 +25,54 @@ class ConfigurationVersion:
     created_at: datetime
 
 
-def put_configuration(conn: Connection, ws_id: str, archive: bytes, file_count: int,
-                      sha256: str) -> ConfigurationVersion:
+def put_configuration(
+    conn: Connection, ws_id: str, archive: bytes, file_count: int, sha256: str
+) -> ConfigurationVersion:
     """Store a configuration snapshot, content-addressed: the same content reuses its row."""
-    row = conn.execute(select(*[c for c in configuration_versions.c if c.name != "archive"])
-                       .where(configuration_versions.c.workspace_id == ws_id,
-                              configuration_versions.c.sha256 == sha256)).first()
+    row = conn.execute(
+        select(*[c for c in configuration_versions.c if c.name != "archive"]).where(
+            configuration_versions.c.workspace_id == ws_id,
+            configuration_versions.c.sha256 == sha256,
+        )
+    ).first()
     if row is not None:
-        return ConfigurationVersion(row.id, row.workspace_id, row.sha256, row.size,
-                                    row.file_count, row.created_at)
+        return ConfigurationVersion(
+            row.id, row.workspace_id, row.sha256, row.size, row.file_count, row.created_at
+        )
     cv = ConfigurationVersion(new_id("cv"), ws_id, sha256, len(archive), file_count, now())
-    conn.execute(insert(configuration_versions).values(
-        id=cv.id, workspace_id=ws_id, sha256=sha256, size=cv.size, file_count=file_count,
-        archive=archive, created_at=cv.created_at))
+    conn.execute(
+        insert(configuration_versions).values(
+            id=cv.id,
+            workspace_id=ws_id,
+            sha256=sha256,
+            size=cv.size,
+            file_count=file_count,
+            archive=archive,
+            created_at=cv.created_at,
+        )
+    )
     return cv
 
 
 def list_configurations(conn: Connection, ws_id: str) -> list[ConfigurationVersion]:
-    rows = conn.execute(select(*[c for c in configuration_versions.c if c.name != "archive"])
-                        .where(configuration_versions.c.workspace_id == ws_id)
-                        .order_by(configuration_versions.c.created_at.desc()))
-    return [ConfigurationVersion(r.id, r.workspace_id, r.sha256, r.size, r.file_count,
-                                 r.created_at) for r in rows]
+    rows = conn.execute(
+        select(*[c for c in configuration_versions.c if c.name != "archive"])
+        .where(configuration_versions.c.workspace_id == ws_id)
+        .order_by(configuration_versions.c.created_at.desc())
+    )
+    return [
+        ConfigurationVersion(r.id, r.workspace_id, r.sha256, r.size, r.file_count, r.created_at)
+        for r in rows
+    ]
 
 
 def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:
     """Returns (sha256, archive bytes)."""
-    row = conn.execute(select(configuration_versions.c.sha256, configuration_versions.c.archive)
-                       .where(configuration_versions.c.id == cv_id)).first()
+    row = conn.execute(
+        select(configuration_versions.c.sha256, configuration_versions.c.archive).where(
+            configuration_versions.c.id == cv_id
+        )
+    ).first()
     if row is None:
         raise NotFound(f"configuration version {cv_id} not found")
     return row.sha256, bytes(row.archive)
@@ -62,62 +82,103 @@ def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) 
     """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash)."""
     plan_sha = hashlib.sha256(plan_file).hexdigest()
     conn.execute(plan_artifacts.delete().where(plan_artifacts.c.run_id == run_id))
-    conn.execute(insert(plan_artifacts).values(
-        run_id=run_id, plan_file=plan_file, plan_sha256=plan_sha, plan_json=plan_json,
-        plan_json_sha256=hashlib.sha256(plan_json).hexdigest(), created_at=now()))
+    conn.execute(
+        insert(plan_artifacts).values(
+            run_id=run_id,
+            plan_file=plan_file,
+            plan_sha256=plan_sha,
+            plan_json=plan_json,
+            plan_json_sha256=hashlib.sha256(plan_json).hexdigest(),
+            created_at=now(),
+        )
+    )
     return plan_sha
 
 
 def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
     """Returns (plan bytes, recorded sha256), or None when the artifact is gone."""
-    row = conn.execute(select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256)
-                       .where(plan_artifacts.c.run_id == run_id)).first()
+    row = conn.execute(
+        select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).where(
+            plan_artifacts.c.run_id == run_id
+        )
+    ).first()
     return None if row is None else (bytes(row.plan_file), row.plan_sha256)
 
 
 def get_plan_json(conn: Connection, run_id: str) -> bytes:
-    raw = conn.execute(select(plan_artifacts.c.plan_json)
-                       .where(plan_artifacts.c.run_id == run_id)).scalar()
+    raw = conn.execute(
+        select(plan_artifacts.c.plan_json).where(plan_artifacts.c.run_id == run_id)
+    ).scalar()
     if raw is None:
         raise NotFound(f"run {run_id} has no plan")
     return bytes(raw)
 
 
 def append_log(conn: Connection, run_id: str, first_seq: int, chunks: list[bytes]) -> None:
-    conn.execute(insert(run_log_chunks), [
-        {"run_id": run_id, "seq": first_seq + i, "data": c, "created_at": now()}
-        for i, c in enumerate(chunks)])
+    conn.execute(
+        insert(run_log_chunks),
+        [
+            {"run_id": run_id, "seq": first_seq + i, "data": c, "created_at": now()}
+            for i, c in enumerate(chunks)
+        ],
+    )
 
 
 def next_log_seq(conn: Connection, run_id: str) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(run_log_chunks.c.seq), -1) + 1)
-                            .where(run_log_chunks.c.run_id == run_id)).scalar_one())
+    return int(
+        conn.execute(
+            select(func.coalesce(func.max(run_log_chunks.c.seq), -1) + 1).where(
+                run_log_chunks.c.run_id == run_id
+            )
+        ).scalar_one()
+    )
 
 
 def read_log(conn: Connection, run_id: str, after_seq: int = -1) -> list[tuple[int, bytes]]:
-    rows = conn.execute(select(run_log_chunks.c.seq, run_log_chunks.c.data)
-                        .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.seq > after_seq)
-                        .order_by(run_log_chunks.c.seq))
+    rows = conn.execute(
+        select(run_log_chunks.c.seq, run_log_chunks.c.data)
+        .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.seq > after_seq)
+        .order_by(run_log_chunks.c.seq)
+    )
     return [(r.seq, bytes(r.data)) for r in rows]
 
 
-def enqueue(conn: Connection, kind: str, payload: dict[str, Any], *, key: str,
-            run_id: str | None = None, workspace_id: str | None = None) -> bool:
+def enqueue(
+    conn: Connection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    key: str,
+    run_id: str | None = None,
+    workspace_id: str | None = None,
+) -> bool:
     """Add an outbox row in the caller's transaction. The idempotency key makes a repeat a
     no-op; returns whether a row was added."""
     if conn.execute(select(outbox.c.id).where(outbox.c.idempotency_key == key)).first():
         return False
     seq = conn.execute(select(func.coalesce(func.max(outbox.c.seq), 0) + 1)).scalar_one()
     created = now()
-    conn.execute(insert(outbox).values(
-        id=new_id("ob"), seq=seq, kind=kind, payload=payload, run_id=run_id,
-        workspace_id=workspace_id, status="queued", attempts=0, next_attempt_at=created,
-        idempotency_key=key, created_at=created))
+    conn.execute(
+        insert(outbox).values(
+            id=new_id("ob"),
+            seq=seq,
+            kind=kind,
+            payload=payload,
+            run_id=run_id,
+            workspace_id=workspace_id,
+            status="queued",
+            attempts=0,
+            next_attempt_at=created,
+            idempotency_key=key,
+            created_at=created,
+        )
+    )
     return True
 
 
-def outbox_rows(conn: Connection, *, run_id: str | None = None,
-                status: str | None = None) -> list[dict[str, Any]]:
+def outbox_rows(
+    conn: Connection, *, run_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
     query = select(outbox).order_by(outbox.c.seq)
     if run_id is not None:
         query = query.where(outbox.c.run_id == run_id)

@@ -28,7 +28,12 @@ T = TypeVar("T")
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Transient SQLite errors worth another try: another process holds the write lock for longer
 # than busy_timeout, or the disk is momentarily full.
-_TRANSIENT = ("database is locked", "database table is locked", "disk I/O error", "database or disk is full")
+_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "disk I/O error",
+    "database or disk is full",
+)
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

@@ -14,41 +14,63 @@ from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Stage,
 from .tables import runs, workspaces
 
 
-
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
     m = row._mapping
     return Run(
-        id=m["id"], workspace=workspace_name, operation=Operation(m["operation"]),
-        auto_apply=m["auto_apply"], status=Status(m["status"]), created_at=m["created_at"],
-        stage=Stage(m["stage"]) if m["stage"] else None, message=m["message"],
-        targets=tuple(m["targets"]), replace=tuple(m["replace"]), created_by=m["created_by"],
+        id=m["id"],
+        workspace=workspace_name,
+        operation=Operation(m["operation"]),
+        auto_apply=m["auto_apply"],
+        status=Status(m["status"]),
+        created_at=m["created_at"],
+        stage=Stage(m["stage"]) if m["stage"] else None,
+        message=m["message"],
+        targets=tuple(m["targets"]),
+        replace=tuple(m["replace"]),
+        created_by=m["created_by"],
         error_kind=ErrorKind(m["error_kind"]) if m["error_kind"] else None,
-        error_message=m["error_message"], has_changes=m["has_changes"],
+        error_message=m["error_message"],
+        has_changes=m["has_changes"],
         changes=ResourceChanges(m["add_count"], m["change_count"], m["destroy_count"]),
-        plan_hash=m["plan_hash"], configuration_version_id=m["configuration_version_id"],
-        started_at=m["started_at"], planned_at=m["planned_at"],
-        plan_expires_at=m["plan_expires_at"], confirmed_at=m["confirmed_at"],
-        confirmed_by=m["confirmed_by"], apply_started_at=m["apply_started_at"],
-        finished_at=m["finished_at"], cancel_requested_at=m["cancel_requested_at"],
-        force_cancel_requested_at=m["force_cancel_requested_at"], warnings=tuple(m["warnings"]),
+        plan_hash=m["plan_hash"],
+        configuration_version_id=m["configuration_version_id"],
+        started_at=m["started_at"],
+        planned_at=m["planned_at"],
+        plan_expires_at=m["plan_expires_at"],
+        confirmed_at=m["confirmed_at"],
+        confirmed_by=m["confirmed_by"],
+        apply_started_at=m["apply_started_at"],
+        finished_at=m["finished_at"],
+        cancel_requested_at=m["cancel_requested_at"],
+        force_cancel_requested_at=m["force_cancel_requested_at"],
+        warnings=tuple(m["warnings"]),
         status_changed_at=m["status_changed_at"],
     )
 
 
 def _values(run: Run) -> dict[str, Any]:
     return {
-        "status": str(run.status), "stage": str(run.stage) if run.stage else None,
+        "status": str(run.status),
+        "stage": str(run.stage) if run.stage else None,
         "error_kind": str(run.error_kind) if run.error_kind else None,
-        "error_message": run.error_message, "has_changes": run.has_changes,
-        "add_count": run.changes.add, "change_count": run.changes.change,
-        "destroy_count": run.changes.destroy, "plan_hash": run.plan_hash,
+        "error_message": run.error_message,
+        "has_changes": run.has_changes,
+        "add_count": run.changes.add,
+        "change_count": run.changes.change,
+        "destroy_count": run.changes.destroy,
+        "plan_hash": run.plan_hash,
         "configuration_version_id": run.configuration_version_id,
-        "started_at": run.started_at, "planned_at": run.planned_at,
-        "plan_expires_at": run.plan_expires_at, "confirmed_at": run.confirmed_at,
-        "confirmed_by": run.confirmed_by, "apply_started_at": run.apply_started_at,
-        "finished_at": run.finished_at, "cancel_requested_at": run.cancel_requested_at,
+        "started_at": run.started_at,
+        "planned_at": run.planned_at,
+        "plan_expires_at": run.plan_expires_at,
+        "confirmed_at": run.confirmed_at,
+        "confirmed_by": run.confirmed_by,
+        "apply_started_at": run.apply_started_at,
+        "finished_at": run.finished_at,
+        "cancel_requested_at": run.cancel_requested_at,
         "force_cancel_requested_at": run.force_cancel_requested_at,
-        "warnings": list(run.warnings), "status_changed_at": run.status_changed_at,
+        "warnings": list(run.warnings),
+        "status_changed_at": run.status_changed_at,
     }
 
 
@@ -73,22 +95,47 @@ def workspace_id_of(conn: Connection, run_id: str) -> str:
 
 
 def create_run(
-    conn: Connection, *, workspace_id: str, workspace_name: str, operation: Operation,
-    auto_apply: bool, message: str = "", targets: Sequence[str] = (),
-    replace: Sequence[str] = (), created_by: str | None = None,
+    conn: Connection,
+    *,
+    workspace_id: str,
+    workspace_name: str,
+    operation: Operation,
+    auto_apply: bool,
+    message: str = "",
+    targets: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    created_by: str | None = None,
 ) -> Run:
     seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
     created = now()
     run = Run(
-        id=new_id("run"), workspace=workspace_name, operation=operation, auto_apply=auto_apply,
-        status=Status.PENDING, created_at=created, message=message, targets=tuple(targets),
-        replace=tuple(replace), created_by=created_by, status_changed_at=created,
+        id=new_id("run"),
+        workspace=workspace_name,
+        operation=operation,
+        auto_apply=auto_apply,
+        status=Status.PENDING,
+        created_at=created,
+        message=message,
+        targets=tuple(targets),
+        replace=tuple(replace),
+        created_by=created_by,
+        status_changed_at=created,
     )
-    conn.execute(insert(runs).values(
-        id=run.id, seq=seq, workspace_id=workspace_id, operation=str(operation),
-        auto_apply=auto_apply, message=message, targets=list(targets), replace=list(replace),
-        created_by=created_by, created_at=created, **_values(run),
-    ))
+    conn.execute(
+        insert(runs).values(
+            id=run.id,
+            seq=seq,
+            workspace_id=workspace_id,
+            operation=str(operation),
+            auto_apply=auto_apply,
+            message=message,
+            targets=list(targets),
+            replace=list(replace),
+            created_by=created_by,
+            created_at=created,
+            **_values(run),
+        )
+    )
     return run
 
 
@@ -97,7 +144,8 @@ def save(conn: Connection, before: Run, after: Run) -> Run:
     if before == after:
         return after
     result = conn.execute(
-        update(runs).where(runs.c.id == before.id, runs.c.status == str(before.status))
+        update(runs)
+        .where(runs.c.id == before.id, runs.c.status == str(before.status))
         .values(**_values(after))
     )
     if result.rowcount != 1:
@@ -115,23 +163,37 @@ def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple
 
 def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | None) -> None:
     """Record the terraform PID and its stage before it matters after a crash (DESIGN §2)."""
-    conn.execute(update(runs).where(runs.c.id == run_id).values(
-        pid=pid, pid_stage=str(stage) if stage else None))
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(pid=pid, pid_stage=str(stage) if stage else None)
+    )
 
 
-def set_configuration(conn: Connection, run_id: str, cv_id: str, state_version_id: str | None) -> None:
-    conn.execute(update(runs).where(runs.c.id == run_id).values(
-        configuration_version_id=cv_id, planned_state_version_id=state_version_id))
+def set_configuration(
+    conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
+) -> None:
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(configuration_version_id=cv_id, planned_state_version_id=state_version_id)
+    )
 
 
 def planned_state_version(conn: Connection, run_id: str) -> str | None:
-    value = conn.execute(select(runs.c.planned_state_version_id).where(runs.c.id == run_id)).scalar()
+    value = conn.execute(
+        select(runs.c.planned_state_version_id).where(runs.c.id == run_id)
+    ).scalar()
     return None if value is None else str(value)
 
 
 def list_runs(
-    conn: Connection, *, workspace_id: str | None = None, statuses: Sequence[Status] = (),
-    limit: int = 100, oldest_first: bool = False,
+    conn: Connection,
+    *,
+    workspace_id: str | None = None,
+    statuses: Sequence[Status] = (),
+    limit: int = 100,
+    oldest_first: bool = False,
 ) -> list[Run]:
     query = _select()
     if workspace_id is not None:

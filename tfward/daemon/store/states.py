@@ -61,22 +61,40 @@ def parse_state(raw: bytes) -> ParsedState:
 def _from_row(row: Any) -> StateVersion:
     m = row._mapping
     return StateVersion(
-        m["id"], m["workspace_id"], m["serial"], m["lineage"], m["sha256"], m["outputs"],
-        m["resource_count"], m["kind"], m["run_id"], m["rolled_back_from"], m["created_at"])
+        m["id"],
+        m["workspace_id"],
+        m["serial"],
+        m["lineage"],
+        m["sha256"],
+        m["outputs"],
+        m["resource_count"],
+        m["kind"],
+        m["run_id"],
+        m["rolled_back_from"],
+        m["created_at"],
+    )
 
 
 _COLUMNS = [c for c in state_versions.c if c.name != "state"]
 
 
 def current(conn: Connection, ws_id: str) -> StateVersion | None:
-    row = conn.execute(select(*_COLUMNS).where(state_versions.c.workspace_id == ws_id)
-                       .order_by(state_versions.c.serial.desc()).limit(1)).first()
+    row = conn.execute(
+        select(*_COLUMNS)
+        .where(state_versions.c.workspace_id == ws_id)
+        .order_by(state_versions.c.serial.desc())
+        .limit(1)
+    ).first()
     return None if row is None else _from_row(row)
 
 
 def current_raw(conn: Connection, ws_id: str) -> bytes | None:
-    return conn.execute(select(state_versions.c.state).where(state_versions.c.workspace_id == ws_id)
-                        .order_by(state_versions.c.serial.desc()).limit(1)).scalar()
+    return conn.execute(
+        select(state_versions.c.state)
+        .where(state_versions.c.workspace_id == ws_id)
+        .order_by(state_versions.c.serial.desc())
+        .limit(1)
+    ).scalar()
 
 
 def get(conn: Connection, sv_id: str) -> StateVersion:
@@ -94,13 +112,22 @@ def get_raw(conn: Connection, sv_id: str) -> bytes:
 
 
 def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateVersion]:
-    rows = conn.execute(select(*_COLUMNS).where(state_versions.c.workspace_id == ws_id)
-                        .order_by(state_versions.c.serial.desc()).limit(limit))
+    rows = conn.execute(
+        select(*_COLUMNS)
+        .where(state_versions.c.workspace_id == ws_id)
+        .order_by(state_versions.c.serial.desc())
+        .limit(limit)
+    )
     return [_from_row(r) for r in rows]
 
 
 def store(
-    conn: Connection, ws_id: str, state: ParsedState, *, kind: str, run_id: str | None,
+    conn: Connection,
+    ws_id: str,
+    state: ParsedState,
+    *,
+    kind: str,
+    run_id: str | None,
     rolled_back_from: str | None = None,
 ) -> StateVersion | None:
     """Store `state` as the new current version. Returns None when it equals the current one.
@@ -111,18 +138,41 @@ def store(
             return None
         if cur.lineage != state.lineage:
             raise StateRejected(
-                f"state lineage {state.lineage} differs from the workspace's {cur.lineage}")
+                f"state lineage {state.lineage} differs from the workspace's {cur.lineage}"
+            )
         if state.serial <= cur.serial:
             raise StateRejected(
-                f"state serial {state.serial} is not newer than the current serial {cur.serial}")
+                f"state serial {state.serial} is not newer than the current serial {cur.serial}"
+            )
     version = StateVersion(
-        new_id("sv"), ws_id, state.serial, state.lineage, state.sha256, state.outputs,
-        state.resource_count, kind, run_id, rolled_back_from, now())
-    conn.execute(insert(state_versions).values(
-        id=version.id, workspace_id=ws_id, serial=version.serial, lineage=version.lineage,
-        sha256=version.sha256, state=state.raw, outputs=version.outputs,
-        resource_count=version.resource_count, kind=kind, run_id=run_id,
-        rolled_back_from=rolled_back_from, created_at=version.created_at))
+        new_id("sv"),
+        ws_id,
+        state.serial,
+        state.lineage,
+        state.sha256,
+        state.outputs,
+        state.resource_count,
+        kind,
+        run_id,
+        rolled_back_from,
+        now(),
+    )
+    conn.execute(
+        insert(state_versions).values(
+            id=version.id,
+            workspace_id=ws_id,
+            serial=version.serial,
+            lineage=version.lineage,
+            sha256=version.sha256,
+            state=state.raw,
+            outputs=version.outputs,
+            resource_count=version.resource_count,
+            kind=kind,
+            run_id=run_id,
+            rolled_back_from=rolled_back_from,
+            created_at=version.created_at,
+        )
+    )
     return version
 
 
@@ -131,13 +181,15 @@ def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
     old = get(conn, sv_id)
     if old.workspace_id != ws_id:
         raise NotFound(f"state version {sv_id} does not belong to this workspace")
-    top = conn.execute(select(func.max(state_versions.c.serial))
-                       .where(state_versions.c.workspace_id == ws_id)).scalar_one()
+    top = conn.execute(
+        select(func.max(state_versions.c.serial)).where(state_versions.c.workspace_id == ws_id)
+    ).scalar_one()
     doc = json.loads(get_raw(conn, sv_id))
     doc["serial"] = int(top) + 1
     raw = (json.dumps(doc, indent=2) + "\n").encode()
-    version = store(conn, ws_id, parse_state(raw), kind="rollback", run_id=None,
-                    rolled_back_from=sv_id)
+    version = store(
+        conn, ws_id, parse_state(raw), kind="rollback", run_id=None, rolled_back_from=sv_id
+    )
     if version is None:
         raise StateRejected(f"state version {sv_id} is already the current state")
     return version

@@ -35,13 +35,18 @@ class Lock:
 
 
 def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
-    """Create rows for configured workspaces and flag the others unconfigured. Returns name -> id."""
+    """Create rows for configured workspaces, flag the others unconfigured; name -> id."""
     wanted = set(names)
-    existing = {row.name: row.id for row in conn.execute(select(workspaces.c.name, workspaces.c.id))}
+    existing = {
+        row.name: row.id for row in conn.execute(select(workspaces.c.name, workspaces.c.id))
+    }
     for name in sorted(wanted - existing.keys()):
         existing[name] = new_id("ws")
-        conn.execute(insert(workspaces).values(
-            id=existing[name], name=name, created_at=now(), configured=True))
+        conn.execute(
+            insert(workspaces).values(
+                id=existing[name], name=name, created_at=now(), configured=True
+            )
+        )
     conn.execute(update(workspaces).values(configured=workspaces.c.name.in_(wanted)))
     return {name: ws_id for name, ws_id in existing.items() if name in wanted}
 
@@ -54,7 +59,9 @@ def workspace_id(conn: Connection, name: str) -> str:
 
 
 def get_lock(conn: Connection, ws_id: str) -> Lock | None:
-    row = conn.execute(select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)).first()
+    row = conn.execute(
+        select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
+    ).first()
     if row is None:
         return None
     return Lock(row.run_id, row.locked_by, row.reason, row.locked_at)
@@ -75,17 +82,29 @@ def acquire_lock(
     lock = Lock(run_id, by, reason, now())
     try:
         with conn.begin_nested():
-            conn.execute(insert(workspace_locks).values(
-                workspace_id=ws_id, run_id=run_id, locked_by=by, reason=reason,
-                locked_at=lock.locked_at))
+            conn.execute(
+                insert(workspace_locks).values(
+                    workspace_id=ws_id,
+                    run_id=run_id,
+                    locked_by=by,
+                    reason=reason,
+                    locked_at=lock.locked_at,
+                )
+            )
     except IntegrityError:
         holder = get_lock(conn, ws_id)
         raise WorkspaceLocked(holder.describe() if holder else "The workspace is locked") from None
     return lock
 
 
-def release_lock(conn: Connection, ws_id: str, *, run_id: str | None = None, by: str | None = None,
-                 force: bool = False) -> bool:
+def release_lock(
+    conn: Connection,
+    ws_id: str,
+    *,
+    run_id: str | None = None,
+    by: str | None = None,
+    force: bool = False,
+) -> bool:
     """Release a lock held by `run_id` (or by user `by`). `force` releases whatever holds it.
     Returns whether a lock was removed. Releasing someone else's lock raises WorkspaceLocked."""
     held = get_lock(conn, ws_id)
@@ -101,6 +120,9 @@ def release_lock(conn: Connection, ws_id: str, *, run_id: str | None = None, by:
 
 
 def list_workspaces(conn: Connection) -> list[tuple[str, str, bool]]:
-    rows = conn.execute(select(workspaces.c.id, workspaces.c.name, workspaces.c.configured)
-                        .order_by(workspaces.c.name))
+    rows = conn.execute(
+        select(workspaces.c.id, workspaces.c.name, workspaces.c.configured).order_by(
+            workspaces.c.name
+        )
+    )
     return [(row.id, row.name, row.configured) for row in rows]
