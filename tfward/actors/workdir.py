@@ -64,7 +64,10 @@ def snapshot(ws: WorkspaceConfig) -> Snapshot:
 
 def _source_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
     assert ws.source is not None
-    root = ws.source
+    return _tree_files(ws.source)
+
+
+def _tree_files(root: Path, prefix: str = "") -> list[tuple[str, bytes, int]]:
     found: list[tuple[str, bytes, int]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)
@@ -73,18 +76,28 @@ def _source_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
                 continue
             path = Path(dirpath, filename)
             mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            found.append((path.relative_to(root).as_posix(), path.read_bytes(), mode))
+            found.append((prefix + path.relative_to(root).as_posix(), path.read_bytes(), mode))
     return found
 
 
+LOCAL_MODULE_DIR = "module"
+
+
 def _module_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
+    """`main.tf.json` calling the module with the workspace's inputs. A local module's code is
+    copied into the snapshot (under `module/`) so the snapshot alone is the configuration."""
     assert ws.module is not None
-    block: dict[str, object] = {"source": ws.module.source, **thaw(ws.inputs)}
+    files: list[tuple[str, bytes, int]] = []
+    source = ws.module.source
+    if os.path.isabs(source):
+        files = _tree_files(Path(source), prefix=f"{LOCAL_MODULE_DIR}/")
+        source = f"./{LOCAL_MODULE_DIR}"
+    block: dict[str, object] = {"source": source, **thaw(ws.inputs)}
     if ws.module.version:
         block["version"] = ws.module.version
     doc = {"module": {"main": block}, "output": {"main": {"value": "${module.main}"}}}
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    return [("main.tf.json", text.encode(), 0o644)]
+    return [("main.tf.json", text.encode(), 0o644), *files]
 
 
 def unpack(archive: bytes, target: Path) -> None:
