@@ -10,21 +10,18 @@ Loading has no side effects: directories (data_dir, plugin cache) are not create
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import ipaddress
-import json
 import math
 import os
 import re
 import shutil
 import tomllib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tfward.config.durations import parse_duration
+from tfward.config import integrations
 from tfward.config.model import (
     Config,
     DaemonConfig,
@@ -32,13 +29,20 @@ from tfward.config.model import (
     TerraformConfig,
     WorkspaceConfig,
 )
+from tfward.config.reading import Context as _Context
+from tfward.config.reading import Table as _Table
+from tfward.config.reading import default as _default
+from tfward.config.reading import expected as _expected
+from tfward.config.reading import join as _join
+from tfward.config.reading import quote as _quote
+from tfward.config.reading import required as _required
 from tfward.errors import ConfigError
 
 __all__ = ["load_config", "parse_config"]
 
 _T = TypeVar("_T")
 
-_TOP_KEYS = frozenset({"daemon", "terraform", "workspace"})
+_TOP_KEYS = frozenset({"daemon", "terraform", "workspace"}) | integrations.TOP_KEYS
 _DAEMON_KEYS = frozenset(
     {
         "listen",
@@ -65,25 +69,27 @@ _TERRAFORM_KEYS = frozenset(
         "stage_timeout",
     }
 )
-_WORKSPACE_KEYS = frozenset(
-    {
-        "name",
-        "source",
-        "module",
-        "inputs",
-        "vars",
-        "env",
-        "sensitive",
-        "auto_apply",
-        "init_timeout",
-        "plan_timeout",
-        "apply_timeout",
-    }
+_WORKSPACE_KEYS = (
+    frozenset(
+        {
+            "name",
+            "source",
+            "module",
+            "inputs",
+            "vars",
+            "env",
+            "sensitive",
+            "auto_apply",
+            "init_timeout",
+            "plan_timeout",
+            "apply_timeout",
+        }
+    )
+    | integrations.WORKSPACE_LINK_KEYS
 )
 _MODULE_KEYS = frozenset({"source", "version"})
 
 _DEFAULT_LISTEN = "127.0.0.1:8700"
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]\s/]+)):(?P<port>\d{1,5})")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _HTTP_URL = re.compile(r"https?://[^\s/]+\S*")
@@ -122,140 +128,19 @@ def parse_config(text: str, path: Path) -> Config:
     root = _Table(ctx, data, "", _TOP_KEYS)
     daemon = _daemon(root.table("daemon", _DAEMON_KEYS))
     terraform = _terraform(root.table("terraform", _TERRAFORM_KEYS), daemon.data_dir)
+    linked = integrations.parse_integrations(root)
+    workspaces = _workspaces(root, terraform)
+    integrations.check_links(root, linked, workspaces)
     return Config(
         path=absolute,
         daemon=daemon,
         terraform=terraform,
-        workspaces=_workspaces(root, terraform),
+        workspaces=workspaces,
+        run_tasks=linked.run_tasks,
+        notifications=linked.notifications,
+        outbox=linked.outbox,
+        releases=linked.releases,
     )
-
-
-# --- reading TOML values with their key paths -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    file: Path  # as the caller gave it, so messages read the way the operator typed it
-    base: Path  # absolute folder of the config file; relative paths resolve against it
-
-    def error(self, key_path: str, message: str) -> ConfigError:
-        return ConfigError(self.file, key_path, message)
-
-    def resolve(self, raw: str) -> Path:
-        # normpath rather than resolve(): clean up "..", but keep the operator's symlinks.
-        return Path(os.path.normpath(self.base / Path(raw).expanduser()))
-
-
-class _Table:
-    """A TOML table being read; it knows its key path so every error can say where it is."""
-
-    def __init__(
-        self, ctx: _Context, data: Mapping[str, Any], path: str, allowed: Collection[str]
-    ) -> None:
-        self.ctx = ctx
-        self.data = data
-        self.key_path = path
-        for key in data:
-            if key not in allowed:
-                valid = ", ".join(sorted(allowed))
-                raise self.fail(key, f"unknown key (valid keys here: {valid})")
-
-    def key(self, key: str) -> str:
-        return _join(self.key_path, key)
-
-    def fail(self, key: str, message: str) -> ConfigError:
-        return self.ctx.error(self.key(key), message)
-
-    def get(self, key: str, kind: type[_T], what: str) -> _T | None:
-        """The value under ``key`` (None if absent) after checking it is a ``kind``."""
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        # bool is an int subclass; `max_concurrent_runs = true` must not mean 1.
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise self.fail(key, _expected(what, value))
-        return value
-
-    def string(self, key: str) -> str | None:
-        return self.get(key, str, "a string")
-
-    def nonempty(self, key: str) -> str | None:
-        value = self.string(key)
-        if value is not None and not value.strip():
-            raise self.fail(key, "expected a non-empty string, got an empty string")
-        return value
-
-    def path(self, key: str) -> Path | None:
-        value = self.nonempty(key)
-        return None if value is None else self.ctx.resolve(value)
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        return self.get(key, dict, "a table") or {}
-
-    def table(self, key: str, allowed: Collection[str]) -> _Table:
-        return _Table(self.ctx, self.mapping(key), self.key(key), allowed)
-
-    def free_table(self, key: str) -> _Table:
-        """A sub-table whose keys are data (names), not schema."""
-        data = self.mapping(key)
-        return _Table(self.ctx, data, self.key(key), data.keys())
-
-    def duration(self, key: str, *, positive: bool = True) -> float | None:
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(key, _expected('a duration such as "30s" or "1h30m"', value))
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
-        if positive and seconds == 0:
-            raise self.fail(key, f"expected a duration greater than zero, got {value!r}")
-        return seconds
-
-
-def _join(parent: str, key: str) -> str:
-    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-    return f"{parent}.{part}" if parent else part
-
-
-def _default(value: _T | None, default: _T) -> _T:
-    return default if value is None else value
-
-
-def _expected(what: str, value: Any, *, hide: bool = False) -> str:
-    return f"expected {what}, got {_describe(value, hide=hide)}"
-
-
-def _describe(value: Any, *, hide: bool = False) -> str:
-    """``integer 3``, ``string "abc"``, ``table``: the TOML type, and the value if short."""
-    kinds: tuple[tuple[type, str], ...] = (
-        (bool, "boolean"),
-        (int, "integer"),
-        (float, "float"),
-        (str, "string"),
-        (list, "array"),
-        (dict, "table"),
-        (datetime.datetime, "datetime"),
-        (datetime.date, "date"),
-        (datetime.time, "time"),
-    )
-    kind = next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
-    if kind in ("array", "table"):
-        return f"an empty {kind}" if not value else kind
-    if hide:
-        return f"{kind} (value hidden: it is listed in sensitive)"
-    shown = _quote(value) if isinstance(value, str) else str(value)
-    if isinstance(value, bool):
-        shown = shown.lower()
-    return f"{kind} {shown}"
-
-
-def _quote(text: str, limit: int = 60) -> str:
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return json.dumps(text, ensure_ascii=False)
 
 
 # --- [daemon] ---------------------------------------------------------------------------
@@ -447,6 +332,7 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
     variables = _values(t, "vars")
     env = _env(t, sensitive)
     _check_sensitive(t, sensitive, variables, env)
+    links = integrations.workspace_links(t)
     return WorkspaceConfig(
         name=name,
         source=source,
@@ -459,13 +345,12 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
         init_timeout=_default(t.duration("init_timeout"), terraform.init_timeout),
         plan_timeout=_default(t.duration("plan_timeout"), terraform.plan_timeout),
         apply_timeout=_default(t.duration("apply_timeout"), terraform.apply_timeout),
+        run_tasks=links.run_tasks,
+        notifications=links.notifications,
+        triggers_runs_in=links.triggers_runs_in,
+        auto_apply_run_trigger=links.auto_apply_run_trigger,
+        drift_check=links.drift_check,
     )
-
-
-def _required(t: _Table, value: _T | None, key: str) -> _T:
-    if value is None:
-        raise t.fail(key, "required key is missing")
-    return value
 
 
 def _workspace_name(t: _Table) -> str:

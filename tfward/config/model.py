@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -96,6 +96,72 @@ class ModuleRef:
     version: str | None
 
 
+RUN_TASK_STAGES = ("pre_plan", "post_plan", "pre_apply", "post_apply")
+ENFORCEMENT_LEVELS = ("mandatory", "advisory")
+NOTIFICATION_TRIGGERS = (
+    "run:created",
+    "run:planning",
+    "run:needs_attention",
+    "run:applying",
+    "run:completed",
+    "run:errored",
+    "run:cancelled",
+    "assessment:drifted",
+    "release:completed",
+    "release:failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTaskConfig:
+    """One ``[[run_task]]``: an HCP-compatible task service. ``hmac_key`` is secret."""
+
+    name: str
+    url: str
+    hmac_key: str = field(repr=False, default="")
+    timeout: float = 600.0
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RunTaskAttachment:
+    """A workspace's use of a run task: at which stages, and whether it can block the run."""
+
+    task: str
+    stages: tuple[str, ...]
+    enforcement: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationConfig:
+    """One ``[[notification]]`` destination. ``token`` (HMAC key for generic) is secret."""
+
+    name: str
+    type: str
+    url: str = field(repr=False)
+    token: str | None = field(repr=False, default=None)
+    triggers: tuple[str, ...] = NOTIFICATION_TRIGGERS
+    retries: int = 5
+    retry_interval: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    """``[outbox]``: how follow-up jobs are delivered."""
+
+    concurrency: int = 8
+    lease: float = 300.0
+    retries: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasesConfig:
+    """``[releases]``: the release executor; off unless enabled."""
+
+    enabled: bool = False
+    max_parallel_per_batch: int = 0  # 0: every item of a batch at once
+
+
 @dataclass(frozen=True, slots=True)
 class WorkspaceConfig:
     """One ``[[workspace]]``: exactly one of ``source`` and ``module`` is set."""
@@ -111,6 +177,11 @@ class WorkspaceConfig:
     init_timeout: float
     plan_timeout: float
     apply_timeout: float
+    run_tasks: tuple[RunTaskAttachment, ...] = ()
+    notifications: tuple[str, ...] = ()
+    triggers_runs_in: tuple[str, ...] = ()
+    auto_apply_run_trigger: bool = False
+    drift_check: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", freeze(self.inputs))
@@ -143,9 +214,27 @@ class Config:
     daemon: DaemonConfig
     terraform: TerraformConfig
     workspaces: tuple[WorkspaceConfig, ...]
+    run_tasks: tuple[RunTaskConfig, ...] = ()
+    notifications: tuple[NotificationConfig, ...] = ()
+    outbox: OutboxConfig = OutboxConfig()
+    releases: ReleasesConfig = ReleasesConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspaces", tuple(self.workspaces))
+
+    def run_task(self, name: str) -> RunTaskConfig:
+        """The run task called ``name``; KeyError if there is none."""
+        for task in self.run_tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+    def notification(self, name: str) -> NotificationConfig:
+        """The notification destination called ``name``; KeyError if there is none."""
+        for destination in self.notifications:
+            if destination.name == name:
+                return destination
+        raise KeyError(name)
 
     def workspace(self, name: str) -> WorkspaceConfig:
         """The workspace called ``name``; KeyError if there is none."""
