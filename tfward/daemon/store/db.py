@@ -68,7 +68,8 @@ class Store:
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            # "heads": feature branches of the schema may each have their own head.
+            command.upgrade(cfg, "heads")
 
     def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
