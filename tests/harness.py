@@ -231,3 +231,68 @@ def state_addresses(daemon: Daemon, sv_id: str) -> list[str]:
         for r in doc.get("resources", [])
         for i in r.get("instances", [])
     )
+
+
+class DaemonProcess:
+    """The daemon as a real process (`tfward serve`), for signals and kill -9."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.proc: trio.Process | None = None
+        self.url = ""
+        self.output = bytearray()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start it and return once it listens (it logs the address after recovery)."""
+        import subprocess
+        import sys
+
+        self.output = bytearray()
+        self.proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tfward.cli.main", "serve", str(self.config.path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        listening = trio.Event()
+        nursery.start_soon(self._drain, listening)
+        with trio.fail_after(60):
+            await listening.wait()
+
+    async def _drain(self, listening: trio.Event) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async with self.proc.stderr:
+            while chunk := await self.proc.stderr.receive_some(65536):
+                self.output += chunk
+                marker = b"tfward listening on "
+                if not listening.is_set() and marker in self.output:
+                    tail = self.output[self.output.index(marker) + len(marker):]
+                    if b"\n" in tail:
+                        self.url = tail.split(b"\n")[0].split(b",")[0].decode().strip()
+                        listening.set()
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        with trio.fail_after(timeout):
+            return await self.proc.wait()
+
+
+def open_store(config: Config) -> Any:
+    """The daemon's database, opened the way the daemon opens it (for after it stopped)."""
+    from tfward.daemon.store.db import Store
+
+    return Store(config.daemon.database_url)
+
+
+def chained_things(count: int, delay: float) -> str:
+    """`count` demo_things created one after another (each depends on the previous)."""
+    blocks = []
+    for i in range(count):
+        depends = f"\n  depends_on = [demo_thing.chain{i - 1}]" if i else ""
+        blocks.append(f'resource "demo_thing" "chain{i}" {{\n  name  = "chain-{i}"\n'
+                      f"  delay = {delay}{depends}\n}}\n")
+    return "\n".join(blocks)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,11 +57,12 @@ class RecoveryReport:
 
 
 async def recover(rt: Runtime) -> RecoveryReport:
+    """Finish what a previous daemon left in flight. Runs before any actor or the API starts;
+    returns the report (also logged, and served at GET /api/v1/recovery)."""
     report = RecoveryReport()
     in_flight = await rt.store.read(_load_in_flight)
-    for _, pid in in_flight:
-        if pid:
-            _kill_leftover(pid, report)
+    await stop_leftover_processes(rt.data_dir / "runs", [pid for _, pid in in_flight if pid],
+                                  rt.config.terraform.cancel_grace, report)
     for run, _ in in_flight:
         if run.workspace not in rt.workspace_ids:
             continue  # removed from the config: left as it is until configured again
@@ -89,18 +91,57 @@ def _load_in_flight(conn: Connection) -> list[tuple[Run, int | None]]:
     return [(run, pids.get(run.id)) for run in found]
 
 
-def _kill_leftover(pid: int, report: RecoveryReport) -> None:
-    """Kill a previous daemon's terraform process group if it still exists and is terraform."""
+async def stop_leftover_processes(
+    runs_root: Path, recorded: list[int], grace: float, report: RecoveryReport
+) -> None:
+    """Stop terraform process groups a previous daemon left running: those recorded on runs,
+    and any process whose working directory is a run directory (it may have started just
+    before the pid was recorded). They are stopped the way a cancel stops them — SIGINT to
+    the group, `grace` seconds, then SIGKILL — so terraform lets in-flight operations finish
+    and writes the state that recovery then stores."""
+    groups = {pid for pid in recorded if _is_terraform_group(pid)} | _groups_in(runs_root)
+    groups.discard(os.getpgrp())
+    if not groups:
+        return
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGINT)
+    with trio.move_on_after(grace):
+        # Not our children: there is no exit event to wait on, so poll.
+        while any(process_group_alive(g) for g in groups):  # noqa: ASYNC110
+            await trio.sleep(0.1)
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+        report.killed_processes.append(pgid)
+
+
+def _is_terraform_group(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        cmdline = b""
-    if not process_group_alive(pid) or (cmdline and b"terraform" not in cmdline):
-        return
+        return False
+    return process_group_alive(pid) and b"terraform" in cmdline
+
+
+def _groups_in(runs_root: Path) -> set[int]:
+    """Process groups of live processes whose working directory is under `runs_root`."""
+    root = str(runs_root.resolve()) + os.sep
+    groups: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            if cwd.startswith(root):
+                groups.add(os.getpgid(int(proc.name)))
+        except OSError:
+            continue
+    return groups
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
-        os.killpg(pid, 9)
-        report.killed_processes.append(pid)
-    except OSError:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -26,11 +26,11 @@ MASK = b"***"
 FLUSH_INTERVAL = 0.2
 CHUNK_BYTES = 1 << 20
 
-# Lines worth parsing; everything else is only stored. A prefilter keeps capture fast.
+# Lines worth parsing; everything else is only stored. A plain alternation (no `^.*...$`
+# around it) scans at several hundred MB/s; the line is cut out around each hit.
 _INTERESTING = re.compile(
-    rb"^.*(?:Error: |Plan: |complete after|Still creating|Apply complete!"
-    rb"|Saved plan is stale|Interrupt received).*$",
-    re.M,
+    rb"Error: |Plan: |complete after|Still creating|Apply complete!|Saved plan is stale"
+    rb"|Interrupt received"
 )
 
 
@@ -109,9 +109,15 @@ class RunLog:
         self._wake()
 
     def _parse(self, lines: bytes) -> None:
+        end = -1
         for match in _INTERESTING.finditer(lines):
+            if match.start() < end:
+                continue  # a second keyword on a line already parsed
+            start = lines.rfind(b"\n", 0, match.start()) + 1
+            end = lines.find(b"\n", match.end())
+            end = len(lines) if end < 0 else end
             try:
-                self.parser.line(match.group(0).decode("utf-8", "replace"))
+                self.parser.line(lines[start:end].decode("utf-8", "replace"))
             except Exception as exc:  # noqa: BLE001 — H4: a parser bug must not lose output
                 self.parser_errors += 1
                 log.exception("output parser failed on a line of run %s", self.run_id)

@@ -18,6 +18,7 @@ import trio
 
 from tfward.config import Config, WorkspaceConfig
 from tfward.daemon.store.db import Store
+from tfward.errors import NotFound
 from tfward.runs.model import Stage
 
 from .runlog import RunLog
@@ -87,7 +88,11 @@ class Runtime:
 
     @property
     def dev_mirror(self) -> Path:
-        return self.data_dir / "dev-provider-mirror"
+        return self.dev_mirror_of(self.config)
+
+    @staticmethod
+    def dev_mirror_of(config: Config) -> Path:
+        return config.daemon.data_dir / "dev-provider-mirror"
 
     def init_cache(self, workspace: str) -> Path:
         return self.data_dir / "init-cache" / workspace
@@ -100,4 +105,7 @@ class Runtime:
         return self._init_locks.setdefault(plugin_cache, trio.Lock())
 
     def workspace(self, name: str) -> WorkspaceConfig:
-        return self.config.workspace(name)
+        try:
+            return self.config.workspace(name)
+        except KeyError:
+            raise NotFound(f"workspace {name!r} is not configured") from None

@@ -193,6 +193,8 @@ def restore_init(cache_root: Path, key: str, run_dir: Path) -> bool:
 def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     """Keep `run_dir`'s init for later runs. Written aside and renamed, so a crash never leaves
     a half-copied init that looks complete."""
+    # A configuration with no providers or modules gets no .terraform from init.
+    (run_dir / ".terraform").mkdir(exist_ok=True)
     (run_dir / INIT_MARKER).write_text(json.dumps({"key": key}) + "\n")
     final = cache_root / key
     if final.exists():

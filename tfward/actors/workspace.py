@@ -76,7 +76,13 @@ class Stop:
     drain: bool = True
 
 
-Message = Submitted | RunEnded | Cancel | Decide | LockChanged | Stop
+@dataclass(frozen=True)
+class Retire:
+    """The workspace was removed from the config: its queued runs are cancelled, its active run
+    finishes, then the actor stops."""
+
+
+Message = Submitted | RunEnded | Cancel | Decide | LockChanged | Stop | Retire
 
 
 # ---- effects -------------------------------------------------------------------------------
@@ -100,6 +106,10 @@ class FinishQueued:
     """Finish a run that never started (cancelled while pending)."""
 
     run_id: str
+    reason: str = "cancelled before it started"
+
+
+RETIRED = "cancelled: the workspace was removed from the config"
 
 
 Effect = Start | Signal | FinishQueued
@@ -112,6 +122,7 @@ class ActorState:
     speculative: frozenset[str] = frozenset()
     user_locked: bool = False
     stopping: bool = False
+    retiring: bool = False
 
     @property
     def running(self) -> frozenset[str]:
@@ -126,6 +137,8 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
     """What the actor does with a message: pure, and table-tested."""
     effects: list[Effect] = []
     match msg:
+        case Submitted(run_id, _) if state.retiring:
+            return state, [FinishQueued(run_id, RETIRED)]
         case Submitted(run_id, True):
             if state.stopping:
                 return state, []
@@ -156,6 +169,9 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
         case Stop(drain):
             state = dataclasses.replace(state, stopping=True)
             effects += [Signal(r, "drain" if drain else "shutdown") for r in sorted(state.running)]
+        case Retire():
+            effects += [FinishQueued(r, RETIRED) for r in state.queue]
+            state = dataclasses.replace(state, stopping=True, retiring=True, queue=())
     return _start_next(state, effects)
 
 
@@ -230,8 +246,8 @@ class WorkspaceActor:
                     nursery.start_soon(self._run_task, pipeline, name=f"run-{run_id}")
                 case Signal(run_id, action, reason):
                     self._signal(run_id, action, reason)
-                case FinishQueued(run_id):
-                    await self._finish_queued(run_id)
+                case FinishQueued(run_id, reason):
+                    await self._finish_queued(run_id, reason)
 
     async def _run_task(self, pipeline: RunPipeline) -> None:
         final = await pipeline.run()
@@ -250,14 +266,14 @@ class WorkspaceActor:
         elif action == "shutdown" or (action == "drain" and pipeline.phase != "applying"):
             handle.shutdown()
 
-    async def _finish_queued(self, run_id: str) -> None:
+    async def _finish_queued(self, run_id: str, reason: str) -> None:
         ws_id = self.rt.workspace_ids[self.name]
         ending = Ending(
             run_id, self.name, ws_id, RunLog(run_id, self.rt.store), self.rt.run_dir(run_id)
         )
         await ending.log.open()
         await finish_run(
-            self.rt, ending, Outcome(Status.CANCELLED, error_message="cancelled before it started")
+            self.rt, ending, Outcome(Status.CANCELLED, error_message=reason)
         )
 
 

@@ -80,9 +80,13 @@ async def _serve(config: Config) -> None:
 
 
 async def _signals(daemon: Daemon) -> None:
-    """SIGTERM/SIGINT: graceful shutdown; the second one: hard stop."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """SIGTERM/SIGINT: graceful shutdown; the second one: hard stop. SIGHUP: reload config."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                logging.getLogger("tfward").info("SIGHUP: reloading the config")
+                await daemon.reload()
+                continue
             if daemon.stopping:
                 logging.getLogger("tfward").warning(
                     "second %s: stopping now", signal.Signals(signum).name

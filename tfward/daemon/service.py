@@ -14,6 +14,7 @@ cancels everything; every run task still goes through the termination funnel, sh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from tfward.actors import workdir
 from tfward.actors.recovery import RecoveryReport, recover
 from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
 from tfward.actors.supervisor import Supervisor
-from tfward.config import Config
+from tfward.config import Config, load_config
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store
+from tfward.errors import ConfigError
 
 from .api.app import ShieldFinalSend, create_app
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # After the drain, runs that were interrupted still need their cancel grace to stop terraform.
 _HARD_STOP_MARGIN = 30.0
+_RESTART_ONLY = ("listen_host", "listen_port", "data_dir", "database_url")
 
 
 class Daemon:
@@ -83,9 +86,7 @@ class Daemon:
         for sub in ("runs", "init-cache", "state-backups"):
             (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        workdir.build_dev_mirror(
-            self.config.terraform, self.config.daemon.data_dir / "dev-provider-mirror"
-        )
+        workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
         if self.config.daemon.database_url.startswith("sqlite:///"):
             Path(self.config.daemon.database_url.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
@@ -119,6 +120,33 @@ class Daemon:
             self.supervisor.stop(drain=False)
             with trio.move_on_after(self.config.terraform.cancel_grace + _HARD_STOP_MARGIN):
                 await self.supervisor.stopped.wait()
+
+    async def reload(self) -> bool:
+        """Re-read the config file (SIGHUP). An invalid file keeps the running config (and says
+        why in the log); returns whether the new config was applied. Settings of `[daemon]`
+        that need a new socket or database (listen, data_dir, database_url) take effect at the
+        next start."""
+        try:
+            new = await trio.to_thread.run_sync(load_config, self.config.path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        old = self.config
+        kept = {k: getattr(old.daemon, k) for k in _RESTART_ONLY}
+        if any(getattr(new.daemon, k) != v for k, v in kept.items()):
+            log.warning("config reload: %s change only at the next start", ", ".join(_RESTART_ONLY))
+        new = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
+        names = [ws.name for ws in new.workspaces]
+        ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
+        self.rt.workspace_ids.update(ws_ids)
+        self.rt.config = self.config = new
+        self.rt.process_limiter.total_tokens = new.daemon.max_concurrent_runs
+        await trio.to_thread.run_sync(workdir.build_dev_mirror, new.terraform, self.rt.dev_mirror)
+        before = {ws.name for ws in old.workspaces}
+        await self.supervisor.reconfigure(added=[n for n in names if n not in before],
+                                          removed=sorted(before - set(names)))
+        log.info("config reloaded from %s (%d workspaces)", new.path, len(names))
+        return True
 
     def request_shutdown(self, reason: str = "the daemon is shutting down") -> None:
         self.stop_reason = reason

@@ -51,6 +51,12 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def healthz() -> dict[str, Any]:
         return {"data": {"status": "stopping" if daemon.stopping else "ok"}}
 
+    @app.get("/api/v1/recovery")
+    async def recovery() -> dict[str, Any]:
+        """What recovery did when this daemon started (DESIGN §6)."""
+        report = daemon.recovery.as_dict() if daemon.recovery else {}
+        return {"data": report}
+
     routes_workspaces.register(app, daemon)
     routes_runs.register(app, daemon)
     routes_state.register(app, daemon)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -125,10 +126,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/runs/<run_id>/logs")
     async def logs(run_id: str) -> Response:
         await store.read(lambda c: run_store.get_run(c, run_id))  # 404 for an unknown run
-        if request.args.get("follow", "false").lower() not in ("1", "true", "yes"):
-            chunks = await store.read(lambda c: artifacts.read_log(c, run_id))
-            return Response(b"".join(data for _, data in chunks), content_type="text/plain")
-        response = Response(_follow(daemon, run_id), content_type="text/plain")
+        follow = request.args.get("follow", "false").lower() in ("1", "true", "yes")
+        body = _follow(daemon, run_id) if follow else _stored(daemon, run_id)
+        response = Response(body, content_type="text/plain")
         response.timeout = None
         return response
 
@@ -143,24 +143,36 @@ async def _confirm(daemon: Daemon, run_id: str) -> Run:
     return await daemon.store.write(tx)
 
 
+LOG_BATCH = 8  # chunks per read: a large log streams without being held in memory
+
+
+async def _chunks(daemon: Daemon, run_id: str, after: int) -> list[tuple[int, bytes]]:
+    read = functools.partial(artifacts.read_log, run_id=run_id, after_seq=after, limit=LOG_BATCH)
+    return await daemon.store.read(read)
+
+
+async def _stored(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
+    """The log as stored now, chunk by chunk."""
+    after = -1
+    while batch := await _chunks(daemon, run_id, after):
+        after = batch[-1][0]
+        for _, data in batch:
+            yield data
+
+
 async def _follow(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
     """Stream the log from the start until the run ends (or the daemon stops)."""
     last = -1
-
-    async def more(after: int) -> list[tuple[int, bytes]]:
-        return await daemon.store.read(lambda c: artifacts.read_log(c, run_id, after))
-
     while True:
-        for seq, data in await more(last):
-            last = seq
-            yield data
+        # Whether it had ended is read before draining: what it stored before ending is sent.
         run = await daemon.store.read(lambda c: run_store.get_run(c, run_id))
         live = daemon.rt.live_logs.get(run_id)
-        if run.status.is_terminal and live is None:
-            for _, data in await more(last):
+        ended = run.status.is_terminal and live is None
+        while batch := await _chunks(daemon, run_id, last):
+            last = batch[-1][0]
+            for _, data in batch:
                 yield data
-            return
-        if daemon.stopping and daemon.supervisor.stopped.is_set():
+        if ended or (daemon.stopping and daemon.supervisor.stopped.is_set()):
             return
         with trio.move_on_after(LOG_POLL):
             if live is not None:

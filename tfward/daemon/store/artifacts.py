@@ -134,11 +134,14 @@ def next_log_seq(conn: Connection, run_id: str) -> int:
     )
 
 
-def read_log(conn: Connection, run_id: str, after_seq: int = -1) -> list[tuple[int, bytes]]:
+def read_log(
+    conn: Connection, run_id: str, after_seq: int = -1, limit: int | None = None
+) -> list[tuple[int, bytes]]:
     rows = conn.execute(
         select(run_log_chunks.c.seq, run_log_chunks.c.data)
         .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.seq > after_seq)
         .order_by(run_log_chunks.c.seq)
+        .limit(limit)
     )
     return [(r.seq, bytes(r.data)) for r in rows]
 
