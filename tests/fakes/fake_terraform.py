@@ -6,7 +6,8 @@ SIGINT, a crash, megabytes of output or a corrupt plan. The script is a JSON fil
 $FAKE_TF_SCRIPT, one entry per subcommand (init, plan, show, apply):
 
     {"plan": {"sleep": 30, "ignore_sigint": true, "exit": 1, "print": "Error: boom",
-              "spam_bytes": 200000000, "corrupt_plan": true, "spawn_child": true}}
+              "spam_bytes": 200000000, "corrupt_plan": true, "spawn_child": true},
+     "apply": {"stale_once": "/tmp/marker"}}
 
 Defaults behave like a successful terraform: plan writes the -out file and exits 2 (changes),
 show prints a plan JSON with one create, apply writes a state with the next serial. Every call
@@ -100,6 +101,12 @@ def _show(args: list[str], step: dict) -> int:
 
 
 def _apply(args: list[str], step: dict) -> int:
+    marker = step.get("stale_once")
+    if marker and not Path(marker).exists():
+        # What terraform says when the state moved on since the plan was made.
+        Path(marker).write_text("said stale once\n")
+        print("Error: Saved plan is stale")
+        return 1
     path = Path("terraform.tfstate")
     serial, lineage = 0, str(uuid.uuid4())
     if path.exists():

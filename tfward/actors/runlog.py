@@ -52,10 +52,10 @@ class OutputParser:
 
     def line(self, text: str) -> None:
         stripped = text.strip(" │╷╵\t")
+        if "Saved plan is stale" in stripped:
+            self.facts.stale_plan = True
         if stripped.startswith("Error: ") and self.facts.first_error is None:
             self.facts.first_error = stripped[len("Error: ") :]
-        elif "Saved plan is stale" in stripped:
-            self.facts.stale_plan = True
         elif stripped.startswith("Plan: "):
             self.facts.plan_summary = stripped
         elif "complete after" in stripped:

@@ -1,8 +1,9 @@
 """The terraform driver: one terraform process, its output, and how it is stopped.
 
 Terraform runs in its own session and process group, so its provider plugins can be reached
-with one `killpg` and none outlives the run. Output (stdout and stderr merged) is handed to a
-sink chunk by chunk as it arrives; the sink never blocks the reader.
+with one `killpg` and none outlives the run. Output (stdout and stderr merged) goes to a file
+that is read as it grows and handed to a sink; terraform never waits for the daemon, and
+survives the daemon's death.
 
 Stopping (DESIGN §3): when the caller's cancel scope is cancelled (user cancel, stage timeout,
 daemon shutdown), the process group gets SIGINT, as from a terminal's Ctrl-C, then `grace`
@@ -15,6 +16,7 @@ plugins ignore SIGINT by design (go-plugin eats interrupts). Setting the `force`
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -49,42 +51,43 @@ async def run_terraform(
     env: Mapping[str, str],
     sink: OutputSink,
     control: StopControl,
+    output_dir: Path | None = None,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
 ) -> int:
     """Run one terraform command to completion and return its exit code.
 
+    Output goes to files in `output_dir` (default `<cwd>/.tfward`) that are read as they grow,
+    not to pipes: if the daemon dies (kill -9), terraform must not die of SIGPIPE halfway
+    through an apply with a resource created and not yet in its state; it goes on, and
+    recovery stops it gracefully.
+
     On cancellation: SIGINT, wait up to `control.grace` (or until `control.force`), SIGKILL the
     process group, collect the remaining output, then re-raise Cancelled. On any exit path the
     process group is killed and reaped before this returns, so no provider process is left.
     stderr goes to `stderr_sink` when given (to keep stdout machine-readable), else to `sink`."""
-    proc = await trio.lowlevel.open_process(
-        list(argv),
-        cwd=str(cwd),
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        stderr=subprocess.PIPE if stderr_sink else subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    streams: list[tuple[trio.abc.ReceiveStream, OutputSink]] = [(proc.stdout, sink)]
+    output_dir = output_dir or cwd / ".tfward"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{next(_counter)}"
+    files = [(output_dir / f"terraform-{tag}.out", sink)]
     if stderr_sink is not None:
-        assert proc.stderr is not None
-        streams.append((proc.stderr, stderr_sink))
-    # The reader keeps going while the run is being cancelled (the last lines terraform prints
-    # matter most); it ends at EOF, or DRAIN_TIMEOUT after the group is dead if a stray process
-    # outside the group still holds the pipe.
-    pump_scopes = [trio.CancelScope(shield=True) for _ in streams]
-    pumped = [trio.Event() for _ in streams]
+        files.append((output_dir / f"terraform-{tag}.err", stderr_sink))
+    # Creating a local file is quick; it must exist before the child gets its descriptor.
+    handles = [open(path, "wb") for path, _ in files]  # noqa: ASYNC230, SIM115
+    try:
+        proc = await trio.lowlevel.open_process(
+            list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=handles[0], stderr=handles[1] if len(handles) > 1 else subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        for handle in handles:
+            handle.close()  # the child has its own copies
+    exited = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
-            for (stream, stream_sink), scope, done in zip(
-                streams, pump_scopes, pumped, strict=True
-            ):
-                nursery.start_soon(
-                    _pump, stream, stream_sink, scope, done, name=f"terraform-output-{proc.pid}"
-                )
+            for path, file_sink in files:
+                nursery.start_soon(_tail, path, file_sink, exited, name=f"terraform-output-{tag}")
             try:
                 if on_start is not None:
                     await on_start(proc.pid)
@@ -99,34 +102,34 @@ async def run_terraform(
                     _killpg(proc.pid)
                     if proc.returncode is None:
                         await proc.wait()
-                    with trio.move_on_after(DRAIN_TIMEOUT):
-                        for done in pumped:
-                            await done.wait()
-                    for scope in pump_scopes:
-                        scope.cancel()
+                    exited.set()
     finally:
-        with trio.CancelScope(shield=True):
-            for stream, _ in streams:
-                await stream.aclose()
+        for path, _ in files:
+            path.unlink(missing_ok=True)
     assert proc.returncode is not None
     return proc.returncode
 
 
-DRAIN_TIMEOUT = 5.0
+_counter = itertools.count()
+TAIL_POLL = 0.02
+TAIL_READ = 1 << 20
 
 
-async def _pump(
-    stream: trio.abc.ReceiveStream, sink: OutputSink, scope: trio.CancelScope, done: trio.Event
-) -> None:
-    """Copy output to the sink until EOF or until `scope` is cancelled by its owner."""
-    try:
-        with scope:
-            while data := await stream.receive_some(1 << 16):
+async def _tail(path: Path, sink: OutputSink, exited: trio.Event) -> None:
+    """Hand what is appended to `path` to the sink until the process group has exited and the
+    file is read to its end. Shielded: the last lines (errors, "Interrupt received") matter
+    most, and the owner sets `exited` on every path."""
+    with trio.CancelScope(shield=True), open(path, "rb") as fh:  # noqa: ASYNC230 — local file
+        while True:
+            done = exited.is_set()  # read before the final pass: nothing written after is lost
+            while data := fh.read(TAIL_READ):
                 sink.write(data)
-    except (trio.ClosedResourceError, trio.BrokenResourceError):
-        pass
-    finally:
-        done.set()
+                await trio.lowlevel.checkpoint()
+            if done:
+                return
+            # A regular file gives no readiness event; poll it while terraform runs.
+            with trio.move_on_after(TAIL_POLL):
+                await exited.wait()
 
 
 async def _stop(proc: trio.Process, control: StopControl) -> str:

@@ -1,0 +1,154 @@
+"""Crash safety (DESIGN §2, §6): kill -9 and restart, SIGTERM during an apply, a plan lost
+while the daemon was down, a plan terraform calls stale, and config reload."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import trio
+from sqlalchemy import delete, select
+
+from harness import (
+    FAKE_TERRAFORM, Api, DaemonProcess, chained_things, demo_workspace, open_store,
+    running_daemon, write_config,
+)
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store.tables import outbox, plan_artifacts
+
+
+def created(calls: Path) -> list[str]:
+    if not calls.exists():
+        return []
+    return [c["name"] for c in map(json.loads, calls.read_text().splitlines())
+            if c["op"] == "create" and c.get("ok", True)]
+
+
+async def addresses(api: Api, sv_id: str) -> set[str]:
+    doc = json.loads((await api.http.get(f"/api/v1/state-versions/{sv_id}/download")).content)
+    return {f"{r['type']}.{r['name']}" for r in doc["resources"] for _ in r["instances"]}
+
+
+async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Path) -> None:
+    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(10, 1.0), auto_apply=True)
+    config = write_config(tmp_path, [ws], terraform={"cancel_grace": "30s"})
+    calls = tmp_path / "demo-calls.jsonl"
+    async with trio.open_nursery() as nursery:
+        first = DaemonProcess(config)
+        await first.start(nursery)
+        async with first.client() as http:
+            run_id = (await Api(http).create_run("demo"))["id"]
+            with trio.fail_after(60):
+                while len(created(calls)) < 4:
+                    await trio.sleep(0.1)
+        first.signal(signal.SIGKILL)
+        await first.wait()
+
+        second = DaemonProcess(config)
+        await second.start(nursery)
+        async with second.client() as http:
+            api = Api(http)
+            run = await api.run(run_id)
+            assert (run["status"], run["error_kind"]) == ("failed", "interrupted")
+            assert "was stored" in run["error_message"]
+            report = (await http.get("/api/v1/recovery")).json()["data"]
+            assert run_id in report["interrupted"]
+            latest = (await api.state_versions("demo"))[0]
+            in_state = await addresses(api, latest["id"])
+            in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
+            assert latest["kind"] == "partial" and in_state == in_store and len(in_state) >= 4
+            assert (await api.workspace("demo"))["lock"] is None
+            plan = await api.wait((await api.create_run("demo", operation="plan"))["id"],
+                                  "planned_and_finished")
+            assert plan["resource_changes"]["add"] == 10 - len(in_state)
+        second.signal(signal.SIGTERM)
+        assert await second.wait() == 0
+
+
+async def test_sigterm_during_an_apply_lets_it_finish_and_exits_0(tmp_path: Path) -> None:
+    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(3, 1.5), auto_apply=True)
+    config = write_config(tmp_path, [ws])
+    async with trio.open_nursery() as nursery:
+        daemon = DaemonProcess(config)
+        await daemon.start(nursery)
+        async with daemon.client() as http:
+            api = Api(http)
+            run_id = (await api.create_run("demo"))["id"]
+            await api.wait_stage(run_id, "applying")
+            daemon.signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                while (await http.post("/api/v1/workspaces/demo/runs", json={})).status_code != 503:
+                    await trio.sleep(0.05)
+        assert await daemon.wait() == 0
+    store = open_store(config)
+    run = store.run_sync(lambda c: run_store.get_run(c, run_id))
+    assert str(run.status) == "applied"
+    assert len(created(tmp_path / "demo-calls.jsonl")) == 3
+    store.close()
+
+
+async def test_a_plan_lost_while_the_daemon_was_down_is_planned_again(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
+    async with running_daemon(config) as (daemon, api):
+        run_id = (await api.create_run("demo"))["id"]
+        await api.wait(run_id, "apply_pending")
+    store = open_store(config)
+    store.run_sync(lambda c: c.execute(delete(plan_artifacts).where(plan_artifacts.c.run_id == run_id)))
+    store.close()
+    async with running_daemon(config) as (daemon, api):
+        report = (await api.http.get("/api/v1/recovery")).json()["data"]
+        assert run_id in report["requeued"]
+        run = await api.wait(run_id, "apply_pending")
+        assert any("saved plan was lost" in w for w in run["warnings"])
+        assert "saved plan was lost" in await api.logs(run_id)
+        assert (await api.action(run_id, "confirm")).status_code == 202
+        await api.wait(run_id, "applied")
+        rows = daemon.store.run_sync(lambda c: [r.payload for r in c.execute(
+            select(outbox.c.payload).where(outbox.c.run_id == run_id))])
+        attention = [r.get("message", "") for r in rows if r["trigger"] == "run:needs_attention"]
+        # The first plan, the notification saying why it is planned again, the second plan.
+        assert len(attention) == 3 and "saved plan was lost" in attention[1]
+
+
+async def test_a_plan_terraform_calls_stale_is_planned_again_not_failed(tmp_path: Path) -> None:
+    script = tmp_path / "fake.json"
+    script.write_text(json.dumps({"apply": {"stale_once": str(tmp_path / "stale-said")}}))
+    ws = demo_workspace(tmp_path, things=1)
+    ws["env"] = {**ws["env"], "FAKE_TF_SCRIPT": str(script)}
+    config = write_config(tmp_path, [ws], terraform={"binary": str(FAKE_TERRAFORM)})
+    async with running_daemon(config) as (daemon, api):
+        run_id = (await api.create_run("demo"))["id"]
+        await api.wait(run_id, "apply_pending")
+        assert (await api.action(run_id, "confirm")).status_code == 202
+        with trio.fail_after(30):
+            while (run := await api.run(run_id))["confirmed_by"] is not None or run["status"] != "apply_pending":
+                assert not run["timestamps"]["finished_at"], (run["status"], run["error_kind"], run["error_message"])
+                await trio.sleep(0.05)
+        assert any("stale" in w for w in run["warnings"])
+        assert (await api.action(run_id, "confirm")).status_code == 202
+        await api.wait(run_id, "applied")
+
+
+async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(tmp_path: Path) -> None:
+    a, b = demo_workspace(tmp_path, "a", things=1), demo_workspace(tmp_path, "b", things=1)
+    config = write_config(tmp_path, [a, b])
+    async with running_daemon(config) as (daemon, api):
+        held = (await api.create_run("b"))["id"]
+        queued = (await api.create_run("b"))["id"]
+        await api.wait(held, "apply_pending")
+        good = config.path.read_text()
+        config.path.write_text(good + "\n[[workspace]]\nname = 3\n")
+        assert await daemon.reload() is False
+        assert [w.name for w in daemon.config.workspaces] == ["a", "b"]
+        c = demo_workspace(tmp_path, "c", things=1)
+        write_config(tmp_path, [a, c])
+        assert await daemon.reload() is True
+        run = await api.wait(queued, "cancelled")
+        assert "removed from the config" in run["error_message"]
+        assert (await api.http.post("/api/v1/workspaces/b/runs", json={})).status_code == 404
+        assert (await api.run(held))["status"] == "apply_pending"  # the active run finishes first
+        assert (await api.action(held, "discard")).status_code == 202
+        await api.wait(held, "discarded")
+        await api.wait((await api.create_run("c", operation="plan"))["id"], "planned_and_finished")
