@@ -15,7 +15,9 @@ import trio.testing
 from sqlalchemy import Connection
 
 from tfward.actors.runlog import MASK, OutputParser, RunLog
-from tfward.daemon.store import artifacts, runs as run_store, workspaces as ws_store
+from tfward.daemon.store import artifacts
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
 from tfward.runs.model import Operation
 
@@ -46,8 +48,14 @@ def store(tmp_path: Path) -> Iterator[FlakyStore]:
 def run_id(store: Store) -> str:
     def create(conn: Connection) -> str:
         ws_id = ws_store.sync_configured(conn, ["demo"])["demo"]
-        return run_store.create_run(conn, workspace_id=ws_id, workspace_name="demo",
-                                    operation=Operation.PLAN_AND_APPLY, auto_apply=False).id
+        return run_store.create_run(
+            conn,
+            workspace_id=ws_id,
+            workspace_name="demo",
+            operation=Operation.PLAN_AND_APPLY,
+            auto_apply=False,
+        ).id
+
     return store.run_sync(create)
 
 
@@ -63,7 +71,7 @@ def pieces(data: bytes, sizes: Iterator[int]) -> Iterator[bytes]:
     at = 0
     while at < len(data):
         size = next(sizes)
-        yield data[at:at + size]
+        yield data[at : at + size]
         at += size
 
 
@@ -78,10 +86,13 @@ def _constant(size: int) -> Iterator[int]:
         yield size
 
 
-TERRAFORM_OUTPUT = b"".join(
-    f"thing.item[{i}]: Creation complete after {i % 7}s [id=\u2500{i:05d}]\n".encode()
-    for i in range(2000)
-) + "╷\n│ Error: Invalid reference\n│ \n│   on main.tf line 3:\n╵\n".encode()
+TERRAFORM_OUTPUT = (
+    b"".join(
+        f"thing.item[{i}]: Creation complete after {i % 7}s [id=\u2500{i:05d}]\n".encode()
+        for i in range(2000)
+    )
+    + "╷\n│ Error: Invalid reference\n│ \n│   on main.tf line 3:\n╵\n".encode()
+)
 
 
 @pytest.mark.parametrize(
@@ -177,6 +188,7 @@ async def test_a_secret_in_the_trailing_partial_line_is_masked_by_close(
 
 # ---- the trailing partial line --------------------------------------------------------------
 
+
 async def test_the_trailing_partial_line_is_held_back_until_close_stores_it(
     store: Store, run_id: str
 ) -> None:
@@ -212,6 +224,7 @@ async def test_a_write_wakes_live_readers_only_when_a_line_is_complete(
 
 # ---- parser failures (seed H4) ----------------------------------------------------------------
 
+
 class BrokenParser(OutputParser):
     """A parser with a bug that shows only on one line."""
 
@@ -239,16 +252,45 @@ async def test_a_parser_that_raises_on_one_line_loses_no_output_and_the_log_says
     await log.close()
 
     text = stored(store, run_id)
-    assert (b"[tfward] output parser error (ValueError: unexpected diagnostic shape); "
-            b"output continues\n") in text
-    without_notes = b"".join(ln for ln in text.splitlines(keepends=True)
-                             if not ln.startswith(b"[tfward]"))
+    assert (
+        b"[tfward] output parser error (ValueError: unexpected diagnostic shape); "
+        b"output continues\n"
+    ) in text
+    without_notes = b"".join(
+        ln for ln in text.splitlines(keepends=True) if not ln.startswith(b"[tfward]")
+    )
     assert without_notes == b"".join(output)
     assert log.parser_errors == 1
     facts = log.parser.facts
     assert facts.completed == 1
     assert facts.first_error == "Provider produced inconsistent result"
     assert facts.plan_summary == "Plan: 1 to add, 0 to change, 0 to destroy."
+
+
+async def test_each_interesting_line_reaches_the_parser_once_and_whole(
+    store: Store, run_id: str
+) -> None:
+    class Recording(OutputParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def line(self, text: str) -> None:
+            self.lines.append(text)
+            super().line(text)
+
+    parser = Recording()
+    log = RunLog(run_id, store, parser=parser)
+    await log.open()
+    log.write("│ Error: Plan: is not a keyword here, Error: nor this\n".encode())
+    log.write(b"boring line\nApply complete! Resources: 1 added, 0 changed, 0 destroyed.\n")
+    log.write(b"demo_thing.a: Still creating... [10s elapsed]")
+    await log.close()
+    assert parser.lines == [
+        "│ Error: Plan: is not a keyword here, Error: nor this",
+        "Apply complete! Resources: 1 added, 0 changed, 0 destroyed.",
+        "demo_thing.a: Still creating... [10s elapsed]",
+    ]
 
 
 async def test_a_parser_that_raises_on_every_line_still_loses_no_output(
@@ -266,11 +308,14 @@ async def test_a_parser_that_raises_on_every_line_still_loses_no_output(
     await log.close()
     text = stored(store, run_id)
     assert text.count(b"output parser error") == 50
-    assert b"".join(ln for ln in text.splitlines(keepends=True)
-                    if not ln.startswith(b"[tfward]")) == output
+    assert (
+        b"".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith(b"[tfward]"))
+        == output
+    )
 
 
 # ---- flush failures (seed H3) -------------------------------------------------------------------
+
 
 async def test_a_failed_flush_keeps_the_pending_lines_for_the_next_flush(
     store: FlakyStore, run_id: str
@@ -304,9 +349,6 @@ async def test_a_failed_close_can_be_retried_and_stores_the_partial_line_once(
     assert log.closed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RunLog.flush restores the pending lines only on Exception; a Cancelled raised while it "
-    "waits for the store's write limiter (held by any other run's write) drops them"))
 async def test_a_flush_cancelled_while_waiting_for_the_database_keeps_the_pending_lines(
     store: Store, run_id: str
 ) -> None:
@@ -343,24 +385,26 @@ async def test_a_flush_with_nothing_pending_writes_nothing(store: FlakyStore, ru
 
 # ---- facts from terraform's output --------------------------------------------------------------
 
-BOXED_ERROR = """\
-╷
-│ Error: Unsupported argument
-│ 
-│   on main.tf line 3, in resource "demo_thing" "a":
-│    3:   colour = "red"
-│ 
-│ An argument named "colour" is not expected here.
-╵
-"""
-STALE_PLAN = """\
-╷
-│ Error: Saved plan is stale
-│ 
-│ The given plan file can no longer be applied because the state was changed
-│ by another operation after the plan was created.
-╵
-"""
+
+def _box(*lines: str) -> str:
+    """A diagnostic the way Terraform 1.0 draws it (blank lines inside are "│ ", with a space)."""
+    return "╷\n" + "".join(f"│ {line}\n" for line in lines) + "╵\n"
+
+
+BOXED_ERROR = _box(
+    "Error: Unsupported argument",
+    "",
+    '  on main.tf line 3, in resource "demo_thing" "a":',
+    '   3:   colour = "red"',
+    "",
+    'An argument named "colour" is not expected here.',
+)
+STALE_PLAN = _box(
+    "Error: Saved plan is stale",
+    "",
+    "The given plan file can no longer be applied because the state was changed",
+    "by another operation after the plan was created.",
+)
 
 
 @pytest.mark.parametrize(
@@ -368,19 +412,28 @@ STALE_PLAN = """\
     [
         pytest.param("Error: Invalid reference\n", "Invalid reference", False, id="plain-error"),
         pytest.param(BOXED_ERROR, "Unsupported argument", False, id="terraform-1.0-boxed-error"),
-        pytest.param(BOXED_ERROR + "╷\n│ Error: Second problem\n╵\n", "Unsupported argument",
-                     False, id="only-the-first-error-is-kept"),
-        pytest.param("demo_thing.a: Creating...\nApply complete! Resources: 1 added.\n", None,
-                     False, id="no-error"),
-        pytest.param("  Error: with leading spaces\n", "with leading spaces", False,
-                     id="indented-error"),
-        pytest.param(BOXED_ERROR + STALE_PLAN, "Unsupported argument", True,
-                     id="stale-plan-after-another-error"),
         pytest.param(
-            STALE_PLAN, "Saved plan is stale", True, id="stale-plan-as-the-only-error",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "OutputParser.line: the 'Error: ' branch takes the line first, so the "
-                "'Saved plan is stale' elif never runs when it is the first error"))),
+            BOXED_ERROR + "╷\n│ Error: Second problem\n╵\n",
+            "Unsupported argument",
+            False,
+            id="only-the-first-error-is-kept",
+        ),
+        pytest.param(
+            "demo_thing.a: Creating...\nApply complete! Resources: 1 added.\n",
+            None,
+            False,
+            id="no-error",
+        ),
+        pytest.param(
+            "  Error: with leading spaces\n", "with leading spaces", False, id="indented-error"
+        ),
+        pytest.param(
+            BOXED_ERROR + STALE_PLAN,
+            "Unsupported argument",
+            True,
+            id="stale-plan-after-another-error",
+        ),
+        pytest.param(STALE_PLAN, "Saved plan is stale", True, id="stale-plan-as-the-only-error"),
     ],
 )
 async def test_the_parser_learns_the_first_error_and_a_stale_plan_from_terraform_output(
@@ -400,9 +453,14 @@ async def test_the_parser_counts_completed_resources_and_keeps_the_plan_summary(
 ) -> None:
     log = RunLog(run_id, store)
     await log.open()
-    log.write(b"demo_thing.a: Creation complete after 0s [id=a]\n"
-              b"demo_thing.b: Destruction complete after 1s\n"
-              b"Plan: 2 to add, 0 to change, 1 to destroy.\n")
+    log.write(
+        b"demo_thing.a: Creation complete after 0s [id=a]\n"
+        b"demo_thing.b: Destruction complete after 1s\n"
+        b"Plan: 2 to add, 0 to change, 1 to destroy.\n"
+    )
     await log.close()
     facts = log.parser.facts
-    assert (facts.completed, facts.plan_summary) == (2, "Plan: 2 to add, 0 to change, 1 to destroy.")
+    assert (facts.completed, facts.plan_summary) == (
+        2,
+        "Plan: 2 to add, 0 to change, 1 to destroy.",
+    )

@@ -157,8 +157,9 @@ class RunLog:
         self._next_seq += len(chunks)
         try:
             await self.store.write(lambda c: artifacts.append_log(c, self.run_id, first, chunks))
-        except Exception:
-            # Keep the lines for the next attempt; the funnel retries the final flush.
+        except BaseException:
+            # Keep the lines for the next attempt (the funnel's final flush). Also on Cancelled:
+            # Store.write never abandons a started write, so a cancel means nothing was stored.
             self._pending[:0] = chunks
             self._pending_bytes += sum(len(c) for c in chunks)
             self._next_seq = first

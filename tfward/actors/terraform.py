@@ -80,6 +80,10 @@ async def run_terraform(
             stdout=handles[0], stderr=handles[1] if len(handles) > 1 else subprocess.STDOUT,
             start_new_session=True,
         )
+    except BaseException:
+        for path, _ in files:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         for handle in handles:
             handle.close()  # the child has its own copies

@@ -107,6 +107,7 @@ class FinishQueued:
 
     run_id: str
     reason: str = "cancelled before it started"
+    status: str = "cancelled"
 
 
 RETIRED = "cancelled: the workspace was removed from the config"
@@ -150,7 +151,9 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
         case RunEnded(run_id, requeued):
             if run_id == state.active:
                 state = dataclasses.replace(state, active=None)
-                if requeued and not state.stopping:
+                if requeued and state.retiring:
+                    effects.append(FinishQueued(run_id, RETIRED))
+                elif requeued and not state.stopping:
                     state = dataclasses.replace(state, queue=(run_id, *state.queue))
             state = dataclasses.replace(state, speculative=state.speculative - {run_id})
         case Cancel(run_id, force):
@@ -164,6 +167,10 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
         case Decide(run_id, decision, reason):
             if run_id in state.running:
                 effects.append(Signal(run_id, decision, reason))
+            elif decision == "discard" and run_id in state.queue:
+                # An apply_pending run held back in the queue (a user lock after a restart).
+                state = dataclasses.replace(state, queue=tuple(r for r in state.queue if r != run_id))
+                effects.append(FinishQueued(run_id, reason or "discarded", "discarded"))
         case LockChanged(user_locked):
             state = dataclasses.replace(state, user_locked=user_locked)
         case Stop(drain):
@@ -246,8 +253,8 @@ class WorkspaceActor:
                     nursery.start_soon(self._run_task, pipeline, name=f"run-{run_id}")
                 case Signal(run_id, action, reason):
                     self._signal(run_id, action, reason)
-                case FinishQueued(run_id, reason):
-                    await self._finish_queued(run_id, reason)
+                case FinishQueued(run_id, reason, status):
+                    await self._finish_queued(run_id, reason, Status(status))
 
     async def _run_task(self, pipeline: RunPipeline) -> None:
         final = await pipeline.run()
@@ -266,14 +273,14 @@ class WorkspaceActor:
         elif action == "shutdown" or (action == "drain" and pipeline.phase != "applying"):
             handle.shutdown()
 
-    async def _finish_queued(self, run_id: str, reason: str) -> None:
+    async def _finish_queued(self, run_id: str, reason: str, status: Status) -> None:
         ws_id = self.rt.workspace_ids[self.name]
         ending = Ending(
             run_id, self.name, ws_id, RunLog(run_id, self.rt.store), self.rt.run_dir(run_id)
         )
         await ending.log.open()
         await finish_run(
-            self.rt, ending, Outcome(Status.CANCELLED, error_message=reason)
+            self.rt, ending, Outcome(status, error_message=reason)
         )
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tfward.daemon.store import states, workspaces as ws_store
+from tfward.daemon.store import states
+from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
 from tfward.errors import NotFound, StateRejected
 
@@ -32,13 +33,28 @@ def ws(store: Store) -> dict[str, str]:
 
 def state_doc(serial: int, *, lineage: str = LINEAGE, things: int = 1, **extra: Any) -> bytes:
     doc = {
-        "version": 4, "terraform_version": "1.0.3", "serial": serial, "lineage": lineage,
+        "version": 4,
+        "terraform_version": "1.0.3",
+        "serial": serial,
+        "lineage": lineage,
         "outputs": {"count": {"value": things, "type": "number"}},
         "resources": [
-            {"mode": "managed", "type": "demo_thing", "name": "a", "provider": "demo",
-             "instances": [{"index_key": i, "attributes": {"id": f"t{i}"}} for i in range(things)]},
-            {"mode": "data", "type": "demo_info", "name": "d", "provider": "demo",
-             "instances": [{"attributes": {}}]},
+            {
+                "mode": "managed",
+                "type": "demo_thing",
+                "name": "a",
+                "provider": "demo",
+                "instances": [
+                    {"index_key": i, "attributes": {"id": f"t{i}"}} for i in range(things)
+                ],
+            },
+            {
+                "mode": "data",
+                "type": "demo_info",
+                "name": "d",
+                "provider": "demo",
+                "instances": [{"attributes": {}}],
+            },
         ],
         **extra,
     }
@@ -46,8 +62,9 @@ def state_doc(serial: int, *, lineage: str = LINEAGE, things: int = 1, **extra: 
 
 
 def put(store: Store, ws_id: str, raw: bytes, *, kind: str = "apply") -> states.StateVersion | None:
-    return store.run_sync(lambda c: states.store(c, ws_id, states.parse_state(raw), kind=kind,
-                                                 run_id=None))
+    return store.run_sync(
+        lambda c: states.store(c, ws_id, states.parse_state(raw), kind=kind, run_id=None)
+    )
 
 
 def test_the_first_state_of_a_workspace_is_stored_as_current(
@@ -57,7 +74,11 @@ def test_the_first_state_of_a_workspace_is_stored_as_current(
     version = put(store, ws["demo"], raw)
     assert version is not None
     assert (version.serial, version.lineage, version.resource_count, version.kind) == (
-        1, LINEAGE, 3, "apply")
+        1,
+        LINEAGE,
+        3,
+        "apply",
+    )
     assert version.outputs == {"count": {"value": 3, "type": "number"}}
     assert store.run_sync(lambda c: states.current(c, ws["demo"])) == version
     assert store.run_sync(lambda c: states.current_raw(c, ws["demo"])) == raw
@@ -75,12 +96,17 @@ def test_storing_the_same_content_twice_is_a_no_op(store: Store, ws: dict[str, s
     assert store.run_sync(lambda c: states.list_versions(c, ws["demo"])) == [first]
 
 
-def test_a_newer_serial_of_the_same_lineage_becomes_current(store: Store, ws: dict[str, str]) -> None:
+def test_a_newer_serial_of_the_same_lineage_becomes_current(
+    store: Store, ws: dict[str, str]
+) -> None:
     put(store, ws["demo"], state_doc(1))
     newer = put(store, ws["demo"], state_doc(5, things=2))
     assert newer is not None
     assert store.run_sync(lambda c: states.current(c, ws["demo"])) == newer
-    assert [v.serial for v in store.run_sync(lambda c: states.list_versions(c, ws["demo"]))] == [5, 1]
+    assert [v.serial for v in store.run_sync(lambda c: states.list_versions(c, ws["demo"]))] == [
+        5,
+        1,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -91,16 +117,18 @@ def test_a_serial_that_does_not_move_forward_is_refused(
     store: Store, ws: dict[str, str], serial: int, things: int
 ) -> None:
     put(store, ws["demo"], state_doc(3))
-    with pytest.raises(StateRejected,
-                       match=f"state serial {serial} is not newer than the current serial 3"):
+    with pytest.raises(
+        StateRejected, match=f"state serial {serial} is not newer than the current serial 3"
+    ):
         put(store, ws["demo"], state_doc(serial, things=things))
     assert store.run_sync(lambda c: states.current(c, ws["demo"])).serial == 3  # type: ignore[union-attr]
 
 
 def test_a_state_of_another_lineage_is_refused(store: Store, ws: dict[str, str]) -> None:
     put(store, ws["demo"], state_doc(3))
-    with pytest.raises(StateRejected, match=f"state lineage other-lineage differs from the "
-                                            f"workspace's {LINEAGE}"):
+    with pytest.raises(
+        StateRejected, match=f"state lineage other-lineage differs from the workspace's {LINEAGE}"
+    ):
         put(store, ws["demo"], state_doc(9, lineage="other-lineage"))
 
 
@@ -129,16 +157,17 @@ def test_something_that_is_not_a_terraform_state_is_refused(raw: bytes) -> None:
         states.parse_state(raw)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parse_state counts instances outside its try block: odd `resources` shapes raise "
-    "AttributeError/TypeError instead of StateRejected"))
 @pytest.mark.parametrize(
     "raw",
     [
         pytest.param(b'{"serial": 1, "lineage": "x", "resources": {"a": 1}}', id="resources-a-map"),
-        pytest.param(b'{"serial": 1, "lineage": "x", "resources": [1]}', id="resource-not-an-object"),
-        pytest.param(b'{"serial": 1, "lineage": "x", "resources": [{"mode": "managed", '
-                     b'"instances": 3}]}', id="instances-not-a-list"),
+        pytest.param(
+            b'{"serial": 1, "lineage": "x", "resources": [1]}', id="resource-not-an-object"
+        ),
+        pytest.param(
+            b'{"serial": 1, "lineage": "x", "resources": [{"mode": "managed", "instances": 3}]}',
+            id="instances-not-a-list",
+        ),
     ],
 )
 def test_a_json_document_with_malformed_resources_is_refused_as_not_a_state(raw: bytes) -> None:
@@ -152,6 +181,7 @@ def test_the_resource_count_counts_managed_instances_only() -> None:
 
 # ---- rollback -------------------------------------------------------------------------------
 
+
 def test_rollback_makes_a_new_current_version_with_the_old_content_and_the_next_serial(
     store: Store, ws: dict[str, str]
 ) -> None:
@@ -163,7 +193,11 @@ def test_rollback_makes_a_new_current_version_with_the_old_content_and_the_next_
     rolled = store.run_sync(lambda c: states.rollback(c, ws["demo"], first.id))
 
     assert (rolled.serial, rolled.lineage, rolled.kind, rolled.rolled_back_from) == (
-        8, LINEAGE, "rollback", first.id)
+        8,
+        LINEAGE,
+        "rollback",
+        first.id,
+    )
     assert rolled.resource_count == 1 and rolled.outputs == first.outputs
     assert store.run_sync(lambda c: states.current(c, ws["demo"])) == rolled
     content = json.loads(store.run_sync(lambda c: states.current_raw(c, ws["demo"])))  # type: ignore[arg-type]
