@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -186,24 +187,28 @@ def processes_in_group(pgid: int) -> bool:
 
 
 def stray_processes(marker: str) -> list[str]:
-    """Command lines of live processes (not zombies) whose command line contains `marker`."""
+    """Live processes (not zombies) whose command line or working directory contains `marker`
+    (terraform and its providers run in the run directory)."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
             status = (proc / "status").read_text()
         except OSError:
             continue
-        if marker in cmdline and "State:\tZ" not in status and int(proc.name) != os.getpid():
-            found.append(f"{proc.name}: {cmdline}")
+        if (marker in cmdline or marker in cwd) and "State:\tZ" not in status:
+            found.append(f"{proc.name}: {cmdline} (in {cwd})")
     return found
 
 
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
     """Everything the termination contract speaks of, read from the daemon's own store."""
-    from tfward.daemon.store import artifacts, runs as run_store, states, workspaces as ws_store
+    from tfward.daemon.store import artifacts, states
+    from tfward.daemon.store import runs as run_store
+    from tfward.daemon.store import workspaces as ws_store
 
     def load(conn: Any) -> dict[str, Any]:
         run = run_store.get_run(conn, run_id)
@@ -218,7 +223,9 @@ async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
 
     found = await daemon.store.read(load)
     found["dir_exists"] = (daemon.config.daemon.data_dir / "runs" / run_id).exists()
-    found["triggers"] = [row["payload"]["trigger"] for row in found["outbox"]]
+    found["triggers"] = [
+        row["payload"]["trigger"] for row in found["outbox"] if row["kind"] == "notify"
+    ]
     return found
 
 
@@ -236,8 +243,9 @@ def state_addresses(daemon: Daemon, sv_id: str) -> list[str]:
 class DaemonProcess:
     """The daemon as a real process (`tfward serve`), for signals and kill -9."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
         self.config = config
+        self.env = {**os.environ, **(env or {})}
         self.proc: trio.Process | None = None
         self.url = ""
         self.output = bytearray()
@@ -250,22 +258,26 @@ class DaemonProcess:
         self.output = bytearray()
         self.proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tfward.cli.main", "serve", str(self.config.path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         listening = trio.Event()
         nursery.start_soon(self._drain, listening)
         with trio.fail_after(60):
             await listening.wait()
 
     async def _drain(self, listening: trio.Event) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        async with self.proc.stderr:
-            while chunk := await self.proc.stderr.receive_some(65536):
+        # The daemon logs JSON lines to stdout (stderr is merged in for tracebacks).
+        assert self.proc is not None and self.proc.stdout is not None
+        async with self.proc.stdout:
+            while chunk := await self.proc.stdout.receive_some(65536):
                 self.output += chunk
                 marker = b"tfward listening on "
                 if not listening.is_set() and marker in self.output:
-                    tail = self.output[self.output.index(marker) + len(marker):]
+                    tail = self.output[self.output.index(marker) + len(marker) :]
                     if b"\n" in tail:
-                        self.url = tail.split(b"\n")[0].split(b",")[0].decode().strip()
+                        self.url = re.split(rb'[",\s]', tail)[0].decode()
                         listening.set()
 
     def client(self) -> httpx.AsyncClient:
@@ -293,6 +305,8 @@ def chained_things(count: int, delay: float) -> str:
     blocks = []
     for i in range(count):
         depends = f"\n  depends_on = [demo_thing.chain{i - 1}]" if i else ""
-        blocks.append(f'resource "demo_thing" "chain{i}" {{\n  name  = "chain-{i}"\n'
-                      f"  delay = {delay}{depends}\n}}\n")
+        blocks.append(
+            f'resource "demo_thing" "chain{i}" {{\n  name  = "chain-{i}"\n'
+            f"  delay = {delay}{depends}\n}}\n"
+        )
     return "\n".join(blocks)

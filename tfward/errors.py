@@ -14,6 +14,8 @@ that is not a ``TfwardError`` is treated as a bug.
           ├── StateRejected       a state file is older or of another lineage than the current
           │                       one, or is not a terraform state (actors/state.py)
           ├── PlanUnusable        a saved plan is missing, corrupt, or stale: re-plan (seed 003)
+          ├── AccessDenied        a run-task token is missing, invalid, used, or for another
+          │                       result (runtasks/callbacks.py; API: 401, or 403)
           └── StageFailed         terraform or a stage of the pipeline failed; carries the
                                   run's error kind (actors/pipeline.py)
 
@@ -26,6 +28,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "AccessDenied",
     "BadRequest",
     "ConfigError",
     "InvalidTransition",
@@ -91,6 +94,19 @@ class StateRejected(TfwardError):
 
 class PlanUnusable(TfwardError):
     """A saved plan cannot be applied (missing, corrupt, or stale); the run is planned again."""
+
+
+class AccessDenied(TfwardError):
+    """A request carrying a run-task access token is refused. ``status`` is 401 (no token, bad
+    signature, expired, already used or revoked) or 403 (a valid token for another result)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class StageFailed(TfwardError):

@@ -232,7 +232,7 @@ class DemoThing(Resource):
 
     def _work(self, ctx: CreateContext | UpdateContext, planned: State) -> bool:
         """The slow, possibly failing part of create and update; False if it failed."""
-        delay = planned.get("delay") or 0
+        delay = float(planned.get("delay") or 0)  # terraform may send a number as a string
         if delay > 0:
             time.sleep(float(delay))
         if planned.get("fail"):

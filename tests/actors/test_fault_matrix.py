@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from harness import (
     FAKE_TERRAFORM,
     demo_workspace,
@@ -31,6 +30,7 @@ from harness import (
     stray_processes,
     write_config,
 )
+
 from tfward.runs.model import Stage
 
 PLAN = ["fetching", "init", "pre_plan", "planning", "saving_plan", "post_plan"]

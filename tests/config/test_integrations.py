@@ -9,10 +9,10 @@ import pytest
 from tfward.config import parse_config
 from tfward.errors import ConfigError
 
-BASE = '''
+BASE = """
 [daemon]
 data_dir = "data"
-'''
+"""
 
 
 def ws(name: str, extra: str = "") -> str:
@@ -25,13 +25,17 @@ def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
 
 def test_run_tasks_and_their_attachments_are_read(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("s3cret\n")
-    config = load(tmp_path, '''
+    config = load(
+        tmp_path,
+        """
 [[run_task]]
 name = "scan"
 url = "https://scan.example/hook"
 hmac_key_file = "key"
 timeout = "2m"
-''' + ws("a", 'run_tasks = [{ task = "scan", stages = ["pre_plan", "post_plan"] }]'))
+"""
+        + ws("a", 'run_tasks = [{ task = "scan", stages = ["pre_plan", "post_plan"] }]'),
+    )
     task = config.run_task("scan")
     assert (task.hmac_key, task.timeout, task.retries) == ("s3cret", 120.0, 3)
     assert "s3cret" not in repr(task)
@@ -40,40 +44,78 @@ timeout = "2m"
 
 
 def test_notifications_default_to_every_trigger(tmp_path: Path) -> None:
-    config = load(tmp_path, '''
+    config = load(
+        tmp_path,
+        """
 [[notification]]
 name = "hook"
 type = "generic"
 url = "http://127.0.0.1:9/x"
 token = "t"
-''' + ws("a", 'notifications = ["hook"]'))
+"""
+        + ws("a", 'notifications = ["hook"]'),
+    )
     assert "run:cancelled" in config.notification("hook").triggers
     assert config.workspace("a").notifications == ("hook",)
     assert config.outbox.concurrency == 8 and not config.releases.enabled
 
 
-@pytest.mark.parametrize(("text", "where", "words"), [
-    (ws("a", 'run_tasks = [{ task = "nope", stages = ["post_plan"] }]'),
-     "workspace[0].run_tasks[0].task", "unknown run task"),
-    ('[[run_task]]\nname = "t"\nurl = "http://x"\n'
-     + ws("a", 'run_tasks = [{ task = "t", stages = ["mid_plan"] }]'),
-     "workspace[0].run_tasks[0].stages[0]", "expected one of pre_plan"),
-    ('[[run_task]]\nname = "t"\nurl = "http://x"\n'
-     + ws("a", 'run_tasks = [{ task = "t", stages = ["post_plan"], enforcement = "maybe" }]'),
-     "enforcement", "mandatory"),
-    ('[[run_task]]\nname = "t"\nurl = "ftp://x"\n', "run_task[0].url", "http"),
-    ('[[notification]]\nname = "n"\ntype = "email"\nurl = "http://x"\n', "notification[0].type",
-     "generic"),
-    ('[[notification]]\nname = "n"\ntype = "slack"\nurl = "http://x"\ntriggers = ["run:exploded"]\n',
-     "notification[0].triggers[0]", "expected one of"),
-    (ws("a", 'notifications = ["nope"]'), "workspace[0].notifications[0]", "unknown notification"),
-    (ws("a", 'triggers_runs_in = ["b"]') + ws("b", 'triggers_runs_in = ["c"]')
-     + ws("c", 'triggers_runs_in = ["a"]'), "triggers_runs_in", "cycle: a -> b -> c -> a"),
-    (ws("a", 'triggers_runs_in = ["zzz"]'), "workspace[0].triggers_runs_in[0]", "unknown workspace"),
-    (ws("a", 'drift_check = "often"'), "workspace[0].drift_check", ""),
-    ('[outbox]\nconcurrency = 0\n', "outbox.concurrency", ">= 1"),
-    ('[releases]\nenabled = "yes"\n', "releases.enabled", "boolean"),
-])
+@pytest.mark.parametrize(
+    ("text", "where", "words"),
+    [
+        (
+            ws("a", 'run_tasks = [{ task = "nope", stages = ["post_plan"] }]'),
+            "workspace[0].run_tasks[0].task",
+            "unknown run task",
+        ),
+        (
+            '[[run_task]]\nname = "t"\nurl = "http://x"\n'
+            + ws("a", 'run_tasks = [{ task = "t", stages = ["mid_plan"] }]'),
+            "workspace[0].run_tasks[0].stages[0]",
+            "expected one of pre_plan",
+        ),
+        (
+            '[[run_task]]\nname = "t"\nurl = "http://x"\n'
+            + ws(
+                "a", 'run_tasks = [{ task = "t", stages = ["post_plan"], enforcement = "maybe" }]'
+            ),
+            "enforcement",
+            "mandatory",
+        ),
+        ('[[run_task]]\nname = "t"\nurl = "ftp://x"\n', "run_task[0].url", "http"),
+        (
+            '[[notification]]\nname = "n"\ntype = "email"\nurl = "http://x"\n',
+            "notification[0].type",
+            "generic",
+        ),
+        (
+            '[[notification]]\nname = "n"\ntype = "slack"\nurl = "http://x"\n'
+            'triggers = ["run:exploded"]\n',
+            "notification[0].triggers[0]",
+            "expected one of",
+        ),
+        (
+            ws("a", 'notifications = ["nope"]'),
+            "workspace[0].notifications[0]",
+            "unknown notification",
+        ),
+        (
+            ws("a", 'triggers_runs_in = ["b"]')
+            + ws("b", 'triggers_runs_in = ["c"]')
+            + ws("c", 'triggers_runs_in = ["a"]'),
+            "triggers_runs_in",
+            "cycle: a -> b -> c -> a",
+        ),
+        (
+            ws("a", 'triggers_runs_in = ["zzz"]'),
+            "workspace[0].triggers_runs_in[0]",
+            "unknown workspace",
+        ),
+        (ws("a", 'drift_check = "often"'), "workspace[0].drift_check", ""),
+        ("[outbox]\nconcurrency = 0\n", "outbox.concurrency", ">= 1"),
+        ('[releases]\nenabled = "yes"\n', "releases.enabled", "boolean"),
+    ],
+)
 def test_bad_integration_config_names_the_key_and_the_problem(
     tmp_path: Path, text: str, where: str, words: str
 ) -> None:

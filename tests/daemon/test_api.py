@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from harness import demo_workspace, running_daemon, write_config
 
 

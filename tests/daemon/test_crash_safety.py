@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import trio
+from harness import (
+    FAKE_TERRAFORM,
+    Api,
+    DaemonProcess,
+    chained_things,
+    demo_workspace,
+    open_store,
+    running_daemon,
+    write_config,
+)
 from sqlalchemy import delete, select
 
-from harness import (
-    FAKE_TERRAFORM, Api, DaemonProcess, chained_things, demo_workspace, open_store,
-    running_daemon, write_config,
-)
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store.tables import outbox, plan_artifacts
 
@@ -22,8 +27,11 @@ from tfward.daemon.store.tables import outbox, plan_artifacts
 def created(calls: Path) -> list[str]:
     if not calls.exists():
         return []
-    return [c["name"] for c in map(json.loads, calls.read_text().splitlines())
-            if c["op"] == "create" and c.get("ok", True)]
+    return [
+        c["name"]
+        for c in map(json.loads, calls.read_text().splitlines())
+        if c["op"] == "create" and c.get("ok", True)
+    ]
 
 
 async def addresses(api: Api, sv_id: str) -> set[str]:
@@ -60,8 +68,9 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
             in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
             assert latest["kind"] == "partial" and in_state == in_store and len(in_state) >= 4
             assert (await api.workspace("demo"))["lock"] is None
-            plan = await api.wait((await api.create_run("demo", operation="plan"))["id"],
-                                  "planned_and_finished")
+            plan = await api.wait(
+                (await api.create_run("demo", operation="plan"))["id"], "planned_and_finished"
+            )
             assert plan["resource_changes"]["add"] == 10 - len(in_state)
         second.signal(signal.SIGTERM)
         assert await second.wait() == 0
@@ -95,7 +104,9 @@ async def test_a_plan_lost_while_the_daemon_was_down_is_planned_again(tmp_path: 
         run_id = (await api.create_run("demo"))["id"]
         await api.wait(run_id, "apply_pending")
     store = open_store(config)
-    store.run_sync(lambda c: c.execute(delete(plan_artifacts).where(plan_artifacts.c.run_id == run_id)))
+    store.run_sync(
+        lambda c: c.execute(delete(plan_artifacts).where(plan_artifacts.c.run_id == run_id))
+    )
     store.close()
     async with running_daemon(config) as (daemon, api):
         report = (await api.http.get("/api/v1/recovery")).json()["data"]
@@ -105,8 +116,12 @@ async def test_a_plan_lost_while_the_daemon_was_down_is_planned_again(tmp_path: 
         assert "saved plan was lost" in await api.logs(run_id)
         assert (await api.action(run_id, "confirm")).status_code == 202
         await api.wait(run_id, "applied")
-        rows = daemon.store.run_sync(lambda c: [r.payload for r in c.execute(
-            select(outbox.c.payload).where(outbox.c.run_id == run_id))])
+        rows = daemon.store.run_sync(
+            lambda c: [
+                r.payload
+                for r in c.execute(select(outbox.c.payload).where(outbox.c.run_id == run_id))
+            ]
+        )
         attention = [r.get("message", "") for r in rows if r["trigger"] == "run:needs_attention"]
         # The first plan, the notification saying why it is planned again, the second plan.
         assert len(attention) == 3 and "saved plan was lost" in attention[1]
@@ -123,15 +138,23 @@ async def test_a_plan_terraform_calls_stale_is_planned_again_not_failed(tmp_path
         await api.wait(run_id, "apply_pending")
         assert (await api.action(run_id, "confirm")).status_code == 202
         with trio.fail_after(30):
-            while (run := await api.run(run_id))["confirmed_by"] is not None or run["status"] != "apply_pending":
-                assert not run["timestamps"]["finished_at"], (run["status"], run["error_kind"], run["error_message"])
+            while (run := await api.run(run_id))["confirmed_by"] is not None or run[
+                "status"
+            ] != "apply_pending":
+                assert not run["timestamps"]["finished_at"], (
+                    run["status"],
+                    run["error_kind"],
+                    run["error_message"],
+                )
                 await trio.sleep(0.05)
         assert any("stale" in w for w in run["warnings"])
         assert (await api.action(run_id, "confirm")).status_code == 202
         await api.wait(run_id, "applied")
 
 
-async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(tmp_path: Path) -> None:
+async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(
+    tmp_path: Path,
+) -> None:
     a, b = demo_workspace(tmp_path, "a", things=1), demo_workspace(tmp_path, "b", things=1)
     config = write_config(tmp_path, [a, b])
     async with running_daemon(config) as (daemon, api):

@@ -29,8 +29,11 @@ from pathlib import Path
 def main() -> int:
     args = sys.argv[1:]
     command = args[0] if args else "version"
-    script = json.loads(Path(os.environ["FAKE_TF_SCRIPT"]).read_text()) if os.environ.get(
-        "FAKE_TF_SCRIPT") else {}
+    script = (
+        json.loads(Path(os.environ["FAKE_TF_SCRIPT"]).read_text())
+        if os.environ.get("FAKE_TF_SCRIPT")
+        else {}
+    )
     step = script.get(command, {})
     if step.get("ignore_sigint"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -62,7 +65,10 @@ def _spam(total: int) -> None:
     line_no, written = 0, 0
     block = []
     while written < total:
-        line = b"spam line %09d ................................................................\n" % line_no
+        line = (
+            b"spam line %09d ................................................................\n"
+            % line_no
+        )
         block.append(line)
         written += len(line)
         line_no += 1
@@ -93,9 +99,17 @@ def _show(args: list[str], step: dict) -> int:
     if step.get("invalid_json"):
         print("this is not json")
         return 0
-    doc = {"format_version": "0.2", "resource_changes": [
-        {"address": "fake_thing.a", "type": "fake_thing", "name": "a",
-         "change": {"actions": ["create"]}}]}
+    doc = {
+        "format_version": "0.2",
+        "resource_changes": [
+            {
+                "address": "fake_thing.a",
+                "type": "fake_thing",
+                "name": "a",
+                "change": {"actions": ["create"]},
+            }
+        ],
+    }
     print(json.dumps(doc))
     return 0
 
@@ -112,10 +126,22 @@ def _apply(args: list[str], step: dict) -> int:
     if path.exists():
         old = json.loads(path.read_text())
         serial, lineage = old["serial"], old["lineage"]
-    state = {"version": 4, "terraform_version": "1.0.3", "serial": serial + 1, "lineage": lineage,
-             "outputs": {}, "resources": [{"mode": "managed", "type": "fake_thing", "name": "a",
-                                           "provider": "provider[\"example.com/tfward/fake\"]",
-                                           "instances": [{"attributes": {"id": "a"}}]}]}
+    state = {
+        "version": 4,
+        "terraform_version": "1.0.3",
+        "serial": serial + 1,
+        "lineage": lineage,
+        "outputs": {},
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "fake_thing",
+                "name": "a",
+                "provider": 'provider["example.com/tfward/fake"]',
+                "instances": [{"attributes": {"id": "a"}}],
+            }
+        ],
+    }
     path.write_text(json.dumps(state))
     print("Apply complete! Resources: 1 added, 0 changed, 0 destroyed.")
     return int(step.get("exit", 0))
@@ -125,8 +151,12 @@ def _record(command: str, args: list[str]) -> None:
     calls = os.environ.get("FAKE_TF_CALLS")
     if calls:
         with open(calls, "a") as fh:
-            fh.write(json.dumps({"command": command, "args": args, "pid": os.getpid(),
-                                 "cwd": os.getcwd()}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"command": command, "args": args, "pid": os.getpid(), "cwd": os.getcwd()}
+                )
+                + "\n"
+            )
 
 
 HANDLERS = {"init": _init, "plan": _plan, "show": _show, "apply": _apply}

@@ -13,7 +13,8 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
   4. in ONE transaction, the moment the outcome becomes visible: status and stage become
      terminal (seed H1), the workspace lock is released unless the outcome keeps it (C2),
      run-task tokens are revoked (C4/C5), the notification for the outcome is put in the
-     outbox (M5), the process record is cleared;
+     outbox (M5) — after an apply that stored a state, with its run triggers and drift clear
+     (H5) — the process record is cleared;
   5. the run's live log is retired.
 Everything is done before step 4 commits, so a client that sees the run terminal can rely on
 every other step having happened.
@@ -31,7 +32,7 @@ from typing import Protocol
 import trio
 from sqlalchemy import Connection, update
 
-from tfward.daemon.store import artifacts
+from tfward.daemon.store import artifacts, followups
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.tables import run_task_results
@@ -176,10 +177,11 @@ async def _step(what: str, ending: Ending, fn: object) -> None:
 
 async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
     """The one transaction that makes the outcome visible, retried on any database error."""
+    downstream = _downstream(rt, ending.workspace)
     for attempt in range(TX_ATTEMPTS):
         try:
             with trio.move_on_after(STEP_TIMEOUT):
-                return await rt.store.write(lambda c: _record_tx(c, ending, outcome))
+                return await rt.store.write(lambda c: _record_tx(c, ending, outcome, downstream))
         except Exception:  # noqa: BLE001 — retried; recovery finishes the run if all fail
             log.exception(
                 "run %s: recording the outcome failed (attempt %d)", ending.run_id, attempt + 1
@@ -191,7 +193,17 @@ async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
     return None
 
 
-def _record_tx(conn: Connection, ending: Ending, outcome: Outcome) -> Run:
+def _downstream(rt: Runtime, workspace: str) -> tuple[str, ...]:
+    """The workspaces an apply of `workspace` triggers runs in (`triggers_runs_in`)."""
+    try:
+        return rt.config.workspace(workspace).triggers_runs_in
+    except KeyError:
+        return ()
+
+
+def _record_tx(
+    conn: Connection, ending: Ending, outcome: Outcome, downstream: tuple[str, ...] = ()
+) -> Run:
     when = now()
     run = run_store.get_run(conn, ending.run_id)
     if run.status.is_terminal:
@@ -224,6 +236,8 @@ def _record_tx(conn: Connection, ending: Ending, outcome: Outcome) -> Run:
         .values(token_ciphertext=None, token_revoked_at=when)
     )
     _notify(conn, ending, run, final, outcome)
+    # An apply that stored a new state: run triggers downstream and drift clear (seed H5).
+    followups.after_finish(conn, final, ending.workspace_id, downstream)
     return final
 
 

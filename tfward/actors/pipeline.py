@@ -13,22 +13,27 @@ funnel exactly once, shielded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
+from tfward.daemon import logs
 from tfward.daemon.store import artifacts, states
+from tfward.daemon.store import drift as drift_store
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
+from tfward.drift.detect import drifted_addresses
 from tfward.errors import PlanUnusable, StageFailed, StateRejected, WorkspaceLocked
 from tfward.ids import now
 from tfward.runs import model
@@ -41,6 +46,8 @@ from tfward.runs.model import (
     Stage,
     Status,
 )
+from tfward.runtasks.enforcement import Enforcement, enforce, tasks_at
+from tfward.runtasks.payload import Links
 
 from . import workdir
 from .funnel import Ending, Outcome, StateKeeper, finish_run
@@ -49,6 +56,10 @@ from .runtime import Runtime
 from .terraform import StopControl, run_terraform
 
 log = logging.getLogger(__name__)
+
+
+# Run-task stages: without a task attached they pass in memory only.
+_TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
 
 
 class StopReason:
@@ -114,11 +125,14 @@ class RunPipeline(StateKeeper):
         self.run_id = handle.run_id
         self.run_dir = rt.run_dir(self.run_id)
         self.stage: Stage | None = None
+        self._recorded_stage: Stage | None = None  # the stage the database shows
         # "pending" until planning starts, then "planning", "waiting" (apply_pending), "applying".
         self.phase = "pending"
         self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
+        # What a refresh-only plan (drift check) found changed outside terraform.
+        self.drifted: list[str] = []
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -127,6 +141,7 @@ class RunPipeline(StateKeeper):
         If the daemon itself cancels this task, the funnel still runs (shielded) first."""
         outcome: Outcome | None = None
         self.rt.live_logs[self.run_id] = self.log
+        logs.bind(run_id=self.run_id, workspace=self.ws.name, stage=None)
         try:
             await self.log.open()
             async with trio.open_nursery() as nursery:
@@ -217,7 +232,7 @@ class RunPipeline(StateKeeper):
         self.phase = "planning"
         self.log.note(f"run {run.id}: {run.operation} of workspace {self.ws.name}")
         async with self._stage(Stage.FETCHING):
-            cv_sha, archive = await self._fetch()
+            cv_sha, archive = await self._fetch(run)
         async with self._stage(Stage.INIT):
             await self._init(cv_sha)
         async with self._stage(Stage.PRE_PLAN):
@@ -261,9 +276,13 @@ class RunPipeline(StateKeeper):
     @contextlib.asynccontextmanager
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
-        and shielded from cancel requests so they finish (seed C1)."""
-        await self._transition(lambda r: model.enter_stage(r, stage))
+        and shielded from cancel requests so they finish (seed C1). A run-task stage with no
+        task attached passes without a database write (it is on the queue-latency path)."""
+        with_tasks = any(str(stage) in a.stages for a in self.ws.run_tasks)
+        if stage is not self._recorded_stage and (stage not in _TASK_STAGES or with_tasks):
+            await self._transition(lambda r: model.enter_stage(r, stage))
         self.stage = stage
+        logs.bind(stage=str(stage))
         timeout = self._timeout(stage)
         critical = stage in (Stage.SAVING_STATE, Stage.SAVING_PLAN)
         with contextlib.ExitStack() as stack:
@@ -282,32 +301,50 @@ class RunPipeline(StateKeeper):
         """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,
         or their phase's timeout when shorter."""
         phase = self.ws.apply_timeout if stage in model.APPLY_STAGES else self.ws.plan_timeout
-        return {
+        timeout = {
             Stage.INIT: self.ws.init_timeout,
             Stage.PLANNING: self.ws.plan_timeout,
             Stage.APPLYING: self.ws.apply_timeout,
         }.get(stage, min(phase, self.rt.config.terraform.stage_timeout))
+        # A run-task stage waits as long as its tasks may take (delivery plus their timeout).
+        return max(timeout, tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget())
 
-    async def _fetch(self) -> tuple[str, bytes]:
-        snap = await trio.to_thread.run_sync(workdir.snapshot, self.ws)
+    async def _fetch(self, run: Run) -> tuple[str, bytes]:
+        """Snapshot the workspace's source into a configuration version, or, for a run that
+        pins one (a release rolling out a configuration version), use exactly that one."""
+        pinned = run.pinned_configuration_version_id
+        snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ws)
 
-        def record(conn: Connection) -> bytes | None:
-            cv = artifacts.put_configuration(
-                conn, self.ws_id, snap.archive, snap.file_count, snap.sha256
-            )
+        def record(conn: Connection) -> tuple[str, str, bytes, bytes | None]:
+            if snap is not None:
+                cv = artifacts.put_configuration(
+                    conn, self.ws_id, snap.archive, snap.file_count, snap.sha256
+                )
+                cv_id, sha, archive = cv.id, snap.sha256, snap.archive
+            else:
+                assert pinned is not None
+                cv_id = pinned
+                sha, archive = artifacts.configuration_archive(conn, pinned)
             current = states.current(conn, self.ws_id)
-            run_store.set_configuration(conn, self.run_id, cv.id, current.id if current else None)
-            return states.current_raw(conn, self.ws_id)
+            run_store.set_configuration(conn, self.run_id, cv_id, current.id if current else None)
+            return cv_id, sha, archive, states.current_raw(conn, self.ws_id)
 
-        state = await self.rt.store.write(record)
-        self.log.note(f"configuration {snap.sha256[:12]} ({snap.file_count} files)")
-        await trio.to_thread.run_sync(self._prepare_dir, snap.archive, state)
-        return snap.sha256, snap.archive
+        cv_id, sha, archive, state = await self.rt.store.write(record)
+        self.log.note(
+            f"configuration {sha[:12]} "
+            + (f"({snap.file_count} files)" if snap else f"(pinned: {cv_id})")
+        )
+        if run.variable_overrides:
+            self.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
+        await trio.to_thread.run_sync(self._prepare_dir, archive, state, run.variable_overrides)
+        return sha, archive
 
-    def _prepare_dir(self, archive: bytes, state: bytes | None) -> None:
+    def _prepare_dir(
+        self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None = None
+    ) -> None:
         workdir.remove(self.run_dir)
         workdir.unpack(archive, self.run_dir)
-        workdir.write_inputs(self.run_dir, self.ws, self.cli_config)
+        workdir.write_inputs(self.run_dir, self.ws, self.cli_config, overrides)
         if state is not None:
             workdir.write_file_atomic(self.run_dir / workdir.STATE_FILE, state)
 
@@ -335,8 +372,49 @@ class RunPipeline(StateKeeper):
             await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.run_dir)
 
     async def _run_tasks(self, stage: Stage) -> None:
-        """Run-task stage. Workspaces without run tasks attached pass straight through."""
-        return None
+        """Run-task stage: send the tasks attached at `stage` their requests and wait for every
+        result (tfward/runtasks); a mandatory failure fails the run, except after the apply.
+        Workspaces without tasks at this stage pass straight through. On cancellation the
+        waits end and the funnel revokes the tokens."""
+        found = tasks_at(self.rt.config, self.ws.run_tasks, str(stage))
+        if not (found.attached or found.missing):
+            return
+        if self.rt.run_tasks is None:
+            raise StageFailed(ErrorKind.INTERNAL, "the run-task coordinator is not running")
+        self.log.note(f"run tasks at {stage}: " + ", ".join(a.task.name for a in found.attached))
+        outcome = await self.rt.run_tasks.run_stage(
+            run_id=self.run_id,
+            workspace_id=self.ws_id,
+            stage=str(stage),
+            attached=found.attached,
+            links=Links(self.rt.config.daemon.public_url, self.rt.config.daemon.organization),
+        )
+        decision = enforce(outcome, found.missing)
+        for line in decision.log_lines:
+            self.log.note(line)
+        if decision.warnings or decision.attention:
+            await self.rt.store.write(lambda c: self._record_enforcement(c, stage, decision))
+        if decision.block:
+            raise StageFailed(ErrorKind.RUN_TASK, decision.block)
+
+    def _record_enforcement(self, conn: Connection, stage: Stage, decision: Enforcement) -> None:
+        """Warnings on the run; after the apply, a mandatory failure is notified too."""
+        _, run = run_store.transition(
+            conn, self.run_id, lambda r: functools.reduce(model.add_warning, decision.warnings, r)
+        )
+        if decision.attention:
+            payload = {
+                "trigger": "run:needs_attention",
+                "run_id": run.id,
+                "workspace": run.workspace,
+                "run_status": str(run.status),
+                "message": decision.attention,
+                "run_message": run.message,
+            }
+            key = f"notify:{run.id}:run_task:{stage}"
+            artifacts.enqueue(
+                conn, "notify", payload, key=key, run_id=run.id, workspace_id=self.ws_id
+            )
 
     async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
         args = [
@@ -348,6 +426,8 @@ class RunPipeline(StateKeeper):
         ]
         if run.operation is Operation.DESTROY:
             args.append("-destroy")
+        if run.refresh_only:
+            args.append("-refresh-only")
         args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
         code = await self._terraform(args)
         if code not in (0, 2):
@@ -366,6 +446,9 @@ class RunPipeline(StateKeeper):
                 raise StageFailed(ErrorKind.PLAN, message)
             self.log.note(message)
             plan_json = b"null"
+        if run.refresh_only:
+            self.drifted = drifted_addresses(plan_json)
+            self.log.note(f"drift check: {len(self.drifted)} resources changed outside terraform")
         return code == 2, plan_json
 
     async def _record_plan(
@@ -401,6 +484,11 @@ class RunPipeline(StateKeeper):
                     else "run:applying"
                 )
                 _enqueue_transition(conn, after, self.ws_id, trigger)
+            if after.refresh_only:
+                # A drift check: its finding and `assessment:drifted` commit with the plan.
+                drift_store.record_check(
+                    conn, self.ws_id, self.ws.name, self.run_id, self.drifted, now()
+                )
             return after
 
         try:
@@ -464,7 +552,7 @@ class RunPipeline(StateKeeper):
             raise PlanUnusable("the run has no configuration version")
         cv_id = run.configuration_version_id
         sha, archive = await self.rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
-        await trio.to_thread.run_sync(self._prepare_dir, archive, state)
+        await trio.to_thread.run_sync(self._prepare_dir, archive, state, run.variable_overrides)
         await self._init(sha)
         await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)
 
@@ -509,7 +597,9 @@ class RunPipeline(StateKeeper):
                 _enqueue_transition(conn, after, self.ws_id, trigger)
             return after
 
-        return await self.rt.store.write(tx)
+        run = await self.rt.store.write(tx)
+        self._recorded_stage = run.stage
+        return run
 
     async def _terraform(self, args: Sequence[str], *, stdout: _TaskOutput | None = None) -> int:
         """Run terraform in the run directory under the global process limit, recording its

@@ -48,7 +48,8 @@ class RecoveryReport:
     interrupted: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     kept_waiting: list[str] = field(default_factory=list)
-    killed_processes: list[int] = field(default_factory=list)
+    stopped_processes: list[int] = field(default_factory=list)  # exited after SIGINT
+    killed_processes: list[int] = field(default_factory=list)  # needed SIGKILL
     released_locks: list[str] = field(default_factory=list)
     removed_directories: list[str] = field(default_factory=list)
 
@@ -107,11 +108,32 @@ async def stop_leftover_processes(
         _signal_group(pgid, signal.SIGINT)
     with trio.move_on_after(grace):
         # Not our children: there is no exit event to wait on, so poll.
-        while any(process_group_alive(g) for g in groups):  # noqa: ASYNC110
+        while any(_running(g) for g in groups):  # noqa: ASYNC110
             await trio.sleep(0.1)
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGKILL)
-        report.killed_processes.append(pgid)
+    for pgid in sorted(groups):
+        if _running(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            report.killed_processes.append(pgid)
+        else:
+            report.stopped_processes.append(pgid)
+
+
+def _running(pgid: int) -> bool:
+    """Whether the group has a member that is not a zombie. Our orphans are reaped by init,
+    which may take its time (or, in some sandboxes, never): a zombie has exited already."""
+    if not process_group_alive(pgid):
+        return False
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _is_terraform_group(pid: int) -> bool:
@@ -224,10 +246,11 @@ async def _remove_orphan_dirs(rt: Runtime, report: RecoveryReport) -> None:
     if not root.is_dir():
         return
     names = [p.name for p in root.iterdir()]
+    # Every run not finished keeps its directory: apply_pending ones apply from it, and runs
+    # of a workspace removed from the config keep the state terraform left until it returns.
+    unfinished = (Status.PENDING, Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
     live = await rt.store.read(
-        lambda c: {
-            r.id for r in run_store.list_runs(c, statuses=(Status.APPLY_PENDING,), limit=100_000)
-        }
+        lambda c: {r.id for r in run_store.list_runs(c, statuses=unfinished, limit=100_000)}
     )
     for name in names:
         if name not in live:

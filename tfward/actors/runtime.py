@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -22,6 +22,9 @@ from tfward.errors import NotFound
 from tfward.runs.model import Stage
 
 from .runlog import RunLog
+
+if TYPE_CHECKING:
+    from tfward.runtasks.coordinator import RunTaskCoordinator
 
 
 class FaultInjector(Protocol):
@@ -73,6 +76,8 @@ class Runtime:
     faults: FaultInjector = field(default_factory=NoFaults)
     critical: CriticalSections = field(default_factory=CriticalSections)
     live_logs: dict[str, RunLog] = field(default_factory=dict)
+    # Set by the daemon before any actor starts; None only in tests that build a Runtime bare.
+    run_tasks: RunTaskCoordinator | None = None
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
 

@@ -21,8 +21,10 @@ import logging
 import os
 import shutil
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfward.config import TerraformConfig, WorkspaceConfig, thaw
 
@@ -157,8 +159,13 @@ def _split_source(source: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def write_inputs(run_dir: Path, ws: WorkspaceConfig, cli_config: str) -> None:
-    (run_dir / TFVARS).write_text(json.dumps(thaw(ws.vars), indent=2, sort_keys=True) + "\n")
+def write_inputs(
+    run_dir: Path, ws: WorkspaceConfig, cli_config: str, overrides: Mapping[str, Any] | None = None
+) -> None:
+    """The tfvars file and the CLI config. `overrides` (a release's variables) replace the
+    workspace's variables of the same name."""
+    values = {**thaw(ws.vars), **thaw(overrides or {})}
+    (run_dir / TFVARS).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     (run_dir / CLI_CONFIG).write_text(cli_config)
 
 

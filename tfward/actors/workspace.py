@@ -169,7 +169,8 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
                 effects.append(Signal(run_id, decision, reason))
             elif decision == "discard" and run_id in state.queue:
                 # An apply_pending run held back in the queue (a user lock after a restart).
-                state = dataclasses.replace(state, queue=tuple(r for r in state.queue if r != run_id))
+                queue = tuple(r for r in state.queue if r != run_id)
+                state = dataclasses.replace(state, queue=queue)
                 effects.append(FinishQueued(run_id, reason or "discarded", "discarded"))
         case LockChanged(user_locked):
             state = dataclasses.replace(state, user_locked=user_locked)

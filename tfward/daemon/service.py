@@ -4,6 +4,9 @@
     └─ Daemon.serve nursery
        ├─ recovery (to completion, before anything else starts)
        ├─ Supervisor -> one WorkspaceActor per workspace -> run tasks
+       ├─ ReleaseExecutor (only with `[releases] enabled`; stopped first at shutdown)
+       ├─ OutboxWorker (follow-ups; runs while runs drain, stopped after them)
+       ├─ DriftScheduler (drift checks; stopped first at shutdown)
        └─ API server (hypercorn.trio.serve; shut down last, so status stays readable)
 
 Shutdown (`request_shutdown`, e.g. SIGTERM): stop accepting runs (the API answers 503), runs
@@ -29,9 +32,16 @@ from tfward.actors.supervisor import Supervisor
 from tfward.config import Config, load_config
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store
+from tfward.drift.scheduler import DriftScheduler
 from tfward.errors import ConfigError
+from tfward.outbox.worker import OutboxWorker
+from tfward.releases.executor import ReleaseExecutor
+from tfward.runtasks.coordinator import RunTaskCoordinator
+from tfward.runtasks.keys import load_keys
+from tfward.runtasks.tokens import TokenService
 
 from .api.app import ShieldFinalSend, create_app
+from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +60,14 @@ class Daemon:
         self.addresses: list[str] = []
         self.recovery: RecoveryReport | None = None
         self._shutdown = trio.Event()
+        self.notifier = Notifier()
         self._api_stop = trio.Event()
         self._cancel: trio.CancelScope | None = None
         self.rt: Runtime
         self.supervisor: Supervisor
+        self.releases: ReleaseExecutor | None = None
+        self.outbox: OutboxWorker
+        self.drift: DriftScheduler
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
@@ -71,16 +85,61 @@ class Daemon:
         names = [ws.name for ws in self.config.workspaces]
         ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
         self.rt = Runtime(self.config, self.store, ws_ids, faults=self.faults)
+        keys = await trio.to_thread.run_sync(load_keys, self.config.daemon)
+        log.info("run-task tokens: keys derived from the secret in %s", keys.source)
+        self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
         self.recovery = await recover(self.rt)
         self.supervisor = Supervisor(self.rt)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.supervisor.run)
+            if self.config.releases.enabled:
+                self.releases = ReleaseExecutor(self.rt, self.supervisor)
+                await nursery.start(self.releases.run)
+            # Rows a previous process left `running` are re-queued at once: none is held now.
+            self.outbox = OutboxWorker(self.rt, self.supervisor, reclaim_at_start=True)
+            await nursery.start(self.outbox.run)
+            self.drift = DriftScheduler(self.rt, self.supervisor)
+            await nursery.start(self.drift.run)
             self.addresses = await nursery.start(self._serve_api)
             log.info("tfward listening on %s", ", ".join(self.addresses))
+            self.notifier.ready(self.status_line())
+            # Pings go on while draining (systemd's watchdog still runs during a stop).
+            watchdog = trio.CancelScope()
+            nursery.start_soon(self._watchdog, watchdog, name="watchdog")
             task_status.started(self)
             await self._shutdown.wait()
+            self.notifier.stopping(f"stopping: {self.stop_reason}")
+            if self.releases is not None:
+                self.releases.stop()  # no new item starts; a new daemon resumes the release
+            self.drift.stop()
             await self._drain()
+            # Runs ended (their notifications are queued): jobs in flight get a short grace,
+            # then are abandoned with their lease and re-queued by the next start.
+            self.outbox.stop()
+            await self.outbox.stopped.wait()
+            watchdog.cancel()
             self._api_stop.set()
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: what the daemon is doing, in one line."""
+        live = len(self.rt.live_logs)
+        critical = self.rt.critical.count()
+        state = "stopping" if self.stopping else "serving"
+        return (f"{state} {len(self.config.workspaces)} workspaces; {live} runs active"
+                + (f", {critical} in a critical section" if critical else ""))
+
+    async def _watchdog(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self.notifier.watchdog(self._responsive, self.status_line)
+
+    async def _responsive(self, within: float) -> bool:
+        """For the watchdog: the supervisor runs and the database answers `within` seconds."""
+        if self.supervisor.stopped.is_set() and not self.stopping:
+            return False
+        with trio.move_on_after(within):
+            await self.store.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+            return True
+        return False
 
     def _prepare_storage(self) -> None:
         for sub in ("runs", "init-cache", "state-backups"):

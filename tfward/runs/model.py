@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from tfward.errors import InvalidTransition
 
@@ -155,6 +156,15 @@ class Run:
     force_cancel_requested_at: datetime | None = None
     warnings: tuple[str, ...] = ()
     status_changed_at: datetime | None = None
+    # Set on runs a release creates: the item it executes, and what the release rolls out
+    # (a configuration version of this workspace to apply instead of a fresh snapshot, and
+    # variables that override the workspace's).
+    release_item_id: str | None = None
+    pinned_configuration_version_id: str | None = None
+    variable_overrides: Mapping[str, Any] | None = None
+    # The run whose apply queued this one (run triggers); a refresh-only plan (drift check).
+    source_run_id: str | None = None
+    refresh_only: bool = False
 
     @property
     def is_speculative(self) -> bool:
@@ -251,13 +261,12 @@ def begin_apply(run: Run, now: datetime) -> Run:
 
 
 def discard(run: Run, now: datetime, *, reason: str | None = None) -> Run:
-    if run.status is not Status.APPLY_PENDING or run.confirmed_at is not None:
-        raise (
-            _refuse(run, "discard")
-            if run.confirmed_at is None
-            else InvalidTransition(
-                f"cannot discard run {run.id}: it was confirmed and is about to apply"
-            )
+    """Validate a discard: only an `apply_pending` run not yet confirmed."""
+    if run.status is not Status.APPLY_PENDING:
+        raise _refuse(run, "discard")
+    if run.confirmed_at is not None:
+        raise InvalidTransition(
+            f"cannot discard run {run.id}: it was confirmed and is about to apply"
         )
     return _to(run, now, Status.DISCARDED, stage=None, finished_at=now, error_message=reason)
 

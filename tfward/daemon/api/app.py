@@ -14,16 +14,36 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from tfward.errors import BadRequest, InvalidTransition, NotFound, WorkspaceLocked
+from tfward.errors import (
+    BadRequest,
+    InvalidTransition,
+    NotFound,
+    StateRejected,
+    WorkspaceLocked,
+)
 
-from . import routes_runs, routes_state, routes_workspaces
+from . import (
+    routes_inventory,
+    routes_outbox,
+    routes_releases,
+    routes_runs,
+    routes_state,
+    routes_tasks,
+    routes_workspaces,
+)
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
-_STATUS = {NotFound: 404, BadRequest: 422, InvalidTransition: 409, WorkspaceLocked: 409}
+_STATUS = {
+    NotFound: 404,
+    BadRequest: 422,
+    InvalidTransition: 409,
+    WorkspaceLocked: 409,
+    StateRejected: 409,
+}
 
 
 def error(status: int, message: str) -> tuple[Response, int]:
@@ -60,6 +80,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_workspaces.register(app, daemon)
     routes_runs.register(app, daemon)
     routes_state.register(app, daemon)
+    routes_tasks.register(app, daemon)
+    routes_releases.register(app, daemon)
+    routes_outbox.register(app, daemon)
+    routes_inventory.register(app, daemon)
     return app
 
 

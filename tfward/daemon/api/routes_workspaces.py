@@ -14,6 +14,7 @@ from tfward.daemon.store import workspaces as ws_store
 from tfward.runs.model import Status
 
 from .body import json_object
+from .routes_inventory import followup_views
 from .views import lock_view, run_view, state_version_view
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def workspace_view(conn: Connection, ws_id: str, name: str) -> dict[str, Any]:
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
         "latest_state_version": state_version_view(latest) if latest else None,
+        **followup_views(conn, ws_id),  # "inventory" sync status and "drift"
     }
 
 

@@ -35,6 +35,9 @@ def run_view(run: Run) -> dict[str, Any]:
         "configuration_version_id": run.configuration_version_id,
         "created_by": run.created_by,
         "confirmed_by": run.confirmed_by,
+        # Run triggers: the applied run that queued this one; drift checks are refresh-only.
+        "source_run_id": run.source_run_id,
+        "refresh_only": run.refresh_only,
         "warnings": list(run.warnings),
         "actions": list(allowed_actions(run)),
         "timestamps": {

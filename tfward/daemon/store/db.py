@@ -37,6 +37,10 @@ _TRANSIENT = (
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # pysqlite only opens a transaction before writes, so two SELECTs of one `Store.read`
+    # could see different commits. Let SQLAlchemy's BEGIN (below) open every transaction:
+    # a read then sees one snapshot (SQLAlchemy's documented recipe for pysqlite).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode loses nothing when the process is killed, only on power loss.
@@ -44,6 +48,10 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -110,6 +118,7 @@ def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

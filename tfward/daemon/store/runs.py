@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
@@ -11,6 +11,7 @@ from tfward.errors import NotFound
 from tfward.ids import new_id, now
 from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Stage, Status
 
+from . import followups
 from .tables import runs, workspaces
 
 
@@ -45,6 +46,11 @@ def run_from_row(row: Row[Any], workspace_name: str) -> Run:
         force_cancel_requested_at=m["force_cancel_requested_at"],
         warnings=tuple(m["warnings"]),
         status_changed_at=m["status_changed_at"],
+        release_item_id=m["release_item_id"],
+        pinned_configuration_version_id=m["pinned_configuration_version_id"],
+        variable_overrides=m["variable_overrides"],
+        source_run_id=m["source_run_id"],
+        refresh_only=bool(m["refresh_only"]),
     )
 
 
@@ -105,7 +111,13 @@ def create_run(
     targets: Sequence[str] = (),
     replace: Sequence[str] = (),
     created_by: str | None = None,
+    release_item_id: str | None = None,
+    pinned_configuration_version_id: str | None = None,
+    variable_overrides: Mapping[str, Any] | None = None,
+    source_run_id: str | None = None,
+    refresh_only: bool = False,
 ) -> Run:
+    """Insert a pending run, with its `run:created` notification in the same transaction."""
     seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
     created = now()
     run = Run(
@@ -120,6 +132,11 @@ def create_run(
         replace=tuple(replace),
         created_by=created_by,
         status_changed_at=created,
+        release_item_id=release_item_id,
+        pinned_configuration_version_id=pinned_configuration_version_id,
+        variable_overrides=variable_overrides,
+        source_run_id=source_run_id,
+        refresh_only=refresh_only,
     )
     conn.execute(
         insert(runs).values(
@@ -133,9 +150,15 @@ def create_run(
             replace=list(replace),
             created_by=created_by,
             created_at=created,
+            release_item_id=release_item_id,
+            pinned_configuration_version_id=pinned_configuration_version_id,
+            variable_overrides=None if variable_overrides is None else dict(variable_overrides),
+            source_run_id=source_run_id,
+            refresh_only=refresh_only,
             **_values(run),
         )
     )
+    followups.notify_created(conn, run, workspace_id)
     return run
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, insert, select
 from tfward.errors import NotFound, StateRejected
 from tfward.ids import new_id, now
 
+from . import followups
 from .tables import state_versions
 
 
@@ -50,11 +51,13 @@ def parse_state(raw: bytes) -> ParsedState:
     try:
         doc = json.loads(raw)
         serial, lineage = int(doc["serial"]), str(doc["lineage"])
-        resources = doc.get("resources") or []
         outputs = doc.get("outputs") or {}
-    except (ValueError, KeyError, TypeError) as exc:
+        instances = sum(len(r.get("instances") or [])
+                        for r in doc.get("resources") or [] if r.get("mode") == "managed")
+        if not isinstance(outputs, dict):
+            raise TypeError("outputs is not an object")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StateRejected(f"not a terraform state file: {exc}") from exc
-    instances = sum(len(r.get("instances") or []) for r in resources if r.get("mode") == "managed")
     return ParsedState(serial, lineage, outputs, instances, hashlib.sha256(raw).hexdigest(), raw)
 
 
@@ -173,6 +176,8 @@ def store(
             created_at=version.created_at,
         )
     )
+    # Every stored version (apply, partial, rollback, ...) refreshes the inventory.
+    followups.inventory_sync(conn, ws_id, version.id, version.serial, run_id)
     return version
 
 
@@ -181,6 +186,9 @@ def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
     old = get(conn, sv_id)
     if old.workspace_id != ws_id:
         raise NotFound(f"state version {sv_id} does not belong to this workspace")
+    latest = current(conn, ws_id)
+    if latest is not None and latest.id == sv_id:
+        raise StateRejected(f"state version {sv_id} is already the current state")
     top = conn.execute(
         select(func.max(state_versions.c.serial)).where(state_versions.c.workspace_id == ws_id)
     ).scalar_one()
@@ -190,6 +198,5 @@ def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
     version = store(
         conn, ws_id, parse_state(raw), kind="rollback", run_id=None, rolled_back_from=sv_id
     )
-    if version is None:
-        raise StateRejected(f"state version {sv_id} is already the current state")
+    assert version is not None  # the new serial makes it new content
     return version

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -130,7 +131,11 @@ runs = Table(
     Column("cancel_requested_at", UTCDateTime),
     Column("force_cancel_requested_at", UTCDateTime),
     Column("status_changed_at", UTCDateTime),
+    # Migration 0002: the run whose apply queued this one (run triggers), and drift checks.
+    Column("source_run_id", String(32), nullable=True),
+    Column("refresh_only", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_runs_workspace_status", "workspace_id", "status"),
+    Index("ix_runs_source_run_id", "source_run_id"),
     Index("ix_runs_status", "status"),
 )
 
@@ -217,4 +222,138 @@ run_task_results = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("last_progress_at", UTCDateTime, nullable=True),
     Index("ix_run_task_results_run", "run_id"),
+)
+
+# ---- releases (migration 0003_releases) ------------------------------------------------------
+
+# A release rolls one change through ordered batches of workspaces. `version` goes up with every
+# change and guards each save (compare-and-set); the counts are written in the same transaction
+# as the item statuses they count.
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("cancelled", Integer, nullable=False),
+    # What it rolls out: a configuration version (copied into each workspace by content), and
+    # variables merged over each workspace's; neither: the current source.
+    Column("configuration_version_id", String(32), ForeignKey("configuration_versions.id")),
+    Column("configuration_sha256", String(64), nullable=True),
+    Column("variables", JSON(none_as_null=True), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_by", String(128), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("cancel_requested_at", UTCDateTime),
+    Index("ix_releases_status", "status"),
+)
+
+# One row per workspace of a release. An item is claimed by a compare-and-set on `status`
+# (pending -> running) in the same transaction that creates its run and stores `run_id`.
+release_items = Table(
+    "release_items",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("release_id", String(32), ForeignKey("releases.id"), nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=True),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("release_id", "workspace_id", name="uq_release_items_release_workspace"),
+    UniqueConstraint("run_id", name="uq_release_items_run_id"),
+    Index("ix_release_items_release_batch", "release_id", "batch"),
+)
+
+# Columns 0003_releases adds to `runs`, appended here so the `runs` definition above stays as
+# it is. `release_item_id` is unique (NULLs are distinct): one run per release item, enforced by
+# the database as well. No foreign key: SQLite cannot add one to an existing table.
+runs.append_column(Column("release_item_id", String(32), nullable=True))
+runs.append_column(Column("pinned_configuration_version_id", String(32), nullable=True))
+runs.append_column(Column("variable_overrides", JSON(none_as_null=True), nullable=True))
+Index("uq_runs_release_item_id", runs.c.release_item_id, unique=True)
+
+# ---- migration 0002: follow-ups (delivery log, inventory, drift) ----------------------------
+
+# Every attempt to deliver a notification, successful or not (seed M4).
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("outbox_id", String(32), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("workspace_id", String(32), nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("delivered", Boolean, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_notification_deliveries_created", "created_at"),
+    Index("ix_notification_deliveries_outbox", "outbox_id"),
+)
+
+# The resources of each workspace's latest synced state (a CMDB view, seed H5/H6).
+inventory_resources = Table(
+    "inventory_resources",
+    metadata,
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), primary_key=True),
+    Column("address", String(512), primary_key=True),
+    Column("state_version_id", String(32), nullable=False),
+    Column("serial", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("module", String(256), nullable=True),
+    Column("provider", String(256), nullable=False),
+    Column("index_key", JSON, nullable=True),
+    Column("resource_id", String(512), nullable=True),
+    Column("synced_at", UTCDateTime, nullable=False),
+    Index("ix_inventory_resources_type", "type"),
+)
+
+# One row per workspace: which state the inventory shows, and the sync in progress. A sync
+# has `started_at` and a lease (the outbox row's), so `syncing` can never stick (seed H6).
+inventory_syncs = Table(
+    "inventory_syncs",
+    metadata,
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("synced_state_version_id", String(32), nullable=True),
+    Column("synced_serial", Integer, nullable=True),
+    Column("synced_at", UTCDateTime, nullable=True),
+    Column("syncing_state_version_id", String(32), nullable=True),
+    Column("syncing_serial", Integer, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# The last drift check of each workspace (a refresh-only plan) and what it found.
+workspace_drift = Table(
+    "workspace_drift",
+    metadata,
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), primary_key=True),
+    Column("drifted", Boolean, nullable=False),
+    Column("addresses", JSON, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=True),
+    Column("check_run_id", String(32), nullable=True),
+    # The state version the check compared against: an apply of a newer one clears the flag.
+    Column("state_version_id", String(32), nullable=True),
+    Column("state_serial", Integer, nullable=True),
+    Column("detected_at", UTCDateTime, nullable=True),
+    Column("cleared_at", UTCDateTime, nullable=True),
+    Column("cleared_by_run_id", String(32), nullable=True),
 )

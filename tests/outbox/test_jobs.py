@@ -1,0 +1,136 @@
+"""Notifications through the real daemon: run outcomes reach real receivers on loopback, every
+attempt is in the delivery log, dead rows are retried through the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from harness import Api, demo_workspace, running_daemon
+from receiver import Receiver, followups_config, serving
+
+TOKEN = "s3cret-notification-token"
+
+
+def destination(url: str, *triggers: str, **settings: Any) -> dict[str, Any]:
+    return {"name": "hook", "type": "generic", "url": url, "token": TOKEN,
+            "triggers": list(triggers), "retry_interval": "200ms", **settings}
+
+
+async def outbox(api: Api, **params: str) -> list[dict[str, Any]]:
+    response = await api.http.get("/api/v1/outbox", params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+async def attempts(api: Api, **params: str) -> list[dict[str, Any]]:
+    response = await api.http.get("/api/v1/notifications/deliveries", params=params)
+    assert response.status_code == 200, response.text
+    return sorted(response.json()["data"], key=lambda a: a["attempt"])
+
+
+async def pending_run(api: Api, workspace: str) -> str:
+    """A run that stays pending: the workspace is locked by a user first (no terraform)."""
+    response = await api.http.post(f"/api/v1/workspaces/{workspace}/actions/lock")
+    assert response.status_code == 200, response.text
+    return str((await api.create_run(workspace))["id"])
+
+
+async def test_a_run_outcome_reaches_a_receiver_that_was_down_for_three_attempts(
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver(fail_first=3, token=TOKEN)
+    async with serving(receiver):
+        ws = demo_workspace(tmp_path, things=1, notifications=["hook"])
+        config = followups_config(
+            tmp_path, [ws], [destination(receiver.at("/tfe"), "run:completed")])
+        async with running_daemon(config) as (daemon, api):
+            run = await api.create_run("demo", operation="plan", message="speculative")
+            await api.wait(run["id"], "planned_and_finished")
+            [got] = await receiver.wait_for_ok(1)
+            # The receiver answered; the daemon records that (and the attempt) just after.
+            [row] = await _wait_rows(api, daemon, kind="deliver", status="done")
+            log = await attempts(api, run_id=run["id"])
+    assert [r.answered for r in receiver.received] == [503, 503, 503, 200]
+    assert got.signature_ok(TOKEN) and got.trigger == "run:completed"
+    assert got.payload["run_id"] == run["id"] and got.payload["workspace_name"] == "demo"
+    assert got.payload["notifications"][0]["run_status"] == "planned_and_finished"
+    assert [(a["attempt"], a["delivered"], a["status_code"]) for a in log] == [
+        (1, False, 503), (2, False, 503), (3, False, 503), (4, True, 200)]
+    assert all(a["destination"] == "hook" and a["workspace"] == "demo" for a in log)
+    assert row["status"] == "done" and row["attempts"] == 4 and "idempotency_key" not in row
+
+
+async def test_cancelled_runs_notify_run_cancelled_and_failed_runs_run_errored(
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver(token=TOKEN)
+    failing = 'resource "demo_thing" "bad" {\n  name = "bad"\n  fail = true\n}\n'
+    async with serving(receiver):
+        workspaces = [
+            demo_workspace(tmp_path, "calm", things=1, notifications=["hook"]),
+            demo_workspace(tmp_path, "broken", things=0, extra_tf=failing, auto_apply=True,
+                           notifications=["hook"]),
+        ]
+        config = followups_config(tmp_path, workspaces, [
+            destination(receiver.at("/tfe"), "run:cancelled", "run:errored")])
+        async with running_daemon(config) as (daemon, api):
+            cancelled = await pending_run(api, "calm")
+            assert (await api.action(cancelled, "cancel")).status_code == 202
+            await api.wait(cancelled, "cancelled")
+            failed = (await api.create_run("broken"))["id"]
+            await api.wait(failed, "failed")
+            got = await receiver.wait_for_ok(2)
+    by_run = {r.payload["run_id"]: r.payload["notifications"][0] for r in got}
+    assert by_run[cancelled]["trigger"] == "run:cancelled"
+    assert by_run[cancelled]["message"] == "Run Cancelled"
+    assert by_run[cancelled]["run_status"] == "cancelled"
+    assert by_run[failed]["trigger"] == "run:errored"
+    assert by_run[failed]["message"] == "Run Errored" and by_run[failed]["run_status"] == "failed"
+    assert len(receiver.received) == 2
+
+
+async def test_a_dead_row_is_listed_and_can_be_retried_through_the_api_only_when_dead(
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver(status=500)
+    async with serving(receiver):
+        ws = demo_workspace(tmp_path, things=1, notifications=["hook"])
+        config = followups_config(tmp_path, [ws], [
+            destination(receiver.at("/tfe"), "run:created", retries=1, retry_interval="50ms")])
+        async with running_daemon(config) as (daemon, api):
+            run_id = await pending_run(api, "demo")
+            await receiver.wait_until(lambda r: len(r.received) == 2)
+            [dead] = await _wait_rows(api, daemon, status="dead", kind="deliver")
+            assert dead["attempts"] == 2 and "500" in dead["last_error"]
+            assert dead["run_id"] == run_id and dead["workspace"] == "demo"
+            [done] = await outbox(api, kind="notify", status="done")
+            refused = await api.http.post(f"/api/v1/outbox/{done['id']}/actions/retry")
+            unknown = await api.http.post("/api/v1/outbox/ob-nope/actions/retry")
+            bad_status = await api.http.get("/api/v1/outbox", params={"status": "lost"})
+            receiver.status = 200
+            retried = await api.http.post(f"/api/v1/outbox/{dead['id']}/actions/retry")
+            assert retried.status_code == 202, retried.text
+            assert retried.json()["data"]["status"] == "queued"
+            await receiver.wait_for_ok(1)
+            [row] = await _wait_rows(api, daemon, status="done", kind="deliver")
+            log = await attempts(api, outbox_id=dead["id"])
+            again = await api.http.post(f"/api/v1/outbox/{dead['id']}/actions/retry")
+    assert refused.status_code == 409 and "only dead rows" in refused.json()["error"]["message"]
+    assert unknown.status_code == 404 and bad_status.status_code == 422
+    assert again.status_code == 409
+    assert row["id"] == dead["id"] and row["attempts"] == 1
+    assert [(a["attempt"], a["status_code"]) for a in log] == [(1, 200), (1, 500), (2, 500)]
+
+
+async def _wait_rows(api: Api, daemon: Any, **params: str) -> list[dict[str, Any]]:
+    """Until the outbox has rows matching `params` (woken by the daemon's commits)."""
+    with trio.fail_after(30):
+        while True:
+            committed = daemon.store.committed
+            rows = await outbox(api, **params)
+            if rows:
+                return rows
+            with trio.move_on_after(0.5):
+                await committed.wait()

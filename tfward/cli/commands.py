@@ -1,0 +1,165 @@
+"""The `tfward` commands that talk to a running daemon, plus `token create`: their arguments
+and the dispatch that turns every failure into an exit code and a message on stderr.
+
+    tfward workspaces [show NAME]            tfward lock NAME [--reason R] / unlock NAME [--force]
+    tfward plan|apply|destroy NAME           tfward runs [NAME], run show ID, logs ID [-f]
+    tfward confirm|discard ID, cancel ID [--force]
+    tfward state list NAME | show SV_ID | download SV_ID [-o FILE] | rollback NAME SV_ID
+    tfward token create --name N --role read|plan|apply|admin
+
+Exit codes: 0 success, 1 the run failed (or applied_state_error), 2 usage or config error or a
+request the daemon refused, 3 the run was cancelled or discarded, 4 the daemon is unreachable,
+130 interrupted (Ctrl-C; a followed run goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import runs, state, tokens, workspaces
+from .client import DEFAULT_URL, EXIT_INTERRUPTED, CliError, Settings, resolve
+
+COMMANDS = frozenset(
+    {
+        "workspaces",
+        "plan",
+        "apply",
+        "destroy",
+        "runs",
+        "run",
+        "logs",
+        "confirm",
+        "discard",
+        "cancel",
+        "lock",
+        "unlock",
+        "state",
+        "token",
+    }
+)
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _common() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Options every API command takes, after the command name. Defaults are SUPPRESSed so a
+    nested subcommand does not overwrite what its parent parsed (argparse's defaults do)."""
+    conn = argparse.ArgumentParser(add_help=False)
+    group = conn.add_argument_group("connection")
+    group.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the daemon's API (default: $TFWARD_URL, else {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="API token (default: $TFWARD_TOKEN, else <data_dir>/admin.token of the config)",
+    )
+    group.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="config whose data_dir holds admin.token (default: $TFWARD_CONFIG, "
+        "./tfward.toml, examples/tfward.toml)",
+    )
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
+    )
+    return conn, out
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the commands to the `tfward` command's subparsers."""
+    conn, out = _common()
+    both = [conn, out]
+
+    def command(name: str, handler: Handler, help: str, parents: list[Any]) -> Any:
+        parser = sub.add_parser(name, parents=parents, help=help, description=help)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    ws = command("workspaces", workspaces.list_workspaces, "list workspaces", both)
+    ws_sub = ws.add_subparsers(dest="ws_command", required=False)
+    ws_sub.add_parser("show", parents=both, help="one workspace").add_argument("name")
+
+    for name, what in (
+        ("plan", "a speculative plan"),
+        ("apply", "plan, confirm, apply"),
+        ("destroy", "plan a destroy, confirm, apply"),
+    ):
+        p = command(name, runs.start, f"{what} of a workspace, followed live", [conn])
+        p.add_argument("name", metavar="WORKSPACE")
+        p.add_argument("-m", "--message", default="", help="a note stored on the run")
+        p.add_argument("--target", action="append", metavar="ADDR", help="terraform -target")
+        if name != "plan":
+            p.add_argument("--auto-approve", action="store_true", help="confirm without asking")
+        if name == "apply":
+            p.add_argument("--replace", action="append", metavar="ADDR", help="terraform -replace")
+
+    p = command("runs", runs.list_runs, "list runs, newest first", both)
+    p.add_argument("name", nargs="?", metavar="WORKSPACE", help="default: all workspaces")
+    p.add_argument("--limit", type=int, default=20)
+    p = command("run", runs.show_run, "show a run (`run show ID`)", both)
+    p.add_argument("verb", choices=["show"])
+    p.add_argument("run_id", metavar="ID")
+    p = command("logs", runs.logs, "a run's log", [conn])
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    for name, what in (
+        ("confirm", "apply a run's plan"),
+        ("discard", "throw a run's plan away"),
+        ("cancel", "stop a run"),
+    ):
+        p = command(name, runs.action, what, both)
+        p.add_argument("run_id", metavar="ID")
+        if name == "cancel":
+            p.add_argument(
+                "--force", action="store_true", help="kill terraform now (after a cancel)"
+            )
+
+    p = command("lock", workspaces.lock, "lock a workspace: no new runs start", both)
+    p.add_argument("name", metavar="WORKSPACE")
+    p.add_argument("--reason", default="")
+    p = command("unlock", workspaces.lock, "unlock a workspace", both)
+    p.add_argument("name", metavar="WORKSPACE")
+    p.add_argument("--force", action="store_true", help="also a lock someone else holds")
+
+    st = command("state", state.state, "state versions", [])
+    st_sub = st.add_subparsers(dest="state_command", required=True)
+    st_sub.add_parser("list", parents=both, help="a workspace's versions").add_argument("name")
+    st_sub.add_parser("show", parents=both, help="one version").add_argument("sv_id")
+    p = st_sub.add_parser("download", parents=[conn], help="the raw state file")
+    p.add_argument("sv_id")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+    p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
+    p.add_argument("name", metavar="WORKSPACE")
+    p.add_argument("sv_id")
+
+    tok = sub.add_parser("token", help="API tokens (made locally)")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True)
+    p = tok_sub.add_parser("create", parents=[out], help="a new token and its config entry")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=tokens.ROLES)
+    p.set_defaults(handler=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; a `CliError` becomes its message on stderr and its exit code."""
+    try:
+        if args.command == "token":
+            return tokens.create(args)
+        settings = resolve(
+            getattr(args, "url", None), getattr(args, "token", None), getattr(args, "config", None)
+        )
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except CliError as exc:
+        print(f"tfward: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,66 @@
+"""`token create --name N --role R`: a new API token and the config entry that admits it.
+
+Made locally, no daemon involved. The token is 32 random bytes, URL-safe base64, with the prefix
+`tfw_` (so a leaked one is recognisable); the config holds only `sha256` = the hex SHA-256 of the
+token's UTF-8 bytes. The token is shown once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import secrets
+
+from .client import EXIT_OK, EXIT_USAGE, CliError
+
+ROLES = ("read", "plan", "apply", "admin")
+PREFIX = "tfw_"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def config_entry(name: str, role: str, digest: str) -> str:
+    """The `[[api_token]]` table for the daemon's config (valid TOML on its own)."""
+    lines = ["[[api_token]]", f"name = {json.dumps(name)}", f"role = {json.dumps(role)}"]
+    return "\n".join([*lines, f'sha256 = "{digest}"', ""])
+
+
+def create(args: argparse.Namespace) -> int:
+    if not _NAME.fullmatch(args.name):
+        raise CliError(
+            EXIT_USAGE,
+            f"--name {args.name!r}: use letters, digits and . _ @ - (up to 64), e.g. --name ci",
+        )
+    token = new_token()
+    digest = token_sha256(token)
+    entry = config_entry(args.name, args.role, digest)
+    if getattr(args, "json", False):
+        print(
+            json.dumps(
+                {
+                    "name": args.name,
+                    "role": args.role,
+                    "token": token,
+                    "sha256": digest,
+                    "config": entry,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(f"token: {token}")
+    print("  shown only once: store it as a secret (the CLI reads $TFWARD_TOKEN or --token)")
+    print()
+    print("Add this to the daemon's config file, then reload the daemon (SIGHUP):")
+    print()
+    print(entry, end="")
+    return EXIT_OK

@@ -1,0 +1,87 @@
+"""Outbox and notification endpoints: follow-up jobs, dead-letter retry, the delivery log.
+
+    GET  /api/v1/outbox?status=queued|running|done|dead&kind=...&run_id=...&limit=...
+    POST /api/v1/outbox/{id}/actions/retry           dead rows only (409 otherwise)
+    GET  /api/v1/notifications/deliveries?destination=...&run_id=...&outbox_id=...&limit=...
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from quart import request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound as HTTPNotFound
+
+from tfward.daemon.store import deliveries
+from tfward.daemon.store import outbox as outbox_store
+from tfward.errors import BadRequest
+from tfward.ids import now, rfc3339
+
+from .body import json_object
+
+if TYPE_CHECKING:
+    from tfward.daemon.service import Daemon
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row as JSON: times as RFC 3339."""
+    return {k: rfc3339(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def outbox_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = plain(row)
+    view.pop("idempotency_key", None)
+    return view
+
+
+def _limit() -> int:
+    return max(1, min(request.args.get("limit", default=100, type=int) or 100, 1000))
+
+
+def register(app: QuartTrio, daemon: Daemon) -> None:
+    store = daemon.store
+
+    @app.get("/api/v1/outbox")
+    async def list_outbox() -> dict[str, Any]:
+        status = request.args.get("status")
+        if status is not None and status not in outbox_store.STATUSES:
+            raise BadRequest(
+                f"status: expected one of {', '.join(outbox_store.STATUSES)}, got {status!r}"
+            )
+        kind, run_id, limit = request.args.get("kind"), request.args.get("run_id"), _limit()
+        rows = await store.read(
+            lambda c: outbox_store.list_rows(
+                c, status=status, kind=kind, run_id=run_id, limit=limit
+            )
+        )
+        counts = await store.read(outbox_store.counts)
+        return {"data": [outbox_view(r) for r in rows], "meta": {"counts": counts}}
+
+    @app.get("/api/v1/outbox/<row_id>")
+    async def show_outbox(row_id: str) -> dict[str, Any]:
+        return {"data": outbox_view(await store.read(lambda c: outbox_store.get_row(c, row_id)))}
+
+    @app.post("/api/v1/outbox/<row_id>/actions/<action>")
+    async def outbox_action(row_id: str, action: str) -> tuple[dict[str, Any], int]:
+        if action != "retry":
+            raise HTTPNotFound(f"unknown outbox action {action!r}")
+        await json_object({})
+        row = await store.write(lambda c: outbox_store.retry_dead(c, row_id, now()))
+        return {"data": outbox_view(row)}, 202
+
+    @app.get("/api/v1/notifications/deliveries")
+    async def list_deliveries() -> dict[str, Any]:
+        destination = request.args.get("destination")
+        run_id, outbox_id, limit = (
+            request.args.get("run_id"),
+            request.args.get("outbox_id"),
+            _limit(),
+        )
+        rows = await store.read(
+            lambda c: deliveries.list_attempts(
+                c, destination=destination, run_id=run_id, outbox_id=outbox_id, limit=limit
+            )
+        )
+        return {"data": [plain(r) for r in rows]}

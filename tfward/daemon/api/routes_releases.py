@@ -1,0 +1,235 @@
+"""Release endpoints: create, list, show (items grouped by batch, exact counts), cancel.
+
+`GET /api/v1/releases/{id}?wait_after=REVISION&wait_timeout=30` long-polls: it answers once
+the release looks different from the view whose `revision` was given (an item or its run moved
+on), or when the timeout passes. The revision is a digest of the view, so a client that watches
+sees every change without polling on a timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import request
+from quart_trio import QuartTrio
+from sqlalchemy import Connection
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.exceptions import ServiceUnavailable
+
+from tfward.daemon.store import releases as release_store
+from tfward.errors import BadRequest
+from tfward.ids import now, rfc3339
+from tfward.releases import model
+from tfward.releases.decide import RunResult
+from tfward.releases.executor import cancel_item_run
+from tfward.releases.model import Item, ItemStatus, Release, ReleaseStatus
+
+from .body import json_object
+
+if TYPE_CHECKING:
+    from tfward.daemon.service import Daemon
+
+_CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "batches": list,
+    "configuration_version_id": str,
+    "variables": dict,
+}
+_BATCHES = "field 'batches': expected a non-empty list of non-empty lists of workspace names"
+MAX_WAIT = 300.0
+
+
+def register(app: QuartTrio, daemon: Daemon) -> None:
+    store = daemon.store
+
+    @app.post("/api/v1/releases")
+    async def create_release() -> tuple[dict[str, Any], int]:
+        if daemon.releases is None or not daemon.config.releases.enabled:
+            # The executor starts with the daemon: enabling needs a restart.
+            raise ServiceUnavailable(
+                "releases are disabled: set [releases] enabled = true and restart the daemon"
+            )
+        if daemon.stopping:
+            raise ServiceUnavailable(f"not accepting releases: {daemon.stop_reason}")
+        body = await json_object(_CREATE_FIELDS)
+        batches = _batches(body.get("batches"), {ws.name for ws in daemon.config.workspaces})
+        variables = _variables(body.get("variables"), batches, daemon)
+        name = body.get("name") or ""
+        if len(name) > 200:
+            raise BadRequest("field 'name': at most 200 characters")
+
+        def tx(conn: Connection) -> dict[str, Any]:
+            release = release_store.create_release(
+                conn,
+                name=name,
+                batches=batches,
+                configuration_version_id=body.get("configuration_version_id"),
+                variables=variables,
+                created_by="api",
+            )
+            return release_view(release, {})
+
+        return {"data": await store.write(tx)}, 201
+
+    @app.get("/api/v1/releases")
+    async def list_releases() -> dict[str, Any]:
+        limit = max(1, min(request.args.get("limit", default=100, type=int), 1000))
+        try:
+            statuses = [ReleaseStatus(s) for s in request.args.get("status", "").split(",") if s]
+        except ValueError:
+            raise BadRequest(
+                "query 'status': expected any of " + ", ".join(s.value for s in ReleaseStatus)
+            ) from None
+
+        def load(conn: Connection) -> list[dict[str, Any]]:
+            found = release_store.snapshots(conn, statuses=statuses, limit=limit)
+            return [release_view(release, runs) for release, runs in found]
+
+        return {"data": await store.read(load)}
+
+    @app.get("/api/v1/releases/<release_id>")
+    async def show_release(release_id: str) -> dict[str, Any]:
+        def load(conn: Connection) -> dict[str, Any]:
+            return release_view(*release_store.snapshot(conn, release_id))
+
+        view = await store.read(load)
+        seen = request.args.get("wait_after")
+        timeout = min(request.args.get("wait_timeout", default=30.0, type=float), MAX_WAIT)
+        with trio.move_on_after(timeout):
+            while seen and view["revision"] == seen and view["status"] not in _TERMINAL:
+                committed = store.committed  # taken before reading: no wake-up is missed
+                view = await store.read(load)
+                if view["revision"] == seen:
+                    await committed.wait()
+        return {"data": view}
+
+    @app.post("/api/v1/releases/<release_id>/actions/<action>")
+    async def release_action(release_id: str, action: str) -> tuple[dict[str, Any], int]:
+        if action != "cancel":
+            raise HTTPNotFound(f"unknown release action {action!r}")
+        await json_object({})
+        release = await store.write(
+            lambda c: release_store.transition(
+                c, release_id, lambda r: model.request_cancel(r, now())
+            )
+        )
+        # The same path as a run's cancel; the executor repeats it for any run it finds still
+        # running, so a cancel that lands while an item is being claimed is not lost.
+        for item in release.with_status(ItemStatus.RUNNING):
+            if item.run_id:
+                await cancel_item_run(daemon.rt, daemon.supervisor, item.workspace, item.run_id)
+
+        view = await store.read(lambda c: release_view(*release_store.snapshot(c, release_id)))
+        return {"data": view}, 202
+
+
+_TERMINAL = {str(s) for s in ReleaseStatus if s.is_terminal}
+
+
+def _batches(value: Any, configured: set[str]) -> list[list[str]]:
+    """The batches as given, or 422 naming unknown and repeated workspaces."""
+    if not isinstance(value, list) or not value:
+        raise BadRequest(_BATCHES)
+    for batch in value:
+        if not isinstance(batch, list) or not batch:
+            raise BadRequest(_BATCHES)
+        if not all(isinstance(name, str) and name for name in batch):
+            raise BadRequest(_BATCHES)
+    names = [name for batch in value for name in batch]
+    problems = []
+    unknown = sorted({n for n in names if n not in configured})
+    if unknown:
+        problems.append(f"unknown workspaces: {', '.join(unknown)}")
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:
+        problems.append(f"workspaces named more than once: {', '.join(repeated)}")
+    if problems:
+        raise BadRequest("; ".join(problems))
+    return [list(batch) for batch in value]
+
+
+def _variables(
+    value: Mapping[str, Any] | None, batches: list[list[str]], daemon: Daemon
+) -> dict[str, Any] | None:
+    """Release variables are stored in the database and passed to terraform in clear, so a
+    variable a workspace marks sensitive cannot be overridden by a release."""
+    if not value:
+        return None
+    refused = sorted(
+        f"{name} (in {ws})"
+        for batch in batches
+        for ws in batch
+        for name in value
+        if name in daemon.config.workspace(ws).sensitive
+    )
+    if refused:
+        raise BadRequest(
+            "field 'variables': sensitive variables cannot be set by a release: "
+            + ", ".join(refused)
+        )
+    return dict(value)
+
+
+def release_view(release: Release, runs: Mapping[str, RunResult]) -> dict[str, Any]:
+    counts = release.counts
+    view: dict[str, Any] = {
+        "id": release.id,
+        "name": release.name,
+        "status": str(release.status),
+        "error": release.error,
+        "created_by": release.created_by,
+        "rollout": {
+            "kind": release.rollout.kind,
+            "description": release.rollout.describe(),
+            "configuration_version_id": release.rollout.configuration_version_id,
+            "configuration_sha256": release.rollout.configuration_sha256,
+            "variables": release.rollout.variables,
+        },
+        "counts": {
+            "total": counts.total,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "cancelled": counts.cancelled,
+            "running": len(release.with_status(ItemStatus.RUNNING)),
+            "pending": len(release.with_status(ItemStatus.PENDING)),
+        },
+        "current_batch": None if release.status.is_terminal else model.current_batch(release),
+        "cancel_requested": release.cancel_requested_at is not None,
+        "actions": [] if release.status.is_terminal else ["cancel"],
+        "timestamps": {
+            "created_at": rfc3339(release.created_at),
+            "started_at": rfc3339(release.started_at),
+            "cancel_requested_at": rfc3339(release.cancel_requested_at),
+            "finished_at": rfc3339(release.finished_at),
+        },
+        "batches": [
+            {
+                "batch": batch[0].batch,
+                "status": model.batch_status(batch),
+                "items": [_item_view(item, runs.get(item.run_id or "")) for item in batch],
+            }
+            for batch in release.batches
+        ],
+    }
+    digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
+    view["revision"] = digest.hexdigest()[:16]
+    return view
+
+
+def _item_view(item: Item, run: RunResult | None) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "workspace": item.workspace,
+        "status": str(item.status),
+        "run_id": item.run_id,
+        "run_status": str(run.status) if run else None,
+        "error": item.error,
+        "started_at": rfc3339(item.started_at),
+        "finished_at": rfc3339(item.finished_at),
+    }

@@ -1,0 +1,2 @@
+"""Run tasks, HCP-Terraform compatible: keys, access tokens, signed delivery, and the
+coordinator that runs a stage's tasks and waits for their results (PROTOCOLS.md, DESIGN §4)."""
