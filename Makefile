@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench check-config lint clean
+.PHONY: run test bench soak check-config lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check tfward tests bench
+	$(VENV)/bin/mypy --strict tfward
+
 check-config: $(STAMP)
 	$(VENV)/bin/tfward check-config examples/tfward.toml
 
@@ -27,6 +32,12 @@ bench: $(STAMP)
 	$(PY) bench/run_overhead.py
 	$(PY) bench/queue_latency.py
 	$(PY) bench/log_capture.py
+	$(PY) bench/scale_workspaces.py
+	$(PY) bench/api_latency.py
+	$(PY) bench/throughput.py
+
+soak: $(STAMP)
+	$(PY) bench/soak.py --kills 50
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -41,6 +41,8 @@ from .policy import policy_for
 
 log = logging.getLogger(__name__)
 
+COMMIT_DEBOUNCE = 0.05
+
 HANDLERS: Mapping[str, Handler] = {
     "notify": jobs.notify,
     "deliver": jobs.deliver,
@@ -117,6 +119,8 @@ class OutboxWorker:
     async def _watch_commits(self) -> None:
         while True:
             await self.rt.store.committed.wait()
+            # A run commits several times in a row: one look at the queue per burst is enough.
+            await trio.sleep(COMMIT_DEBOUNCE)
             self._wake.set()
 
     async def _idle(self) -> None:

@@ -36,6 +36,7 @@ _CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "replace": list,
 }
 LOG_POLL = 0.5
+COMMIT_DEBOUNCE = 0.01
 
 
 def register(app: QuartTrio, daemon: Daemon) -> None:
@@ -96,6 +97,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 run = await store.read(lambda c: run_store.get_run(c, run_id))
                 if str(run.status) not in wanted and not run.status.is_terminal:
                     await committed.wait()
+                    # Writes come in bursts (a stage change, its outbox row): read once per burst.
+                    await trio.sleep(COMMIT_DEBOUNCE)
         return {"data": run_view(run)}
 
     @app.post("/api/v1/runs/<run_id>/actions/<action>")
