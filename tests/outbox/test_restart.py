@@ -27,9 +27,20 @@ async def test_fifty_undelivered_notifications_survive_kill_9_and_each_arrives_o
     receiver = Receiver(status=503)
     async with serving(receiver):
         ws = demo_workspace(tmp_path, things=1, notifications=["hook"])
-        config = followups_config(tmp_path, [ws], [{
-            "name": "hook", "type": "generic", "url": receiver.at("/hook"),
-            "triggers": ["run:created"], "retries": 20, "retry_interval": "100ms"}])
+        config = followups_config(
+            tmp_path,
+            [ws],
+            [
+                {
+                    "name": "hook",
+                    "type": "generic",
+                    "url": receiver.at("/hook"),
+                    "triggers": ["run:created"],
+                    "retries": 20,
+                    "retry_interval": "100ms",
+                }
+            ],
+        )
         async with trio.open_nursery() as nursery:
             first = DaemonProcess(config)
             await first.start(nursery)
@@ -51,7 +62,12 @@ async def test_fifty_undelivered_notifications_survive_kill_9_and_each_arrives_o
             await second.start(nursery)
             async with second.client() as http:
                 await receiver.wait_until(lambda r: len(r.answered_ok()) >= 50, within=60)
-                delivered = await rows(Api(http), kind="deliver")
+                # The receiver answered; the worker records `done` just after.
+                with trio.fail_after(30):
+                    delivered = await rows(Api(http), kind="deliver")
+                    while {r["status"] for r in delivered} != {"done"}:
+                        await trio.sleep(0.05)
+                        delivered = await rows(Api(http), kind="deliver")
             second.signal(signal.SIGTERM)
             assert await second.wait() == 0
     arrived = Counter(r.payload["run_id"] for r in receiver.answered_ok())
@@ -62,6 +78,8 @@ async def test_fifty_undelivered_notifications_survive_kill_9_and_each_arrives_o
     output = first.output.decode().splitlines()
     lines = [json.loads(line) for line in output if line.startswith("{")]
     failed = [e for e in lines if "attempt" in e["message"] and e["level"] == "warning"]
-    assert failed and all(e["job_id"].startswith("ob-") and e["workspace"] == "demo"
-                          and e["run_id"] in run_ids for e in failed)
+    assert failed and all(
+        e["job_id"].startswith("ob-") and e["workspace"] == "demo" and e["run_id"] in run_ids
+        for e in failed
+    )
     assert all({"time", "level", "logger", "message"} <= set(e) for e in lines)
