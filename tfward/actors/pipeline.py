@@ -519,26 +519,25 @@ class RunPipeline(StateKeeper):
         """Make the run directory hold exactly the planned configuration, the plan and the
         current state; refuse (re-plan: seed 003) if the plan or state moved on."""
 
-        def load(
-            conn: Connection,
-        ) -> tuple[str | None, str | None, tuple[bytes, str] | None, bytes | None]:
-            planned = run_store.planned_state_version(conn, self.run_id)
+        def load(conn: Connection) -> tuple[str | None, tuple[bytes, str] | None, bytes | None]:
             current = states.current(conn, self.ws_id)
-            return (
+            problem = artifacts.plan_problem(
+                conn,
+                self.run_id,
+                run.plan_hash,
                 current.id if current else None,
-                planned,
+                run_store.planned_state_version(conn, self.run_id),
+            )
+            return (
+                problem,
                 artifacts.get_plan_file(conn, self.run_id),
                 states.current_raw(conn, self.ws_id),
             )
 
-        current_id, planned_id, plan, state = await self.rt.store.read(load)
-        if current_id != planned_id:
-            raise PlanUnusable("the workspace state changed since this run was planned")
-        if plan is None:
-            raise PlanUnusable("the saved plan is missing")
+        problem, plan, state = await self.rt.store.read(load)
+        if problem is not None or plan is None:
+            raise PlanUnusable(problem or "the saved plan was lost")
         plan_file, recorded_sha = plan
-        if _sha256(plan_file) != recorded_sha or recorded_sha != run.plan_hash:
-            raise PlanUnusable("the saved plan is corrupt (sha256 mismatch)")
         on_disk = self.run_dir / workdir.PLAN_FILE
         if (
             on_disk.is_file()

@@ -15,7 +15,6 @@ directories of finished or unknown runs are removed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -62,8 +61,12 @@ async def recover(rt: Runtime) -> RecoveryReport:
     returns the report (also logged, and served at GET /api/v1/recovery)."""
     report = RecoveryReport()
     in_flight = await rt.store.read(_load_in_flight)
-    await stop_leftover_processes(rt.data_dir / "runs", [pid for _, pid in in_flight if pid],
-                                  rt.config.terraform.cancel_grace, report)
+    await stop_leftover_processes(
+        rt.data_dir / "runs",
+        [pid for _, pid in in_flight if pid],
+        rt.config.terraform.cancel_grace,
+        report,
+    )
     for run, _ in in_flight:
         if run.workspace not in rt.workspace_ids:
             continue  # removed from the config: left as it is until configured again
@@ -214,14 +217,16 @@ async def _interrupted_message(rt: Runtime, run: Run) -> str:
 
 def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
     """Why an apply_pending run cannot keep waiting, or None if its plan is still good."""
-    plan = artifacts.get_plan_file(conn, run.id)
-    if plan is None:
-        return "its saved plan was lost"
-    if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != run.plan_hash:
-        return "its saved plan is corrupt (sha256 mismatch)"
     current = states.current(conn, ws_id)
-    if (current and current.id) != run_store.planned_state_version(conn, run.id):
-        return "the workspace state changed since it was planned"
+    problem = artifacts.plan_problem(
+        conn,
+        run.id,
+        run.plan_hash,
+        current.id if current else None,
+        run_store.planned_state_version(conn, run.id),
+    )
+    if problem is not None:
+        return problem
     lock = ws_store.get_lock(conn, ws_id)
     if lock is None or lock.run_id != run.id:
         return "it no longer holds the workspace lock"

@@ -117,6 +117,8 @@ class ReleaseExecutor:
                     await committed.wait()
                     continue
                 except Exception:
+                    # A failed pass (e.g. the database briefly unavailable) changes nothing it
+                    # had not committed; the loop retries with backoff. Cancelled is not caught.
                     backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
                     log.exception(
                         "release %s: executor pass failed; retrying in %.1fs", release_id, backoff

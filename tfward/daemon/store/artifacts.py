@@ -188,3 +188,23 @@ def outbox_rows(
     if status is not None:
         query = query.where(outbox.c.status == status)
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def plan_problem(
+    conn: Connection,
+    run_id: str,
+    plan_hash: str | None,
+    current_state_id: str | None,
+    planned_state_id: str | None,
+) -> str | None:
+    """Why a run's saved plan cannot be applied, or None: the plan artifact is lost or corrupt,
+    or the workspace state moved since the plan (seed 003). One check for the pipeline's
+    restore and for recovery, so the two can never disagree."""
+    plan = get_plan_file(conn, run_id)
+    if plan is None:
+        return "the saved plan was lost"
+    if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != plan_hash:
+        return "the saved plan is corrupt (sha256 mismatch)"
+    if current_state_id != planned_state_id:
+        return "the workspace state changed since this run was planned"
+    return None
