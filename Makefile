@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench soak check-config lint clean
+.PHONY: run test fuzz bench soak check-config lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# schemathesis against a daemon on a copy of the example config (scripts/fuzz.py); bounded to
+# a few minutes. More options: make fuzz FUZZ_ARGS='--max-examples 100 --seed 1'
+fuzz: $(STAMP)
+	$(VENV)/bin/schemathesis --version >/dev/null 2>&1 || $(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
+
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
-	$(VENV)/bin/ruff check tfward tests bench
+	$(VENV)/bin/ruff check tfward tests bench scripts
 	$(VENV)/bin/mypy --strict tfward
 
 check-config: $(STAMP)

@@ -83,6 +83,14 @@ class DaemonProcess:
         self.start_cpu_s = 0.0  # the CPU time the daemon had used when it first answered
 
     @property
+    def headers(self) -> dict[str, str]:
+        """The API's Authorization header: the local admin token the daemon made at start."""
+        from tfward.config import load_config
+
+        data_dir = load_config(self.config).daemon.data_dir
+        return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid

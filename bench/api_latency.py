@@ -55,8 +55,8 @@ _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 class Connection:
     """One keep-alive HTTP/1.1 connection that sends GETs and reads Content-Length bodies."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, auth: str) -> None:
+        self.host, self.port, self.auth = host, port, auth
         self.stream: trio.SocketStream | None = None
         self.reconnects = 0
 
@@ -78,7 +78,8 @@ class Connection:
     async def _exchange(self, path: str) -> int:
         assert self.stream is not None
         await self.stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: {self.auth}\r\n\r\n".encode())
         buf = bytearray()
         while (end := buf.find(b"\r\n\r\n")) < 0:
             buf += await self._receive()
@@ -101,7 +102,7 @@ def own_cpu() -> float:
     return me.ru_utime + me.ru_stime
 
 
-async def load(url: str, paths: list[str], rate: float, seconds: float,
+async def load(url: str, auth: str, paths: list[str], rate: float, seconds: float,
                connections: int) -> dict[str, Any]:
     """Offer `rate` req/s for `seconds` over `connections`; latencies in ms."""
     host, port = url.removeprefix("http://").split(":")
@@ -110,7 +111,7 @@ async def load(url: str, paths: list[str], rate: float, seconds: float,
     service: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
-    conns = [Connection(host, int(port)) for _ in range(connections)]
+    conns = [Connection(host, int(port), auth) for _ in range(connections)]
 
     async def worker(conn: Connection) -> None:
         async for k, due in receive:
@@ -149,9 +150,10 @@ async def load(url: str, paths: list[str], rate: float, seconds: float,
             "reconnects": sum(c.reconnects for c in conns)}
 
 
-async def follow_log(url: str, run_id: str, got: dict[str, int]) -> None:
+async def follow_log(url: str, headers: dict[str, str], run_id: str, got: dict[str, int]) -> None:
     """Read one run's followed log until cancelled; count bytes and lines."""
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=None)) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers,
+                                 timeout=httpx.Timeout(30, read=None)) as client:
         async with client.stream("GET", f"/api/v1/runs/{run_id}/logs",
                                  params={"follow": "true"}) as response:
             async for chunk in response.aiter_bytes():
@@ -162,7 +164,7 @@ async def follow_log(url: str, run_id: str, got: dict[str, int]) -> None:
 async def sequential(daemon: DaemonProcess, run_id: str, count: int) -> dict[str, Any]:
     """One request at a time on one connection: the daemon's cost of a GET with no queueing."""
     host, port = daemon.url.removeprefix("http://").split(":")
-    conn = Connection(host, int(port))
+    conn = Connection(host, int(port), daemon.headers["Authorization"])
     times = []
     cpu0 = cpu_seconds(daemon.pid)
     for _ in range(count):
@@ -178,7 +180,8 @@ async def sequential(daemon: DaemonProcess, run_id: str, count: int) -> dict[str
 async def measure(daemon: DaemonProcess, args: argparse.Namespace, paths: list[str],
                   seconds: float) -> dict[str, Any]:
     cpu0, own0, t0 = cpu_seconds(daemon.pid), own_cpu(), time.perf_counter()
-    result = await load(daemon.url, paths, args.rate, seconds, args.connections)
+    auth = daemon.headers["Authorization"]
+    result = await load(daemon.url, auth, paths, args.rate, seconds, args.connections)
     wall = time.perf_counter() - t0
     used = cpu_seconds(daemon.pid) - cpu0
     result["daemon_cpu"] = used / wall
@@ -189,7 +192,7 @@ async def measure(daemon: DaemonProcess, args: argparse.Namespace, paths: list[s
 
 async def scenario(daemon: DaemonProcess, args: argparse.Namespace) -> dict[str, Any]:
     url = daemon.url
-    async with httpx.AsyncClient(base_url=url, timeout=60) as api:
+    async with httpx.AsyncClient(base_url=url, headers=daemon.headers, timeout=60) as api:
         async def create(ws: str) -> str:
             response = await api.post(f"/api/v1/workspaces/{ws}/runs", json={"operation": "plan"})
             response.raise_for_status()
@@ -213,7 +216,7 @@ async def scenario(daemon: DaemonProcess, args: argparse.Namespace) -> dict[str,
         got: dict[str, int] = dict.fromkeys(ids, 0) | {"lines": 0}
         async with trio.open_nursery() as nursery:
             for run_id in ids:
-                nursery.start_soon(follow_log, url, run_id, got)
+                nursery.start_soon(follow_log, url, daemon.headers, run_id, got)
             cpu0 = cpu_seconds(daemon.pid)
             await trio.sleep(args.warmup)
             background = (cpu_seconds(daemon.pid) - cpu0) / args.warmup

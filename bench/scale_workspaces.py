@@ -89,7 +89,7 @@ def import_time() -> tuple[float, float]:
 def settle_and_measure(daemon: DaemonProcess, settle: float) -> dict[str, Any]:
     time.sleep(settle)
     status = proc_status(daemon.pid)
-    with httpx.Client(base_url=daemon.url, timeout=60) as client:
+    with httpx.Client(base_url=daemon.url, headers=daemon.headers, timeout=60) as client:
         t0 = time.perf_counter()
         listed = client.get("/api/v1/workspaces")
         list_s = time.perf_counter() - t0
@@ -102,7 +102,7 @@ def settle_and_measure(daemon: DaemonProcess, settle: float) -> dict[str, Any]:
 def make_runs_in_flight(daemon: DaemonProcess, count: int, pending_apply: int,
                         in_flight: int, limit: float) -> dict[str, int]:
     """apply_pending runs in the first workspaces, then sleeping plans in the next ones."""
-    with httpx.Client(base_url=daemon.url, timeout=60) as client:
+    with httpx.Client(base_url=daemon.url, headers=daemon.headers, timeout=60) as client:
         def create(i: int) -> str:
             response = client.post(f"/api/v1/workspaces/ws-{i:04d}/runs",
                                    json={"operation": "plan_and_apply"})
@@ -188,7 +188,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     results["recovery_start_s"] = daemon.start()
     results["recovery_start_cpu_s"] = daemon.start_cpu_s
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, headers=daemon.headers, timeout=30) as client:
         results["recovery_report"] = client.get("/api/v1/recovery").json()["data"]
     results["after_recovery"] = settle_and_measure(daemon, args.settle)
     daemon.stop()

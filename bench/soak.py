@@ -54,6 +54,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection, func, select, text
 
 from tfward.config import Config, load_config
+from tfward.daemon.store import sealing
 from tfward.daemon.store.tables import (
     outbox,
     runs,
@@ -332,7 +333,7 @@ def _load(conn: Connection) -> Snapshot:
     for ws_id, serial in conn.execute(newest).all():
         raw: bytes = conn.execute(select(state_versions.c.state).where(
             state_versions.c.workspace_id == ws_id, state_versions.c.serial == serial)).scalar_one()
-        doc = json.loads(raw)
+        doc = json.loads(sealing.unseal(conn, raw, "state"))
         latest_ids[names[ws_id]] = {
             inst["attributes"]["id"] for res in doc.get("resources") or []
             for inst in res.get("instances") or []}

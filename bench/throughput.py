@@ -81,7 +81,8 @@ async def one_run(client: httpx.AsyncClient, ws: str, deadline: float,
 async def round_(daemon: DaemonProcess, workspaces: int, limit_s: float) -> dict[str, Any]:
     runs: dict[str, dict[str, Any]] = {}
     limits = httpx.Limits(max_connections=workspaces + 10, max_keepalive_connections=workspaces)
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.headers, timeout=60,
+                                 limits=limits) as client:
         cpu0 = cpu_seconds(daemon.pid)
         t0 = time.perf_counter()
         deadline = time.monotonic() + limit_s

@@ -2,7 +2,8 @@
 
 `write_config` writes a TOML file the way an operator would; `running_daemon` starts the real
 `Daemon` in the test's trio loop (real SQLite file, real Hypercorn on 127.0.0.1:0) and yields an
-httpx client for its API. Waiting uses the API's long-poll (`wait_status`), not sleeps.
+httpx client for its API, authenticated with the local admin token the daemon created.
+Waiting uses the API's long-poll (`wait_status`), not sleeps.
 """
 
 from __future__ import annotations
@@ -172,10 +173,24 @@ async def running_daemon(
     daemon = Daemon(config, faults=faults)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.serve)
-        async with httpx.AsyncClient(base_url=daemon.addresses[0], timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=daemon.addresses[0], headers=admin_headers(config), timeout=30
+        ) as client:
             yield daemon, Api(client)
         if shutdown:
             daemon.request_shutdown("test finished")
+
+
+def admin_token(config: Config) -> str:
+    """The local admin token the daemon creates at first start (no `[[api_token]]` set)."""
+    return (config.daemon.data_dir / "admin.token").read_text().strip()
+
+
+def admin_headers(config: Config) -> dict[str, str]:
+    """Headers for the local admin token; none when the config names its own tokens."""
+    if config.api_tokens:
+        return {}
+    return {"Authorization": f"Bearer {admin_token(config)}"}
 
 
 def processes_in_group(pgid: int) -> bool:
@@ -281,7 +296,9 @@ class DaemonProcess:
                         listening.set()
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30)
+        return httpx.AsyncClient(
+            base_url=self.url, headers=admin_headers(self.config), timeout=30
+        )
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -296,8 +313,10 @@ class DaemonProcess:
 def open_store(config: Config) -> Any:
     """The daemon's database, opened the way the daemon opens it (for after it stopped)."""
     from tfward.daemon.store.db import Store
+    from tfward.daemon.store.sealing import Sealer
+    from tfward.runtasks.keys import load_keys
 
-    return Store(config.daemon.database_url)
+    return Store(config.daemon.database_url, sealer=Sealer(load_keys(config.daemon).encryption))
 
 
 def chained_things(count: int, delay: float) -> str:

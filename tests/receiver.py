@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
-from harness import toml_value, write_config
+from harness import open_store, toml_value, write_config
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection
@@ -215,7 +215,7 @@ async def worker_env(config: Config) -> AsyncIterator[WorkerEnv]:
     """A migrated store with the config's workspaces, a Runtime, and a nursery for workers
     (`env.start_worker()`); everything is stopped at the end of the block."""
     config.daemon.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(config.daemon.database_url)
+    store = open_store(config)
     store.migrate()
     names = [ws.name for ws in config.workspaces]
     ws_ids = store.run_sync(lambda c: ws_store.sync_configured(c, names))

@@ -32,7 +32,9 @@ async def test_lock_and_unlock_a_workspace(tmp_path: Path, tfward: Any) -> None:
         assert locked.code == 0 and "maintenance" in locked.out
         assert (await api.workspace("demo"))["lock"]["reason"] == "maintenance"
         listed = await cli("workspaces")
-        assert "api" in listed.out.splitlines()[1]
+        # Who holds it: the name of the token (the daemon's local admin token is "admin").
+        assert "admin" in listed.out.splitlines()[1]
+        assert (await api.workspace("demo"))["lock"]["locked_by"] == "admin"
         unlocked = await cli("unlock", "demo")
         assert unlocked.code == 0 and "unlocked" in unlocked.out
         assert (await api.workspace("demo"))["lock"] is None

@@ -435,6 +435,12 @@ def test_var_names_must_be_terraform_identifiers(error: Error) -> None:
     assert_error(err, "workspace[0].vars.1st", "Terraform name")
 
 
+def test_a_bad_sensitive_var_value_is_not_echoed(error: Error) -> None:
+    err = error(WS + 'vars = { born = { on = 1979-05-27 } }\nsensitive = ["born"]\n')
+    assert_error(err, "workspace[0].vars.born.on", "got date (value hidden")
+    assert "1979" not in str(err)
+
+
 def test_wrong_type_of_a_sensitive_env_value_is_not_echoed(error: Error) -> None:
     err = error(WS + 'env = { PIN = 1234 }\nsensitive = ["PIN"]\n')
     assert_error(err, "workspace[0].env.PIN", "expected a string, got integer")
@@ -584,9 +590,16 @@ def test_good_workspace_names_are_accepted(load: Load, name: str) -> None:
     assert load(f'[[workspace]]\nname = "{name}"\nsource = "ws"\n').workspaces[0].name == name
 
 
-def test_sensitive_name_not_in_vars_or_env_is_an_error(error: Error) -> None:
+def test_sensitive_name_not_in_vars_env_or_inputs_is_an_error(error: Error) -> None:
     err = error(WS + 'vars = { db_password = "x" }\nsensitive = ["db_password", "db_pasword"]\n')
-    assert_error(err, "workspace[0].sensitive[1]", "vars or env", '"db_pasword"')
+    assert_error(err, "workspace[0].sensitive[1]", "vars, env or inputs", '"db_pasword"')
+
+
+def test_sensitive_names_may_come_from_module_inputs(load: Load) -> None:
+    text = '[[workspace]]\nname = "m"\nmodule = { source = "a/b/c" }\n'
+    text += 'inputs = { token = "t0k3n" }\nsensitive = ["token"]\n'
+    ws = load(text).workspace("m")
+    assert ws.sensitive == frozenset({"token"}) and ws.sensitive_values() == ["t0k3n"]
 
 
 def test_sensitive_names_may_come_from_vars_and_env(load: Load) -> None:

@@ -150,3 +150,17 @@ async def test_runs_are_refused_with_503_while_the_daemon_stops(config) -> None:
         response = await api.http.post("/api/v1/workspaces/demo/runs", json={})
         assert response.status_code == 503 and "not accepting runs" in response.text
         daemon.stopping = False
+
+
+@pytest.mark.parametrize("wait_timeout", ["-1", "nan", "-inf"])
+async def test_a_negative_or_nan_wait_timeout_answers_at_once_instead_of_a_500(
+    config,  # type: ignore[no-untyped-def]
+    wait_timeout: str,
+) -> None:
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo", operation="plan")
+        response = await api.http.get(
+            f"/api/v1/runs/{run['id']}",
+            params={"wait_status": "applied", "wait_timeout": wait_timeout},
+        )
+        assert response.status_code == 200, response.text

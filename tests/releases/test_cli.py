@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from harness import running_daemon
+from harness import admin_token, running_daemon
 from releases.support import FAILING, demo, release_config
 
 from tfward.cli.main import main
@@ -31,7 +31,7 @@ def _closed_port() -> int:
 
 
 async def test_the_release_commands_create_watch_show_list_and_cancel(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workspaces = [
         demo(tmp_path, "dev-a"),
@@ -42,6 +42,7 @@ async def test_the_release_commands_create_watch_show_list_and_cancel(
     (tmp_path / "bad" / "bad.tf").write_text(FAILING)
     async with running_daemon(release_config(tmp_path, workspaces)) as (daemon, api):
         url = daemon.addresses[0]
+        monkeypatch.setenv("TFWARD_TOKEN", admin_token(daemon.config))
         code, out, err = await _cli(
             capsys, "release", "create", "--batch", "dev-a", "--batch", " stg, ",
             "--name", "first", "--var", "value=v1", "--url", url, "--watch",

@@ -19,6 +19,7 @@ from tfward.daemon.store import releases as release_store
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
+from tfward.daemon.store.sealing import Sealer
 from tfward.daemon.store.tables import metadata, runs
 from tfward.errors import BadRequest, InvalidTransition
 from tfward.ids import now
@@ -31,7 +32,7 @@ WORKSPACES = ["dev-a", "dev-b", "stg"]
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

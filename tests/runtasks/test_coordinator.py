@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from harness import demo_workspace, facts, running_daemon
+from harness import admin_headers, demo_workspace, facts, running_daemon
 from taskservice import TaskService, closed_url, task_table, write_task_config
 
 STAGES = ["pre_plan", "post_plan", "pre_apply", "post_apply"]
@@ -28,6 +28,7 @@ async def test_every_stage_calls_its_tasks_while_the_run_shows_that_stage(
     ws = _ws(tmp_path, [{"task": "check", "stages": STAGES}], auto_apply=True)
     config = write_task_config(tmp_path, [ws], [task_table(task_service, "check")])
     async with running_daemon(config) as (daemon, api):
+        task_service.api_headers = admin_headers(config)
         run = await api.wait((await api.create_run("demo"))["id"], "applied")
         results = (await api.http.get(f"/api/v1/runs/{run['id']}/task-results")).json()["data"]
     assert [r.payload["stage"] for r in task_service.received] == STAGES

@@ -19,9 +19,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -29,14 +27,15 @@ from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
 from tfward.daemon import logs
+from tfward.daemon.metrics import OTHER, TERRAFORM_STALE
 from tfward.daemon.store import artifacts, states
 from tfward.daemon.store import drift as drift_store
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
 from tfward.drift.detect import drifted_addresses
-from tfward.errors import PlanUnusable, StageFailed, StateRejected, WorkspaceLocked
+from tfward.errors import PlanUnusable, StageFailed, WorkspaceLocked
 from tfward.ids import now
-from tfward.runs import model
+from tfward.runs import masking, model
 from tfward.runs.model import (
     CRITICAL_STAGES,
     ErrorKind,
@@ -46,61 +45,22 @@ from tfward.runs.model import (
     Stage,
     Status,
 )
-from tfward.runtasks.enforcement import Enforcement, enforce, tasks_at
-from tfward.runtasks.payload import Links
+from tfward.runtasks.enforcement import tasks_at
 
 from . import workdir
-from .funnel import Ending, Outcome, StateKeeper, finish_run
+from .funnel import Ending, Outcome, finish_run
+from .gate import RunTaskGate
+from .handle import RunHandle, StopReason
 from .runlog import RunLog
 from .runtime import Runtime
-from .terraform import StopControl, run_terraform
+from .statekeeper import RunStateKeeper
+from .terraform import run_terraform
 
 log = logging.getLogger(__name__)
 
 
 # Run-task stages: without a task attached they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
-
-
-class StopReason:
-    CANCEL = "cancel"
-    SHUTDOWN = "shutdown"
-
-
-@dataclass
-class RunHandle:
-    """The workspace actor's grip on a run task: how to stop it and how to tell it a decision."""
-
-    run_id: str
-    speculative: bool
-    grace: float
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    stop_reason: str | None = None
-    control: StopControl = field(init=False)
-    decided: trio.Event = field(default_factory=trio.Event)
-    decision: str | None = None
-    decision_reason: str | None = None
-    in_critical: bool = False
-
-    def __post_init__(self) -> None:
-        self.control = StopControl(self.grace)
-
-    def cancel(self, *, force: bool) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = StopReason.CANCEL
-        if force:
-            self.control.force.set()
-        self.scope.cancel()
-
-    def shutdown(self) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = StopReason.SHUTDOWN
-        self.scope.cancel()
-
-    def decide(self, decision: str, reason: str | None = None) -> None:
-        if self.decision is None:
-            self.decision, self.decision_reason = decision, reason
-            self.decided.set()
 
 
 class _TaskOutput:
@@ -116,7 +76,7 @@ class _TaskOutput:
         return b"".join(self.parts)
 
 
-class RunPipeline(StateKeeper):
+class RunPipeline:
     def __init__(self, rt: Runtime, handle: RunHandle, ws: WorkspaceConfig) -> None:
         self.rt = rt
         self.handle = handle
@@ -130,6 +90,8 @@ class RunPipeline(StateKeeper):
         self.phase = "pending"
         self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
+        self.keeper = RunStateKeeper(rt, ws, self.ws_id, self.run_id, self.run_dir, self.log)
+        self.tasks = RunTaskGate(rt, ws, self.ws_id, self.run_id, self.log)
         self.cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
         # What a refresh-only plan (drift check) found changed outside terraform.
         self.drifted: list[str] = []
@@ -152,7 +114,7 @@ class RunPipeline(StateKeeper):
             if outcome is None:
                 outcome = self._stopped_outcome()
             with trio.CancelScope(shield=True):
-                final = await finish_run(self.rt, self.ending, outcome, keeper=self)
+                final = await finish_run(self.rt, self.ending, outcome, keeper=self.keeper)
         return final
 
     async def _guarded(self) -> Outcome:
@@ -236,7 +198,7 @@ class RunPipeline(StateKeeper):
         async with self._stage(Stage.INIT):
             await self._init(cv_sha)
         async with self._stage(Stage.PRE_PLAN):
-            await self._run_tasks(Stage.PRE_PLAN)
+            await self.tasks.pass_stage(Stage.PRE_PLAN)
         async with self._stage(Stage.PLANNING):
             has_changes, plan_json = await self._terraform_plan(run)
         async with self._stage(Stage.SAVING_PLAN):
@@ -245,7 +207,7 @@ class RunPipeline(StateKeeper):
                 lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
             )
         async with self._stage(Stage.POST_PLAN):
-            await self._run_tasks(Stage.POST_PLAN)
+            await self.tasks.pass_stage(Stage.POST_PLAN)
         self.stage = None
         return await self._record_plan(has_changes, plan_hash, _count_changes(plan_json))
 
@@ -254,7 +216,7 @@ class RunPipeline(StateKeeper):
         async with self._stage(Stage.RESTORING_PLAN):
             await self._restore_plan(run)
         async with self._stage(Stage.PRE_APPLY):
-            await self._run_tasks(Stage.PRE_APPLY)
+            await self.tasks.pass_stage(Stage.PRE_APPLY)
         async with self._stage(Stage.APPLYING):
             self.ending.apply_started = True
             code = await self._terraform(
@@ -262,12 +224,13 @@ class RunPipeline(StateKeeper):
             )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
+                    self.rt.metrics.plan_unusable(TERRAFORM_STALE)
                     raise PlanUnusable("terraform says the saved plan is stale")
                 raise StageFailed(ErrorKind.APPLY, self._error_text("terraform apply", code))
         async with self._stage(Stage.SAVING_STATE):
-            await self.keep_state(self.ending, "apply")
+            await self.keeper.keep_state(self.ending, "apply")
         async with self._stage(Stage.POST_APPLY):
-            await self._run_tasks(Stage.POST_APPLY)
+            await self.tasks.pass_stage(Stage.POST_APPLY)
         self.stage = None
         return Outcome(Status.APPLIED)
 
@@ -285,17 +248,19 @@ class RunPipeline(StateKeeper):
         logs.bind(stage=str(stage))
         timeout = self._timeout(stage)
         critical = stage in (Stage.SAVING_STATE, Stage.SAVING_PLAN)
-        with contextlib.ExitStack() as stack:
-            if stage in CRITICAL_STAGES:
-                stack.enter_context(self.rt.critical.enter(self.run_id, stage))
-            # Saving is shielded from cancel and shutdown; terraform apply is not (a cancel
-            # must reach terraform), but shutdown waits for it (see daemon shutdown).
-            stack.enter_context(trio.CancelScope(shield=critical))
-            with trio.move_on_after(timeout) as deadline:
-                await self.rt.faults.at(self.run_id, stage)
-                yield
-        if deadline.cancelled_caught:
-            raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
+        # Timed outside the timeout, so a stage that times out is observed as one.
+        with self.rt.metrics.stage(str(stage)):
+            with contextlib.ExitStack() as stack:
+                if stage in CRITICAL_STAGES:
+                    stack.enter_context(self.rt.critical.enter(self.run_id, stage))
+                # Saving is shielded from cancel and shutdown; terraform apply is not (a cancel
+                # must reach terraform), but shutdown waits for it (see daemon shutdown).
+                stack.enter_context(trio.CancelScope(shield=critical))
+                with trio.move_on_after(timeout) as deadline:
+                    await self.rt.faults.at(self.run_id, stage)
+                    yield
+            if deadline.cancelled_caught:
+                raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
 
     def _timeout(self, stage: Stage) -> float:
         """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,
@@ -371,51 +336,6 @@ class RunPipeline(StateKeeper):
         if key:
             await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.run_dir)
 
-    async def _run_tasks(self, stage: Stage) -> None:
-        """Run-task stage: send the tasks attached at `stage` their requests and wait for every
-        result (tfward/runtasks); a mandatory failure fails the run, except after the apply.
-        Workspaces without tasks at this stage pass straight through. On cancellation the
-        waits end and the funnel revokes the tokens."""
-        found = tasks_at(self.rt.config, self.ws.run_tasks, str(stage))
-        if not (found.attached or found.missing):
-            return
-        if self.rt.run_tasks is None:
-            raise StageFailed(ErrorKind.INTERNAL, "the run-task coordinator is not running")
-        self.log.note(f"run tasks at {stage}: " + ", ".join(a.task.name for a in found.attached))
-        outcome = await self.rt.run_tasks.run_stage(
-            run_id=self.run_id,
-            workspace_id=self.ws_id,
-            stage=str(stage),
-            attached=found.attached,
-            links=Links(self.rt.config.daemon.public_url, self.rt.config.daemon.organization),
-        )
-        decision = enforce(outcome, found.missing)
-        for line in decision.log_lines:
-            self.log.note(line)
-        if decision.warnings or decision.attention:
-            await self.rt.store.write(lambda c: self._record_enforcement(c, stage, decision))
-        if decision.block:
-            raise StageFailed(ErrorKind.RUN_TASK, decision.block)
-
-    def _record_enforcement(self, conn: Connection, stage: Stage, decision: Enforcement) -> None:
-        """Warnings on the run; after the apply, a mandatory failure is notified too."""
-        _, run = run_store.transition(
-            conn, self.run_id, lambda r: functools.reduce(model.add_warning, decision.warnings, r)
-        )
-        if decision.attention:
-            payload = {
-                "trigger": "run:needs_attention",
-                "run_id": run.id,
-                "workspace": run.workspace,
-                "run_status": str(run.status),
-                "message": decision.attention,
-                "run_message": run.message,
-            }
-            key = f"notify:{run.id}:run_task:{stage}"
-            artifacts.enqueue(
-                conn, "notify", payload, key=key, run_id=run.id, workspace_id=self.ws_id
-            )
-
     async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
         args = [
             "plan",
@@ -449,7 +369,16 @@ class RunPipeline(StateKeeper):
         if run.refresh_only:
             self.drifted = drifted_addresses(plan_json)
             self.log.note(f"drift check: {len(self.drifted)} resources changed outside terraform")
-        return code == 2, plan_json
+        # Stored masked, so the database never holds the values in clear; nothing reads the
+        # stored JSON for values (the apply uses the plan file). The API masks again on the way
+        # out, with the workspace's settings of that moment.
+        mask = functools.partial(
+            masking.mask_plan_bytes,
+            plan_json,
+            sensitive_vars=self.ws.sensitive,
+            secrets=self.ws.sensitive_values(),
+        )
+        return code == 2, await trio.to_thread.run_sync(mask)
 
     async def _record_plan(
         self, has_changes: bool, plan_hash: str, changes: ResourceChanges
@@ -528,6 +457,8 @@ class RunPipeline(StateKeeper):
                 current.id if current else None,
                 run_store.planned_state_version(conn, self.run_id),
             )
+            if problem is not None:
+                return problem, None, None
             return (
                 problem,
                 artifacts.get_plan_file(conn, self.run_id),
@@ -536,7 +467,9 @@ class RunPipeline(StateKeeper):
 
         problem, plan, state = await self.rt.store.read(load)
         if problem is not None or plan is None:
-            raise PlanUnusable(problem or "the saved plan was lost")
+            problem = problem or artifacts.PLAN_LOST
+            self.rt.metrics.plan_unusable(artifacts.PLAN_PROBLEM_REASONS.get(problem, OTHER))
+            raise PlanUnusable(problem)
         plan_file, recorded_sha = plan
         on_disk = self.run_dir / workdir.PLAN_FILE
         if (
@@ -554,38 +487,6 @@ class RunPipeline(StateKeeper):
         await trio.to_thread.run_sync(self._prepare_dir, archive, state, run.variable_overrides)
         await self._init(sha)
         await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)
-
-    async def keep_state(self, ending: Ending, kind: str) -> None:
-        """Store the state in the run directory: a backup file first, then the database, with
-        serial and lineage checked. Nothing to do when terraform wrote no state."""
-        path = self.run_dir / workdir.STATE_FILE
-        raw = await trio.to_thread.run_sync(_read_if_exists, path)
-        if not raw:
-            # No file, or the empty file terraform creates before its first resource finishes:
-            # nothing was applied.
-            ending.state_saved = True
-            return
-        try:
-            parsed = states.parse_state(raw)
-        except StateRejected as exc:
-            raise StageFailed(ErrorKind.STATE, str(exc)) from exc
-        backup = (
-            self.rt.state_backups(self.ws.name)
-            / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
-        )
-        await trio.to_thread.run_sync(_write_backup, backup, raw)
-        try:
-            version = await self.rt.store.write(
-                lambda c: states.store(c, self.ws_id, parsed, kind=kind, run_id=self.run_id)
-            )
-        except StateRejected as exc:
-            raise StageFailed(ErrorKind.STATE, f"{exc}; the file is kept at {backup}") from exc
-        ending.state_saved = True
-        if version is not None:
-            self.log.note(
-                f"state version {version.id} (serial {version.serial}, {kind}, "
-                f"{version.resource_count} resources)"
-            )
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -611,15 +512,16 @@ class RunPipeline(StateKeeper):
         async with self.rt.process_limiter:
             self.log.note(f"terraform {' '.join(args)}")
             try:
-                return await run_terraform(
-                    [self.rt.config.terraform.binary, *args],
-                    cwd=self.run_dir,
-                    env=self._env(),
-                    sink=stdout or self.log,
-                    stderr_sink=self.log if stdout else None,
-                    control=self.handle.control,
-                    on_start=started,
-                )
+                with self.rt.metrics.terraform_running(args[0]):
+                    return await run_terraform(
+                        [self.rt.config.terraform.binary, *args],
+                        cwd=self.run_dir,
+                        env=self._env(),
+                        sink=stdout or self.log,
+                        stderr_sink=self.log if stdout else None,
+                        control=self.handle.control,
+                        on_start=started,
+                    )
             finally:
                 # The group is dead and reaped: forget its pid so nothing kills a reused one.
                 with trio.CancelScope(shield=True):
@@ -671,18 +573,6 @@ def _count_changes(plan_json: bytes) -> ResourceChanges:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _read_if_exists(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
-
-
-def _write_backup(path: Path, raw: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir.write_file_atomic(path, raw)
 
 
 def _leaf(exc: BaseException) -> BaseException:

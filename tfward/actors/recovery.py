@@ -10,7 +10,8 @@ For each run found non-terminal (DESIGN §6):
   moved since the plan; otherwise it is planned again (seed 003).
 Every one of these goes through the termination funnel. Then: terraform process groups
 recorded on runs that still exist are killed, locks held by finished runs are released, run
-directories of finished or unknown runs are removed.
+directories of finished or unknown runs are removed. What was done is counted in the metrics
+(`tfward_recovery_actions_total`), and saved plans found unusable too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from tfward.runs.model import ErrorKind, Run, Stage, Status
 
 from . import workdir
 from .funnel import Outcome, finish_run
-from .pipeline import RunHandle, RunPipeline
+from .handle import RunHandle
+from .pipeline import RunPipeline
 from .runtime import Runtime
 from .terraform import process_group_alive
 
@@ -73,6 +75,7 @@ async def recover(rt: Runtime) -> RecoveryReport:
         await _recover_run(rt, run, report)
     await rt.store.write(lambda c: _release_stale_locks(c, report))
     await _remove_orphan_dirs(rt, report)
+    rt.metrics.recovered(report.as_dict())
     if any(report.as_dict().values()):
         log.warning("recovery: %s", {k: v for k, v in report.as_dict().items() if v})
     return report
@@ -198,9 +201,11 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
         if reason is None:
             report.kept_waiting.append(run.id)
             return
+        if reason in artifacts.PLAN_PROBLEM_REASONS:  # not when only the lock was lost
+            rt.metrics.plan_unusable(artifacts.PLAN_PROBLEM_REASONS[reason])
         outcome = Outcome.requeued(reason)
         report.requeued.append(run.id)
-    await finish_run(rt, pipeline.ending, outcome, keeper=pipeline)
+    await finish_run(rt, pipeline.ending, outcome, keeper=pipeline.keeper)
 
 
 async def _interrupted_message(rt: Runtime, run: Run) -> str:

@@ -19,10 +19,11 @@ import trio
 
 from tfward.daemon.store import artifacts
 from tfward.daemon.store.db import Store
+from tfward.runs.masking import MASK as TEXT_MASK
 
 log = logging.getLogger(__name__)
 
-MASK = b"***"
+MASK = TEXT_MASK.encode()  # the plan JSON the API serves uses the same marker
 FLUSH_INTERVAL = 0.2
 CHUNK_BYTES = 1 << 20
 

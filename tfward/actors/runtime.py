@@ -1,4 +1,5 @@
-"""What every run shares: config, store, limits, live logs, critical sections, fault hooks.
+"""What every run shares: config, store, limits, live logs, critical sections, fault hooks,
+metrics.
 
 One `Runtime` is built by the daemon and handed to the supervisor, the workspace actors and the
 API. It holds no run state of its own beyond what must be shared in memory (live logs, the
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from tfward.config import Config, WorkspaceConfig
+from tfward.daemon.metrics import Metrics
 from tfward.daemon.store.db import Store
 from tfward.errors import NotFound
 from tfward.runs.model import Stage
@@ -76,6 +78,7 @@ class Runtime:
     faults: FaultInjector = field(default_factory=NoFaults)
     critical: CriticalSections = field(default_factory=CriticalSections)
     live_logs: dict[str, RunLog] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     # Set by the daemon before any actor starts; None only in tests that build a Runtime bare.
     run_tasks: RunTaskCoordinator | None = None
     process_limiter: trio.CapacityLimiter = field(init=False)

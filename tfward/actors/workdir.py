@@ -87,19 +87,36 @@ LOCAL_MODULE_DIR = "module"
 
 def _module_files(ws: WorkspaceConfig) -> list[tuple[str, bytes, int]]:
     """`main.tf.json` calling the module with the workspace's inputs. A local module's code is
-    copied into the snapshot (under `module/`) so the snapshot alone is the configuration."""
+    copied into the snapshot (under `module/`) so the snapshot alone is the configuration.
+
+    A sensitive input is not written here: the snapshot is stored and served (run tasks, diffs).
+    It becomes a root variable declared `sensitive`, whose value `write_inputs` puts in the
+    tfvars file; Terraform then masks it, and everything derived from it, in its own output.
+    Terraform refuses a root output holding a sensitive value unless it is marked sensitive, so
+    the module's outputs are then one sensitive output."""
     assert ws.module is not None
     files: list[tuple[str, bytes, int]] = []
     source = ws.module.source
     if os.path.isabs(source):
         files = _tree_files(Path(source), prefix=f"{LOCAL_MODULE_DIR}/")
         source = f"./{LOCAL_MODULE_DIR}"
+    secret = sorted(sensitive_inputs(ws))
     block: dict[str, object] = {"source": source, **thaw(ws.inputs)}
+    block.update({name: f"${{var.{name}}}" for name in secret})
     if ws.module.version:
         block["version"] = ws.module.version
-    doc = {"module": {"main": block}, "output": {"main": {"value": "${module.main}"}}}
+    output: dict[str, object] = {"value": "${module.main}"}
+    doc: dict[str, object] = {"module": {"main": block}, "output": {"main": output}}
+    if secret:
+        output["sensitive"] = True
+        doc["variable"] = {name: {"sensitive": True} for name in secret}
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     return [("main.tf.json", text.encode(), 0o644), *files]
+
+
+def sensitive_inputs(ws: WorkspaceConfig) -> dict[str, Any]:
+    """The module inputs the workspace marks sensitive (listed, or given as references)."""
+    return {name: thaw(value) for name, value in ws.inputs.items() if name in ws.sensitive}
 
 
 def unpack(archive: bytes, target: Path) -> None:
@@ -163,9 +180,13 @@ def write_inputs(
     run_dir: Path, ws: WorkspaceConfig, cli_config: str, overrides: Mapping[str, Any] | None = None
 ) -> None:
     """The tfvars file and the CLI config. `overrides` (a release's variables) replace the
-    workspace's variables of the same name."""
-    values = {**thaw(ws.vars), **thaw(overrides or {})}
-    (run_dir / TFVARS).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    workspace's variables of the same name; sensitive module inputs are root variables (see
+    `_module_files`). The tfvars file may hold secrets, so only the daemon's user reads it."""
+    values = {**thaw(ws.vars), **thaw(overrides or {}), **sensitive_inputs(ws)}
+    text = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    fd = os.open(run_dir / TFVARS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
     (run_dir / CLI_CONFIG).write_text(cli_config)
 
 

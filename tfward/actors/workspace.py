@@ -27,7 +27,8 @@ from tfward.runs import model
 from tfward.runs.model import Status
 
 from .funnel import Ending, Outcome, finish_run
-from .pipeline import RunHandle, RunPipeline
+from .handle import RunHandle
+from .pipeline import RunPipeline
 from .runlog import RunLog
 from .runtime import Runtime
 

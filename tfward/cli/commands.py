@@ -43,7 +43,7 @@ COMMANDS = frozenset(
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def _common() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """Options every API command takes, after the command name. Defaults are SUPPRESSed so a
     nested subcommand does not overwrite what its parent parsed (argparse's defaults do)."""
     conn = argparse.ArgumentParser(add_help=False)
@@ -74,7 +74,7 @@ def _common() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def add_parsers(sub: Any) -> None:
     """Add the commands to the `tfward` command's subparsers."""
-    conn, out = _common()
+    conn, out = common_options()
     both = [conn, out]
 
     def command(name: str, handler: Handler, help: str, parents: list[Any]) -> Any:

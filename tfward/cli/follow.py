@@ -24,7 +24,9 @@ LONG_POLL = 0.5  # the status is refreshed this often; a status change returns a
 TICK = 0.25  # redraw of the live status line (elapsed time, spinner)
 QUEUE_NOTE_EVERY = 2.0  # while pending: how often to ask what the run waits for
 DRAIN = 10.0  # how long to wait for the end of the log once the run has ended
-SETTLE_QUIET, SETTLE_MAX = 0.75, 3.0  # apply_pending: let the plan output arrive first
+# apply_pending: let the plan output arrive first. The marker line normally comes within a
+# flush (0.2 s); the quiet bound only matters when it never comes, so it can be generous.
+SETTLE_QUIET, SETTLE_MAX = 2.0, 6.0
 RECONNECT = 0.5
 # The daemon's own log line once a run waits in apply_pending: the plan output is all there.
 WAIT_MARKER = b"[tfward] waiting for confirmation"

@@ -1,8 +1,8 @@
 """`tfward release ...`: create, show (a table by batch; `--watch` follows it), list, cancel.
 
-The commands talk to a running daemon's API (`--url`, default `$TFWARD_URL` or
-http://127.0.0.1:8700). `--watch` long-polls the release (`wait_after=<revision>`), so each
-change is shown as soon as the daemon commits it.
+The commands talk to a running daemon's API with the connection options of every command
+(`--url`, `--token`, `--config`: cli/client.py `resolve`). `--watch` long-polls the release
+(`wait_after=<revision>`), so each change is shown as soon as the daemon commits it.
 
 Exit codes, as for the other commands: 0 ok (`show`, and `--watch` once it ended: the release
 succeeded or is still going), 1 the release failed, or the daemon answered 5xx (503: releases
@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
-DEFAULT_URL = "http://127.0.0.1:8700"
+from .client import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    resolve,
+)
+from .commands import common_options
+
 WAIT = 30.0
 _ENDED = ("succeeded", "failed", "cancelled")
 
@@ -41,12 +49,7 @@ def add_parser(sub: Any) -> None:
     """Add `release` and its subcommands to the `tfward` command's subparsers."""
     release = sub.add_parser("release", help="roll a change through batches of workspaces")
     commands = release.add_subparsers(dest="release_command", required=True)
-    url = argparse.ArgumentParser(add_help=False)
-    url.add_argument(
-        "--url",
-        default=os.environ.get("TFWARD_URL", DEFAULT_URL),
-        help=f"the daemon's API (default: $TFWARD_URL or {DEFAULT_URL})",
-    )
+    url, _ = common_options()
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the API's JSON")
     output.add_argument("--watch", action="store_true", help="follow it until it ends")
@@ -84,10 +87,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfward: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with httpx.Client(base_url=args.url, timeout=WAIT + 15) as client:
+        settings = resolve(
+            getattr(args, "url", None), getattr(args, "token", None), getattr(args, "config", None)
+        )
+    except CliError as exc:
+        print(f"tfward: {exc}", file=sys.stderr)
+        return exc.code
+    try:
+        with httpx.Client(
+            base_url=settings.url, headers=settings.headers(), timeout=WAIT + 15
+        ) as client:
             return _dispatch(client, args, body)
     except httpx.TransportError as exc:
-        print(f"tfward: cannot reach the daemon at {args.url}: {exc}", file=sys.stderr)
+        print(f"tfward: cannot reach the daemon at {settings.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except _Refused as exc:
         print(f"tfward: {exc}", file=sys.stderr)

@@ -8,24 +8,21 @@ token's UTF-8 bytes. The token is shown once.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import secrets
+
+from tfward.config.model import API_ROLES as ROLES
+from tfward.config.tokens import TOKEN_NAME, token_sha256
 
 from .client import EXIT_OK, EXIT_USAGE, CliError
 
-ROLES = ("read", "plan", "apply", "admin")
+__all__ = ["ROLES", "config_entry", "create", "new_token", "token_sha256"]
+
 PREFIX = "tfw_"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
 def new_token() -> str:
     return PREFIX + secrets.token_urlsafe(32)
-
-
-def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def config_entry(name: str, role: str, digest: str) -> str:
@@ -35,7 +32,7 @@ def config_entry(name: str, role: str, digest: str) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-    if not _NAME.fullmatch(args.name):
+    if not TOKEN_NAME.fullmatch(args.name):
         raise CliError(
             EXIT_USAGE,
             f"--name {args.name!r}: use letters, digits and . _ @ - (up to 64), e.g. --name ci",
@@ -59,6 +56,9 @@ def create(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"token: {token}")
     print("  shown only once: store it as a secret (the CLI reads $TFWARD_TOKEN or --token)")
+    print()
+    print("Once the config names any API token, the daemon stops accepting <data_dir>/admin.token:")
+    print("configure an admin token for yourself too (--role admin).")
     print()
     print("Add this to the daemon's config file, then reload the daemon (SIGHUP):")
     print()

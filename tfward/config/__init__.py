@@ -7,6 +7,8 @@
 from tfward.config.durations import format_duration, parse_duration
 from tfward.config.load import load_config, parse_config
 from tfward.config.model import (
+    API_ROLES,
+    ApiTokenConfig,
     Config,
     DaemonConfig,
     ModuleRef,
@@ -23,6 +25,8 @@ from tfward.config.model import (
 from tfward.errors import ConfigError
 
 __all__ = [
+    "API_ROLES",
+    "ApiTokenConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import math
 import os
 import re
 import shutil
 import tomllib
-from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from tfward.config import integrations
+from tfward.config import integrations, tokens
 from tfward.config.model import (
     Config,
     DaemonConfig,
@@ -33,16 +31,18 @@ from tfward.config.reading import Context as _Context
 from tfward.config.reading import Table as _Table
 from tfward.config.reading import default as _default
 from tfward.config.reading import expected as _expected
-from tfward.config.reading import join as _join
 from tfward.config.reading import quote as _quote
 from tfward.config.reading import required as _required
+from tfward.config.values import workspace_values
 from tfward.errors import ConfigError
 
 __all__ = ["load_config", "parse_config"]
 
 _T = TypeVar("_T")
 
-_TOP_KEYS = frozenset({"daemon", "terraform", "workspace"}) | integrations.TOP_KEYS
+_TOP_KEYS = (
+    frozenset({"daemon", "terraform", "workspace", tokens.TOP_KEY}) | integrations.TOP_KEYS
+)
 _DAEMON_KEYS = frozenset(
     {
         "listen",
@@ -95,9 +95,6 @@ _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _HTTP_URL = re.compile(r"https?://[^\s/]+\S*")
 _ORGANIZATION = re.compile(r"[A-Za-z0-9_-]+")
 _WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-# Terraform's rule for variable (and module argument) names.
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # hostname/namespace/type, hostname optional (defaults to registry.terraform.io).
 _PROVIDER_SOURCE = re.compile(r"(?:[^/\s]+/)?[^/\s]+/[^/\s]+")
 
@@ -140,6 +137,7 @@ def parse_config(text: str, path: Path) -> Config:
         notifications=linked.notifications,
         outbox=linked.outbox,
         releases=linked.releases,
+        api_tokens=tokens.parse_api_tokens(root),
     )
 
 
@@ -328,19 +326,16 @@ def _workspaces(root: _Table, terraform: TerraformConfig) -> tuple[WorkspaceConf
 def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
     name = _workspace_name(t)
     source, module = _origin(t)
-    sensitive = _sensitive_names(t)
-    variables = _values(t, "vars")
-    env = _env(t, sensitive)
-    _check_sensitive(t, sensitive, variables, env)
+    values = workspace_values(t, has_module=module is not None)
     links = integrations.workspace_links(t)
     return WorkspaceConfig(
         name=name,
         source=source,
         module=module,
-        inputs=_inputs(t, module),
-        vars=variables,
-        env=env,
-        sensitive=frozenset(sensitive),
+        inputs=values.inputs,
+        vars=values.vars,
+        env=values.env,
+        sensitive=values.sensitive,
         auto_apply=_default(t.get("auto_apply", bool, "a boolean"), False),
         init_timeout=_default(t.duration("init_timeout"), terraform.init_timeout),
         plan_timeout=_default(t.duration("plan_timeout"), terraform.plan_timeout),
@@ -394,65 +389,3 @@ def _module(t: _Table) -> ModuleRef:
         # Terraform itself rejects this, but only at init time, long after startup.
         raise m.fail("version", "only allowed for registry modules, not a local ./ or ../ source")
     return ModuleRef(source=str(t.ctx.resolve(source)), version=None)
-
-
-def _inputs(t: _Table, module: ModuleRef | None) -> dict[str, Any]:
-    if "inputs" in t.data and module is None:
-        raise t.fail("inputs", "only allowed together with module (use vars with a source)")
-    return _values(t, "inputs")
-
-
-def _values(t: _Table, key: str) -> dict[str, Any]:
-    """Terraform values: named by Terraform's identifier rule, JSON-representable."""
-    table = t.free_table(key)
-    for name, value in table.data.items():
-        if not _VARIABLE_NAME.fullmatch(name):
-            expected = "expected a Terraform name (letters, digits, _ and -; no leading digit)"
-            raise table.fail(name, f"{expected}, got {_quote(name)}")
-        _check_value(t.ctx, value, table.key(name))
-    return dict(table.data)
-
-
-def _check_value(ctx: _Context, value: Any, path: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        # JSON (and so Terraform) has no nan or inf.
-        raise ctx.error(path, _expected("a finite number", value))
-    if isinstance(value, str | int | float):
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_value(ctx, item, f"{path}[{index}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_value(ctx, item, _join(path, key))
-    else:
-        raise ctx.error(path, _expected("a string, number, boolean, array or table", value))
-
-
-def _env(t: _Table, sensitive: Collection[str]) -> dict[str, str]:
-    table = t.free_table("env")
-    for name, value in table.data.items():
-        if not _ENV_NAME.fullmatch(name):
-            expected = "expected an environment variable name (letters, digits and _)"
-            raise table.fail(name, f"{expected}, got {_quote(name)}")
-        if not isinstance(value, str):
-            raise table.fail(name, _expected("a string", value, hide=name in sensitive))
-    return dict(table.data)
-
-
-def _sensitive_names(t: _Table) -> list[str]:
-    names = t.get("sensitive", list, "an array of names") or []
-    for index, name in enumerate(names):
-        if not isinstance(name, str):
-            raise t.ctx.error(f"{t.key('sensitive')}[{index}]", _expected("a string", name))
-    return names
-
-
-def _check_sensitive(
-    t: _Table, names: list[str], variables: Mapping[str, Any], env: Mapping[str, str]
-) -> None:
-    for index, name in enumerate(names):
-        if name not in variables and name not in env:
-            path = f"{t.key('sensitive')}[{index}]"
-            expected = "expected the name of a key in vars or env"
-            raise t.ctx.error(path, f"{expected}, got {_quote(name)}")

@@ -17,6 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "API_ROLES",
+    "ApiTokenConfig",
     "Config",
     "DaemonConfig",
     "ModuleRef",
@@ -162,6 +164,19 @@ class ReleasesConfig:
     max_parallel_per_batch: int = 0  # 0: every item of a batch at once
 
 
+API_ROLES = ("read", "plan", "apply", "admin")  # each role may do what the ones before it may
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenConfig:
+    """One ``[[api_token]]``: a named caller and its role. Only the SHA-256 (hex) of the token is
+    configured, so the file never holds a usable credential."""
+
+    name: str
+    role: str
+    sha256: str = field(repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkspaceConfig:
     """One ``[[workspace]]``: exactly one of ``source`` and ``module`` is set."""
@@ -169,10 +184,11 @@ class WorkspaceConfig:
     name: str
     source: Path | None
     module: ModuleRef | None
-    inputs: Mapping[str, Any]
-    vars: Mapping[str, Any]
-    env: Mapping[str, str]
-    sensitive: frozenset[str]
+    # Not in repr: they may hold secrets (resolved references), and a repr ends up in logs.
+    inputs: Mapping[str, Any] = field(repr=False)
+    vars: Mapping[str, Any] = field(repr=False)
+    env: Mapping[str, str] = field(repr=False)
+    sensitive: frozenset[str]  # names in vars, env or inputs; referenced values are included
     auto_apply: bool
     init_timeout: float
     plan_timeout: float
@@ -190,7 +206,7 @@ class WorkspaceConfig:
         object.__setattr__(self, "sensitive", frozenset(self.sensitive))
 
     def sensitive_values(self) -> list[str]:
-        """The strings to mask in logs: the values of the sensitive vars and env entries.
+        """The strings to mask in logs: the values of the sensitive vars, env and inputs.
 
         Strings are taken as they are, other values as their JSON text; the string leaves of
         arrays and tables are included too, because Terraform prints collections element by
@@ -199,7 +215,7 @@ class WorkspaceConfig:
         """
         found: set[str] = set()
         for name in self.sensitive:
-            for table in (self.vars, self.env):
+            for table in (self.vars, self.env, self.inputs):
                 if name in table:
                     found.update(_mask_strings(table[name]))
         found.discard("")
@@ -218,6 +234,7 @@ class Config:
     notifications: tuple[NotificationConfig, ...] = ()
     outbox: OutboxConfig = OutboxConfig()
     releases: ReleasesConfig = ReleasesConfig()
+    api_tokens: tuple[ApiTokenConfig, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspaces", tuple(self.workspaces))

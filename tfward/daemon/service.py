@@ -41,7 +41,9 @@ from tfward.runtasks.keys import load_keys
 from tfward.runtasks.tokens import TokenService
 
 from .api.app import ShieldFinalSend, create_app
+from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
+from .store.sealing import Sealer, seal_plain_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Daemon:
         self.releases: ReleaseExecutor | None = None
         self.outbox: OutboxWorker
         self.drift: DriftScheduler
+        self.tokens = TokenBook({})  # nobody until the start has read the tokens
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
@@ -86,8 +89,12 @@ class Daemon:
         ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
         self.rt = Runtime(self.config, self.store, ws_ids, faults=self.faults)
         keys = await trio.to_thread.run_sync(load_keys, self.config.daemon)
-        log.info("run-task tokens: keys derived from the secret in %s", keys.source)
+        log.info("encryption and run-task keys derived from the secret in %s", keys.source)
+        self.store.sealer = Sealer(keys.encryption)
+        if sealed := await self.store.write(seal_plain_rows):
+            log.info("sealed %d state or plan rows written before encryption at rest", sealed)
         self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
+        await self._load_api_tokens(self.config)
         self.recovery = await recover(self.rt)
         self.supervisor = Supervisor(self.rt)
         async with trio.open_nursery() as nursery:
@@ -120,13 +127,20 @@ class Daemon:
             watchdog.cancel()
             self._api_stop.set()
 
+    async def _load_api_tokens(self, config: Config) -> None:
+        local = await trio.to_thread.run_sync(local_admin_token, config)
+        self.tokens = TokenBook.build(config, local)
+        names = [f"{t.name} ({t.role})" for t in config.api_tokens] or ["the local admin token"]
+        log.info("API tokens accepted: %s", ", ".join(names))
+
     def status_line(self) -> str:
         """systemd's STATUS=: what the daemon is doing, in one line."""
         live = len(self.rt.live_logs)
         critical = self.rt.critical.count()
         state = "stopping" if self.stopping else "serving"
-        return (f"{state} {len(self.config.workspaces)} workspaces; {live} runs active"
-                + (f", {critical} in a critical section" if critical else ""))
+        return f"{state} {len(self.config.workspaces)} workspaces; {live} runs active" + (
+            f", {critical} in a critical section" if critical else ""
+        )
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
         with scope:
@@ -144,6 +158,8 @@ class Daemon:
     def _prepare_storage(self) -> None:
         for sub in ("runs", "init-cache", "state-backups"):
             (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        for private in ("runs", "state-backups"):  # tfvars and state files hold secrets
+            (self.config.daemon.data_dir / private).chmod(0o700)
         self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
         workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
         if self.config.daemon.database_url.startswith("sqlite:///"):
@@ -199,11 +215,13 @@ class Daemon:
         ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
         self.rt.workspace_ids.update(ws_ids)
         self.rt.config = self.config = new
+        await self._load_api_tokens(new)
         self.rt.process_limiter.total_tokens = new.daemon.max_concurrent_runs
         await trio.to_thread.run_sync(workdir.build_dev_mirror, new.terraform, self.rt.dev_mirror)
         before = {ws.name for ws in old.workspaces}
-        await self.supervisor.reconfigure(added=[n for n in names if n not in before],
-                                          removed=sorted(before - set(names)))
+        await self.supervisor.reconfigure(
+            added=[n for n in names if n not in before], removed=sorted(before - set(names))
+        )
         log.info("config reloaded from %s (%d workspaces)", new.path, len(names))
         return True
 

@@ -105,7 +105,8 @@ async def inventory_sync(ctx: JobContext) -> None:
     try:
         try:
             raw = await ctx.rt.store.read(lambda c: states.get_raw(c, sv_id))
-            resources = await trio.to_thread.run_sync(resources_of, raw)
+            secrets = _secrets_of(ctx, ws_id)
+            resources = await trio.to_thread.run_sync(resources_of, raw, secrets)
         except (NotFound, StateRejected) as exc:
             raise PermanentFailure(str(exc)) from exc
         shown = await ctx.finish_with(
@@ -122,6 +123,17 @@ async def inventory_sync(ctx: JobContext) -> None:
         if shown
         else f"state {sv_id} superseded by a newer one",
     )
+
+
+def _secrets_of(ctx: JobContext, ws_id: str) -> list[str]:
+    """The sensitive values of the workspace with id `ws_id`; none if it left the config."""
+    for name, known in ctx.rt.workspace_ids.items():
+        if known == ws_id:
+            try:
+                return ctx.rt.config.workspace(name).sensitive_values()
+            except KeyError:
+                return []
+    return []
 
 
 # ---- drift_clear ----------------------------------------------------------------------------

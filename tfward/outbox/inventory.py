@@ -1,13 +1,20 @@
-"""The resources of a terraform state, as the inventory lists them (pure)."""
+"""The resources of a terraform state, as the inventory lists them (pure).
+
+The inventory keeps each instance's `id` attribute, and is served by the API, so an id that is
+sensitive (marked in the state's `sensitive_attributes`, or holding one of the workspace's
+secret values, e.g. an id made from a name made from a secret) is stored masked.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from tfward.daemon.store.inventory import Resource
 from tfward.errors import StateRejected
+from tfward.runs.masking import MASK
 
 _PROVIDER = re.compile(r'provider\["([^"]+)"\](?:\.(\S+))?')
 
@@ -32,8 +39,10 @@ def address(module: str | None, mode: str, type_: str, name: str, index: Any) ->
     return f"{text}[{json.dumps(str(index))}]"
 
 
-def resources_of(raw: bytes) -> list[Resource]:
-    """Every current (not deposed) instance in the state, sorted by address."""
+def resources_of(raw: bytes, secrets: Iterable[str] = ()) -> list[Resource]:
+    """Every current (not deposed) instance in the state, sorted by address. `secrets`: the
+    workspace's sensitive values (`WorkspaceConfig.sensitive_values()`), masked in ids."""
+    found_secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
     try:
         doc = json.loads(raw)
         blocks = doc.get("resources") or []
@@ -48,7 +57,7 @@ def resources_of(raw: bytes) -> list[Resource]:
                 continue
             index = instance.get("index_key")
             attributes = instance.get("attributes") or {}
-            resource_id = attributes.get("id")
+            resource_id = _masked_id(attributes.get("id"), instance, found_secrets)
             found.append(
                 Resource(
                     address=address(module, mode, type_, name, index),
@@ -58,7 +67,22 @@ def resources_of(raw: bytes) -> list[Resource]:
                     module=module,
                     provider=provider_source(block.get("provider", "")),
                     index_key=index,
-                    resource_id=None if resource_id is None else str(resource_id),
+                    resource_id=resource_id,
                 )
             )
     return sorted(found, key=lambda r: r.address)
+
+
+_ID_PATH = [{"type": "get_attr", "value": "id"}]
+
+
+def _masked_id(value: Any, instance: dict[str, Any], secrets: list[str]) -> str | None:
+    if value is None:
+        return None
+    # A path in sensitive_attributes is a list of steps; `id` marked as a whole is this one.
+    if _ID_PATH in (instance.get("sensitive_attributes") or []):
+        return MASK
+    text = str(value)
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text

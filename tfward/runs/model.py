@@ -285,7 +285,14 @@ def cancel(run: Run, now: datetime, *, force: bool = False) -> Run:
     if run.status is Status.PENDING:
         return _to(run, now, Status.CANCELLED, stage=None, finished_at=now, cancel_requested_at=now)
     if run.status not in ACTIVE:
-        hint = "; discard it instead" if run.status is Status.APPLY_PENDING else ""
+        hint = ""
+        if run.status is Status.APPLY_PENDING:
+            # Confirmed, it is about to apply and can no longer be discarded.
+            hint = (
+                "; it is confirmed and starts applying at once: cancel it then"
+                if run.confirmed_at
+                else "; discard it instead"
+            )
         raise InvalidTransition(f"cannot cancel run {run.id}: it is {run.status}{hint}")
     if run.cancel_requested_at is not None:
         return run

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tfward.config import DaemonConfig
 from tfward.errors import ConfigError
+from tfward.files import create_private
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ def load_secret(daemon: DaemonConfig, env: Mapping[str, str]) -> tuple[bytes, st
         if path.is_file():
             return _read(path, "$CREDENTIALS_DIRECTORY"), str(path)
     path = daemon.data_dir / SECRET_FILE
-    if not path.exists():
-        _generate(path)
+    _generate(path)
     return _read(path, "data_dir"), str(path)
 
 
@@ -97,17 +97,8 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _generate(path: Path) -> None:
-    """Create the secret file with 0600 from the start (O_EXCL: two starts never both write)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if not create_private(path, secrets.token_bytes(SECRET_BYTES)):
         return
-    try:
-        os.write(fd, secrets.token_bytes(SECRET_BYTES))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     log.warning(
         "generated a new secret key at %s (mode 0600); keep it with the database: run-task "
         "tokens are signed and encrypted with keys derived from it",

@@ -15,6 +15,7 @@ from tfward.daemon.store import drift as drift_store
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
+from tfward.daemon.store.sealing import Sealer
 from tfward.daemon.store.tables import runs
 from tfward.ids import now
 from tfward.runs.model import Operation
@@ -22,7 +23,7 @@ from tfward.runs.model import Operation
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

@@ -12,12 +12,13 @@ import pytest
 from tfward.daemon.store import inventory as inv
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
+from tfward.daemon.store.sealing import Sealer
 from tfward.ids import now
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

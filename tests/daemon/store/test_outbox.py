@@ -13,13 +13,14 @@ from tfward.daemon.store import artifacts
 from tfward.daemon.store import outbox as ob
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
+from tfward.daemon.store.sealing import Sealer
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import now
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

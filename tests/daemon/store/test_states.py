@@ -13,6 +13,7 @@ import pytest
 from tfward.daemon.store import states
 from tfward.daemon.store import workspaces as ws_store
 from tfward.daemon.store.db import Store, sqlite_url
+from tfward.daemon.store.sealing import Sealer
 from tfward.errors import NotFound, StateRejected
 
 LINEAGE = "0c8a6a3e-5d0a-4b7e-9d2e-1f1f1f1f1f1f"
@@ -20,7 +21,7 @@ LINEAGE = "0c8a6a3e-5d0a-4b7e-9d2e-1f1f1f1f1f1f"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

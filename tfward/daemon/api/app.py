@@ -1,7 +1,8 @@
 """The API application: routes, error mapping, and the ASGI wrapper Hypercorn serves.
 
-Errors never escape as a 500 for bad input: unknown workspace or run -> 404, a body that is not
-JSON -> 400, unknown fields or bad values -> 422, a refused action -> 409 with the reason.
+Every request is authenticated first (auth.py): no or an unknown token -> 401, a weaker role
+-> 403. Errors never escape as a 500 for bad input: unknown workspace or run -> 404, a body that
+is not JSON -> 400, unknown fields or bad values -> 422, a refused action -> 409 with the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from tfward.errors import (
+    AccessDenied,
     BadRequest,
     InvalidTransition,
     NotFound,
@@ -23,7 +25,10 @@ from tfward.errors import (
 )
 
 from . import (
+    auth,
+    openapi,
     routes_inventory,
+    routes_metrics,
     routes_outbox,
     routes_releases,
     routes_runs,
@@ -58,6 +63,16 @@ def create_app(daemon: Daemon) -> QuartTrio:
     for exc_type, status in _STATUS.items():
         app.register_error_handler(exc_type, _handler(status))
 
+    @app.before_request
+    async def authenticate() -> None:
+        auth.authenticate(daemon.tokens)
+
+    @app.errorhandler(AccessDenied)
+    async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
+        response, status = error(exc.status, exc.message)
+        challenge = {"WWW-Authenticate": 'Bearer realm="tfward"'} if status == 401 else {}
+        return response, status, challenge
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int]:
         return error(exc.code or 500, exc.description or exc.name)
@@ -84,6 +99,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_releases.register(app, daemon)
     routes_outbox.register(app, daemon)
     routes_inventory.register(app, daemon)
+    routes_metrics.register(app, daemon)
+    openapi.register(app, daemon)
     return app
 
 

@@ -29,6 +29,7 @@ from tfward.releases.decide import RunResult
 from tfward.releases.executor import cancel_item_run
 from tfward.releases.model import Item, ItemStatus, Release, ReleaseStatus
 
+from . import auth
 from .body import json_object
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         body = await json_object(_CREATE_FIELDS)
         batches = _batches(body.get("batches"), {ws.name for ws in daemon.config.workspaces})
         variables = _variables(body.get("variables"), batches, daemon)
-        name = body.get("name") or ""
+        name, by = body.get("name") or "", auth.caller()
         if len(name) > 200:
             raise BadRequest("field 'name': at most 200 characters")
 
@@ -70,7 +71,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 batches=batches,
                 configuration_version_id=body.get("configuration_version_id"),
                 variables=variables,
-                created_by="api",
+                created_by=by,
             )
             return release_view(release, {})
 
@@ -99,7 +100,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
         view = await store.read(load)
         seen = request.args.get("wait_after")
-        timeout = min(request.args.get("wait_timeout", default=30.0, type=float), MAX_WAIT)
+        # max() first: a negative or NaN wait is no wait (trio refuses both with ValueError).
+        wait = request.args.get("wait_timeout", default=30.0, type=float)
+        timeout = max(0.0, min(wait, MAX_WAIT))
         with trio.move_on_after(timeout):
             while seen and view["revision"] == seen and view["status"] not in _TERMINAL:
                 committed = store.committed  # taken before reading: no wake-up is missed

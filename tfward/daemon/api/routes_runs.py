@@ -22,7 +22,9 @@ from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import Operation, Run
 
+from . import auth
 from .body import json_object, string_list
+from .plans import masked_plan_json
 from .views import run_view
 
 if TYPE_CHECKING:
@@ -53,10 +55,12 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             raise BadRequest(
                 f"field 'operation': expected one of {', '.join(o.value for o in Operation)}"
             ) from None
+        if operation is not Operation.PLAN:  # a speculative plan needs `plan`, the gate's check
+            auth.require_role("apply")
         targets, replace = string_list(body, "targets"), string_list(body, "replace")
         ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
         ws = daemon.rt.workspace(name)
-        auto_apply = body.get("auto_apply")
+        auto_apply, by = body.get("auto_apply"), auth.caller()
         run = await store.write(
             lambda c: run_store.create_run(
                 c,
@@ -67,7 +71,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 message=body.get("message") or "",
                 targets=targets,
                 replace=replace,
-                created_by="api",
+                created_by=by,
             )
         )
         daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
@@ -90,7 +94,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         statuses (or is terminal), or the timeout passes; the run is returned either way."""
         run = await store.read(lambda c: run_store.get_run(c, run_id))
         wanted = {s for s in request.args.get("wait_status", "").split(",") if s}
-        timeout = min(request.args.get("wait_timeout", default=30.0, type=float), 300.0)
+        # max() first: a negative or NaN wait is no wait (trio refuses both with ValueError).
+        timeout = max(0.0, min(request.args.get("wait_timeout", default=30.0, type=float), 300.0))
         with trio.move_on_after(timeout):
             while wanted and str(run.status) not in wanted and not run.status.is_terminal:
                 committed = store.committed  # taken before reading: no wake-up is missed
@@ -110,9 +115,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         elif action == "discard":
             run = await store.read(lambda c: run_store.get_run(c, run_id))
             model.discard(run, now())  # validates only: the run's task finishes it
-            daemon.supervisor.tell(
-                run.workspace, Decide(run_id, "discard", body.get("comment") or "discarded by api")
-            )
+            comment = body.get("comment") or f"discarded by {auth.caller()}"
+            daemon.supervisor.tell(run.workspace, Decide(run_id, "discard", comment))
         elif action in ("cancel", "force-cancel"):
             force = action == "force-cancel"
             run = await record_cancel(daemon.rt, run_id, force)
@@ -123,8 +127,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/runs/<run_id>/plan")
     async def plan_json(run_id: str) -> Response:
-        raw = await store.read(lambda c: artifacts.get_plan_json(c, run_id))
-        return Response(raw, content_type="application/json")
+        return Response(await masked_plan_json(daemon, run_id), content_type="application/json")
 
     @app.get("/api/v1/runs/<run_id>/logs")
     async def logs(run_id: str) -> Response:
@@ -137,10 +140,12 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
 
 async def _confirm(daemon: Daemon, run_id: str) -> Run:
+    by = auth.caller()
+
     def tx(conn: Connection) -> Run:
         run = run_store.get_run(conn, run_id)
         lock = ws_store.get_lock(conn, run_store.workspace_id_of(conn, run_id))
-        after = model.confirm(run, now(), by="api", lock_holder=lock.run_id if lock else None)
+        after = model.confirm(run, now(), by=by, lock_holder=lock.run_id if lock else None)
         return run_store.save(conn, run, after)
 
     return await daemon.store.write(tx)

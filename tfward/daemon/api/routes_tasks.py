@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, jsonify, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import ServiceUnavailable
@@ -19,10 +19,11 @@ from werkzeug.exceptions import ServiceUnavailable
 from tfward.daemon.store import artifacts, tasks
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store.tasks import TaskResult
-from tfward.errors import AccessDenied
 from tfward.ids import rfc3339
 from tfward.runtasks.callbacks import bearer_token
 from tfward.runtasks.coordinator import RunTaskCoordinator
+
+from .plans import masked_plan_json
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -62,11 +63,6 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     def token() -> str | None:
         return bearer_token(request.headers.get("Authorization"))
 
-    async def denied(exc: AccessDenied) -> tuple[Response, int]:
-        return jsonify({"error": {"status": exc.status, "message": exc.message}}), exc.status
-
-    app.register_error_handler(AccessDenied, denied)
-
     @app.route("/api/v1/run-task-results/<result_id>/callback", methods=["PATCH", "POST"])
     async def task_callback(result_id: str) -> dict[str, Any]:
         raw = await request.get_data()
@@ -81,14 +77,13 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/run-task-results/<result_id>/plan-json")
     async def task_plan_json(result_id: str) -> Response:
         result = await coordinator().authorize(result_id, token())
-        raw = await store.read(lambda c: artifacts.get_plan_json(c, result.run_id))
+        raw = await masked_plan_json(daemon, result.run_id)
         return Response(raw, content_type="application/json")
 
     @app.get("/api/v1/run-task-results/<result_id>/resource-changes")
     async def task_resource_changes(result_id: str) -> dict[str, Any]:
         result = await coordinator().authorize(result_id, token())
-        raw = await store.read(lambda c: artifacts.get_plan_json(c, result.run_id))
-        plan = json.loads(raw) or {}
+        plan = json.loads(await masked_plan_json(daemon, result.run_id)) or {}
         return {"data": plan.get("resource_changes") or []}
 
     @app.get("/api/v1/runs/<run_id>/task-results")

@@ -13,6 +13,7 @@ from tfward.daemon.store import states
 from tfward.daemon.store import workspaces as ws_store
 from tfward.runs.model import Status
 
+from . import auth
 from .body import json_object
 from .routes_inventory import followup_views
 from .views import lock_view, run_view, state_version_view
@@ -68,7 +69,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
             raise HTTPNotFound(f"unknown workspace action {action!r}")
         body = await json_object({"reason": str})
-        user = "api"
+        user = auth.caller()
 
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)

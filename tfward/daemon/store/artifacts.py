@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from tfward.errors import NotFound
+from tfward.errors import NotFound, PlanUnusable
 from tfward.ids import new_id, now
 
+from . import sealing
 from .tables import configuration_versions, outbox, plan_artifacts, run_log_chunks
 
 
@@ -85,9 +86,9 @@ def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) 
     conn.execute(
         insert(plan_artifacts).values(
             run_id=run_id,
-            plan_file=plan_file,
+            plan_file=sealing.seal(conn, plan_file, "plan_file"),
             plan_sha256=plan_sha,
-            plan_json=plan_json,
+            plan_json=sealing.seal(conn, plan_json, "plan_json"),
             plan_json_sha256=hashlib.sha256(plan_json).hexdigest(),
             created_at=now(),
         )
@@ -96,13 +97,19 @@ def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) 
 
 
 def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
-    """Returns (plan bytes, recorded sha256), or None when the artifact is gone."""
+    """Returns (plan bytes, recorded sha256), or None when the artifact is gone. Raises
+    PlanUnusable when the sealed plan does not decrypt: it is damaged, so it is re-planned."""
     row = conn.execute(
         select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).where(
             plan_artifacts.c.run_id == run_id
         )
     ).first()
-    return None if row is None else (bytes(row.plan_file), row.plan_sha256)
+    if row is None:
+        return None
+    try:
+        return sealing.unseal(conn, row.plan_file, "plan_file"), row.plan_sha256
+    except sealing.SealError:
+        raise PlanUnusable(PLAN_CORRUPT) from None
 
 
 def get_plan_json(conn: Connection, run_id: str) -> bytes:
@@ -111,7 +118,7 @@ def get_plan_json(conn: Connection, run_id: str) -> bytes:
     ).scalar()
     if raw is None:
         raise NotFound(f"run {run_id} has no plan")
-    return bytes(raw)
+    return sealing.unseal(conn, raw, "plan_json")
 
 
 def append_log(conn: Connection, run_id: str, first_seq: int, chunks: list[bytes]) -> None:
@@ -190,6 +197,17 @@ def outbox_rows(
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
+# plan_problem's answers, and what /metrics counts each under (tfward_plan_integrity_failures).
+PLAN_LOST = "the saved plan was lost"
+PLAN_CORRUPT = "the saved plan is corrupt (sha256 mismatch)"
+STATE_MOVED = "the workspace state changed since this run was planned"
+PLAN_PROBLEM_REASONS = {
+    PLAN_LOST: "lost",
+    PLAN_CORRUPT: "sha256_mismatch",
+    STATE_MOVED: "state_moved",
+}
+
+
 def plan_problem(
     conn: Connection,
     run_id: str,
@@ -200,11 +218,14 @@ def plan_problem(
     """Why a run's saved plan cannot be applied, or None: the plan artifact is lost or corrupt,
     or the workspace state moved since the plan (seed 003). One check for the pipeline's
     restore and for recovery, so the two can never disagree."""
-    plan = get_plan_file(conn, run_id)
+    try:
+        plan = get_plan_file(conn, run_id)
+    except PlanUnusable as exc:
+        return str(exc)
     if plan is None:
-        return "the saved plan was lost"
+        return PLAN_LOST
     if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != plan_hash:
-        return "the saved plan is corrupt (sha256 mismatch)"
+        return PLAN_CORRUPT
     if current_state_id != planned_state_id:
-        return "the workspace state changed since this run was planned"
+        return STATE_MOVED
     return None

@@ -21,6 +21,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
+from .sealing import INFO_KEY, Sealer
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -47,6 +49,9 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # A replaced row (a plain state sealed at start, a re-planned run's plan) leaves no
+    # readable copy in the file's free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
@@ -59,10 +64,16 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Store:
-    """Owns the engine. `read`/`write` run a function on a connection in one transaction."""
+    """Owns the engine. `read`/`write` run a function on a connection in one transaction.
 
-    def __init__(self, url: str, *, readers: int = 4, write_retries: int = 5) -> None:
+    `sealer` encrypts the columns that hold secrets (sealing.py); the daemon sets it once its
+    secret key is loaded, before any state or plan is read or written."""
+
+    def __init__(
+        self, url: str, *, readers: int = 4, write_retries: int = 5, sealer: Sealer | None = None
+    ) -> None:
         self.url = url
+        self.sealer = sealer
         self.engine: Engine = _make_engine(url)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(readers)
@@ -82,6 +93,8 @@ class Store:
     def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
         with self.engine.begin() as conn:
+            if self.sealer is not None:
+                conn.info[INFO_KEY] = self.sealer
             return fn(conn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:

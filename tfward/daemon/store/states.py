@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, insert, select
 from tfward.errors import NotFound, StateRejected
 from tfward.ids import new_id, now
 
-from . import followups
+from . import followups, sealing
 from .tables import state_versions
 
 
@@ -52,13 +52,24 @@ def parse_state(raw: bytes) -> ParsedState:
         doc = json.loads(raw)
         serial, lineage = int(doc["serial"]), str(doc["lineage"])
         outputs = doc.get("outputs") or {}
-        instances = sum(len(r.get("instances") or [])
-                        for r in doc.get("resources") or [] if r.get("mode") == "managed")
+        instances = sum(
+            len(r.get("instances") or [])
+            for r in doc.get("resources") or []
+            if r.get("mode") == "managed"
+        )
         if not isinstance(outputs, dict):
             raise TypeError("outputs is not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StateRejected(f"not a terraform state file: {exc}") from exc
-    return ParsedState(serial, lineage, outputs, instances, hashlib.sha256(raw).hexdigest(), raw)
+    # The outputs column is shown as it is and not sealed: a sensitive value never enters it.
+    shown = {name: _shown_output(out) for name, out in outputs.items()}
+    return ParsedState(serial, lineage, shown, instances, hashlib.sha256(raw).hexdigest(), raw)
+
+
+def _shown_output(out: Any) -> Any:
+    if isinstance(out, dict) and out.get("sensitive"):
+        return {**out, "value": None}
+    return out
 
 
 def _from_row(row: Any) -> StateVersion:
@@ -92,12 +103,13 @@ def current(conn: Connection, ws_id: str) -> StateVersion | None:
 
 
 def current_raw(conn: Connection, ws_id: str) -> bytes | None:
-    return conn.execute(
+    raw = conn.execute(
         select(state_versions.c.state)
         .where(state_versions.c.workspace_id == ws_id)
         .order_by(state_versions.c.serial.desc())
         .limit(1)
     ).scalar()
+    return None if raw is None else sealing.unseal(conn, raw, "state")
 
 
 def get(conn: Connection, sv_id: str) -> StateVersion:
@@ -111,7 +123,7 @@ def get_raw(conn: Connection, sv_id: str) -> bytes:
     raw = conn.execute(select(state_versions.c.state).where(state_versions.c.id == sv_id)).scalar()
     if raw is None:
         raise NotFound(f"state version {sv_id} not found")
-    return bytes(raw)
+    return sealing.unseal(conn, raw, "state")
 
 
 def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateVersion]:
@@ -167,7 +179,7 @@ def store(
             serial=version.serial,
             lineage=version.lineage,
             sha256=version.sha256,
-            state=state.raw,
+            state=sealing.seal(conn, state.raw, "state"),
             outputs=version.outputs,
             resource_count=version.resource_count,
             kind=kind,

@@ -1,0 +1,51 @@
+"""The workspace actor's grip on a running run: stop it (cancel, force-cancel, shutdown) and
+hand it a decision (confirm, discard). Shared by the actor, the pipeline and recovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from .terraform import StopControl
+
+
+class StopReason:
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass
+class RunHandle:
+    """The workspace actor's grip on a run task: how to stop it and how to tell it a decision."""
+
+    run_id: str
+    speculative: bool
+    grace: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    stop_reason: str | None = None
+    control: StopControl = field(init=False)
+    decided: trio.Event = field(default_factory=trio.Event)
+    decision: str | None = None
+    decision_reason: str | None = None
+    in_critical: bool = False
+
+    def __post_init__(self) -> None:
+        self.control = StopControl(self.grace)
+
+    def cancel(self, *, force: bool) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.CANCEL
+        if force:
+            self.control.force.set()
+        self.scope.cancel()
+
+    def shutdown(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.SHUTDOWN
+        self.scope.cancel()
+
+    def decide(self, decision: str, reason: str | None = None) -> None:
+        if self.decision is None:
+            self.decision, self.decision_reason = decision, reason
+            self.decided.set()

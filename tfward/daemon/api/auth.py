@@ -1,0 +1,183 @@
+"""Who may call the API, and with which role (DESIGN §10).
+
+Every request names its caller with `Authorization: Bearer <token>`. The daemon knows tokens
+only by their SHA-256: the `[[api_token]]` entries of the config, or, when the config has none,
+the local admin token it creates at first start in `<data_dir>/admin.token` (mode 0600) for the
+CLI on the same host. A missing or unknown token is refused with 401, a role weaker than the
+endpoint needs with 403 — both before the handler reads the body or the database.
+
+Roles are ordered `read` < `plan` < `apply` < `admin`, each allowed what the ones before it
+are. What each endpoint needs is decided here, in one table, so it can be reviewed at once:
+reads need `read`; speculative runs `plan`; runs that apply, confirm, discard, cancel and
+locks `apply`; force-unlock, force-cancel, state rollback and raw state download (the state
+holds secrets in plain text, as terraform writes it), outbox retry and releases `admin`.
+Endpoints that no entry names need `admin`, so a route added without a thought is closed.
+The health check and the run-task endpoints (which carry a run-task access token of their own,
+runtasks/callbacks.py) are open.
+
+The caller's name is what the daemon records as `created_by`, `confirmed_by` and `locked_by`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from quart import g, request
+
+from tfward.config import API_ROLES, Config
+from tfward.config.tokens import token_sha256
+from tfward.errors import AccessDenied, ConfigError
+from tfward.files import create_private
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_FILE = "admin.token"
+LOCAL_ADMIN = "admin"  # the name recorded for what the local admin token does
+_RANK = {role: rank for rank, role in enumerate(API_ROLES)}
+
+# (method, rule) -> role, or for `.../actions/<action>` rules a mapping from action to role.
+_CALLBACK = "/api/v1/run-task-results/<result_id>/callback"
+PUBLIC = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("PATCH", _CALLBACK),
+        ("POST", _CALLBACK),
+        ("GET", "/api/v1/run-task-results/<result_id>/plan-json"),
+        ("GET", "/api/v1/run-task-results/<result_id>/resource-changes"),
+        ("GET", "/api/v1/configuration-versions/<cv_id>/download"),
+    }
+)
+ROLES: Mapping[tuple[str, str], str | Mapping[str, str]] = {
+    ("GET", "/api/v1/state-versions/<sv_id>/download"): "admin",
+    # `apply` for an operation that changes infrastructure: the handler asks (require_role).
+    ("POST", "/api/v1/workspaces/<name>/runs"): "plan",
+    ("POST", "/api/v1/runs/<run_id>/actions/<action>"): {
+        "confirm": "apply",
+        "discard": "apply",
+        "cancel": "apply",
+        "force-cancel": "admin",
+    },
+    ("POST", "/api/v1/workspaces/<name>/actions/<action>"): {
+        "lock": "apply",
+        "unlock": "apply",
+        "force-unlock": "admin",
+    },
+    ("POST", "/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback"): "admin",
+    ("POST", "/api/v1/outbox/<row_id>/actions/<action>"): "admin",
+    ("POST", "/api/v1/releases"): "admin",
+    ("POST", "/api/v1/releases/<release_id>/actions/<action>"): "admin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    name: str
+    role: str
+
+    def may(self, role: str) -> bool:
+        return _RANK[self.role] >= _RANK[role]
+
+
+class TokenBook:
+    """The tokens accepted now, by SHA-256. Rebuilt on a config reload."""
+
+    def __init__(self, by_digest: Mapping[str, Principal]) -> None:
+        self._by_digest = dict(by_digest)
+
+    @classmethod
+    def build(cls, config: Config, local_admin: str | None) -> TokenBook:
+        if config.api_tokens:
+            return cls({t.sha256: Principal(t.name, t.role) for t in config.api_tokens})
+        if local_admin is None:
+            return cls({})
+        return cls({token_sha256(local_admin): Principal(LOCAL_ADMIN, "admin")})
+
+    def lookup(self, token: str) -> Principal | None:
+        # Keyed by the digest, so lookup timing says nothing usable about the token itself.
+        return self._by_digest.get(token_sha256(token))
+
+
+def local_admin_token(config: Config) -> str | None:
+    """The local admin token when the config names no `[[api_token]]`: read from
+    `<data_dir>/admin.token`, created (0600) on first use. None when tokens are configured.
+    Synchronous: call it in a worker thread."""
+    path = config.daemon.data_dir / ADMIN_TOKEN_FILE
+    if config.api_tokens:
+        if path.exists():
+            log.warning(
+                "%s is not accepted: the config names [[api_token]] entries, and they alone "
+                "admit callers",
+                path,
+            )
+        return None
+    if create_private(path, ("tfw_" + secrets.token_urlsafe(32) + "\n").encode()):
+        log.warning("created the local admin API token %s (mode 0600) for the CLI", path)
+    return _read_token(path)
+
+
+def _read_token(path: Path) -> str:
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(
+            path,
+            "",
+            "the admin token file is empty: remove it, and the next start creates a new one",
+        )
+    return token
+
+
+def required_role(method: str, rule: str | None, view_args: Mapping[str, str]) -> str | None:
+    """The role a request needs; None for the open endpoints."""
+    method = "GET" if method == "HEAD" else method
+    if (method, rule) in PUBLIC:
+        return None
+    if rule is None:
+        return "read"  # no such route: any caller may learn that (404), no one else
+    need = ROLES.get((method, rule))
+    if need is None:
+        return "read" if method in ("GET", "OPTIONS") else "admin"
+    if isinstance(need, str):
+        return need
+    # An unknown action is the handler's 404, for any caller.
+    return need.get(view_args.get("action", ""), "read")
+
+
+def authenticate(book: TokenBook) -> None:
+    """Check the current request (a Quart `before_request` hook); raises AccessDenied."""
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    need = required_role(request.method, rule, request.view_args or {})
+    if need is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AccessDenied(401, "an API token is required: send Authorization: Bearer <token>")
+    principal = book.lookup(token.strip())
+    if principal is None:
+        raise AccessDenied(401, "unknown API token")
+    g.principal = principal
+    require_role(need)
+
+
+def require_role(role: str) -> Principal:
+    """The caller, if its role is at least `role`; AccessDenied(403) otherwise."""
+    principal: Principal = g.principal
+    if not principal.may(role):
+        raise AccessDenied(
+            403,
+            f"token {principal.name!r} has role {principal.role}; "
+            f"{request.method} {request.path} needs {role}",
+        )
+    return principal
+
+
+def caller() -> str:
+    """The name of the authenticated caller, for `created_by` and the like."""
+    principal: Principal = g.principal
+    return principal.name

@@ -1,0 +1,200 @@
+"""Sensitive values out of a plan's JSON (`terraform show -json`) before tfward shows it (pure).
+
+Terraform 1.0 writes every value of a plan in clear and says beside it which are sensitive.
+`mask_plan_json` replaces each sensitive value with `MASK`, the marker the run log uses too:
+
+- `variables.<name>.value` of a variable the workspace marks sensitive (`sensitive = [...]` or a
+  secret reference) or the configuration declares `sensitive = true`; and such a variable's
+  `default` in `configuration` (in any module), with a literal a module call passes to it;
+- `before`/`after` of `resource_changes`, `resource_drift` and `output_changes`, walked in
+  step with `before_sensitive`/`after_sensitive`;
+- resource `values` in `planned_values` and `prior_state`, walked with `sensitive_values`,
+  and outputs there marked `sensitive: true`.
+
+In a walk, `true` hides the whole value under it and a table or array says which of the
+elements to hide. Last, any string anywhere that contains one of the workspace's secret values
+has it replaced: that catches a secret Terraform was never told is sensitive (a var listed only
+in tfward's `sensitive`). As in the run log, the match is by substring, so a very short secret
+also hides its look-alikes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+MASK = "***"
+
+
+def mask_plan_json(
+    doc: Any, *, sensitive_vars: Collection[str] = (), secrets: Iterable[str] = ()
+) -> Any:
+    """A copy of the plan document `doc` with its sensitive values replaced; `doc` is unchanged.
+
+    `sensitive_vars`: the workspace's sensitive names; `secrets`: its sensitive values as text
+    (`WorkspaceConfig.sensitive_values()`). Sections that are missing or not shaped as expected
+    are left as they are."""
+    if not isinstance(doc, Mapping):
+        return doc
+    out = dict(doc)
+    config = out.get("configuration")
+    hidden = set(sensitive_vars) | _declared_sensitive(config)
+    if isinstance(out.get("variables"), Mapping):
+        out["variables"] = {
+            name: _hide_value(entry) if name in hidden else entry
+            for name, entry in out["variables"].items()
+        }
+    for key in ("resource_changes", "resource_drift"):
+        if isinstance(out.get(key), list):
+            out[key] = [_resource_change(entry) for entry in out[key]]
+    if isinstance(out.get("output_changes"), Mapping):
+        out["output_changes"] = {k: _change(c) for k, c in out["output_changes"].items()}
+    if "planned_values" in out:
+        out["planned_values"] = _values(out["planned_values"])
+    prior = out.get("prior_state")
+    if isinstance(prior, Mapping) and "values" in prior:
+        out["prior_state"] = {**prior, "values": _values(prior["values"])}
+    if isinstance(config, Mapping) and isinstance(config.get("root_module"), Mapping):
+        out["configuration"] = {**config, "root_module": _config_module(config["root_module"])}
+    found = sorted({s for s in secrets if s}, key=len, reverse=True)
+    return _scrub(out, found) if found else out
+
+
+def mask_plan_bytes(
+    raw: bytes, *, sensitive_vars: Collection[str] = (), secrets: Iterable[str] = ()
+) -> bytes:
+    """`mask_plan_json` on the stored bytes of a plan's JSON."""
+    found = sorted({s for s in secrets if s}, key=len, reverse=True)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        # Never stored so (the pipeline checks), but if it were: hide what can be found.
+        for secret in found:
+            raw = raw.replace(secret.encode(), MASK.encode())
+        return raw
+    masked = mask_plan_json(doc, sensitive_vars=sensitive_vars, secrets=found)
+    return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _hide(value: Any, marks: Any) -> Any:
+    """`value` with the parts `marks` (a `*_sensitive`/`sensitive_values` structure) marks."""
+    if marks is True:
+        return MASK
+    if isinstance(marks, Mapping) and isinstance(value, Mapping):
+        return {key: _hide(item, marks.get(key)) for key, item in value.items()}
+    if isinstance(marks, list) and isinstance(value, list):
+        return [_hide(item, marks[i] if i < len(marks) else None) for i, item in enumerate(value)]
+    return value
+
+
+def _declared_sensitive(config: Any) -> set[str]:
+    """The root module's variables declared `sensitive = true`."""
+    root = config.get("root_module") if isinstance(config, Mapping) else None
+    return _sensitive_variables(root) if isinstance(root, Mapping) else set()
+
+
+def _hide_value(entry: Any) -> Any:
+    if isinstance(entry, Mapping) and "value" in entry:
+        return {**entry, "value": MASK}
+    return entry
+
+
+def _resource_change(entry: Any) -> Any:
+    if isinstance(entry, Mapping) and "change" in entry:
+        return {**entry, "change": _change(entry["change"])}
+    return entry
+
+
+def _change(change: Any) -> Any:
+    if not isinstance(change, Mapping):
+        return change
+    out = dict(change)
+    for side in ("before", "after"):
+        if side in out:
+            out[side] = _hide(out[side], change.get(f"{side}_sensitive"))
+    return out
+
+
+def _values(values: Any) -> Any:
+    """A `values` representation: outputs, and the resources of a module tree."""
+    if not isinstance(values, Mapping):
+        return values
+    out = dict(values)
+    if isinstance(out.get("outputs"), Mapping):
+        out["outputs"] = {
+            name: _hide_value(o) if isinstance(o, Mapping) and o.get("sensitive") else o
+            for name, o in out["outputs"].items()
+        }
+    if "root_module" in out:
+        out["root_module"] = _module_values(out["root_module"])
+    return out
+
+
+def _module_values(module: Any) -> Any:
+    if not isinstance(module, Mapping):
+        return module
+    out = dict(module)
+    if isinstance(out.get("resources"), list):
+        out["resources"] = [
+            {**r, "values": _hide(r["values"], r.get("sensitive_values"))}
+            if isinstance(r, Mapping) and "values" in r
+            else r
+            for r in out["resources"]
+        ]
+    if isinstance(out.get("child_modules"), list):
+        out["child_modules"] = [_module_values(child) for child in out["child_modules"]]
+    return out
+
+
+def _config_module(module: Mapping[str, Any]) -> dict[str, Any]:
+    """A module of `configuration`: defaults of its sensitive variables, and literals passed to
+    a called module's sensitive variables."""
+    out = dict(module)
+    declared = _sensitive_variables(module)
+    if declared:
+        out["variables"] = {
+            name: {**v, "default": MASK} if name in declared and "default" in v else v
+            for name, v in module["variables"].items()
+        }
+    calls = module.get("module_calls")
+    if isinstance(calls, Mapping):
+        out["module_calls"] = {name: _module_call(call) for name, call in calls.items()}
+    return out
+
+
+def _module_call(call: Any) -> Any:
+    if not isinstance(call, Mapping) or not isinstance(call.get("module"), Mapping):
+        return call
+    out = {**call, "module": _config_module(call["module"])}
+    declared = _sensitive_variables(call["module"])
+    expressions = call.get("expressions")
+    if declared and isinstance(expressions, Mapping):
+        out["expressions"] = {
+            arg: {**e, "constant_value": MASK}
+            if arg in declared and isinstance(e, Mapping) and "constant_value" in e
+            else e
+            for arg, e in expressions.items()
+        }
+    return out
+
+
+def _sensitive_variables(module: Mapping[str, Any]) -> set[str]:
+    variables = module.get("variables")
+    if not isinstance(variables, Mapping):
+        return set()
+    return {n for n, v in variables.items() if isinstance(v, Mapping) and v.get("sensitive")}
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    """`value` with every occurrence of a secret inside a string replaced (longest first)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, Mapping):
+        return {key: _scrub(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, secrets) for item in value]
+    return value
