@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import loopback
 import trio
 from harness import open_store, toml_value, write_config
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection
 
 from tfward.actors.runtime import Runtime
@@ -70,13 +69,8 @@ class Receiver:
     _changed: trio.Event = field(default_factory=trio.Event)
 
     async def serve(self, *, task_status: trio.TaskStatus[Receiver]) -> None:
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.graceful_timeout = 0.2
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn_serve, self._app, config)
-            self.url = binds[0]
+            self.url = (await nursery.start(loopback.serve, self._app))[0]
             task_status.started(self)
 
     def at(self, path: str) -> str:
@@ -100,20 +94,9 @@ class Receiver:
         self._changed = trio.Event()
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await loopback.request_body(scope, receive, send)
+        if body is None:
+            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         request = Received(scope["path"], headers, body, trio.current_time())
         self.received.append(request)

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import loopback
 import trio
 from harness import PROVIDER_DIR, toml_value
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from tfward.config import Config, load_config
 from tfward.runtasks.delivery import SIGNATURE_HEADER
@@ -66,14 +65,9 @@ class TaskService:
         return f"{self.url}/task/{name}"
 
     async def serve(self, *, task_status: trio.TaskStatus[TaskService]) -> None:
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.graceful_timeout = 0.5
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            binds = await nursery.start(hypercorn_serve, self._app, config)
-            self.url = binds[0]
+            self.url = (await nursery.start(loopback.serve, self._app, 0.5))[0]
             task_status.started(self)
 
     async def wait_for(self, count: int, seconds: float = 60) -> list[Received]:
@@ -90,20 +84,9 @@ class TaskService:
     # ---- the ASGI app ---------------------------------------------------------------------
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await loopback.request_body(scope, receive, send)
+        if raw is None:
+            return
         name = scope["path"].rsplit("/", 1)[-1]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         expected = hmac.new(self.hmac_key.encode(), raw, hashlib.sha512).hexdigest()
