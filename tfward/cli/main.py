@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("config", nargs="?", default="tfward.toml")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
-        "--log-format", default="json", choices=["json", "text"],
+        "--log-format",
+        default="json",
+        choices=["json", "text"],
         help="the daemon's log on stdout: JSON lines (default) or text for humans",
     )
     check = sub.add_parser("check-config", help="validate a config file without starting")
@@ -94,6 +96,14 @@ def check_config(path: str) -> int:
     print(
         f"  terraform {tf.binary}; timeouts init {format_duration(tf.init_timeout)}, "
         f"plan {format_duration(tf.plan_timeout)}, apply {format_duration(tf.apply_timeout)}"
+    )
+    tokens = [f"{t.name} ({t.role})" for t in config.api_tokens]
+    print(
+        "  API tokens: "
+        + (
+            ", ".join(tokens)
+            or f"none configured: the local admin token {config.daemon.data_dir / 'admin.token'}"
+        )
     )
     for ws in config.workspaces:
         where = ws.source if ws.source else f"module {ws.module.source if ws.module else '?'}"
