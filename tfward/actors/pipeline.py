@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
 from tfward.daemon import logs
-from tfward.daemon.metrics import OTHER, TERRAFORM_STALE
-from tfward.daemon.store import artifacts, states
+from tfward.daemon.metrics import TERRAFORM_STALE
+from tfward.daemon.store import artifacts
 from tfward.daemon.store import drift as drift_store
 from tfward.daemon.store import runs as run_store
 from tfward.daemon.store import workspaces as ws_store
@@ -51,6 +49,7 @@ from . import workdir
 from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import RunHandle, StopReason
+from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
 from .statekeeper import RunStateKeeper
@@ -92,7 +91,15 @@ class RunPipeline:
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.keeper = RunStateKeeper(rt, ws, self.ws_id, self.run_id, self.run_dir, self.log)
         self.tasks = RunTaskGate(rt, ws, self.ws_id, self.run_id, self.log)
-        self.cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
+        self.dir = RunDirectory(
+            rt,
+            ws,
+            self.ws_id,
+            self.run_id,
+            self.log,
+            workdir.cli_config_text(rt.config.terraform, rt.dev_mirror),
+            self._terraform,
+        )
         # What a refresh-only plan (drift check) found changed outside terraform.
         self.drifted: list[str] = []
 
@@ -194,9 +201,9 @@ class RunPipeline:
         self.phase = "planning"
         self.log.note(f"run {run.id}: {run.operation} of workspace {self.ws.name}")
         async with self._stage(Stage.FETCHING):
-            cv_sha, archive = await self._fetch(run)
+            cv_sha, archive = await self.dir.fetch(run)
         async with self._stage(Stage.INIT):
-            await self._init(cv_sha)
+            await self.dir.init(cv_sha)
         async with self._stage(Stage.PRE_PLAN):
             await self.tasks.pass_stage(Stage.PRE_PLAN)
         async with self._stage(Stage.PLANNING):
@@ -214,7 +221,7 @@ class RunPipeline:
     async def _apply_phase(self, run: Run) -> Outcome:
         self.phase = "applying"
         async with self._stage(Stage.RESTORING_PLAN):
-            await self._restore_plan(run)
+            await self.dir.restore_plan(run)
         async with self._stage(Stage.PRE_APPLY):
             await self.tasks.pass_stage(Stage.PRE_APPLY)
         async with self._stage(Stage.APPLYING):
@@ -226,7 +233,7 @@ class RunPipeline:
                 if self.log.parser.facts.stale_plan:
                     self.rt.metrics.plan_unusable(TERRAFORM_STALE)
                     raise PlanUnusable("terraform says the saved plan is stale")
-                raise StageFailed(ErrorKind.APPLY, self._error_text("terraform apply", code))
+                raise StageFailed(ErrorKind.APPLY, self.log.failure("terraform apply", code))
         async with self._stage(Stage.SAVING_STATE):
             await self.keeper.keep_state(self.ending, "apply")
         async with self._stage(Stage.POST_APPLY):
@@ -274,68 +281,6 @@ class RunPipeline:
         # A run-task stage waits as long as its tasks may take (delivery plus their timeout).
         return max(timeout, tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget())
 
-    async def _fetch(self, run: Run) -> tuple[str, bytes]:
-        """Snapshot the workspace's source into a configuration version, or, for a run that
-        pins one (a release rolling out a configuration version), use exactly that one."""
-        pinned = run.pinned_configuration_version_id
-        snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ws)
-
-        def record(conn: Connection) -> tuple[str, str, bytes, bytes | None]:
-            if snap is not None:
-                cv = artifacts.put_configuration(
-                    conn, self.ws_id, snap.archive, snap.file_count, snap.sha256
-                )
-                cv_id, sha, archive = cv.id, snap.sha256, snap.archive
-            else:
-                assert pinned is not None
-                cv_id = pinned
-                sha, archive = artifacts.configuration_archive(conn, pinned)
-            current = states.current(conn, self.ws_id)
-            run_store.set_configuration(conn, self.run_id, cv_id, current.id if current else None)
-            return cv_id, sha, archive, states.current_raw(conn, self.ws_id)
-
-        cv_id, sha, archive, state = await self.rt.store.write(record)
-        self.log.note(
-            f"configuration {sha[:12]} "
-            + (f"({snap.file_count} files)" if snap else f"(pinned: {cv_id})")
-        )
-        if run.variable_overrides:
-            self.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
-        await trio.to_thread.run_sync(self._prepare_dir, archive, state, run.variable_overrides)
-        return sha, archive
-
-    def _prepare_dir(
-        self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None = None
-    ) -> None:
-        workdir.remove(self.run_dir)
-        workdir.unpack(archive, self.run_dir)
-        workdir.write_inputs(self.run_dir, self.ws, self.cli_config, overrides)
-        if state is not None:
-            workdir.write_file_atomic(self.run_dir / workdir.STATE_FILE, state)
-
-    async def _init(self, config_sha: str) -> None:
-        cache = self.rt.init_cache(self.ws.name)
-        try:
-            key: str | None = workdir.init_key(
-                config_sha, self.cli_config, self.rt.config.terraform.binary
-            )
-        except OSError as exc:
-            # Seed M8: say so, and do a full init, instead of silently losing the optimisation.
-            key = None
-            self.log.note(f"cannot compute the init key ({exc}); running a full init")
-        if key is not None:
-            reused = await trio.to_thread.run_sync(workdir.restore_init, cache, key, self.run_dir)
-            if reused:
-                self.log.note("init reused: this configuration was initialised before")
-                return
-        self.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        async with self.rt.init_lock(self.rt.config.terraform.plugin_cache_dir):
-            code = await self._terraform(["init", "-input=false", "-no-color"])
-        if code != 0:
-            raise StageFailed(ErrorKind.INIT, self._error_text("terraform init", code))
-        if key:
-            await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.run_dir)
-
     async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
         args = [
             "plan",
@@ -351,7 +296,7 @@ class RunPipeline:
         args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
         code = await self._terraform(args)
         if code not in (0, 2):
-            raise StageFailed(ErrorKind.PLAN, self._error_text("terraform plan", code))
+            raise StageFailed(ErrorKind.PLAN, self.log.failure("terraform plan", code))
         output = _TaskOutput()
         show = await self._terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
         plan_json = output.value()
@@ -444,50 +389,6 @@ class RunPipeline:
             self.handle.decide("discard", f"the plan expired at {run.plan_expires_at}")
         return self.handle.decision == "confirm"
 
-    async def _restore_plan(self, run: Run) -> None:
-        """Make the run directory hold exactly the planned configuration, the plan and the
-        current state; refuse (re-plan: seed 003) if the plan or state moved on."""
-
-        def load(conn: Connection) -> tuple[str | None, tuple[bytes, str] | None, bytes | None]:
-            current = states.current(conn, self.ws_id)
-            problem = artifacts.plan_problem(
-                conn,
-                self.run_id,
-                run.plan_hash,
-                current.id if current else None,
-                run_store.planned_state_version(conn, self.run_id),
-            )
-            if problem is not None:
-                return problem, None, None
-            return (
-                problem,
-                artifacts.get_plan_file(conn, self.run_id),
-                states.current_raw(conn, self.ws_id),
-            )
-
-        problem, plan, state = await self.rt.store.read(load)
-        if problem is not None or plan is None:
-            problem = problem or artifacts.PLAN_LOST
-            self.rt.metrics.plan_unusable(artifacts.PLAN_PROBLEM_REASONS.get(problem, OTHER))
-            raise PlanUnusable(problem)
-        plan_file, recorded_sha = plan
-        on_disk = self.run_dir / workdir.PLAN_FILE
-        if (
-            on_disk.is_file()
-            and _sha256(on_disk.read_bytes()) == recorded_sha
-            and (self.run_dir / workdir.INIT_MARKER).is_file()
-        ):
-            self.log.note("applying in the directory the plan was made in")
-            return
-        self.log.note("restoring the plan into a fresh directory")
-        if run.configuration_version_id is None:
-            raise PlanUnusable("the run has no configuration version")
-        cv_id = run.configuration_version_id
-        sha, archive = await self.rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
-        await trio.to_thread.run_sync(self._prepare_dir, archive, state, run.variable_overrides)
-        await self._init(sha)
-        await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)
-
     # ---- helpers ------------------------------------------------------------------------------
 
     async def _transition(self, fn: Callable[[Run], Run], trigger: str | None = None) -> Run:
@@ -540,10 +441,6 @@ class RunPipeline:
         env.update(self.ws.env)
         return env
 
-    def _error_text(self, what: str, code: int) -> str:
-        first = self.log.parser.facts.first_error
-        return f"{what} failed (exit {code})" + (f": {first}" if first else "")
-
 
 def _enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
     payload = {
@@ -569,10 +466,6 @@ def _count_changes(plan_json: bytes) -> ResourceChanges:
         destroy += "delete" in actions
         change += "update" in actions
     return ResourceChanges(add, change, destroy)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _leaf(exc: BaseException) -> BaseException:

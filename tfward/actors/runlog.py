@@ -81,6 +81,12 @@ class RunLog:
     total_bytes: int = 0
     parser_errors: int = 0
 
+    def failure(self, what: str, code: int) -> str:
+        """The error message of a failed terraform command: its exit code and the first
+        `Error:` line terraform printed (already masked)."""
+        first = self.parser.facts.first_error
+        return f"{what} failed (exit {code})" + (f": {first}" if first else "")
+
     def __post_init__(self) -> None:
         # Longest first, so a secret containing another is masked whole.
         self._masks = tuple(sorted({s.encode() for s in self.secrets if s}, key=len, reverse=True))
