@@ -58,6 +58,7 @@ token = "t"
     assert "run:cancelled" in config.notification("hook").triggers
     assert config.workspace("a").notifications == ("hook",)
     assert config.outbox.concurrency == 8 and not config.releases.enabled
+    assert config.outbox.keep == 30 * 86400  # done rows and delivery attempts: 30 days
 
 
 @pytest.mark.parametrize(
@@ -113,6 +114,7 @@ token = "t"
         ),
         (ws("a", 'drift_check = "often"'), "workspace[0].drift_check", ""),
         ("[outbox]\nconcurrency = 0\n", "outbox.concurrency", ">= 1"),
+        ('[outbox]\nkeep = "0s"\n', "outbox.keep", "greater than zero"),
         ('[releases]\nenabled = "yes"\n', "releases.enabled", "boolean"),
     ],
 )

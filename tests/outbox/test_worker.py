@@ -242,3 +242,26 @@ async def test_destinations_receive_only_their_triggers_and_jobs_of_unknown_kind
             delivers = env.store.run_sync(lambda c: outbox_store.list_rows(c, kind="deliver"))
     assert notify["status"] == "done" and delivers == [] and receiver.received == []
     assert mystery["status"] == "dead" and "unknown outbox job kind" in mystery["last_error"]
+
+
+async def test_rows_done_and_attempts_older_than_keep_are_pruned_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver(status=500, token=TOKEN)
+    async with serving(receiver):
+        config = config_for(tmp_path, [hook(receiver.at("/hook"), retries=1)], keep="2s")
+        async with worker_env(config) as env:
+            env.store.run_sync(lambda c: create_run(c, env.rt.workspace_ids, "a"))
+            await env.start_worker()
+            finished = await env.until(done_rows("deliver", 1))
+            # The notify row is done (it queued the delivery), the delivery dead after 2 tries.
+            assert {r["kind"]: r["status"] for r in finished + (await env.until(
+                done_rows("notify", 1)))} == {"deliver": "dead", "notify": "done"}  # fmt: skip
+
+            def pruned(conn: Connection) -> list[dict[str, Any]] | None:
+                rows = outbox_store.list_rows(conn, limit=100)
+                attempts = deliveries.list_attempts(conn)
+                return rows if not attempts and len(rows) == 1 else None
+
+            [kept] = await env.until(pruned, within=30)
+    assert kept["kind"] == "deliver" and kept["status"] == "dead"  # waits for an operator

@@ -16,6 +16,7 @@ from typing import Any
 
 from tfward.config.model import (
     ENFORCEMENT_LEVELS,
+    KEEP_DEFAULT,
     NOTIFICATION_TRIGGERS,
     RUN_TASK_STAGES,
     NotificationConfig,
@@ -31,7 +32,7 @@ RUN_TASK_KEYS = frozenset({"name", "url", "hmac_key", "hmac_key_file", "timeout"
 NOTIFICATION_KEYS = frozenset(
     {"name", "type", "url", "token", "triggers", "retries", "retry_interval"}
 )
-OUTBOX_KEYS = frozenset({"concurrency", "lease", "retries"})
+OUTBOX_KEYS = frozenset({"concurrency", "lease", "retries", "keep"})
 RELEASES_KEYS = frozenset({"enabled", "max_parallel_per_batch"})
 ATTACHMENT_KEYS = frozenset({"task", "stages", "enforcement"})
 WORKSPACE_LINK_KEYS = frozenset(
@@ -217,6 +218,7 @@ def _outbox(t: Table) -> OutboxConfig:
         concurrency=_count(t, "concurrency", 8, minimum=1),
         lease=default(t.duration("lease"), 300.0),
         retries=_count(t, "retries", 10),
+        keep=default(t.duration("keep"), KEEP_DEFAULT),
     )
 
 

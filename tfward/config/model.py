@@ -147,6 +147,9 @@ class NotificationConfig:
     retry_interval: float = 10.0
 
 
+KEEP_DEFAULT = 30 * 86400.0  # [outbox] keep: 30 days
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
     """``[outbox]``: how follow-up jobs are delivered."""
@@ -154,6 +157,7 @@ class OutboxConfig:
     concurrency: int = 8
     lease: float = 300.0
     retries: int = 10
+    keep: float = KEEP_DEFAULT  # rows done and delivery attempts older than this are deleted
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@
   claimable again, and every write about an attempt checks the attempt still owns the row.
 - The worker wakes as soon as a write commits (`Store.committed`) and otherwise at the next
   due time.
+- Rows done, and notification delivery attempts, older than `[outbox] keep` are deleted in
+  short batches, hourly; queued, running and dead rows are never deleted.
 Stopping: no new claims; jobs in flight get `stop_grace` seconds, then are cancelled and left
 `running` with their lease — the next start (or the lease running out) queues them again. No
 row is lost.
@@ -24,14 +26,17 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 import httpx
 import trio
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from tfward.actors.runtime import Runtime
 from tfward.daemon import logs
+from tfward.daemon.store import deliveries
 from tfward.daemon.store import outbox as outbox_store
 from tfward.ids import now
 
@@ -54,6 +59,9 @@ HANDLERS: Mapping[str, Handler] = {
 MAX_IDLE = 30.0
 # Shortest sleep when rows looked due but none could be claimed (another worker took them).
 MIN_POLL = 0.05
+# Pruning: how often (at most), and rows per write (short transactions, runs go on meanwhile).
+PRUNE_EVERY = 3600.0
+PRUNE_BATCH = 500
 
 
 class OutboxWorker:
@@ -102,6 +110,7 @@ class OutboxWorker:
                 self._client = client
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_commits, name="outbox-commit-watch")
+                    nursery.start_soon(self._prune, name="outbox-prune")
                     task_status.started()
                     await self._loop(nursery)
                     with trio.move_on_after(self.stop_grace):
@@ -122,6 +131,38 @@ class OutboxWorker:
             # A run commits several times in a row: one look at the queue per burst is enough.
             await trio.sleep(COMMIT_DEBOUNCE)
             self._wake.set()
+
+    async def _prune(self) -> None:
+        """Delete what `[outbox] keep` no longer keeps, now and then every PRUNE_EVERY (or a
+        quarter of `keep`, when shorter). Cancelled with the worker; a database error skips one
+        round (it is logged), since housekeeping must never stop the delivery of follow-ups."""
+        while True:
+            keep = self.rt.config.outbox.keep
+            before = now() - timedelta(seconds=keep)
+            try:
+                done = await self._prune_batches(outbox_store.prune_done, before)
+                attempts = await self._prune_batches(deliveries.prune, before)
+            except SQLAlchemyError as exc:
+                log.warning("outbox: pruning failed, trying again later: %s", exc)
+            else:
+                if done or attempts:
+                    log.info(
+                        "outbox: pruned %d done rows and %d delivery attempts older than %s",
+                        done,
+                        attempts,
+                        before.isoformat(timespec="seconds"),
+                    )
+            await trio.sleep(min(PRUNE_EVERY, keep / 4))
+
+    async def _prune_batches(
+        self, prune: Callable[[Connection, datetime, int], int], before: datetime
+    ) -> int:
+        total = 0
+        while True:
+            deleted = await self.rt.store.write(lambda c: prune(c, before, PRUNE_BATCH))
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
 
     async def _idle(self) -> None:
         self._wake = trio.Event()

@@ -105,3 +105,22 @@ def test_only_dead_rows_can_be_retried_and_they_get_a_fresh_set_of_attempts(
     with pytest.raises(NotFound):
         store.run_sync(lambda c: ob.retry_dead(c, "ob-missing", now()))
     assert store.run_sync(ob.counts) == {"queued": 1, "running": 0, "done": 0, "dead": 0}
+
+
+def test_pruning_takes_only_rows_done_before_the_cutoff_in_batches(store: Store) -> None:
+    for key in ("done-1", "done-2", "done-3", "dead", "queued"):
+        add(store, key)
+    t0 = now()
+    jobs = {j.payload["n"]: j for j in claim(store, limit=4, at=t0)}
+    for key in ("done-1", "done-2", "done-3"):
+        assert store.run_sync(lambda c, j=jobs[key]: ob.finish(c, j, t0))
+    assert store.run_sync(lambda c: ob.fail(c, jobs["dead"], "boom", None))  # no retry: dead
+    later = t0 + timedelta(seconds=10)
+    assert store.run_sync(lambda c: ob.prune_done(c, t0, 10)) == 0  # none done *before* t0
+    assert store.run_sync(lambda c: ob.prune_done(c, later, 2)) == 2  # a batch of at most 2
+    assert store.run_sync(lambda c: ob.prune_done(c, later, 2)) == 1
+    left = store.run_sync(lambda c: ob.list_rows(c, limit=10))
+    assert sorted((r["payload"]["n"], r["status"]) for r in left) == [
+        ("dead", "dead"),
+        ("queued", "queued"),
+    ]

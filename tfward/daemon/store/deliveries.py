@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from tfward.ids import new_id
 
@@ -70,3 +70,15 @@ def list_attempts(
         query = query.where(d.c.outbox_id == outbox_id)
     query = query.order_by(d.c.created_at.desc(), d.c.attempt.desc()).limit(limit)
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def prune(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` attempts made before `before`; how many."""
+    oldest = (
+        select(notification_deliveries.c.id)
+        .where(notification_deliveries.c.created_at < before)
+        .order_by(notification_deliveries.c.created_at)
+        .limit(limit)
+    )
+    table = notification_deliveries
+    return conn.execute(delete(table).where(table.c.id.in_(oldest))).rowcount

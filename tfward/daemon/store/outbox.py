@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
 from tfward.errors import InvalidTransition, NotFound
 
@@ -219,3 +219,15 @@ def counts(conn: Connection) -> dict[str, int]:
     found = {status: 0 for status in STATUSES}
     found.update({status: int(n) for status, n in rows})
     return found
+
+
+def prune_done(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` rows done before `before`; how many. Queued, running and dead rows
+    are never pruned: they are work, or wait for an operator."""
+    oldest = (
+        select(outbox.c.id)
+        .where(outbox.c.status == DONE, outbox.c.done_at < before)
+        .order_by(outbox.c.done_at)
+        .limit(limit)
+    )
+    return conn.execute(delete(outbox).where(outbox.c.id.in_(oldest))).rowcount
