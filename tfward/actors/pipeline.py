@@ -13,12 +13,9 @@ funnel exactly once, shielded.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 
 import trio
 from sqlalchemy import Connection
@@ -27,18 +24,13 @@ from tfward.config import WorkspaceConfig
 from tfward.daemon import logs
 from tfward.daemon.metrics import TERRAFORM_STALE
 from tfward.daemon.store import artifacts
-from tfward.daemon.store import drift as drift_store
 from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.drift.detect import drifted_addresses
-from tfward.errors import PlanUnusable, StageFailed, WorkspaceLocked
+from tfward.errors import PlanUnusable, StageFailed
 from tfward.ids import now
-from tfward.runs import masking, model
+from tfward.runs import model
 from tfward.runs.model import (
     CRITICAL_STAGES,
     ErrorKind,
-    Operation,
-    ResourceChanges,
     Run,
     Stage,
     Status,
@@ -49,6 +41,7 @@ from . import workdir
 from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import RunHandle, StopReason
+from .planner import Planner, TaskOutput, enqueue_transition
 from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
@@ -60,19 +53,6 @@ log = logging.getLogger(__name__)
 
 # Run-task stages: without a task attached they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
-
-
-class _TaskOutput:
-    """Collects a command's stdout in memory (for `terraform show -json`)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes | bytearray) -> None:
-        self.parts.append(bytes(data))
-
-    def value(self) -> bytes:
-        return b"".join(self.parts)
 
 
 class RunPipeline:
@@ -100,8 +80,7 @@ class RunPipeline:
             workdir.cli_config_text(rt.config.terraform, rt.dev_mirror),
             self._terraform,
         )
-        # What a refresh-only plan (drift check) found changed outside terraform.
-        self.drifted: list[str] = []
+        self.planner = Planner(rt, ws, self.ws_id, self.run_id, self.log, self._terraform)
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -207,7 +186,7 @@ class RunPipeline:
         async with self._stage(Stage.PRE_PLAN):
             await self.tasks.pass_stage(Stage.PRE_PLAN)
         async with self._stage(Stage.PLANNING):
-            has_changes, plan_json = await self._terraform_plan(run)
+            has_changes, plan_json = await self.planner.plan(run)
         async with self._stage(Stage.SAVING_PLAN):
             plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
             plan_hash = await self.rt.store.write(
@@ -216,7 +195,7 @@ class RunPipeline:
         async with self._stage(Stage.POST_PLAN):
             await self.tasks.pass_stage(Stage.POST_PLAN)
         self.stage = None
-        return await self._record_plan(has_changes, plan_hash, _count_changes(plan_json))
+        return await self.planner.record(has_changes, plan_hash, plan_json)
 
     async def _apply_phase(self, run: Run) -> Outcome:
         self.phase = "applying"
@@ -281,102 +260,6 @@ class RunPipeline:
         # A run-task stage waits as long as its tasks may take (delivery plus their timeout).
         return max(timeout, tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget())
 
-    async def _terraform_plan(self, run: Run) -> tuple[bool, bytes]:
-        args = [
-            "plan",
-            "-input=false",
-            "-no-color",
-            "-detailed-exitcode",
-            f"-out={workdir.PLAN_FILE}",
-        ]
-        if run.operation is Operation.DESTROY:
-            args.append("-destroy")
-        if run.refresh_only:
-            args.append("-refresh-only")
-        args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
-        code = await self._terraform(args)
-        if code not in (0, 2):
-            raise StageFailed(ErrorKind.PLAN, self.log.failure("terraform plan", code))
-        output = _TaskOutput()
-        show = await self._terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
-        plan_json = output.value()
-        try:
-            json.loads(plan_json)
-        except ValueError:
-            show = show or -1
-        if show != 0:
-            # Seed M1: without the plan JSON nobody can review what would be applied.
-            message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
-            if not run.is_speculative:
-                raise StageFailed(ErrorKind.PLAN, message)
-            self.log.note(message)
-            plan_json = b"null"
-        if run.refresh_only:
-            self.drifted = drifted_addresses(plan_json)
-            self.log.note(f"drift check: {len(self.drifted)} resources changed outside terraform")
-        # Stored masked, so the database never holds the values in clear; nothing reads the
-        # stored JSON for values (the apply uses the plan file). The API masks again on the way
-        # out, with the workspace's settings of that moment.
-        mask = functools.partial(
-            masking.mask_plan_bytes,
-            plan_json,
-            sensitive_vars=self.ws.sensitive,
-            secrets=self.ws.sensitive_values(),
-        )
-        return code == 2, await trio.to_thread.run_sync(mask)
-
-    async def _record_plan(
-        self, has_changes: bool, plan_hash: str, changes: ResourceChanges
-    ) -> Run:
-        expires = now().timestamp() + self.rt.config.terraform.plan_expiry
-
-        def tx(conn: Connection) -> Run:
-            _, after = run_store.transition(
-                conn,
-                self.run_id,
-                lambda r: model.plan_finished(
-                    r,
-                    now(),
-                    changes=changes,
-                    has_changes=has_changes,
-                    plan_hash=plan_hash,
-                    expires_at=datetime.fromtimestamp(expires, UTC),
-                ),
-            )
-            if after.status in (Status.APPLY_PENDING, Status.APPLYING):
-                # Seed H7: a lock that cannot be taken fails the run; it never only warns.
-                ws_store.acquire_lock(
-                    conn,
-                    self.ws_id,
-                    run_id=self.run_id,
-                    by=f"run {self.run_id}",
-                    reason="plan awaiting apply",
-                )
-                trigger = (
-                    "run:needs_attention"
-                    if after.status is Status.APPLY_PENDING
-                    else "run:applying"
-                )
-                _enqueue_transition(conn, after, self.ws_id, trigger)
-            if after.refresh_only:
-                # A drift check: its finding and `assessment:drifted` commit with the plan.
-                drift_store.record_check(
-                    conn, self.ws_id, self.ws.name, self.run_id, self.drifted, now()
-                )
-            return after
-
-        try:
-            run = await self.rt.store.write(tx)
-        except WorkspaceLocked as exc:
-            raise StageFailed(
-                ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}"
-            ) from exc
-        self.log.note(
-            f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
-            f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
-        )
-        return run
-
     async def _wait_for_confirmation(self, run: Run) -> bool:
         """Wait in `apply_pending` for confirm (True), discard or plan expiry (False)."""
         if run.confirmed_at is not None:
@@ -395,14 +278,14 @@ class RunPipeline:
         def tx(conn: Connection) -> Run:
             _, after = run_store.transition(conn, self.run_id, fn)
             if trigger:
-                _enqueue_transition(conn, after, self.ws_id, trigger)
+                enqueue_transition(conn, after, self.ws_id, trigger)
             return after
 
         run = await self.rt.store.write(tx)
         self._recorded_stage = run.stage
         return run
 
-    async def _terraform(self, args: Sequence[str], *, stdout: _TaskOutput | None = None) -> int:
+    async def _terraform(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
         """Run terraform in the run directory under the global process limit, recording its
         PID and stage on the run first (DESIGN §2)."""
         stage = self.stage
@@ -440,32 +323,6 @@ class RunPipeline:
         )
         env.update(self.ws.env)
         return env
-
-
-def _enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
-    payload = {
-        "trigger": trigger,
-        "run_id": run.id,
-        "workspace": run.workspace,
-        "run_status": str(run.status),
-        "run_message": run.message,
-    }
-    key = f"notify:{run.id}:{trigger}:{run.status_changed_at and run.status_changed_at.isoformat()}"
-    artifacts.enqueue(conn, "notify", payload, key=key, run_id=run.id, workspace_id=ws_id)
-
-
-def _count_changes(plan_json: bytes) -> ResourceChanges:
-    try:
-        doc = json.loads(plan_json) or {}
-    except ValueError:
-        return ResourceChanges()
-    add = change = destroy = 0
-    for rc in doc.get("resource_changes") or []:
-        actions = set((rc.get("change") or {}).get("actions") or [])
-        add += "create" in actions
-        destroy += "delete" in actions
-        change += "update" in actions
-    return ResourceChanges(add, change, destroy)
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -1,0 +1,187 @@
+"""The plan of a run: `terraform plan`, then `show -json` (the reviewable plan, seed M1), masked
+before it is stored; then the plan recorded, with the workspace lock taken for an apply in the
+same transaction (seed H7), and a drift check's finding with it."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import trio
+from sqlalchemy import Connection
+
+from tfward.config import WorkspaceConfig
+from tfward.daemon.store import artifacts
+from tfward.daemon.store import drift as drift_store
+from tfward.daemon.store import runs as run_store
+from tfward.daemon.store import workspaces as ws_store
+from tfward.drift.detect import drifted_addresses
+from tfward.errors import StageFailed, WorkspaceLocked
+from tfward.ids import now
+from tfward.runs import masking, model
+from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Status
+
+from . import workdir
+from .runlog import RunLog
+from .runtime import Runtime
+
+
+class TaskOutput:
+    """Collects a command's stdout in memory (for `terraform show -json`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.parts.append(bytes(data))
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Terraform(Protocol):
+    """Runs terraform in the run directory; its output goes to the log, or to `stdout`."""
+
+    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int: ...
+
+
+@dataclass
+class Planner:
+    rt: Runtime
+    ws: WorkspaceConfig
+    ws_id: str
+    run_id: str
+    log: RunLog
+    terraform: Terraform
+    # What a refresh-only plan (drift check) found changed outside terraform.
+    drifted: list[str] = field(default_factory=list)
+
+    async def plan(self, run: Run) -> tuple[bool, bytes]:
+        """Run `terraform plan`, then `show -json`; (whether it changes anything, the plan
+        JSON masked)."""
+        args = [
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-detailed-exitcode",
+            f"-out={workdir.PLAN_FILE}",
+        ]
+        if run.operation is Operation.DESTROY:
+            args.append("-destroy")
+        if run.refresh_only:
+            args.append("-refresh-only")
+        args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
+        code = await self.terraform(args)
+        if code not in (0, 2):
+            raise StageFailed(ErrorKind.PLAN, self.log.failure("terraform plan", code))
+        output = TaskOutput()
+        show = await self.terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
+        plan_json = output.value()
+        try:
+            json.loads(plan_json)
+        except ValueError:
+            show = show or -1
+        if show != 0:
+            # Seed M1: without the plan JSON nobody can review what would be applied.
+            message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
+            if not run.is_speculative:
+                raise StageFailed(ErrorKind.PLAN, message)
+            self.log.note(message)
+            plan_json = b"null"
+        if run.refresh_only:
+            self.drifted = drifted_addresses(plan_json)
+            self.log.note(f"drift check: {len(self.drifted)} resources changed outside terraform")
+        # Stored masked, so the database never holds the values in clear; nothing reads the
+        # stored JSON for values (the apply uses the plan file). The API masks again on the way
+        # out, with the workspace's settings of that moment.
+        mask = functools.partial(
+            masking.mask_plan_bytes,
+            plan_json,
+            sensitive_vars=self.ws.sensitive,
+            secrets=self.ws.sensitive_values(),
+        )
+        return code == 2, await trio.to_thread.run_sync(mask)
+
+    async def record(self, has_changes: bool, plan_hash: str, plan_json: bytes) -> Run:
+        """The run `planned`: `apply_pending` (or `applying` when it applies on its own) with
+        the workspace lock taken in the same transaction (seed H7), or finished when there is
+        nothing to apply; a drift check's finding commits with it."""
+        changes = count_changes(plan_json)
+        expires = now().timestamp() + self.rt.config.terraform.plan_expiry
+
+        def tx(conn: Connection) -> Run:
+            _, after = run_store.transition(
+                conn,
+                self.run_id,
+                lambda r: model.plan_finished(
+                    r,
+                    now(),
+                    changes=changes,
+                    has_changes=has_changes,
+                    plan_hash=plan_hash,
+                    expires_at=datetime.fromtimestamp(expires, UTC),
+                ),
+            )
+            if after.status in (Status.APPLY_PENDING, Status.APPLYING):
+                # Seed H7: a lock that cannot be taken fails the run; it never only warns.
+                ws_store.acquire_lock(
+                    conn,
+                    self.ws_id,
+                    run_id=self.run_id,
+                    by=f"run {self.run_id}",
+                    reason="plan awaiting apply",
+                )
+                trigger = (
+                    "run:needs_attention"
+                    if after.status is Status.APPLY_PENDING
+                    else "run:applying"
+                )
+                enqueue_transition(conn, after, self.ws_id, trigger)
+            if after.refresh_only:
+                # A drift check: its finding and `assessment:drifted` commit with the plan.
+                drift_store.record_check(
+                    conn, self.ws_id, self.ws.name, self.run_id, self.drifted, now()
+                )
+            return after
+
+        try:
+            run = await self.rt.store.write(tx)
+        except WorkspaceLocked as exc:
+            raise StageFailed(
+                ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}"
+            ) from exc
+        self.log.note(
+            f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
+            f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
+        )
+        return run
+
+
+def enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
+    payload = {
+        "trigger": trigger,
+        "run_id": run.id,
+        "workspace": run.workspace,
+        "run_status": str(run.status),
+        "run_message": run.message,
+    }
+    key = f"notify:{run.id}:{trigger}:{run.status_changed_at and run.status_changed_at.isoformat()}"
+    artifacts.enqueue(conn, "notify", payload, key=key, run_id=run.id, workspace_id=ws_id)
+
+
+def count_changes(plan_json: bytes) -> ResourceChanges:
+    try:
+        doc = json.loads(plan_json) or {}
+    except ValueError:
+        return ResourceChanges()
+    add = change = destroy = 0
+    for rc in doc.get("resource_changes") or []:
+        actions = set((rc.get("change") or {}).get("actions") or [])
+        add += "create" in actions
+        destroy += "delete" in actions
+        change += "update" in actions
+    return ResourceChanges(add, change, destroy)
