@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz bench soak check-config lint clean
+.PHONY: run test test-fast fuzz bench soak check-config lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tfward serve examples/tfward.toml
 
-test: $(STAMP)
+# Everything, as CI runs it: lint, types, then every test (about 8 minutes on 2 cores).
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+# The developer's loop (under 2 minutes): every test but the long real-terraform suites
+# marked `slow` (tests/conftest.py says which).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n 3
 
 # schemathesis against a daemon on a copy of the example config (scripts/fuzz.py); bounded to
 # a few minutes. More options: make fuzz FUZZ_ARGS='--max-examples 100 --seed 1'
@@ -27,9 +33,9 @@ fuzz: $(STAMP)
 	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff mypy
 	$(VENV)/bin/ruff check tfward tests bench scripts
 	$(VENV)/bin/mypy --strict tfward
+	$(VENV)/bin/mypy tests
 
 check-config: $(STAMP)
 	$(VENV)/bin/tfward check-config examples/tfward.toml

@@ -100,7 +100,7 @@ class DaemonProcess:
         profiling = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         command = [sys.executable, *profiling, "-m", "tfward.cli.main", "serve",
                    str(self.config), "--log-level", self.log_level]
-        out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it; closed in stop())
+        out = open(self.log, "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                      cwd=REPO, env=self.env, start_new_session=True)

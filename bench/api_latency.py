@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """API latency: `GET /api/v1/runs/{id}` at a fixed 500 req/s while 20 runs stream logs
-(DESIGN §9: p99 < 10 ms).
+(docs/architecture.md §12: p99 < 10 ms).
 
 The daemon is a real `tfward serve` process; this process is the load. terraform is
 `bench/fake_tf_steady.py`: its `plan` prints an ~80-byte line every 50 ms (20 lines/s per run)

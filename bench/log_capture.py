@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Log capture: a plan that prints --mb MB of numbered lines, through tfward (DESIGN §9).
+"""Log capture: a plan that prints --mb MB of numbered lines, through tfward (docs/architecture.md
+§12).
 
 terraform is bench/fake_tf_timed.sh in "delegate" mode, set as `[terraform] binary`: it stamps
 the start and end of each command and runs the repository's fake (tests/fakes/fake_terraform.py)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Queue latency with free capacity: run created (POST answered) -> terraform started (DESIGN §9).
+"""Queue latency with free capacity: run created (POST answered) -> terraform started
+(docs/architecture.md §12).
 
 terraform is bench/fake_tf_timed.sh, set as `[terraform] binary`: its first action is to
 append `$EPOCHREALTIME` (bash builtin, microseconds, no fork) with its command and working

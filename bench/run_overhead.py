@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Orchestration overhead: a plan_and_apply run through tfward vs. bare terraform (DESIGN §9).
+"""Orchestration overhead: a plan_and_apply run through tfward vs. bare terraform
+(docs/architecture.md §12).
 
 Real terraform (the bundled 1.0.3), the demo provider, the demo workspace with 3 things and
 delay 0. All sides run one after another (never concurrently), interleaved per iteration so

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""1,000 configured workspaces: start-up incl. recovery, and idle RSS (DESIGN §9).
+"""1,000 configured workspaces: start-up incl. recovery, and idle RSS (docs/architecture.md §12).
 
 Targets: start-up + recovery < 3 s, idle RSS < 200 MB.
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Chaos soak (issue 5, DESIGN §6): kill -9 the daemon at random moments, restart it on the
-same data dir, and check after every recovery that nothing is stuck, leaked or lost.
+"""Chaos soak (issue 5, docs/architecture.md §5): kill -9 the daemon at random moments, restart it
+on the same data dir, and check after every recovery that nothing is stuck, leaked or lost.
 
 The daemon runs as a real process (`tfward serve`, tests/harness.py `DaemonProcess`) on three
 real terraform workspaces of slow `demo_thing`s:
@@ -54,15 +54,15 @@ from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection, func, select, text
 
 from tfward.config import Config, load_config
-from tfward.daemon.store import sealing
-from tfward.daemon.store.tables import (
+from tfward.runs.model import TERMINAL
+from tfward.store import sealing
+from tfward.store.tables import (
     outbox,
     runs,
     state_versions,
     workspace_locks,
     workspaces,
 )
-from tfward.runs.model import TERMINAL
 
 TERMINAL_NAMES = frozenset(str(s) for s in TERMINAL)
 FINAL_TRIGGERS = frozenset({"run:completed", "run:errored", "run:cancelled"})

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Throughput: 50 concurrent runs with a fast fake terraform across 50 workspaces (DESIGN §9:
-throughput in runs/s, and no run stuck).
+"""Throughput: 50 concurrent runs with a fast fake terraform across 50 workspaces
+(docs/architecture.md §12: throughput in runs/s, and no run stuck).
 
 The daemon is a real `tfward serve` process; terraform is `bench/fake_tf_timed.sh` (init, plan
 and show answered by bash at once; apply by tests/fakes/fake_terraform.py, which writes a real

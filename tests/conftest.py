@@ -1,8 +1,35 @@
-"""Shared fixtures. The harness module (tests/harness.py) is importable from every test."""
+"""Shared fixtures. The harness module (tests/harness.py) is importable from every test.
+
+`make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
+terraform listed in SLOW below (the fault matrix, the soak, crash safety, the run-task stage
+matrix, the demo provider against terraform), marked here by path so a new test in those files
+is slow too. `make test` runs everything.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+HERE = Path(__file__).parent
+SLOW = (
+    "actors/test_fault_matrix.py",
+    "soak/",
+    "daemon/test_crash_safety.py",
+    "runtasks/test_stage_matrix.py",
+    "provider/",
+    "services/test_releases.py",
+    "outbox/test_followups.py",
+    "outbox/test_restart.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.path)).relative_to(HERE).as_posix()
+        if where.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

@@ -221,9 +221,10 @@ def stray_processes(marker: str) -> list[str]:
 
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
     """Everything the termination contract speaks of, read from the daemon's own store."""
-    from tfward.daemon.store import artifacts, states
-    from tfward.daemon.store import runs as run_store
-    from tfward.daemon.store import workspaces as ws_store
+    from tfward.store import artifacts, states
+    from tfward.store import outbox as outbox_store
+    from tfward.store import runs as run_store
+    from tfward.store import workspaces as ws_store
 
     def load(conn: Any) -> dict[str, Any]:
         run = run_store.get_run(conn, run_id)
@@ -232,7 +233,7 @@ async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
             "run": run,
             "log": b"".join(d for _, d in artifacts.read_log(conn, run_id)).decode(),
             "lock": ws_store.get_lock(conn, ws_id),
-            "outbox": artifacts.outbox_rows(conn, run_id=run_id),
+            "outbox": outbox_store.list_rows(conn, run_id=run_id, limit=None),
             "states": states.list_versions(conn, ws_id),
         }
 
@@ -245,7 +246,7 @@ async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
 
 
 def state_addresses(daemon: Daemon, sv_id: str) -> list[str]:
-    from tfward.daemon.store import states
+    from tfward.store import states
 
     doc = json.loads(daemon.store.run_sync(lambda c: states.get_raw(c, sv_id)))
     return sorted(
@@ -312,9 +313,9 @@ class DaemonProcess:
 
 def open_store(config: Config) -> Any:
     """The daemon's database, opened the way the daemon opens it (for after it stopped)."""
-    from tfward.daemon.store.db import Store
-    from tfward.daemon.store.sealing import Sealer
     from tfward.runtasks.keys import load_keys
+    from tfward.store.db import Store
+    from tfward.store.sealing import Sealer
 
     return Store(config.daemon.database_url, sealer=Sealer(load_keys(config.daemon).encryption))
 

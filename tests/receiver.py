@@ -24,9 +24,9 @@ from sqlalchemy import Connection
 
 from tfward.actors.runtime import Runtime
 from tfward.config import Config, load_config
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.db import Store
 from tfward.outbox.worker import OutboxWorker
+from tfward.store import workspaces as ws_store
+from tfward.store.db import Store
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class WorkerEnv:
         await self.nursery.start(worker.run)
         return worker
 
-    async def until(self, check: Callable[[Connection], T], within: float = 30) -> T:
+    async def until(self, check: Callable[[Connection], T | None], within: float = 30) -> T:
         """Until `check` (run in a read transaction) returns something truthy; waits on the
         store's commits in between, so no polling interval is needed."""
         with trio.fail_after(within):

@@ -12,7 +12,7 @@ that is not a ``TfwardError`` is treated as a bug.
           ├── BadRequest          a request body names unknown fields or bad values (API: 422)
           ├── WorkspaceLocked     the workspace lock is held by someone else (store; API: 409)
           ├── StateRejected       a state file is older or of another lineage than the current
-          │                       one, or is not a terraform state (actors/state.py)
+          │                       one, or is not a terraform state (store/states.py)
           ├── PlanUnusable        a saved plan is missing, corrupt, or stale: re-plan (seed 003)
           ├── AccessDenied        a run-task token is missing, invalid, used, or for another
           │                       result (runtasks/callbacks.py; API: 401, or 403)

@@ -1,4 +1,4 @@
-"""The termination contract under every fault in every stage (DESIGN §3, §8).
+"""The termination contract under every fault in every stage (docs/architecture.md §4).
 
 For each stage x {terraform error, exception in our code, cancel, force-cancel, stage timeout,
 daemon shutdown} a real daemon runs a real run (real terraform and the demo provider; a fake

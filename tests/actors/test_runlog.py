@@ -15,11 +15,11 @@ import trio.testing
 from sqlalchemy import Connection
 
 from tfward.actors.runlog import MASK, OutputParser, RunLog
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.db import Store, sqlite_url
 from tfward.runs.model import Operation
+from tfward.store import artifacts
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
+from tfward.store.db import Store, sqlite_url
 
 T = TypeVar("T")
 

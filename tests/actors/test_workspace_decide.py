@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tfward.actors.handle import Decision
 from tfward.actors.workspace import (
     RETIRED,
+    Action,
     ActorState,
     Cancel,
     Decide,
@@ -137,41 +139,41 @@ DECISIONS = [
         BUSY,
         Cancel("run-a"),
         BUSY,
-        [Signal("run-a", "cancel")],
+        [Signal("run-a", Action.CANCEL)],
         id="cancel-of-the-active-run-signals-it",
     ),
     pytest.param(
         BUSY,
         Cancel("run-a", force=True),
         BUSY,
-        [Signal("run-a", "force-cancel")],
+        [Signal("run-a", Action.FORCE_CANCEL)],
         id="force-cancel-of-the-active-run-signals-it",
     ),
     pytest.param(
         BUSY,
         Cancel("run-s"),
         BUSY,
-        [Signal("run-s", "cancel")],
+        [Signal("run-s", Action.CANCEL)],
         id="cancel-of-a-speculative-run-signals-it",
     ),
     pytest.param(BUSY, Cancel("run-zzz"), BUSY, [], id="cancel-of-an-unknown-run-does-nothing"),
     pytest.param(
         BUSY,
-        Decide("run-a", "confirm"),
+        Decide("run-a", Decision.CONFIRM),
         BUSY,
-        [Signal("run-a", "confirm")],
+        [Signal("run-a", Action.CONFIRM)],
         id="confirm-of-the-active-run-signals-it",
     ),
     pytest.param(
         BUSY,
-        Decide("run-a", "discard", "not today"),
+        Decide("run-a", Decision.DISCARD, "not today"),
         BUSY,
-        [Signal("run-a", "discard", "not today")],
+        [Signal("run-a", Action.DISCARD, "not today")],
         id="discard-of-the-active-run-signals-it-with-the-reason",
     ),
     pytest.param(
         BUSY,
-        Decide("run-b", "confirm"),
+        Decide("run-b", Decision.CONFIRM),
         BUSY,
         [],
         id="confirm-of-a-run-still-in-the-queue-does-nothing",
@@ -204,7 +206,7 @@ DECISIONS = [
             speculative=frozenset({"run-s"}),
             stopping=True,
         ),
-        [Signal("run-a", "drain"), Signal("run-s", "drain")],
+        [Signal("run-a", Action.DRAIN), Signal("run-s", Action.DRAIN)],
         id="stop-with-drain-signals-drain-to-every-running-run",
     ),
     pytest.param(
@@ -216,7 +218,7 @@ DECISIONS = [
             speculative=frozenset({"run-s"}),
             stopping=True,
         ),
-        [Signal("run-a", "shutdown"), Signal("run-s", "shutdown")],
+        [Signal("run-a", Action.SHUTDOWN), Signal("run-s", Action.SHUTDOWN)],
         id="stop-without-drain-signals-shutdown-to-every-running-run",
     ),
     pytest.param(
@@ -303,7 +305,7 @@ def test_a_run_requeued_during_stop_is_not_put_back_in_the_queue() -> None:
     state, effects = replay(
         ActorState(queue=("run-b",), active="run-a"), Stop(), RunEnded("run-a", True)
     )
-    assert effects == [[Signal("run-a", "drain")], []]
+    assert effects == [[Signal("run-a", Action.DRAIN)], []]
     assert (state.queue, state.active) == (("run-b",), None)
 
 
@@ -374,7 +376,7 @@ RETIRING = ActorState(
             RETIRING,
             Cancel("run-a"),
             RETIRING,
-            [Signal("run-a", "cancel")],
+            [Signal("run-a", Action.CANCEL)],
             id="the-active-run-of-a-retiring-workspace-can-still-be-cancelled",
         ),
         pytest.param(

@@ -65,10 +65,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
     seen: list[str | None] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         auth = self.headers.get("Authorization")
         Recorder.seen.append(auth)
-        status, body = (200, {"data": []}) if auth else (401, {"error": {"message": "no token"}})
+        body: dict[str, Any] = {"data": []} if auth else {"error": {"message": "no token"}}
+        status = 200 if auth else 401
         raw = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -1,5 +1,5 @@
 """The run-task endpoints over HTTP: the callback's 401 / 403 / 404 / 409 / 422 rules, what a
-token may read, and tokens never stored in plain text (seeds C4, C5; PROTOCOLS.md)."""
+token may read, and tokens never stored in plain text (seeds C4, C5; docs/protocols.md)."""
 
 from __future__ import annotations
 

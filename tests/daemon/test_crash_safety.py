@@ -1,5 +1,5 @@
-"""Crash safety (DESIGN §2, §6): kill -9 and restart, SIGTERM during an apply, a plan lost
-while the daemon was down, a plan terraform calls stale, and config reload."""
+"""Crash safety (docs/architecture.md §2, §5): kill -9 and restart, SIGTERM during an apply, a plan
+lost while the daemon was down, a plan terraform calls stale, and config reload."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from harness import (
 )
 from sqlalchemy import delete, select
 
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store.tables import outbox, plan_artifacts
+from tfward.store import runs as run_store
+from tfward.store.tables import outbox, plan_artifacts
 
 
 def created(calls: Path) -> list[str]:

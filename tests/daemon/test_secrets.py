@@ -1,8 +1,8 @@
-"""Secrets never leave the daemon in plain text (DESIGN §10): a workspace gets secrets through
-`from_env` / `from_file` references and a variable terraform itself marks sensitive; after a
-full plan-and-apply, a speculative plan and a notification, the test greps everything the
-daemon emitted — its log records, every read endpoint's answer, the notification bodies, the
-database files — for the secret values."""
+"""Secrets never leave the daemon in plain text (docs/architecture.md §9): a workspace gets secrets
+through `from_env` / `from_file` references and a variable terraform itself marks sensitive; after a
+full plan-and-apply, a speculative plan and a notification, the test greps everything the daemon
+emitted — its log records, every read endpoint's answer, the notification bodies, the database files
+— for the secret values."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from harness import demo_workspace, open_store, running_daemon
 from receiver import Receiver, followups_config, serving
 
-from tfward.daemon.store import states
+from tfward.store import states
 
 FROM_ENV = "tfw-secret-from-env-7f3a9c"  # the things' `value`: terraform prints it in a plan
 FROM_FILE = "tfw-secret-from-file-52be41"  # a variable terraform declares sensitive

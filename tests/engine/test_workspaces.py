@@ -12,7 +12,7 @@ import trio
 from harness import DEMO_WORKSPACE, Api, demo_workspace, facts, running_daemon, write_config
 
 from tfward.daemon.service import Daemon
-from tfward.daemon.store import artifacts
+from tfward.store import artifacts
 
 
 async def test_a_module_workspace_runs_the_generated_main_tf_json(tmp_path: Path) -> None:

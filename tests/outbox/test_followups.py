@@ -14,8 +14,8 @@ from receiver import Receiver, followups_config, serving
 from sqlalchemy import update
 
 from tfward.daemon.service import Daemon
-from tfward.daemon.store import outbox as outbox_store
-from tfward.daemon.store.tables import outbox
+from tfward.store import outbox as outbox_store
+from tfward.store.tables import outbox
 
 
 async def until(daemon: Daemon, check: Any, within: float = 90) -> Any:

@@ -1,4 +1,4 @@
-"""Notification messages on the wire (PROTOCOLS.md), and `tfward check-config
+"""Notification messages on the wire (docs/protocols.md), and `tfward check-config
 --verify-notifications` against real receivers."""
 
 from __future__ import annotations

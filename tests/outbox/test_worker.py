@@ -13,12 +13,12 @@ from receiver import Receiver, followups_config, serving, worker_env
 from sqlalchemy import Connection
 
 from tfward.config import Config
-from tfward.daemon.store import artifacts, deliveries
-from tfward.daemon.store import outbox as outbox_store
-from tfward.daemon.store import runs as run_store
 from tfward.ids import now
 from tfward.outbox import notifications
 from tfward.runs.model import Operation, Run
+from tfward.store import deliveries
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
 
 TOKEN = "notification-token-for-tests"
 PAYLOAD_KEYS = {
@@ -133,7 +133,7 @@ async def test_two_hundred_notifications_to_a_slow_receiver_never_exceed_the_con
 
         def queue(conn: Connection) -> None:
             for i in range(200):
-                artifacts.enqueue(conn, "deliver", {
+                outbox_store.enqueue(conn, "deliver", {
                     "destination": "hook", "trigger": "verification", "notification": payload,
                 }, key=f"test:{i}")
 
@@ -178,7 +178,7 @@ async def test_a_row_whose_worker_died_is_run_exactly_once_after_its_lease_runs_
         config = config_for(tmp_path, [hook(receiver.at("/hook"))], lease="1s")
         payload = notifications.verification_payload(config, "hook")
         async with worker_env(config) as env:
-            env.store.run_sync(lambda c: artifacts.enqueue(c, "deliver", {
+            env.store.run_sync(lambda c: outbox_store.enqueue(c, "deliver", {
                 "destination": "hook", "trigger": "verification", "notification": payload,
             }, key="lease-test"))
             # A first worker claims the row with a 1 s lease, then dies before running it.
@@ -235,7 +235,7 @@ async def test_destinations_receive_only_their_triggers_and_jobs_of_unknown_kind
         config = config_for(tmp_path, [hook(receiver.at("/hook"), triggers=["run:errored"])])
         async with worker_env(config) as env:
             env.store.run_sync(lambda c: create_run(c, env.rt.workspace_ids, "a"))
-            env.store.run_sync(lambda c: artifacts.enqueue(c, "mystery", {}, key="mystery"))
+            env.store.run_sync(lambda c: outbox_store.enqueue(c, "mystery", {}, key="mystery"))
             await env.start_worker()
             [notify] = await env.until(done_rows("notify", 1))
             [mystery] = await env.until(done_rows("mystery", 1))

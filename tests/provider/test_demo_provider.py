@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # only for annotations: test modules cannot import conftest at run time
-    from conftest import Workspace
+    from provider.conftest import Workspace
 
 DEV_OVERRIDES_WARNING = "Provider development overrides are in effect"
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from tfward.config import Config, load_config
 from tfward.daemon.service import Daemon
-from tfward.daemon.store import runs as run_store
+from tfward.store import runs as run_store
 
 ENDED = ("succeeded", "failed", "cancelled")
 ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")

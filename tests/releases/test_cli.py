@@ -47,7 +47,7 @@ async def test_the_release_commands_create_watch_show_list_and_cancel(
             capsys, "release", "create", "--batch", "dev-a", "--batch", " stg, ",
             "--name", "first", "--var", "value=v1", "--url", url, "--watch",
         )  # fmt: skip
-        assert code == 0, err
+        assert code == 0, (code, out, err)
         last = out.split("release rel-")[-1]
         assert "first  SUCCEEDED" in last and "2 total: 2 succeeded, 0 failed" in last
         assert "rolls out variables value" in last

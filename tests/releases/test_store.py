@@ -1,4 +1,4 @@
-"""Persistence of releases (tfward/daemon/store/releases.py) on a real SQLite file: the schema
+"""Persistence of releases (tfward/store/releases.py) on a real SQLite file: the schema
 of migration 0003, compare-and-set claims that create exactly one run, and the notification
 written by the transaction that ends a release."""
 
@@ -14,18 +14,19 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import releases as release_store
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.db import Store, sqlite_url
-from tfward.daemon.store.sealing import Sealer
-from tfward.daemon.store.tables import metadata, runs
 from tfward.errors import BadRequest, InvalidTransition
 from tfward.ids import now
 from tfward.releases import model
 from tfward.releases.model import ItemStatus, Release, ReleaseStatus
 from tfward.runs.model import Operation
+from tfward.store import artifacts
+from tfward.store import outbox as outbox_store
+from tfward.store import releases as release_store
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
+from tfward.store.db import Store, sqlite_url
+from tfward.store.sealing import Sealer
+from tfward.store.tables import metadata, runs
 
 WORKSPACES = ["dev-a", "dev-b", "stg"]
 
@@ -193,7 +194,7 @@ def test_the_transaction_that_ends_a_release_enqueues_its_notification(
     assert failed.status is ReleaseStatus.FAILED, "nothing else was running"
     rows = [
         r
-        for r in store.run_sync(lambda c: artifacts.outbox_rows(c))
+        for r in store.run_sync(lambda c: outbox_store.list_rows(c, limit=None))
         if r["payload"]["trigger"].startswith("release:")
     ]
     assert [r["payload"]["trigger"] for r in rows] == ["release:failed"]

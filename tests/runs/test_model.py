@@ -73,11 +73,11 @@ def _applying(stage: Stage = Stage.RESTORING_PLAN) -> Run:
 
 def _finished(status: Status) -> Run:
     if status is Status.DISCARDED:
-        return model.discard(_apply_pending(), T0)
+        return model.finish(model.discard(_apply_pending(), T0, by="alice"), T0, status)
     if status in (Status.APPLIED, Status.APPLIED_STATE_ERROR):
         return model.finish(_applying(), T0, status)
     if status is Status.CANCELLED:
-        return model.cancel(_pending(), T0)
+        return model.finish(model.cancel(_pending(), T0), T0, status)
     return model.finish(_planning(), T0, status)
 
 
@@ -125,7 +125,7 @@ ACTIONS: dict[str, Callable[[Run], Run]] = {
     ),
     "confirm:lock_not_held": lambda r: model.confirm(r, LATER, by="bob", lock_holder=None),
     "begin_apply": lambda r: model.begin_apply(r, LATER),
-    "discard": lambda r: model.discard(r, LATER, reason="not today"),
+    "discard": lambda r: model.discard(r, LATER, by="bob", reason="not today"),
     "cancel": lambda r: model.cancel(r, LATER),
     "force_cancel": lambda r: model.cancel(r, LATER, force=True),
     "requeue": lambda r: model.requeue(r, LATER, reason="daemon stopped"),
@@ -162,8 +162,9 @@ ACCEPTED: dict[tuple[str, str], Status] = {
         )
     },
     ("apply_pending_confirmed", "begin_apply"): Status.APPLYING,
-    ("apply_pending", "discard"): Status.DISCARDED,
-    ("pending", "cancel"): Status.CANCELLED,
+    # Requests: the run stays where it is until the termination funnel finishes it.
+    ("apply_pending", "discard"): Status.APPLY_PENDING,
+    ("pending", "cancel"): Status.PENDING,
     ("planning", "cancel"): Status.PLANNING,
     ("applying", "cancel"): Status.APPLYING,
     **{
@@ -190,7 +191,7 @@ REFUSAL_REASONS: dict[tuple[str, str], str] = {
     ("apply_pending", "confirm:lock_held_by_another_run"): "no longer held by this run "
     "(held by run-other)",
     ("apply_pending", "confirm:lock_not_held"): "no longer held by this run (not locked)",
-    ("apply_pending_confirmed", "discard"): "it was confirmed and is about to apply",
+    ("apply_pending_confirmed", "discard"): "it was confirmed by alice at",
     ("apply_pending", "cancel"): "it is apply_pending; discard it instead",
     ("apply_pending_confirmed", "cancel"): "confirmed and starts applying at once: cancel it then",
     ("planning", "force_cancel"): "cancel it first",
@@ -382,32 +383,63 @@ def test_begin_apply_refuses_an_unconfirmed_run() -> None:
 # ---- discard --------------------------------------------------------------------------------
 
 
-def test_discard_before_confirmation_finishes_the_run_with_the_reason() -> None:
-    run = model.discard(_apply_pending(), LATER, reason="not today")
-    assert (run.status, run.stage, run.finished_at, run.error_message) == (
-        Status.DISCARDED,
+def test_discard_before_confirmation_records_the_request_and_the_funnel_finishes_it() -> None:
+    run = model.discard(_apply_pending(), LATER, by="bob", reason="not today")
+    assert (run.status, run.discard_requested_at, run.discard_requested_by, run.finished_at) == (
+        Status.APPLY_PENDING,
+        LATER,
+        "bob",
         None,
+    )
+    assert model.allowed_actions(run) == ()
+    final = model.finish(run, LATER, Status.DISCARDED, error_message=run.discard_reason)
+    assert (final.status, final.finished_at, final.error_message) == (
+        Status.DISCARDED,
         LATER,
         "not today",
     )
 
 
-def test_discard_after_confirmation_is_refused_because_the_apply_is_about_to_start() -> None:
-    with pytest.raises(InvalidTransition, match="it was confirmed and is about to apply"):
-        model.discard(_confirmed(), LATER)
+def test_a_repeated_discard_keeps_the_first_request() -> None:
+    first = model.discard(_apply_pending(), LATER, by="bob")
+    assert model.discard(first, LATER + timedelta(minutes=1), by="carol") is first
+
+
+def test_discard_after_confirmation_is_refused_naming_who_confirmed() -> None:
+    with pytest.raises(InvalidTransition, match="confirmed by alice at .* and is about to apply"):
+        model.discard(_confirmed(), LATER, by="bob")
+
+
+def test_confirm_after_a_discard_is_refused_naming_who_discarded() -> None:
+    discarded = model.discard(_apply_pending(), T0, by="bob")
+    with pytest.raises(InvalidTransition, match="it was discarded by bob at"):
+        model.confirm(discarded, LATER, by="alice", lock_holder=RUN_ID)
+
+
+def test_no_action_a_caller_takes_makes_a_run_terminal() -> None:
+    # Only `finish` (the termination funnel's) ends a run: requests leave the status alone.
+    for variant, make in VARIANTS.items():
+        for name, action in ACTIONS.items():
+            if name.startswith("finish:"):
+                continue
+            try:
+                after = action(make())
+            except InvalidTransition:
+                continue
+            assert not after.status.is_terminal, (variant, name)
 
 
 # ---- cancel and force-cancel ----------------------------------------------------------------
 
 
-def test_cancel_of_a_pending_run_finishes_it_at_once() -> None:
+def test_cancel_of_a_pending_run_records_the_request_for_its_actor_to_finish() -> None:
     run = model.cancel(_pending(), LATER)
-    assert (run.status, run.finished_at, run.cancel_requested_at, run.stage) == (
-        Status.CANCELLED,
-        LATER,
-        LATER,
+    assert (run.status, run.finished_at, run.cancel_requested_at) == (
+        Status.PENDING,
         None,
+        LATER,
     )
+    assert model.allowed_actions(run) == ()
 
 
 @pytest.mark.parametrize("variant", ["planning", "applying"])

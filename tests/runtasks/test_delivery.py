@@ -69,7 +69,7 @@ def _task(receiver: Receiver, **settings: Any) -> RunTaskConfig:
     )
 
 
-PAYLOADS = [
+PAYLOADS: list[dict[str, Any]] = [
     {"payload_version": 1, "stage": "post_plan", "run_message": "plain"},
     {"run_message": 'ünïcödé, emoji 🚀, quotes " and \\ backslashes', "n": [1, 2.5, None]},
     {"nested": {"deep": {"list": [{"a": True}]}}, "empty": "", "zero": 0},

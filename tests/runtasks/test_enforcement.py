@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tfward.config import RunTaskAttachment, RunTaskConfig, parse_config
-from tfward.daemon.store.tasks import TaskResult
 from tfward.ids import now
 from tfward.runtasks.coordinator import StageOutcome
 from tfward.runtasks.enforcement import STAGE_MARGIN, Enforcement, enforce, tasks_at
+from tfward.store.tasks import TaskResult
 
 
 def _result(name: str, status: str, enforcement: str, message: str = "why") -> TaskResult:

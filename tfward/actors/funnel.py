@@ -3,7 +3,7 @@
 Success, terraform error, an exception in our code, cancel, force-cancel, stage timeout, a
 mandatory run-task failure, daemon shutdown, discard, plan expiry, crash recovery: whatever
 ends a run calls `finish_run`, shielded, and it does every step of the termination contract
-(DESIGN §3):
+(docs/architecture.md §4):
 
   1. on apply paths, whatever state terraform left in the run directory, even partial, becomes
      a state version before anything else (seed C2); if it cannot be stored the run is
@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Protocol
 
 import trio
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts, followups
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.tables import run_task_results
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import ErrorKind, Run, Status
+from tfward.store import followups, tasks
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
 
 from . import workdir
 from .runlog import RunLog
@@ -142,7 +142,7 @@ async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | No
             await keeper.keep_state(ending, kind)
         if scope.cancelled_caught:
             raise TimeoutError(f"storing the state took over {STEP_TIMEOUT:.0f}s")
-    except Exception as exc:  # noqa: BLE001 — the outcome records it; the run still finishes
+    except Exception as exc:  # the outcome records it; the run still finishes
         log.exception("run %s: could not store the state terraform left", ending.run_id)
         ending.log.note(
             f"could not store the state terraform wrote: {exc}; the workspace stays "
@@ -171,7 +171,7 @@ async def _step(what: str, ending: Ending, fn: object) -> None:
             await fn()  # type: ignore[operator]
         if scope.cancelled_caught:
             log.error("run %s: timed out trying to %s", ending.run_id, what)
-    except Exception:  # noqa: BLE001 — one failed step must not skip the others
+    except Exception:  # one failed step must not skip the others
         log.exception("run %s: failed to %s", ending.run_id, what)
 
 
@@ -182,7 +182,7 @@ async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
         try:
             with trio.move_on_after(STEP_TIMEOUT):
                 return await rt.store.write(lambda c: _record_tx(c, ending, outcome, downstream))
-        except Exception:  # noqa: BLE001 — retried; recovery finishes the run if all fail
+        except Exception:  # retried; recovery finishes the run if all fail
             log.exception(
                 "run %s: recording the outcome failed (attempt %d)", ending.run_id, attempt + 1
             )
@@ -205,13 +205,14 @@ def _record_tx(
     conn: Connection, ending: Ending, outcome: Outcome, downstream: tuple[str, ...] = ()
 ) -> Run:
     when = now()
-    run = run_store.get_run(conn, ending.run_id)
+    run = before = run_store.get_run(conn, ending.run_id)
     if run.status.is_terminal:
         return run  # finished already (a retried transaction that had committed)
     if outcome.detach:
         return run
     if outcome.requeue is not None:
         final = model.requeue(run, when, reason=outcome.requeue, nothing_applied=True)
+        run_store.save(conn, run, final)
     else:
         assert outcome.status is not None
         if outcome.warning:
@@ -223,18 +224,14 @@ def _record_tx(
             error_kind=outcome.error_kind,
             error_message=outcome.error_message,
         )
-    run_store.save(conn, run, final)
+        run_store.save_final(conn, before, final)
     run_store.set_process(conn, run.id, None, None)
     if outcome.status is not Status.APPLIED_STATE_ERROR:
         # A run releases only its own lock; a user's lock stays.
         lock = ws_store.get_lock(conn, ending.workspace_id)
         if lock is not None and lock.run_id == run.id:
             ws_store.release_lock(conn, ending.workspace_id, run_id=run.id)
-    conn.execute(
-        update(run_task_results)
-        .where(run_task_results.c.run_id == run.id, run_task_results.c.token_revoked_at.is_(None))
-        .values(token_ciphertext=None, token_revoked_at=when)
-    )
+    tasks.revoke_for_run(conn, run.id, when)
     _notify(conn, ending, run, final, outcome)
     # An apply that stored a new state: run triggers downstream and drift clear (seed H5).
     followups.after_finish(conn, final, ending.workspace_id, downstream)
@@ -248,15 +245,12 @@ def _notify(conn: Connection, ending: Ending, before: Run, final: Run, outcome: 
         trigger, key = "run:needs_attention", f"notify:{final.id}:requeue:{now().isoformat()}"
     else:
         trigger, key = TRIGGERS[final.status], f"notify:{final.id}:final"
-    payload = {
-        "trigger": trigger,
-        "run_id": final.id,
-        "workspace": ending.workspace,
-        "run_status": str(final.status),
-        "error_kind": final.error_kind and str(final.error_kind),
-        "message": outcome.describe(),
-        "run_message": final.message,
-    }
-    artifacts.enqueue(
-        conn, "notify", payload, key=key, run_id=final.id, workspace_id=ending.workspace_id
+    outbox_store.notify(
+        conn,
+        trigger,
+        key=key,
+        workspace_id=ending.workspace_id,
+        workspace=ending.workspace,
+        run=final,
+        message=outcome.describe(),
     )

@@ -3,6 +3,7 @@ hand it a decision (confirm, discard). Shared by the actor, the pipeline and rec
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import trio
@@ -10,9 +11,27 @@ import trio
 from .terraform import StopControl
 
 
-class StopReason:
-    CANCEL = "cancel"
-    SHUTDOWN = "shutdown"
+class StopReason(enum.StrEnum):
+    """Why a run's cancel scope was cancelled."""
+
+    CANCEL = "cancel"  # a user (or a release) cancelled it; force-cancel sets `control.force`
+    SHUTDOWN = "shutdown"  # the daemon is stopping
+
+
+class Decision(enum.StrEnum):
+    """What a person decided about a run waiting in `apply_pending`."""
+
+    CONFIRM = "confirm"
+    DISCARD = "discard"
+
+
+class Phase(enum.StrEnum):
+    """Where the pipeline is, as the workspace actor and shutdown need to know it."""
+
+    PENDING = "pending"  # not started planning yet
+    PLANNING = "planning"
+    WAITING = "waiting"  # apply_pending: waiting for confirm, discard or plan expiry
+    APPLYING = "applying"
 
 
 @dataclass
@@ -23,12 +42,11 @@ class RunHandle:
     speculative: bool
     grace: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     control: StopControl = field(init=False)
     decided: trio.Event = field(default_factory=trio.Event)
-    decision: str | None = None
+    decision: Decision | None = None
     decision_reason: str | None = None
-    in_critical: bool = False
 
     def __post_init__(self) -> None:
         self.control = StopControl(self.grace)
@@ -45,7 +63,7 @@ class RunHandle:
             self.stop_reason = StopReason.SHUTDOWN
         self.scope.cancel()
 
-    def decide(self, decision: str, reason: str | None = None) -> None:
+    def decide(self, decision: Decision, reason: str | None = None) -> None:
         if self.decision is None:
             self.decision, self.decision_reason = decision, reason
             self.decided.set()

@@ -21,12 +21,10 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
-from tfward.daemon import logs
-from tfward.daemon.metrics import TERRAFORM_STALE
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import runs as run_store
 from tfward.errors import PlanUnusable, StageFailed
 from tfward.ids import now
+from tfward.obs import logs
+from tfward.obs.metrics import PlanReason
 from tfward.runs import model
 from tfward.runs.model import (
     CRITICAL_STAGES,
@@ -36,12 +34,16 @@ from tfward.runs.model import (
     Status,
 )
 from tfward.runtasks.enforcement import tasks_at
+from tfward.store import artifacts
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
 
 from . import workdir
+from .context import RunContext
 from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
-from .handle import RunHandle, StopReason
-from .planner import Planner, TaskOutput, enqueue_transition
+from .handle import Decision, Phase, RunHandle, StopReason
+from .planner import Planner, TaskOutput
 from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
@@ -65,22 +67,18 @@ class RunPipeline:
         self.run_dir = rt.run_dir(self.run_id)
         self.stage: Stage | None = None
         self._recorded_stage: Stage | None = None  # the stage the database shows
-        # "pending" until planning starts, then "planning", "waiting" (apply_pending), "applying".
-        self.phase = "pending"
+        self.phase = Phase.PENDING
         self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
+        self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log)
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
-        self.keeper = RunStateKeeper(rt, ws, self.ws_id, self.run_id, self.run_dir, self.log)
-        self.tasks = RunTaskGate(rt, ws, self.ws_id, self.run_id, self.log)
+        self.keeper = RunStateKeeper(self.ctx)
+        self.tasks = RunTaskGate(self.ctx)
         self.dir = RunDirectory(
-            rt,
-            ws,
-            self.ws_id,
-            self.run_id,
-            self.log,
+            self.ctx,
             workdir.cli_config_text(rt.config.terraform, rt.dev_mirror),
             self._terraform,
         )
-        self.planner = Planner(rt, ws, self.ws_id, self.run_id, self.log, self._terraform)
+        self.planner = Planner(self.ctx, self._terraform)
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -142,7 +140,7 @@ class RunPipeline:
             return Outcome(
                 Status.APPLIED, warning="a stop request arrived after the apply finished"
             )
-        if self.handle.stop_reason == StopReason.CANCEL:
+        if self.handle.stop_reason is StopReason.CANCEL:
             forced = self.handle.control.force.is_set()
             return Outcome(
                 Status.FORCE_CANCELLED if forced else Status.CANCELLED,
@@ -152,7 +150,7 @@ class RunPipeline:
             return Outcome.failed(
                 ErrorKind.INTERRUPTED, f"the daemon stopped during stage {self.stage}"
             )
-        if self.phase in ("pending", "waiting"):
+        if self.phase in (Phase.PENDING, Phase.WAITING):
             return Outcome(None, detach=True)  # not started, or waiting for confirmation
         return Outcome.requeued(f"the daemon stopped during stage {self.stage}")
 
@@ -165,7 +163,7 @@ class RunPipeline:
             if run.status is Status.PLANNING:
                 return Outcome(Status.PLANNED_AND_FINISHED)
         if run.status is Status.APPLY_PENDING:
-            self.stage, self.phase = None, "waiting"
+            self.stage, self.phase = None, Phase.WAITING
             if not await self._wait_for_confirmation(run):
                 return Outcome(Status.DISCARDED, error_message=self.handle.decision_reason)
             run = await self._transition(lambda r: model.begin_apply(r, now()), "run:applying")
@@ -177,7 +175,7 @@ class RunPipeline:
 
     async def _plan_phase(self) -> Run:
         run = await self._transition(lambda r: model.start_planning(r, now()), "run:planning")
-        self.phase = "planning"
+        self.phase = Phase.PLANNING
         self.log.note(f"run {run.id}: {run.operation} of workspace {self.ws.name}")
         async with self._stage(Stage.FETCHING):
             cv_sha, archive = await self.dir.fetch(run)
@@ -198,7 +196,7 @@ class RunPipeline:
         return await self.planner.record(has_changes, plan_hash, plan_json)
 
     async def _apply_phase(self, run: Run) -> Outcome:
-        self.phase = "applying"
+        self.phase = Phase.APPLYING
         async with self._stage(Stage.RESTORING_PLAN):
             await self.dir.restore_plan(run)
         async with self._stage(Stage.PRE_APPLY):
@@ -210,7 +208,7 @@ class RunPipeline:
             )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
-                    self.rt.metrics.plan_unusable(TERRAFORM_STALE)
+                    self.rt.metrics.plan_unusable(PlanReason.TERRAFORM_STALE)
                     raise PlanUnusable("terraform says the saved plan is stale")
                 raise StageFailed(ErrorKind.APPLY, self.log.failure("terraform apply", code))
         async with self._stage(Stage.SAVING_STATE):
@@ -261,16 +259,20 @@ class RunPipeline:
         return max(timeout, tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget())
 
     async def _wait_for_confirmation(self, run: Run) -> bool:
-        """Wait in `apply_pending` for confirm (True), discard or plan expiry (False)."""
+        """Wait in `apply_pending` for confirm (True), discard or plan expiry (False). A
+        decision recorded before this run task started (a restart) counts at once."""
         if run.confirmed_at is not None:
             return True
+        if run.discard_requested_at is not None:
+            self.handle.decide(Decision.DISCARD, run.discard_reason)
+            return False
         self.log.note("waiting for confirmation")
         deadline = run.plan_expires_at.timestamp() if run.plan_expires_at else float("inf")
         with trio.move_on_after(max(0.0, deadline - now().timestamp())):
             await self.handle.decided.wait()
         if self.handle.decision is None:
-            self.handle.decide("discard", f"the plan expired at {run.plan_expires_at}")
-        return self.handle.decision == "confirm"
+            self.handle.decide(Decision.DISCARD, f"the plan expired at {run.plan_expires_at}")
+        return self.handle.decision is Decision.CONFIRM
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -278,7 +280,7 @@ class RunPipeline:
         def tx(conn: Connection) -> Run:
             _, after = run_store.transition(conn, self.run_id, fn)
             if trigger:
-                enqueue_transition(conn, after, self.ws_id, trigger)
+                outbox_store.notify_status(conn, after, self.ws_id, trigger)
             return after
 
         run = await self.rt.store.write(tx)
@@ -287,7 +289,7 @@ class RunPipeline:
 
     async def _terraform(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
         """Run terraform in the run directory under the global process limit, recording its
-        PID and stage on the run first (DESIGN §2)."""
+        PID and stage on the run first (docs/architecture.md §2)."""
         stage = self.stage
 
         async def started(pid: int) -> None:

@@ -14,20 +14,18 @@ from typing import Protocol
 import trio
 from sqlalchemy import Connection
 
-from tfward.config import WorkspaceConfig
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import drift as drift_store
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.drift.detect import drifted_addresses
 from tfward.errors import StageFailed, WorkspaceLocked
 from tfward.ids import now
 from tfward.runs import masking, model
+from tfward.runs.drift import drifted_addresses
 from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Status
+from tfward.store import drift as drift_store
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
 
 from . import workdir
-from .runlog import RunLog
-from .runtime import Runtime
+from .context import RunContext
 
 
 class TaskOutput:
@@ -51,11 +49,7 @@ class Terraform(Protocol):
 
 @dataclass
 class Planner:
-    rt: Runtime
-    ws: WorkspaceConfig
-    ws_id: str
-    run_id: str
-    log: RunLog
+    ctx: RunContext
     terraform: Terraform
     # What a refresh-only plan (drift check) found changed outside terraform.
     drifted: list[str] = field(default_factory=list)
@@ -77,7 +71,7 @@ class Planner:
         args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
         code = await self.terraform(args)
         if code not in (0, 2):
-            raise StageFailed(ErrorKind.PLAN, self.log.failure("terraform plan", code))
+            raise StageFailed(ErrorKind.PLAN, self.ctx.log.failure("terraform plan", code))
         output = TaskOutput()
         show = await self.terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
         plan_json = output.value()
@@ -90,19 +84,20 @@ class Planner:
             message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
             if not run.is_speculative:
                 raise StageFailed(ErrorKind.PLAN, message)
-            self.log.note(message)
+            self.ctx.log.note(message)
             plan_json = b"null"
         if run.refresh_only:
             self.drifted = drifted_addresses(plan_json)
-            self.log.note(f"drift check: {len(self.drifted)} resources changed outside terraform")
+            found = len(self.drifted)
+            self.ctx.log.note(f"drift check: {found} resources changed outside terraform")
         # Stored masked, so the database never holds the values in clear; nothing reads the
         # stored JSON for values (the apply uses the plan file). The API masks again on the way
         # out, with the workspace's settings of that moment.
         mask = functools.partial(
             masking.mask_plan_bytes,
             plan_json,
-            sensitive_vars=self.ws.sensitive,
-            secrets=self.ws.sensitive_values(),
+            sensitive_vars=self.ctx.ws.sensitive,
+            secrets=self.ctx.ws.sensitive_values(),
         )
         return code == 2, await trio.to_thread.run_sync(mask)
 
@@ -110,13 +105,14 @@ class Planner:
         """The run `planned`: `apply_pending` (or `applying` when it applies on its own) with
         the workspace lock taken in the same transaction (seed H7), or finished when there is
         nothing to apply; a drift check's finding commits with it."""
+        ctx = self.ctx
         changes = count_changes(plan_json)
-        expires = now().timestamp() + self.rt.config.terraform.plan_expiry
+        expires = now().timestamp() + ctx.rt.config.terraform.plan_expiry
 
         def tx(conn: Connection) -> Run:
             _, after = run_store.transition(
                 conn,
-                self.run_id,
+                ctx.run_id,
                 lambda r: model.plan_finished(
                     r,
                     now(),
@@ -130,9 +126,9 @@ class Planner:
                 # Seed H7: a lock that cannot be taken fails the run; it never only warns.
                 ws_store.acquire_lock(
                     conn,
-                    self.ws_id,
-                    run_id=self.run_id,
-                    by=f"run {self.run_id}",
+                    ctx.ws_id,
+                    run_id=ctx.run_id,
+                    by=f"run {ctx.run_id}",
                     reason="plan awaiting apply",
                 )
                 trigger = (
@@ -140,37 +136,25 @@ class Planner:
                     if after.status is Status.APPLY_PENDING
                     else "run:applying"
                 )
-                enqueue_transition(conn, after, self.ws_id, trigger)
+                outbox_store.notify_status(conn, after, ctx.ws_id, trigger)
             if after.refresh_only:
                 # A drift check: its finding and `assessment:drifted` commit with the plan.
                 drift_store.record_check(
-                    conn, self.ws_id, self.ws.name, self.run_id, self.drifted, now()
+                    conn, ctx.ws_id, ctx.ws.name, ctx.run_id, self.drifted, now()
                 )
             return after
 
         try:
-            run = await self.rt.store.write(tx)
+            run = await ctx.rt.store.write(tx)
         except WorkspaceLocked as exc:
             raise StageFailed(
                 ErrorKind.LOCK, f"could not lock the workspace for the apply: {exc}"
             ) from exc
-        self.log.note(
+        ctx.log.note(
             f"plan {plan_hash[:12]}: +{changes.add} ~{changes.change} -{changes.destroy}"
             f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
         )
         return run
-
-
-def enqueue_transition(conn: Connection, run: Run, ws_id: str, trigger: str) -> None:
-    payload = {
-        "trigger": trigger,
-        "run_id": run.id,
-        "workspace": run.workspace,
-        "run_status": str(run.status),
-        "run_message": run.message,
-    }
-    key = f"notify:{run.id}:{trigger}:{run.status_changed_at and run.status_changed_at.isoformat()}"
-    artifacts.enqueue(conn, "notify", payload, key=key, run_id=run.id, workspace_id=ws_id)
 
 
 def count_changes(plan_json: bytes) -> ResourceChanges:

@@ -1,6 +1,6 @@
 """Recovery at start: finish what a previous daemon left in flight, before anything runs.
 
-For each run found non-terminal (DESIGN §6):
+For each run found non-terminal (docs/architecture.md §5):
 - `planning`: back to `pending` (its directory removed), to be planned again;
 - `applying` before terraform apply started: back to `pending`; during or after the apply: the
   state terraform left in the run directory is stored first (`partial` during the apply,
@@ -24,21 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts, states
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.tables import runs as runs_table
-from tfward.daemon.store.tables import workspace_locks
 from tfward.runs.model import ErrorKind, Run, Stage, Status
+from tfward.store import artifacts, states
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
 
 from . import workdir
 from .funnel import Outcome, finish_run
 from .handle import RunHandle
 from .pipeline import RunPipeline
+from .procgroup import (
+    group_running,
+    groups_with_cwd_under,
+    is_terraform_group,
+    kill_group,
+    signal_group,
+)
 from .runtime import Runtime
-from .terraform import process_group_alive
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ async def recover(rt: Runtime) -> RecoveryReport:
     """Finish what a previous daemon left in flight. Runs before any actor or the API starts;
     returns the report (also logged, and served at GET /api/v1/recovery)."""
     report = RecoveryReport()
-    in_flight = await rt.store.read(_load_in_flight)
+    in_flight = await rt.store.read(run_store.in_flight)
     await stop_leftover_processes(
         rt.data_dir / "runs",
         [pid for _, pid in in_flight if pid],
@@ -81,23 +85,6 @@ async def recover(rt: Runtime) -> RecoveryReport:
     return report
 
 
-def _load_in_flight(conn: Connection) -> list[tuple[Run, int | None]]:
-    found = run_store.list_runs(
-        conn,
-        statuses=(Status.PLANNING, Status.APPLYING, Status.APPLY_PENDING),
-        limit=100_000,
-        oldest_first=True,
-    )
-    pids = dict(
-        conn.execute(
-            select(runs_table.c.id, runs_table.c.pid).where(
-                runs_table.c.id.in_([r.id for r in found])
-            )
-        ).all()
-    )
-    return [(run, pids.get(run.id)) for run in found]
-
-
 async def stop_leftover_processes(
     runs_root: Path, recorded: list[int], grace: float, report: RecoveryReport
 ) -> None:
@@ -106,71 +93,22 @@ async def stop_leftover_processes(
     before the pid was recorded). They are stopped the way a cancel stops them — SIGINT to
     the group, `grace` seconds, then SIGKILL — so terraform lets in-flight operations finish
     and writes the state that recovery then stores."""
-    groups = {pid for pid in recorded if _is_terraform_group(pid)} | _groups_in(runs_root)
+    groups = {pid for pid in recorded if is_terraform_group(pid)} | groups_with_cwd_under(runs_root)
     groups.discard(os.getpgrp())
     if not groups:
         return
     for pgid in groups:
-        _signal_group(pgid, signal.SIGINT)
+        signal_group(pgid, signal.SIGINT)
     with trio.move_on_after(grace):
         # Not our children: there is no exit event to wait on, so poll.
-        while any(_running(g) for g in groups):  # noqa: ASYNC110
+        while any(group_running(g) for g in groups):  # noqa: ASYNC110
             await trio.sleep(0.1)
     for pgid in sorted(groups):
-        if _running(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+        if group_running(pgid):
+            kill_group(pgid)
             report.killed_processes.append(pgid)
         else:
             report.stopped_processes.append(pgid)
-
-
-def _running(pgid: int) -> bool:
-    """Whether the group has a member that is not a zombie. Our orphans are reaped by init,
-    which may take its time (or, in some sandboxes, never): a zombie has exited already."""
-    if not process_group_alive(pgid):
-        return False
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command: state, ppid, pgrp.
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _is_terraform_group(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return process_group_alive(pid) and b"terraform" in cmdline
-
-
-def _groups_in(runs_root: Path) -> set[int]:
-    """Process groups of live processes whose working directory is under `runs_root`."""
-    root = str(runs_root.resolve()) + os.sep
-    groups: set[int] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-            if cwd.startswith(root):
-                groups.add(os.getpgid(int(proc.name)))
-        except OSError:
-            continue
-    return groups
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
@@ -239,12 +177,7 @@ def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
 
 
 def _release_stale_locks(conn: Connection, report: RecoveryReport) -> None:
-    rows = conn.execute(
-        select(workspace_locks.c.workspace_id, workspace_locks.c.run_id).where(
-            workspace_locks.c.run_id.is_not(None)
-        )
-    ).all()
-    for ws_id, run_id in rows:
+    for ws_id, run_id in ws_store.locks_held_by_runs(conn):
         run = run_store.get_run(conn, run_id)
         if run.status.is_terminal and run.status is not Status.APPLIED_STATE_ERROR:
             ws_store.release_lock(conn, ws_id, run_id=run_id)
@@ -260,7 +193,7 @@ async def _remove_orphan_dirs(rt: Runtime, report: RecoveryReport) -> None:
     # of a workspace removed from the config keep the state terraform left until it returns.
     unfinished = (Status.PENDING, Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
     live = await rt.store.read(
-        lambda c: {r.id for r in run_store.list_runs(c, statuses=unfinished, limit=100_000)}
+        lambda c: {r.id for r in run_store.list_runs(c, statuses=unfinished, limit=None)}
     )
     for name in names:
         if name not in live:

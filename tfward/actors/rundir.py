@@ -6,68 +6,63 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 from sqlalchemy import Connection
 
-from tfward.config import WorkspaceConfig
-from tfward.daemon.metrics import OTHER
-from tfward.daemon.store import artifacts, states
-from tfward.daemon.store import runs as run_store
 from tfward.errors import PlanUnusable, StageFailed
+from tfward.obs.metrics import PlanReason
 from tfward.runs.model import ErrorKind, Run
+from tfward.store import artifacts, states
+from tfward.store import runs as run_store
 
 from . import workdir
-from .runlog import RunLog
-from .runtime import Runtime
+from .context import RunContext
 
 
 @dataclass
 class RunDirectory:
     """`terraform` runs a terraform command in the directory and returns its exit code."""
 
-    rt: Runtime
-    ws: WorkspaceConfig
-    ws_id: str
-    run_id: str
-    log: RunLog
+    ctx: RunContext
     cli_config: str
     terraform: Callable[[Sequence[str]], Awaitable[int]]
-    path: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.path = self.rt.run_dir(self.run_id)
+    @property
+    def path(self) -> Path:
+        return self.ctx.run_dir
 
     async def fetch(self, run: Run) -> tuple[str, bytes]:
         """Snapshot the workspace's source into a configuration version, or, for a run that
         pins one (a release rolling out a configuration version), use exactly that one."""
         pinned = run.pinned_configuration_version_id
-        snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ws)
+        ws_id, run_id = self.ctx.ws_id, self.ctx.run_id
+        snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ctx.ws)
 
         def record(conn: Connection) -> tuple[str, str, bytes, bytes | None]:
             if snap is not None:
                 cv = artifacts.put_configuration(
-                    conn, self.ws_id, snap.archive, snap.file_count, snap.sha256
+                    conn, ws_id, snap.archive, snap.file_count, snap.sha256
                 )
                 cv_id, sha, archive = cv.id, snap.sha256, snap.archive
             else:
                 assert pinned is not None
                 cv_id = pinned
                 sha, archive = artifacts.configuration_archive(conn, pinned)
-            current = states.current(conn, self.ws_id)
-            run_store.set_configuration(conn, self.run_id, cv_id, current.id if current else None)
-            return cv_id, sha, archive, states.current_raw(conn, self.ws_id)
+            current = states.current(conn, ws_id)
+            run_store.set_configuration(conn, run_id, cv_id, current.id if current else None)
+            return cv_id, sha, archive, states.current_raw(conn, ws_id)
 
-        cv_id, sha, archive, state = await self.rt.store.write(record)
-        self.log.note(
+        cv_id, sha, archive, state = await self.ctx.rt.store.write(record)
+        self.ctx.log.note(
             f"configuration {sha[:12]} "
             + (f"({snap.file_count} files)" if snap else f"(pinned: {cv_id})")
         )
         if run.variable_overrides:
-            self.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
+            self.ctx.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
         await trio.to_thread.run_sync(self.prepare, archive, state, run.variable_overrides)
         return sha, archive
 
@@ -76,30 +71,30 @@ class RunDirectory:
     ) -> None:
         workdir.remove(self.path)
         workdir.unpack(archive, self.path)
-        workdir.write_inputs(self.path, self.ws, self.cli_config, overrides)
+        workdir.write_inputs(self.path, self.ctx.ws, self.cli_config, overrides)
         if state is not None:
             workdir.write_file_atomic(self.path / workdir.STATE_FILE, state)
 
     async def init(self, config_sha: str) -> None:
-        cache = self.rt.init_cache(self.ws.name)
+        cache = self.ctx.rt.init_cache(self.ctx.ws.name)
         try:
             key: str | None = workdir.init_key(
-                config_sha, self.cli_config, self.rt.config.terraform.binary
+                config_sha, self.cli_config, self.ctx.rt.config.terraform.binary
             )
         except OSError as exc:
             # Seed M8: say so, and do a full init, instead of silently losing the optimisation.
             key = None
-            self.log.note(f"cannot compute the init key ({exc}); running a full init")
+            self.ctx.log.note(f"cannot compute the init key ({exc}); running a full init")
         if key is not None:
             reused = await trio.to_thread.run_sync(workdir.restore_init, cache, key, self.path)
             if reused:
-                self.log.note("init reused: this configuration was initialised before")
+                self.ctx.log.note("init reused: this configuration was initialised before")
                 return
-        self.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        async with self.rt.init_lock(self.rt.config.terraform.plugin_cache_dir):
+        self.ctx.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        async with self.ctx.rt.init_lock(self.ctx.rt.config.terraform.plugin_cache_dir):
             code = await self.terraform(["init", "-input=false", "-no-color"])
         if code != 0:
-            raise StageFailed(ErrorKind.INIT, self.log.failure("terraform init", code))
+            raise StageFailed(ErrorKind.INIT, self.ctx.log.failure("terraform init", code))
         if key:
             await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.path)
 
@@ -108,26 +103,27 @@ class RunDirectory:
         current state; refuse (re-plan: seed 003) if the plan or state moved on."""
 
         def load(conn: Connection) -> tuple[str | None, tuple[bytes, str] | None, bytes | None]:
-            current = states.current(conn, self.ws_id)
+            current = states.current(conn, self.ctx.ws_id)
             problem = artifacts.plan_problem(
                 conn,
-                self.run_id,
+                self.ctx.run_id,
                 run.plan_hash,
                 current.id if current else None,
-                run_store.planned_state_version(conn, self.run_id),
+                run_store.planned_state_version(conn, self.ctx.run_id),
             )
             if problem is not None:
                 return problem, None, None
             return (
                 problem,
-                artifacts.get_plan_file(conn, self.run_id),
-                states.current_raw(conn, self.ws_id),
+                artifacts.get_plan_file(conn, self.ctx.run_id),
+                states.current_raw(conn, self.ctx.ws_id),
             )
 
-        problem, plan, state = await self.rt.store.read(load)
+        problem, plan, state = await self.ctx.rt.store.read(load)
         if problem is not None or plan is None:
             problem = problem or artifacts.PLAN_LOST
-            self.rt.metrics.plan_unusable(artifacts.PLAN_PROBLEM_REASONS.get(problem, OTHER))
+            reason = artifacts.PLAN_PROBLEM_REASONS.get(problem, PlanReason.OTHER)
+            self.ctx.rt.metrics.plan_unusable(reason)
             raise PlanUnusable(problem)
         plan_file, recorded_sha = plan
         on_disk = self.path / workdir.PLAN_FILE
@@ -136,13 +132,15 @@ class RunDirectory:
             and hashlib.sha256(on_disk.read_bytes()).hexdigest() == recorded_sha
             and (self.path / workdir.INIT_MARKER).is_file()
         ):
-            self.log.note("applying in the directory the plan was made in")
+            self.ctx.log.note("applying in the directory the plan was made in")
             return
-        self.log.note("restoring the plan into a fresh directory")
+        self.ctx.log.note("restoring the plan into a fresh directory")
         if run.configuration_version_id is None:
             raise PlanUnusable("the run has no configuration version")
         cv_id = run.configuration_version_id
-        sha, archive = await self.rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
+        sha, archive = await self.ctx.rt.store.read(
+            lambda c: artifacts.configuration_archive(c, cv_id)
+        )
         await trio.to_thread.run_sync(self.prepare, archive, state, run.variable_overrides)
         await self.init(sha)
         await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)

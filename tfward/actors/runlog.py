@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from tfward.daemon.store import artifacts
-from tfward.daemon.store.db import Store
 from tfward.runs.masking import MASK as TEXT_MASK
+from tfward.store import artifacts
+from tfward.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class RunLog:
             end = len(lines) if end < 0 else end
             try:
                 self.parser.line(lines[start:end].decode("utf-8", "replace"))
-            except Exception as exc:  # noqa: BLE001 — H4: a parser bug must not lose output
+            except Exception as exc:  # H4: a parser bug must not lose output
                 self.parser_errors += 1
                 log.exception("output parser failed on a line of run %s", self.run_id)
                 message = (

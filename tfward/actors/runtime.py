@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from tfward.config import Config, WorkspaceConfig
-from tfward.daemon.metrics import Metrics
-from tfward.daemon.store.db import Store
 from tfward.errors import NotFound
+from tfward.obs.metrics import Metrics
 from tfward.runs.model import Stage
+from tfward.store.db import Store
 
 from .runlog import RunLog
 

@@ -5,13 +5,13 @@ with one `killpg` and none outlives the run. Output (stdout and stderr merged) g
 that is read as it grows and handed to a sink; terraform never waits for the daemon, and
 survives the daemon's death.
 
-Stopping (DESIGN §3): when the caller's cancel scope is cancelled (user cancel, stage timeout,
-daemon shutdown), the process group gets SIGINT, as from a terminal's Ctrl-C, then `grace`
-seconds to exit, then SIGKILL. SIGINT goes to the group, not the pid: terraform 1.0 runs
-itself under panicwrap, whose parent ignores SIGINT, so only the child terraform process acts
-on it (it stops starting operations, lets in-flight ones finish and writes state); provider
-plugins ignore SIGINT by design (go-plugin eats interrupts). Setting the `force` event
-(force-cancel) skips the rest of the grace period.
+Stopping (docs/architecture.md §3): when the caller's cancel scope is cancelled (user cancel,
+stage timeout, daemon shutdown), the process group gets SIGINT, as from a terminal's Ctrl-C,
+then `grace` seconds to exit, then SIGKILL. SIGINT goes to the group, not the pid: terraform
+1.0 runs itself under panicwrap, whose parent ignores SIGINT, so only the child terraform
+process acts on it (it stops starting operations, lets in-flight ones finish and writes
+state); provider plugins ignore SIGINT by design (go-plugin eats interrupts). Setting the
+`force` event (force-cancel) skips the rest of the grace period.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Protocol
 
 import trio
+
+from .procgroup import kill_group, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ async def run_terraform(
     if stderr_sink is not None:
         files.append((output_dir / f"terraform-{tag}.err", stderr_sink))
     # Creating a local file is quick; it must exist before the child gets its descriptor.
-    handles = [open(path, "wb") for path, _ in files]  # noqa: ASYNC230, SIM115
+    handles = [open(path, "wb") for path, _ in files]  # noqa: ASYNC230
     try:
         proc = await trio.lowlevel.open_process(
             list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
@@ -103,7 +105,7 @@ async def run_terraform(
                 raise
             finally:
                 with trio.CancelScope(shield=True):
-                    _killpg(proc.pid)
+                    kill_group(proc.pid)
                     if proc.returncode is None:
                         await proc.wait()
                     exited.set()
@@ -141,14 +143,14 @@ async def _stop(proc: trio.Process, control: StopControl) -> str:
     if proc.returncode is not None:
         return "exited"
     if not control.force.is_set():
-        _signal_group(proc.pid, signal.SIGINT)
+        signal_group(proc.pid, signal.SIGINT)
         with trio.move_on_after(control.grace):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_when, proc.wait, nursery.cancel_scope)
                 nursery.start_soon(_cancel_when, control.force.wait, nursery.cancel_scope)
         if proc.returncode is not None:
             return "interrupted"
-    _killpg(proc.pid)
+    kill_group(proc.pid)
     await proc.wait()
     return "killed"
 
@@ -156,29 +158,3 @@ async def _stop(proc: trio.Process, control: StopControl) -> str:
 async def _cancel_when(fn: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await fn()
     scope.cancel()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _killpg(pgid: int) -> None:
-    """SIGKILL every process left in terraform's group (provider plugins). The group id is
-    terraform's pid; it cannot be reused while any member is alive."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -6,9 +6,9 @@ whose sha256 is its address. The run directory `<data_dir>/runs/<run_id>/` is th
 unpacked, plus `tfward.auto.tfvars.json`, a generated CLI config, and the current state.
 
 `terraform init` is expensive and, on a shared plugin cache, not safe to run concurrently
-(DESIGN §2). Its result (`.terraform/` and the lock file) is kept per workspace under a key that
-covers everything init depends on, and copied into the next run directory with the same key.
-All functions here are synchronous file work; callers run them in a thread.
+(docs/architecture.md §2). Its result (`.terraform/` and the lock file) is kept per workspace under
+a key that covers everything init depends on, and copied into the next run directory with the same
+key. All functions here are synchronous file work; callers run them in a thread.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ there, then tells the actor, which owns the run tasks and their cancel scopes.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,14 +21,13 @@ from dataclasses import dataclass, field
 import trio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
-from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import Status
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
 
 from .funnel import Ending, Outcome, finish_run
-from .handle import RunHandle
+from .handle import Decision, Phase, RunHandle
 from .pipeline import RunPipeline
 from .runlog import RunLog
 from .runtime import Runtime
@@ -58,10 +58,10 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Decide:
-    """Confirm or discard a run waiting in `apply_pending`."""
+    """Confirm or discard a run waiting in `apply_pending` (recorded in the store already)."""
 
     run_id: str
-    decision: str  # "confirm" | "discard"
+    decision: Decision
     reason: str | None = None
 
 
@@ -95,10 +95,21 @@ class Start:
     speculative: bool
 
 
+class Action(enum.StrEnum):
+    """What the actor tells a run task it owns."""
+
+    CANCEL = "cancel"
+    FORCE_CANCEL = "force-cancel"
+    CONFIRM = "confirm"
+    DISCARD = "discard"
+    SHUTDOWN = "shutdown"  # stop now, whatever the run is doing
+    DRAIN = "drain"  # stop unless applying (a graceful daemon stop lets applies finish)
+
+
 @dataclass(frozen=True)
 class Signal:
     run_id: str
-    action: str  # "cancel" | "force-cancel" | "confirm" | "discard" | "shutdown" | "drain"
+    action: Action
     reason: str | None = None
 
 
@@ -108,7 +119,7 @@ class FinishQueued:
 
     run_id: str
     reason: str = "cancelled before it started"
-    status: str = "cancelled"
+    status: Status = Status.CANCELLED
 
 
 RETIRED = "cancelled: the workspace was removed from the config"
@@ -164,20 +175,22 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
                 )
                 effects.append(FinishQueued(run_id))
             elif run_id in state.running:
-                effects.append(Signal(run_id, "force-cancel" if force else "cancel"))
+                effects.append(Signal(run_id, Action.FORCE_CANCEL if force else Action.CANCEL))
         case Decide(run_id, decision, reason):
             if run_id in state.running:
-                effects.append(Signal(run_id, decision, reason))
-            elif decision == "discard" and run_id in state.queue:
+                effects.append(Signal(run_id, Action(decision), reason))
+            elif decision is Decision.DISCARD and run_id in state.queue:
                 # An apply_pending run held back in the queue (a user lock after a restart).
                 queue = tuple(r for r in state.queue if r != run_id)
                 state = dataclasses.replace(state, queue=queue)
-                effects.append(FinishQueued(run_id, reason or "discarded", "discarded"))
+                effects.append(FinishQueued(run_id, reason or "discarded", Status.DISCARDED))
         case LockChanged(user_locked):
             state = dataclasses.replace(state, user_locked=user_locked)
         case Stop(drain):
             state = dataclasses.replace(state, stopping=True)
-            effects += [Signal(r, "drain" if drain else "shutdown") for r in sorted(state.running)]
+            effects += [
+                Signal(r, Action.DRAIN if drain else Action.SHUTDOWN) for r in sorted(state.running)
+            ]
         case Retire():
             effects += [FinishQueued(r, RETIRED) for r in state.queue]
             state = dataclasses.replace(state, stopping=True, retiring=True, queue=())
@@ -212,18 +225,20 @@ class WorkspaceActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor loop. Returns after a Stop once its runs have ended. Cancellation (a hard
         stop) cancels the run tasks, each of which still goes through the funnel, shielded."""
-        state = await self._initial_state()
+        state, cancelled = await self._initial_state()
         async with trio.open_nursery() as nursery:
             task_status.started()
             state, effects = _resume(state)
-            await self._perform(nursery, effects)
+            await self._perform(nursery, [*(FinishQueued(r) for r in cancelled), *effects])
             async for msg in self._receive:
                 state, effects = decide(state, msg)
                 await self._perform(nursery, effects)
                 if state.done:
                     break
 
-    async def _initial_state(self) -> ActorState:
+    async def _initial_state(self) -> tuple[ActorState, list[str]]:
+        """The queue as the database has it, and the pending runs whose cancel was recorded
+        but not finished (the daemon stopped in between): they are finished first."""
         ws_id = self.rt.workspace_ids[self.name]
 
         def load(conn: Connection) -> tuple[list[model.Run], bool]:
@@ -232,18 +247,21 @@ class WorkspaceActor:
                 workspace_id=ws_id,
                 oldest_first=True,
                 statuses=(Status.PENDING, Status.APPLY_PENDING),
-                limit=10_000,
+                limit=None,
             )
             lock = ws_store.get_lock(conn, ws_id)
             return waiting, lock is not None and lock.run_id is None
 
-        waiting, user_locked = await self.rt.store.read(load)
+        found, user_locked = await self.rt.store.read(load)
+        cancelled = [r.id for r in found if r.cancel_requested_at is not None]
+        waiting = [r for r in found if r.cancel_requested_at is None]
         held = [r.id for r in waiting if r.status is Status.APPLY_PENDING]
         pending = tuple(
             r.id for r in waiting if r.status is Status.PENDING and not r.is_speculative
         )
         speculative = frozenset(r.id for r in waiting if r.is_speculative)
-        return ActorState(queue=(*held, *pending), speculative=speculative, user_locked=user_locked)
+        queue = (*held, *pending)
+        return ActorState(queue, speculative=speculative, user_locked=user_locked), cancelled
 
     async def _perform(self, nursery: trio.Nursery, effects: list[Effect]) -> None:
         for effect in effects:
@@ -256,24 +274,27 @@ class WorkspaceActor:
                 case Signal(run_id, action, reason):
                     self._signal(run_id, action, reason)
                 case FinishQueued(run_id, reason, status):
-                    await self._finish_queued(run_id, reason, Status(status))
+                    await self._finish_queued(run_id, reason, status)
 
     async def _run_task(self, pipeline: RunPipeline) -> None:
         final = await pipeline.run()
         self._pipelines.pop(pipeline.run_id, None)
         self.tell(RunEnded(pipeline.run_id, final is not None and final.status is Status.PENDING))
 
-    def _signal(self, run_id: str, action: str, reason: str | None) -> None:
+    def _signal(self, run_id: str, action: Action, reason: str | None) -> None:
         pipeline = self._pipelines.get(run_id)
         if pipeline is None:
             return
         handle = pipeline.handle
-        if action in ("cancel", "force-cancel"):
-            handle.cancel(force=action == "force-cancel")
-        elif action in ("confirm", "discard"):
-            handle.decide(action, reason)
-        elif action == "shutdown" or (action == "drain" and pipeline.phase != "applying"):
-            handle.shutdown()
+        match action:
+            case Action.CANCEL | Action.FORCE_CANCEL:
+                handle.cancel(force=action is Action.FORCE_CANCEL)
+            case Action.CONFIRM | Action.DISCARD:
+                handle.decide(Decision(action), reason)
+            case Action.SHUTDOWN:
+                handle.shutdown()
+            case Action.DRAIN if pipeline.phase is not Phase.APPLYING:
+                handle.shutdown()
 
     async def _finish_queued(self, run_id: str, reason: str, status: Status) -> None:
         ws_id = self.rt.workspace_ids[self.name]
@@ -290,17 +311,3 @@ def _resume(state: ActorState) -> tuple[ActorState, list[Effect]]:
     """At start: speculative runs left pending start now; the queue head starts if it can."""
     effects: list[Effect] = [Start(r, True) for r in sorted(state.speculative)]
     return _start_next(state, effects)
-
-
-async def record_cancel(rt: Runtime, run_id: str, force: bool) -> model.Run:
-    """Validate a cancel (or force-cancel) and record the request on an active run. A pending run
-    is left as it is: its actor finishes it through the funnel. Raises InvalidTransition."""
-
-    def tx(conn: Connection) -> model.Run:
-        run = run_store.get_run(conn, run_id)
-        after = model.cancel(run, now(), force=force)
-        if run.status is Status.PENDING:
-            return run
-        return run_store.save(conn, run, after)
-
-    return await rt.store.write(tx)

@@ -28,8 +28,8 @@ from tfward.cli import commands as api_cli
 from tfward.cli import notifications as notification_cli
 from tfward.cli import releases as release_cli
 from tfward.config import Config, format_duration, load_config
-from tfward.daemon import logs
 from tfward.errors import ConfigError
+from tfward.obs import logs
 from tfward.runtasks.verify import verify_run_tasks
 
 if TYPE_CHECKING:

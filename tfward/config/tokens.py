@@ -1,4 +1,4 @@
-"""The `[[api_token]]` tables: who may call the API, with which role (DESIGN §10).
+"""The `[[api_token]]` tables: who may call the API, with which role (docs/architecture.md §9).
 
 Each entry holds a name (recorded on what the caller does: `created_by`, `confirmed_by`,
 `locked_by`), a role and the hex SHA-256 of the token's UTF-8 bytes. The token itself never

@@ -30,20 +30,20 @@ from tfward.actors.recovery import RecoveryReport, recover
 from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
 from tfward.actors.supervisor import Supervisor
 from tfward.config import Config, load_config
-from tfward.daemon.store import workspaces as ws_store
-from tfward.daemon.store.db import Store
-from tfward.drift.scheduler import DriftScheduler
 from tfward.errors import ConfigError
 from tfward.outbox.worker import OutboxWorker
-from tfward.releases.executor import ReleaseExecutor
 from tfward.runtasks.coordinator import RunTaskCoordinator
 from tfward.runtasks.keys import load_keys
 from tfward.runtasks.tokens import TokenService
+from tfward.services.drift import DriftScheduler
+from tfward.services.releases import ReleaseExecutor
+from tfward.store import workspaces as ws_store
+from tfward.store.db import Store
+from tfward.store.sealing import Sealer, seal_plain_rows
 
 from .api.app import ShieldFinalSend, create_app
 from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
-from .store.sealing import Sealer, seal_plain_rows
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Daemon:
         if self.supervisor.stopped.is_set() and not self.stopping:
             return False
         with trio.move_on_after(within):
-            await self.store.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+            await self.store.ping()
             return True
         return False
 

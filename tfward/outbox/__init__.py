@@ -1,4 +1,4 @@
-"""Durable follow-ups (DESIGN §5): the outbox worker and the jobs it runs.
+"""Durable follow-ups (docs/architecture.md §7): the outbox worker and the jobs it runs.
 
 Rows are written in the same transaction as the change that causes them (the termination
 funnel, state storage, run creation, drift checks); `worker.OutboxWorker` claims them with a

@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 
 import trio
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from tfward.actors.workspace import Submitted
-from tfward.daemon.store import drift as drift_store
-from tfward.daemon.store import inventory as inventory_store
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import states
-from tfward.daemon.store.tables import runs
 from tfward.errors import NotFound, StateRejected
 from tfward.ids import now
 from tfward.runs.model import Operation, Run
+from tfward.store import drift as drift_store
+from tfward.store import inventory as inventory_store
+from tfward.store import runs as run_store
+from tfward.store import states
 
 from .inventory import resources_of
 from .jobs import JobContext, PermanentFailure
@@ -50,7 +49,7 @@ async def run_trigger(ctx: JobContext) -> None:
         raise PermanentFailure(f"downstream workspace {name!r} has no id yet")
 
     def tx(conn: Connection) -> tuple[Run, bool]:
-        existing = triggered_run(conn, source, ws_id)
+        existing = run_store.triggered_run(conn, source, ws_id)
         if existing is not None:
             return run_store.get_run(conn, existing), False
         run = run_store.create_run(
@@ -76,14 +75,6 @@ async def run_trigger(ctx: JobContext) -> None:
         # No actor (the workspace is being retired, or the daemon is stopping): the run
         # waits in `pending` and is picked up when an actor for the workspace starts.
         log.warning("run trigger: no actor for %s; run %s waits in pending", name, run.id)
-
-
-def triggered_run(conn: Connection, source_run_id: str, ws_id: str) -> str | None:
-    """The run a run trigger already created in `ws_id` for `source_run_id`, if any."""
-    value = conn.execute(
-        select(runs.c.id).where(runs.c.source_run_id == source_run_id, runs.c.workspace_id == ws_id)
-    ).scalar()
-    return None if value is None else str(value)
 
 
 # ---- inventory_sync -------------------------------------------------------------------------

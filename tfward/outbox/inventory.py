@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from tfward.daemon.store.inventory import Resource
 from tfward.errors import StateRejected
 from tfward.runs.masking import MASK
+from tfward.store.inventory import Resource
 
 _PROVIDER = re.compile(r'provider\["([^"]+)"\](?:\.(\S+))?')
 

@@ -23,12 +23,12 @@ import httpx
 import trio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts, deliveries
-from tfward.daemon.store import outbox as outbox_store
-from tfward.daemon.store import runs as run_store
 from tfward.errors import NotFound, TfwardError
 from tfward.ids import now
 from tfward.runs.model import Run, Status
+from tfward.store import deliveries
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
 
 from . import notifications
 
@@ -131,7 +131,7 @@ def _fan_out(conn: Connection, ctx: JobContext) -> int:
             updated_at=job.created_at,
             message=payload.get("message") if trigger == "assessment:drifted" else None,
         )
-        added = artifacts.enqueue(
+        added = outbox_store.enqueue(
             conn,
             "deliver",
             {

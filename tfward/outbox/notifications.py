@@ -1,4 +1,4 @@
-"""Notification messages on the wire (PROTOCOLS.md "Notifications"), and one delivery attempt.
+"""Notification messages on the wire (docs/protocols.md §6), and one delivery attempt.
 
 Generic destinations get the HCP Terraform notification payload, signed with
 `X-TFE-Notification-Signature` (hex HMAC-SHA512 of the exact body bytes, keyed with the
@@ -80,7 +80,7 @@ def generic_payload(
     updated_at: datetime,
     message: str | None = None,
 ) -> dict[str, Any]:
-    """The generic webhook body, field for field as PROTOCOLS.md has it."""
+    """The generic webhook body, field for field as docs/protocols.md §6 has it."""
     public = config.daemon.public_url.rstrip("/")
     title = message or TITLES.get(trigger) or trigger
     return {

@@ -35,10 +35,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from tfward.actors.runtime import Runtime
-from tfward.daemon import logs
-from tfward.daemon.store import deliveries
-from tfward.daemon.store import outbox as outbox_store
 from tfward.ids import now
+from tfward.obs import logs
+from tfward.store import deliveries
+from tfward.store import outbox as outbox_store
 
 from . import followups, jobs, notifications
 from .jobs import Handler, JobContext, JobFailed, LeaseLost, PermanentFailure, Teller
@@ -180,7 +180,7 @@ class OutboxWorker:
                     continue  # maybe more are due
                 await self._sleep(free, claimed)
                 failures = 0
-            except Exception:  # noqa: BLE001 — a database hiccup must not stop the follow-ups
+            except Exception:  # a database hiccup must not stop the follow-ups
                 failures += 1
                 log.exception("outbox: claiming failed (%d in a row)", failures)
                 await trio.sleep(min(MAX_IDLE, 0.5 * 2**failures))
@@ -222,7 +222,7 @@ class OutboxWorker:
         try:
             with logs.bound(job_id=job.id, run_id=run_id, workspace=job.payload.get("workspace")):
                 await self._attempt(job)
-        except Exception:  # noqa: BLE001 — the outcome could not be written: the lease brings it back
+        except Exception:  # the outcome could not be written: the lease brings it back
             log.exception("outbox %s %s: could not record the outcome", job.kind, job.id)
         finally:
             self.in_flight.pop(job.id, None)

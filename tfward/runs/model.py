@@ -5,7 +5,13 @@ returns a new `Run`, or raises `InvalidTransition` with a reason an API client c
 Persistence loads a run, applies one transition and saves it in one short transaction; no other
 module assigns a status string.
 
-Status and stage (DESIGN §3):
+Only `finish` returns a terminal run, and only the termination funnel calls it (the store's
+`save` refuses a terminal run; `save_final` is the funnel's). Actions a caller takes — cancel,
+discard — are *requests* recorded on the run (`cancel_requested_at`, `discard_requested_at`);
+the run stays where it is until the funnel ends it, so nothing can make a run terminal past
+the funnel (docs/architecture.md §4).
+
+Status and stage (docs/architecture.md §3):
 
     pending ──start_planning──> planning ──plan_finished──> apply_pending ──begin_apply──> applying
        │  ^                        │  │                        │    │                      │
@@ -165,6 +171,10 @@ class Run:
     # The run whose apply queued this one (run triggers); a refresh-only plan (drift check).
     source_run_id: str | None = None
     refresh_only: bool = False
+    # A discard asked for and recorded by the request that made it; the funnel finishes the run.
+    discard_requested_at: datetime | None = None
+    discard_requested_by: str | None = None
+    discard_reason: str | None = None
 
     @property
     def is_speculative(self) -> bool:
@@ -239,6 +249,11 @@ def confirm(run: Run, now: datetime, *, by: str | None, lock_holder: str | None)
         return run
     if run.status is not Status.APPLY_PENDING:
         raise _refuse(run, "confirm")
+    if run.discard_requested_at is not None:
+        raise InvalidTransition(
+            f"cannot confirm run {run.id}: it was discarded by {run.discard_requested_by} at "
+            f"{run.discard_requested_at.isoformat()}"
+        )
     if run.plan_expires_at is not None and now >= run.plan_expires_at:
         raise InvalidTransition(
             f"cannot confirm run {run.id}: its plan expired at "
@@ -260,20 +275,28 @@ def begin_apply(run: Run, now: datetime) -> Run:
     return _to(run, now, Status.APPLYING, stage=Stage.RESTORING_PLAN, apply_started_at=now)
 
 
-def discard(run: Run, now: datetime, *, reason: str | None = None) -> Run:
-    """Validate a discard: only an `apply_pending` run not yet confirmed."""
+def discard(run: Run, now: datetime, *, by: str | None, reason: str | None = None) -> Run:
+    """Record a discard of an `apply_pending` run not yet confirmed. Idempotent. The run stays
+    `apply_pending` until the termination funnel finishes it as `discarded`; from now on a
+    confirm is refused, so the first of confirm and discard wins."""
     if run.status is not Status.APPLY_PENDING:
         raise _refuse(run, "discard")
+    if run.discard_requested_at is not None:
+        return run
     if run.confirmed_at is not None:
         raise InvalidTransition(
-            f"cannot discard run {run.id}: it was confirmed and is about to apply"
+            f"cannot discard run {run.id}: it was confirmed by {run.confirmed_by} at "
+            f"{run.confirmed_at.isoformat()} and is about to apply"
         )
-    return _to(run, now, Status.DISCARDED, stage=None, finished_at=now, error_message=reason)
+    return dataclasses.replace(
+        run, discard_requested_at=now, discard_requested_by=by, discard_reason=reason
+    )
 
 
 def cancel(run: Run, now: datetime, *, force: bool = False) -> Run:
-    """Ask a run to stop. A pending run is cancelled at once; an active one is marked and its
-    actor interrupts terraform. Force-cancel is allowed only after a cancel was requested."""
+    """Record a request to stop a pending or active run. The run stays where it is: its actor
+    finishes a pending one, or interrupts terraform, and the termination funnel makes it
+    terminal. Force-cancel is allowed only after a cancel was requested."""
     if force:
         if run.status not in ACTIVE:
             raise _refuse(run, "force-cancel")
@@ -282,9 +305,7 @@ def cancel(run: Run, now: datetime, *, force: bool = False) -> Run:
         if run.force_cancel_requested_at is not None:
             return run
         return dataclasses.replace(run, force_cancel_requested_at=now)
-    if run.status is Status.PENDING:
-        return _to(run, now, Status.CANCELLED, stage=None, finished_at=now, cancel_requested_at=now)
-    if run.status not in ACTIVE:
+    if run.status not in ACTIVE and run.status is not Status.PENDING:
         hint = ""
         if run.status is Status.APPLY_PENDING:
             # Confirmed, it is about to apply and can no longer be discarded.
@@ -367,9 +388,9 @@ def add_warning(run: Run, warning: str) -> Run:
 def allowed_actions(run: Run) -> Sequence[str]:
     """The actions the API would accept now, for clients to render buttons."""
     if run.status is Status.PENDING:
-        return ("cancel",)
+        return () if run.cancel_requested_at else ("cancel",)
     if run.status is Status.APPLY_PENDING:
-        return () if run.confirmed_at else ("confirm", "discard")
+        return () if run.confirmed_at or run.discard_requested_at else ("confirm", "discard")
     if run.status in ACTIVE:
         if run.cancel_requested_at is None:
             return ("cancel",)

@@ -1,2 +1,3 @@
 """Run tasks, HCP-Terraform compatible: keys, access tokens, signed delivery, and the
-coordinator that runs a stage's tasks and waits for their results (PROTOCOLS.md, DESIGN §4)."""
+coordinator that runs a stage's tasks and waits for their results (docs/protocols.md,
+docs/architecture.md §6)."""

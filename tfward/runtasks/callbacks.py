@@ -1,6 +1,6 @@
 """What a task service sends back: token checks, callback bodies, and recording them (C4).
 
-Answers, in the order they are decided (PROTOCOLS.md):
+Answers, in the order they are decided (docs/protocols.md):
     404  the result id is unknown
     401  no Bearer token, a bad signature, an expired token, a token already used or revoked
     403  a valid token, but for another result
@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import tasks
-from tfward.daemon.store.tasks import TaskResult
 from tfward.errors import AccessDenied, BadRequest, InvalidTransition, NotFound
+from tfward.store import runs as run_store
+from tfward.store import tasks
+from tfward.store.tasks import TaskResult
 
 from .tokens import Rejected, TokenService
 

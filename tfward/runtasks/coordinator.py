@@ -28,12 +28,12 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import RunTaskConfig, format_duration
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import tasks
-from tfward.daemon.store.db import Store
-from tfward.daemon.store.tasks import NewResult, TaskResult
 from tfward.errors import BadRequest
 from tfward.ids import new_id, now
+from tfward.store import runs as run_store
+from tfward.store import tasks
+from tfward.store.db import Store
+from tfward.store.tasks import NewResult, TaskResult
 
 from .callbacks import authorize, authorize_configuration, parse_callback, record_callback
 from .delivery import USER_AGENT, deliver, worst_case

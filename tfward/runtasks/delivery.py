@@ -1,4 +1,4 @@
-"""Delivery of a run-task request: signed JSON over HTTP, retried with backoff (PROTOCOLS.md).
+"""Delivery of a run-task request: signed JSON over HTTP, retried with backoff (docs/protocols.md).
 
 The body is encoded once; the `X-TFC-Task-Signature` header is the lowercase hex HMAC-SHA512
 of exactly those bytes, keyed with the task's `hmac_key` (empty when the task has none). Only a

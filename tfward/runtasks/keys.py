@@ -1,4 +1,4 @@
-"""The daemon's one secret and the sub-keys derived from it (DESIGN §10).
+"""The daemon's one secret and the sub-keys derived from it (docs/architecture.md §9).
 
 Where the secret comes from, first match wins:
 1. `[daemon] secret_key_file`;

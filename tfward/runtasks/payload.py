@@ -1,4 +1,4 @@
-"""The body of a run-task request, field for field as HCP Terraform sends it (PROTOCOLS.md)."""
+"""The body of a run-task request, field for field as HCP Terraform sends it (docs/protocols.md)."""
 
 from __future__ import annotations
 

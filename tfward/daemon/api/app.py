@@ -88,7 +88,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/api/v1/recovery")
     async def recovery() -> dict[str, Any]:
-        """What recovery did when this daemon started (DESIGN §6)."""
+        """What recovery did when this daemon started (docs/architecture.md §5)."""
         report = daemon.recovery.as_dict() if daemon.recovery else {}
         return {"data": report}
 

@@ -1,4 +1,4 @@
-"""Who may call the API, and with which role (DESIGN §10).
+"""Who may call the API, and with which role (docs/architecture.md §9).
 
 Every request names its caller with `Authorization: Bearer <token>`. The daemon knows tokens
 only by their SHA-256: the `[[api_token]]` entries of the config, or, when the config has none,

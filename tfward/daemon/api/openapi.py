@@ -226,7 +226,7 @@ def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "The access token of one run task result, sent to the "
-                    "task service with its request (PROTOCOLS.md).",
+                    "task service with its request (docs/protocols.md).",
                 },
             },
         },

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tfward.daemon.store import outbox as outbox_store
 from tfward.releases.model import ReleaseStatus
 from tfward.runs.model import Status
+from tfward.store import outbox as outbox_store
 
 from .openapi_schemas import RUN_ACTIONS, Schema, array, enum, ref
 

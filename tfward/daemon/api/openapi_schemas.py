@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfward.daemon.store import outbox as outbox_store
-from tfward.daemon.store import tasks
 from tfward.releases.model import ItemStatus, ReleaseStatus
 from tfward.runs.model import ErrorKind, Operation, Stage, Status
 from tfward.runtasks.callbacks import CALLBACK_STATUSES
+from tfward.store import outbox as outbox_store
+from tfward.store import tasks
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -330,7 +330,7 @@ _ERROR: Schema = record(
     {"error": record({"status": {"type": "integer", "minimum": 400}, "message": STRING})}
 )
 
-# The JSON:API body a task service sends (PROTOCOLS.md); runtasks/callbacks.py parses it.
+# The JSON:API body a task service sends (docs/protocols.md); runtasks/callbacks.py parses it.
 _CALLBACK: Schema = {
     "type": "object",
     "required": ["data"],

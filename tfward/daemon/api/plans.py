@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import trio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import runs as run_store
 from tfward.runs.masking import mask_plan_bytes
 from tfward.runs.model import Run
+from tfward.store import artifacts
+from tfward.store import runs as run_store
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon

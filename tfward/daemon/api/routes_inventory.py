@@ -12,10 +12,10 @@ from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import drift as drift_store
-from tfward.daemon.store import inventory
-from tfward.daemon.store import workspaces as ws_store
 from tfward.ids import now
+from tfward.store import drift as drift_store
+from tfward.store import inventory
+from tfward.store import workspaces as ws_store
 
 from .routes_outbox import plain
 

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
 
-from tfward.daemon.store import tallies
+from tfward.store import tallies
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon

@@ -14,10 +14,10 @@ from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound as HTTPNotFound
 
-from tfward.daemon.store import deliveries
-from tfward.daemon.store import outbox as outbox_store
 from tfward.errors import BadRequest
 from tfward.ids import now, rfc3339
+from tfward.store import deliveries
+from tfward.store import outbox as outbox_store
 
 from .body import json_object
 

@@ -21,13 +21,13 @@ from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.exceptions import ServiceUnavailable
 
-from tfward.daemon.store import releases as release_store
 from tfward.errors import BadRequest
 from tfward.ids import now, rfc3339
 from tfward.releases import model
 from tfward.releases.decide import RunResult
-from tfward.releases.executor import cancel_item_run
 from tfward.releases.model import Item, ItemStatus, Release, ReleaseStatus
+from tfward.services.releases import cancel_item_run
+from tfward.store import releases as release_store
 
 from . import auth
 from .body import json_object
@@ -125,7 +125,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         # running, so a cancel that lands while an item is being claimed is not lost.
         for item in release.with_status(ItemStatus.RUNNING):
             if item.run_id:
-                await cancel_item_run(daemon.rt, daemon.supervisor, item.workspace, item.run_id)
+                await cancel_item_run(daemon.supervisor, item.run_id)
 
         view = await store.read(lambda c: release_view(*release_store.snapshot(c, release_id)))
         return {"data": view}, 202

@@ -13,14 +13,13 @@ from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.exceptions import ServiceUnavailable
 
-from tfward.actors.workspace import Cancel, Decide, Submitted, record_cancel
-from tfward.daemon.store import artifacts
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import workspaces as ws_store
+from tfward.actors.actions import cancel_run, confirm_run, discard_run
+from tfward.actors.workspace import Submitted
 from tfward.errors import BadRequest
-from tfward.ids import now
-from tfward.runs import model
 from tfward.runs.model import Operation, Run
+from tfward.store import artifacts
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
 
 from . import auth
 from .body import json_object, string_list
@@ -109,18 +108,14 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.post("/api/v1/runs/<run_id>/actions/<action>")
     async def run_action(run_id: str, action: str) -> tuple[dict[str, Any], int]:
         body = await json_object({"comment": str})
+        by = auth.caller()
         if action == "confirm":
-            run = await _confirm(daemon, run_id)
-            daemon.supervisor.tell(run.workspace, Decide(run_id, "confirm"))
+            run = await confirm_run(daemon.supervisor, run_id, by=by)
         elif action == "discard":
-            run = await store.read(lambda c: run_store.get_run(c, run_id))
-            model.discard(run, now())  # validates only: the run's task finishes it
-            comment = body.get("comment") or f"discarded by {auth.caller()}"
-            daemon.supervisor.tell(run.workspace, Decide(run_id, "discard", comment))
+            reason = body.get("comment") or f"discarded by {by}"
+            run = await discard_run(daemon.supervisor, run_id, by=by, reason=reason)
         elif action in ("cancel", "force-cancel"):
-            force = action == "force-cancel"
-            run = await record_cancel(daemon.rt, run_id, force)
-            daemon.supervisor.tell(run.workspace, Cancel(run_id, force))
+            run = await cancel_run(daemon.supervisor, run_id, force=action == "force-cancel")
         else:
             raise HTTPNotFound(f"unknown run action {action!r}")
         return {"data": run_view(run)}, 202
@@ -137,18 +132,6 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         response = Response(body, content_type="text/plain")
         response.timeout = None
         return response
-
-
-async def _confirm(daemon: Daemon, run_id: str) -> Run:
-    by = auth.caller()
-
-    def tx(conn: Connection) -> Run:
-        run = run_store.get_run(conn, run_id)
-        lock = ws_store.get_lock(conn, run_store.workspace_id_of(conn, run_id))
-        after = model.confirm(run, now(), by=by, lock_holder=lock.run_id if lock else None)
-        return run_store.save(conn, run, after)
-
-    return await daemon.store.write(tx)
 
 
 LOG_BATCH = 8  # chunks per read: a large log streams without being held in memory

@@ -11,9 +11,9 @@ from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
-from tfward.daemon.store import artifacts, states
-from tfward.daemon.store import workspaces as ws_store
 from tfward.errors import WorkspaceLocked
+from tfward.store import artifacts, states
+from tfward.store import workspaces as ws_store
 
 from .views import configuration_version_view, state_version_view
 

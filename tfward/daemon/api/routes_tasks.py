@@ -2,7 +2,7 @@
 their access token (the plan JSON, its resource changes, the configuration archive).
 
 Task services authenticate with the result's access token (`Authorization: Bearer ...`); the
-answers are in `tfward/runtasks/callbacks.py` and PROTOCOLS.md. Listing and showing results
+answers are in `tfward/runtasks/callbacks.py` and docs/protocols.md. Listing and showing results
 need no token and never show one.
 """
 
@@ -16,12 +16,12 @@ from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import ServiceUnavailable
 
-from tfward.daemon.store import artifacts, tasks
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store.tasks import TaskResult
 from tfward.ids import rfc3339
 from tfward.runtasks.callbacks import bearer_token
 from tfward.runtasks.coordinator import RunTaskCoordinator
+from tfward.store import artifacts, tasks
+from tfward.store import runs as run_store
+from tfward.store.tasks import TaskResult
 
 from .plans import masked_plan_json
 

@@ -8,10 +8,10 @@ from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
 from tfward.actors.workspace import LockChanged
-from tfward.daemon.store import runs as run_store
-from tfward.daemon.store import states
-from tfward.daemon.store import workspaces as ws_store
 from tfward.runs.model import Status
+from tfward.store import runs as run_store
+from tfward.store import states
+from tfward.store import workspaces as ws_store
 
 from . import auth
 from .body import json_object

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfward.daemon.store.artifacts import ConfigurationVersion
-from tfward.daemon.store.states import StateVersion
-from tfward.daemon.store.workspaces import Lock
 from tfward.ids import rfc3339
 from tfward.runs.model import Run, allowed_actions
+from tfward.store.artifacts import ConfigurationVersion
+from tfward.store.states import StateVersion
+from tfward.store.workspaces import Lock
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def state_version_view(sv: StateVersion) -> dict[str, Any]:
         "rolled_back_from": sv.rolled_back_from,
         "resource_count": sv.resource_count,
         "created_at": rfc3339(sv.created_at),
-        # Sensitive outputs come back null (DESIGN §10).
+        # Sensitive outputs come back null (docs/architecture.md §9).
         "outputs": {
             name: {
                 "type": out.get("type"),

@@ -1,0 +1,234 @@
+"""The termination funnel (tfward/actors/funnel.py) on its own, with a real SQLite store and no
+terraform: its steps happen in the contract's order — state, then log, then directory, then
+the one transaction — and a failing step does not stop the later ones. A change there fails
+here in seconds, before the fault matrix runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from harness import write_config
+from sqlalchemy import Connection
+
+from tfward.actors.funnel import Ending, Outcome, finish_run
+from tfward.actors.runlog import RunLog
+from tfward.actors.runtime import Runtime
+from tfward.config import Config
+from tfward.ids import now
+from tfward.runs import model
+from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Status
+from tfward.store import artifacts, tasks
+from tfward.store import outbox as outbox_store
+from tfward.store import runs as run_store
+from tfward.store import workspaces as ws_store
+from tfward.store.db import Store, sqlite_url
+
+T = TypeVar("T")
+Event = tuple[str, dict[str, Any]]
+
+
+class WatchedStore(Store):
+    """A real store that notes when a transaction makes a run terminal, and what was true of
+    the world at that moment."""
+
+    def __init__(self, url: str, events: list[Event], run_dir: Path) -> None:
+        super().__init__(url)
+        self.events = events
+        self.run_dir = run_dir
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        result = await super().write(fn)
+        if isinstance(result, Run) and result.status.is_terminal:
+            self.events.append(("record", {"dir": self.run_dir.exists()}))
+        return result
+
+
+class WatchedLog(RunLog):
+    """A real run log that notes when it was stored."""
+
+    events: list[Event]
+    run_dir: Path
+
+    async def close(self) -> None:
+        await super().close()
+        self.events.append(("log", {"dir": self.run_dir.exists()}))
+
+
+class Keeper:
+    """The funnel's StateKeeper, as a fake: notes the call, or fails like a broken store."""
+
+    def __init__(self, events: list[Event], store: Store, fail: bool = False) -> None:
+        self.events, self.store, self.fail = events, store, fail
+
+    async def keep_state(self, ending: Ending, kind: str) -> None:
+        run = await self.store.read(lambda c: run_store.get_run(c, ending.run_id))
+        stored = await self.store.read(lambda c: artifacts.read_log(c, ending.run_id))
+        self.events.append(
+            (
+                "state",
+                {
+                    "dir": ending.run_dir.exists(),
+                    "terminal": run.status.is_terminal,
+                    "log_stored": bool(stored),
+                    "kind": kind,
+                },
+            )
+        )
+        if self.fail:
+            raise OSError("no space left on device")
+        ending.state_saved = True
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return write_config(tmp_path, [{"name": "demo", "source": str(tmp_path)}])
+
+
+@pytest.fixture
+def events() -> list[Event]:
+    return []
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "runs" / "run-x"
+    path.mkdir(parents=True)
+    (path / "terraform.tfstate").write_text("{}")
+    return path
+
+
+@pytest.fixture
+def store(config: Config, events: list[Event], run_dir: Path) -> Iterator[WatchedStore]:
+    store = WatchedStore(sqlite_url(config.daemon.data_dir / "tfward.db"), events, run_dir)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def _applying_run(conn: Connection) -> tuple[str, str]:
+    """A run of workspace `demo` in `applying`, holding the workspace lock."""
+    ws_id = ws_store.sync_configured(conn, ["demo"])["demo"]
+    run = run_store.create_run(
+        conn,
+        workspace_id=ws_id,
+        workspace_name="demo",
+        operation=Operation.PLAN_AND_APPLY,
+        auto_apply=True,
+    )
+    for step in (
+        lambda r: model.start_planning(r, now()),
+        lambda r: model.plan_finished(
+            r,
+            now(),
+            changes=ResourceChanges(add=1),
+            has_changes=True,
+            plan_hash="0" * 64,
+            expires_at=now(),
+        ),
+    ):
+        run_store.transition(conn, run.id, step)
+    ws_store.acquire_lock(conn, ws_id, run_id=run.id, by=f"run {run.id}", reason="apply")
+    return run.id, ws_id
+
+
+def _ending(
+    store: Store, events: list[Event], run_dir: Path, run_id: str, ws_id: str
+) -> Ending:
+    log = WatchedLog(run_id, store)
+    log.events, log.run_dir = events, run_dir
+    return Ending(run_id, "demo", ws_id, log, run_dir, apply_started=True)
+
+
+def _facts(store: Store, run_id: str, ws_id: str) -> dict[str, Any]:
+    def load(conn: Connection) -> dict[str, Any]:
+        return {
+            "run": run_store.get_run(conn, run_id),
+            "lock": ws_store.get_lock(conn, ws_id),
+            "log": b"".join(d for _, d in artifacts.read_log(conn, run_id)).decode(),
+            "outbox": [
+                r["payload"]["trigger"] for r in outbox_store.list_rows(conn, run_id=run_id)
+            ],
+            "tokens": tasks.list_for_run(conn, run_id),
+        }
+
+    return store.run_sync(load)
+
+
+async def test_the_funnel_stores_the_state_then_the_log_then_removes_the_directory_then_records(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+    ending.log.write(b"Apply complete! Resources: 1 added, 0 changed, 0 destroyed.\n")
+
+    final = await finish_run(rt, ending, Outcome(Status.APPLIED), Keeper(events, store))
+
+    assert [name for name, _ in events] == ["state", "log", "record"]
+    state, log, record = (facts for _, facts in events)
+    assert state == {"dir": True, "terminal": False, "log_stored": False, "kind": "apply"}
+    assert log == {"dir": True}
+    assert record == {"dir": False}
+    assert final is not None and final.status is Status.APPLIED
+    found = _facts(store, run_id, ws_id)
+    assert found["lock"] is None
+    assert "Apply complete!" in found["log"] and "run finished: applied" in found["log"]
+    assert found["outbox"][-1] == "run:completed"
+
+
+async def test_a_state_that_cannot_be_stored_keeps_the_lock_and_ends_applied_state_error(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+
+    final = await finish_run(
+        rt, ending, Outcome(Status.APPLIED), Keeper(events, store, fail=True)
+    )
+
+    assert [name for name, _ in events] == ["state", "log", "record"]
+    assert final is not None
+    assert (final.status, final.error_kind) == (Status.APPLIED_STATE_ERROR, ErrorKind.STATE)
+    found = _facts(store, run_id, ws_id)
+    assert found["lock"] is not None and found["lock"].run_id == run_id  # seed O5
+    assert "could not store the state terraform wrote" in found["log"]
+    assert found["outbox"][-1] == "run:errored"
+
+
+async def test_an_interrupted_apply_keeps_its_partial_state_before_anything_else(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+
+    outcome = Outcome.failed(ErrorKind.INTERRUPTED, "the daemon stopped during stage applying")
+    final = await finish_run(rt, ending, outcome, Keeper(events, store))
+
+    assert events[0] == (
+        "state",
+        {"dir": True, "terminal": False, "log_stored": False, "kind": "partial"},
+    )
+    assert final is not None and final.status is Status.FAILED
+    assert _facts(store, run_id, ws_id)["lock"] is None
+
+
+async def test_a_run_that_never_applied_skips_the_state_and_still_does_every_other_step(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+    ending.apply_started = False
+
+    outcome = Outcome(Status.CANCELLED, error_message="cancelled in stage restoring_plan")
+    final = await finish_run(rt, ending, outcome, Keeper(events, store))
+
+    assert [name for name, _ in events] == ["log", "record"]
+    assert final is not None and final.status is Status.CANCELLED
+    found = _facts(store, run_id, ws_id)
+    assert found["lock"] is None and found["outbox"][-1] == "run:cancelled"

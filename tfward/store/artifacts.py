@@ -1,0 +1,187 @@
+"""Persistence of run artifacts: configuration versions, plan files, log chunks."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, insert, select
+
+from tfward.errors import NotFound, PlanUnusable
+from tfward.ids import new_id, now
+from tfward.obs.metrics import PlanReason
+
+from . import sealing
+from .tables import configuration_versions, plan_artifacts, run_log_chunks
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigurationVersion:
+    id: str
+    workspace_id: str
+    sha256: str
+    size: int
+    file_count: int
+    created_at: datetime
+
+
+def put_configuration(
+    conn: Connection, ws_id: str, archive: bytes, file_count: int, sha256: str
+) -> ConfigurationVersion:
+    """Store a configuration snapshot, content-addressed: the same content reuses its row."""
+    row = conn.execute(
+        select(*[c for c in configuration_versions.c if c.name != "archive"]).where(
+            configuration_versions.c.workspace_id == ws_id,
+            configuration_versions.c.sha256 == sha256,
+        )
+    ).first()
+    if row is not None:
+        return ConfigurationVersion(
+            row.id, row.workspace_id, row.sha256, row.size, row.file_count, row.created_at
+        )
+    cv = ConfigurationVersion(new_id("cv"), ws_id, sha256, len(archive), file_count, now())
+    conn.execute(
+        insert(configuration_versions).values(
+            id=cv.id,
+            workspace_id=ws_id,
+            sha256=sha256,
+            size=cv.size,
+            file_count=file_count,
+            archive=archive,
+            created_at=cv.created_at,
+        )
+    )
+    return cv
+
+
+def list_configurations(conn: Connection, ws_id: str) -> list[ConfigurationVersion]:
+    rows = conn.execute(
+        select(*[c for c in configuration_versions.c if c.name != "archive"])
+        .where(configuration_versions.c.workspace_id == ws_id)
+        .order_by(configuration_versions.c.created_at.desc())
+    )
+    return [
+        ConfigurationVersion(r.id, r.workspace_id, r.sha256, r.size, r.file_count, r.created_at)
+        for r in rows
+    ]
+
+
+def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:
+    """Returns (sha256, archive bytes)."""
+    row = conn.execute(
+        select(configuration_versions.c.sha256, configuration_versions.c.archive).where(
+            configuration_versions.c.id == cv_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"configuration version {cv_id} not found")
+    return row.sha256, bytes(row.archive)
+
+
+def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) -> str:
+    """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash)."""
+    plan_sha = hashlib.sha256(plan_file).hexdigest()
+    conn.execute(plan_artifacts.delete().where(plan_artifacts.c.run_id == run_id))
+    conn.execute(
+        insert(plan_artifacts).values(
+            run_id=run_id,
+            plan_file=sealing.seal(conn, plan_file, "plan_file"),
+            plan_sha256=plan_sha,
+            plan_json=sealing.seal(conn, plan_json, "plan_json"),
+            plan_json_sha256=hashlib.sha256(plan_json).hexdigest(),
+            created_at=now(),
+        )
+    )
+    return plan_sha
+
+
+def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
+    """Returns (plan bytes, recorded sha256), or None when the artifact is gone. Raises
+    PlanUnusable when the sealed plan does not decrypt: it is damaged, so it is re-planned."""
+    row = conn.execute(
+        select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).where(
+            plan_artifacts.c.run_id == run_id
+        )
+    ).first()
+    if row is None:
+        return None
+    try:
+        return sealing.unseal(conn, row.plan_file, "plan_file"), row.plan_sha256
+    except sealing.SealError:
+        raise PlanUnusable(PLAN_CORRUPT) from None
+
+
+def get_plan_json(conn: Connection, run_id: str) -> bytes:
+    raw = conn.execute(
+        select(plan_artifacts.c.plan_json).where(plan_artifacts.c.run_id == run_id)
+    ).scalar()
+    if raw is None:
+        raise NotFound(f"run {run_id} has no plan")
+    return sealing.unseal(conn, raw, "plan_json")
+
+
+def append_log(conn: Connection, run_id: str, first_seq: int, chunks: list[bytes]) -> None:
+    conn.execute(
+        insert(run_log_chunks),
+        [
+            {"run_id": run_id, "seq": first_seq + i, "data": c, "created_at": now()}
+            for i, c in enumerate(chunks)
+        ],
+    )
+
+
+def next_log_seq(conn: Connection, run_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.coalesce(func.max(run_log_chunks.c.seq), -1) + 1).where(
+                run_log_chunks.c.run_id == run_id
+            )
+        ).scalar_one()
+    )
+
+
+def read_log(
+    conn: Connection, run_id: str, after_seq: int = -1, limit: int | None = None
+) -> list[tuple[int, bytes]]:
+    rows = conn.execute(
+        select(run_log_chunks.c.seq, run_log_chunks.c.data)
+        .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.seq > after_seq)
+        .order_by(run_log_chunks.c.seq)
+        .limit(limit)
+    )
+    return [(r.seq, bytes(r.data)) for r in rows]
+
+
+# plan_problem's answers, and what /metrics counts each under (tfward_plan_integrity_failures).
+PLAN_LOST = "the saved plan was lost"
+PLAN_CORRUPT = "the saved plan is corrupt (sha256 mismatch)"
+STATE_MOVED = "the workspace state changed since this run was planned"
+PLAN_PROBLEM_REASONS = {
+    PLAN_LOST: PlanReason.LOST,
+    PLAN_CORRUPT: PlanReason.SHA256_MISMATCH,
+    STATE_MOVED: PlanReason.STATE_MOVED,
+}
+
+
+def plan_problem(
+    conn: Connection,
+    run_id: str,
+    plan_hash: str | None,
+    current_state_id: str | None,
+    planned_state_id: str | None,
+) -> str | None:
+    """Why a run's saved plan cannot be applied, or None: the plan artifact is lost or corrupt,
+    or the workspace state moved since the plan (seed 003). One check for the pipeline's
+    restore and for recovery, so the two can never disagree."""
+    try:
+        plan = get_plan_file(conn, run_id)
+    except PlanUnusable as exc:
+        return str(exc)
+    if plan is None:
+        return PLAN_LOST
+    if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != plan_hash:
+        return PLAN_CORRUPT
+    if current_state_id != planned_state_id:
+        return STATE_MOVED
+    return None

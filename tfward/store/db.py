@@ -1,0 +1,144 @@
+"""The store: a synchronous SQLAlchemy engine used from trio through worker threads.
+
+aiosqlite and SQLAlchemy's asyncio extension need asyncio and do not run under trio, so every
+database call is a short synchronous function run with `trio.to_thread.run_sync`. Writes go
+through a limiter of one (SQLite has one writer; queueing in trio is cheaper than SQLITE_BUSY),
+reads through a wider one. Each call is one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+
+from .sealing import INFO_KEY, Sealer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+# Transient SQLite errors worth another try: another process holds the write lock for longer
+# than busy_timeout, or the disk is momentarily full.
+_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "disk I/O error",
+    "database or disk is full",
+)
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # pysqlite only opens a transaction before writes, so two SELECTs of one `Store.read`
+    # could see different commits. Let SQLAlchemy's BEGIN (below) open every transaction:
+    # a read then sees one snapshot (SQLAlchemy's documented recipe for pysqlite).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode loses nothing when the process is killed, only on power loss.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    # A replaced row (a plain state sealed at start, a re-planned run's plan) leaves no
+    # readable copy in the file's free pages.
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.close()
+
+
+def _begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and any(t in str(exc.orig) for t in _TRANSIENT)
+
+
+class Store:
+    """Owns the engine. `read`/`write` run a function on a connection in one transaction.
+
+    `sealer` encrypts the columns that hold secrets (sealing.py); the daemon sets it once its
+    secret key is loaded, before any state or plan is read or written."""
+
+    def __init__(
+        self, url: str, *, readers: int = 4, write_retries: int = 5, sealer: Sealer | None = None
+    ) -> None:
+        self.url = url
+        self.sealer = sealer
+        self.engine: Engine = _make_engine(url)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._write_retries = write_retries
+        # Set (and replaced) after every committed write: long-polling readers wait on it.
+        self.committed = trio.Event()
+
+    def migrate(self) -> None:
+        """Apply every Alembic migration not yet applied (synchronous; called once at start)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            # "heads": feature branches of the schema may each have their own head.
+            command.upgrade(cfg, "heads")
+
+    def run_sync(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
+        with self.engine.begin() as conn:
+            if self.sealer is not None:
+                conn.info[INFO_KEY] = self.sealer
+            return fn(conn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a read-only `fn` in a worker thread. On cancellation the thread is abandoned (it
+        finishes its short transaction on its own); errors propagate."""
+        async with self._read_limiter:
+            return await trio.to_thread.run_sync(self.run_sync, fn, abandon_on_cancel=True)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one write transaction, retrying transient errors with backoff.
+
+        The thread is not abandoned on cancellation: a write either commits or rolls back before
+        this returns, so callers never guess whether it happened."""
+        async with self._write_limiter:
+            for attempt in range(self._write_retries + 1):
+                try:
+                    result = await trio.to_thread.run_sync(self.run_sync, fn)
+                    self.committed.set()
+                    self.committed = trio.Event()
+                    return result
+                except OperationalError as exc:
+                    if not is_transient(exc) or attempt == self._write_retries:
+                        raise
+                    delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                    log.warning("transient database error, retrying in %.2fs: %s", delay, exc.orig)
+                    await trio.sleep(delay)
+            raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        """One round trip to the database (the watchdog's health probe); raises if it fails."""
+        await self.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"

@@ -1,0 +1,271 @@
+"""Persistence of runs: rows <-> `Run`, and load -> transition -> save in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from tfward.errors import InvalidTransition, NotFound
+from tfward.ids import new_id, now
+from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Stage, Status
+
+from . import followups
+from .tables import runs, workspaces
+
+
+def run_from_row(row: Row[Any], workspace_name: str) -> Run:
+    m = row._mapping
+    return Run(
+        id=m["id"],
+        workspace=workspace_name,
+        operation=Operation(m["operation"]),
+        auto_apply=m["auto_apply"],
+        status=Status(m["status"]),
+        created_at=m["created_at"],
+        stage=Stage(m["stage"]) if m["stage"] else None,
+        message=m["message"],
+        targets=tuple(m["targets"]),
+        replace=tuple(m["replace"]),
+        created_by=m["created_by"],
+        error_kind=ErrorKind(m["error_kind"]) if m["error_kind"] else None,
+        error_message=m["error_message"],
+        has_changes=m["has_changes"],
+        changes=ResourceChanges(m["add_count"], m["change_count"], m["destroy_count"]),
+        plan_hash=m["plan_hash"],
+        configuration_version_id=m["configuration_version_id"],
+        started_at=m["started_at"],
+        planned_at=m["planned_at"],
+        plan_expires_at=m["plan_expires_at"],
+        confirmed_at=m["confirmed_at"],
+        confirmed_by=m["confirmed_by"],
+        apply_started_at=m["apply_started_at"],
+        finished_at=m["finished_at"],
+        cancel_requested_at=m["cancel_requested_at"],
+        force_cancel_requested_at=m["force_cancel_requested_at"],
+        warnings=tuple(m["warnings"]),
+        status_changed_at=m["status_changed_at"],
+        release_item_id=m["release_item_id"],
+        pinned_configuration_version_id=m["pinned_configuration_version_id"],
+        variable_overrides=m["variable_overrides"],
+        source_run_id=m["source_run_id"],
+        refresh_only=bool(m["refresh_only"]),
+        discard_requested_at=m["discard_requested_at"],
+        discard_requested_by=m["discard_requested_by"],
+        discard_reason=m["discard_reason"],
+    )
+
+
+def _values(run: Run) -> dict[str, Any]:
+    return {
+        "status": str(run.status),
+        "stage": str(run.stage) if run.stage else None,
+        "error_kind": str(run.error_kind) if run.error_kind else None,
+        "error_message": run.error_message,
+        "has_changes": run.has_changes,
+        "add_count": run.changes.add,
+        "change_count": run.changes.change,
+        "destroy_count": run.changes.destroy,
+        "plan_hash": run.plan_hash,
+        "configuration_version_id": run.configuration_version_id,
+        "started_at": run.started_at,
+        "planned_at": run.planned_at,
+        "plan_expires_at": run.plan_expires_at,
+        "confirmed_at": run.confirmed_at,
+        "confirmed_by": run.confirmed_by,
+        "apply_started_at": run.apply_started_at,
+        "finished_at": run.finished_at,
+        "cancel_requested_at": run.cancel_requested_at,
+        "force_cancel_requested_at": run.force_cancel_requested_at,
+        "warnings": list(run.warnings),
+        "status_changed_at": run.status_changed_at,
+        "discard_requested_at": run.discard_requested_at,
+        "discard_requested_by": run.discard_requested_by,
+        "discard_reason": run.discard_reason,
+    }
+
+
+def _select() -> Any:
+    return select(runs, workspaces.c.name.label("workspace_name")).join(
+        workspaces, workspaces.c.id == runs.c.workspace_id
+    )
+
+
+def get_run(conn: Connection, run_id: str) -> Run:
+    row = conn.execute(_select().where(runs.c.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"run {run_id} not found")
+    return run_from_row(row, row.workspace_name)
+
+
+def workspace_id_of(conn: Connection, run_id: str) -> str:
+    ws_id = conn.execute(select(runs.c.workspace_id).where(runs.c.id == run_id)).scalar()
+    if ws_id is None:
+        raise NotFound(f"run {run_id} not found")
+    return str(ws_id)
+
+
+def create_run(
+    conn: Connection,
+    *,
+    workspace_id: str,
+    workspace_name: str,
+    operation: Operation,
+    auto_apply: bool,
+    message: str = "",
+    targets: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    created_by: str | None = None,
+    release_item_id: str | None = None,
+    pinned_configuration_version_id: str | None = None,
+    variable_overrides: Mapping[str, Any] | None = None,
+    source_run_id: str | None = None,
+    refresh_only: bool = False,
+) -> Run:
+    """Insert a pending run, with its `run:created` notification in the same transaction."""
+    seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
+    created = now()
+    run = Run(
+        id=new_id("run"),
+        workspace=workspace_name,
+        operation=operation,
+        auto_apply=auto_apply,
+        status=Status.PENDING,
+        created_at=created,
+        message=message,
+        targets=tuple(targets),
+        replace=tuple(replace),
+        created_by=created_by,
+        status_changed_at=created,
+        release_item_id=release_item_id,
+        pinned_configuration_version_id=pinned_configuration_version_id,
+        variable_overrides=variable_overrides,
+        source_run_id=source_run_id,
+        refresh_only=refresh_only,
+    )
+    conn.execute(
+        insert(runs).values(
+            id=run.id,
+            seq=seq,
+            workspace_id=workspace_id,
+            operation=str(operation),
+            auto_apply=auto_apply,
+            message=message,
+            targets=list(targets),
+            replace=list(replace),
+            created_by=created_by,
+            created_at=created,
+            release_item_id=release_item_id,
+            pinned_configuration_version_id=pinned_configuration_version_id,
+            variable_overrides=None if variable_overrides is None else dict(variable_overrides),
+            source_run_id=source_run_id,
+            refresh_only=refresh_only,
+            **_values(run),
+        )
+    )
+    followups.notify_created(conn, run, workspace_id)
+    return run
+
+
+def save(conn: Connection, before: Run, after: Run) -> Run:
+    """Write `after` if the row still holds `before`'s status (compare-and-set). A terminal
+    `after` is refused: only the termination funnel ends a run (`save_final`)."""
+    if after.status.is_terminal:
+        raise InvalidTransition(
+            f"run {after.id}: {after.status} can only be recorded by the termination funnel"
+        )
+    return _compare_and_set(conn, before, after)
+
+
+def save_final(conn: Connection, before: Run, after: Run) -> Run:
+    """The termination funnel's write of a run's outcome (`model.finish`); nothing else calls
+    this (docs/architecture.md §4)."""
+    return _compare_and_set(conn, before, after)
+
+
+def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
+    if before == after:
+        return after
+    result = conn.execute(
+        update(runs)
+        .where(runs.c.id == before.id, runs.c.status == str(before.status))
+        .values(**_values(after))
+    )
+    if result.rowcount != 1:
+        raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
+    return after
+
+
+def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple[Run, Run]:
+    """Load the run, apply a pure transition, save it. Returns (before, after)."""
+    before = get_run(conn, run_id)
+    after = fn(before)
+    save(conn, before, after)
+    return before, after
+
+
+def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | None) -> None:
+    """Record the terraform PID and its stage before it matters after a crash
+    (docs/architecture.md §2)."""
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(pid=pid, pid_stage=str(stage) if stage else None)
+    )
+
+
+def set_configuration(
+    conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
+) -> None:
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(configuration_version_id=cv_id, planned_state_version_id=state_version_id)
+    )
+
+
+def planned_state_version(conn: Connection, run_id: str) -> str | None:
+    value = conn.execute(
+        select(runs.c.planned_state_version_id).where(runs.c.id == run_id)
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def list_runs(
+    conn: Connection,
+    *,
+    workspace_id: str | None = None,
+    statuses: Sequence[Status] = (),
+    limit: int | None = 100,
+    oldest_first: bool = False,
+) -> list[Run]:
+    query = _select()
+    if workspace_id is not None:
+        query = query.where(runs.c.workspace_id == workspace_id)
+    if statuses:
+        query = query.where(runs.c.status.in_([str(s) for s in statuses]))
+    query = query.order_by(runs.c.seq.asc() if oldest_first else runs.c.seq.desc()).limit(limit)
+    return [run_from_row(row, row.workspace_name) for row in conn.execute(query)]
+
+
+def in_flight(conn: Connection) -> list[tuple[Run, int | None]]:
+    """Runs a daemon may have left in flight (planning, applying, apply_pending), oldest first,
+    each with the terraform PID recorded on it (or None)."""
+    found = list_runs(
+        conn,
+        statuses=(Status.PLANNING, Status.APPLYING, Status.APPLY_PENDING),
+        limit=None,
+        oldest_first=True,
+    )
+    rows = conn.execute(select(runs.c.id, runs.c.pid).where(runs.c.id.in_([r.id for r in found])))
+    pids: dict[str, int | None] = {row.id: row.pid for row in rows}
+    return [(run, pids.get(run.id)) for run in found]
+
+
+def triggered_run(conn: Connection, source_run_id: str, ws_id: str) -> str | None:
+    """The run a run trigger already created in `ws_id` for `source_run_id`, if any."""
+    value = conn.execute(
+        select(runs.c.id).where(runs.c.source_run_id == source_run_id, runs.c.workspace_id == ws_id)
+    ).scalar()
+    return None if value is None else str(value)

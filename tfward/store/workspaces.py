@@ -1,0 +1,138 @@
+"""Persistence of workspaces and their locks.
+
+A lock is one row in `workspace_locks`: taking it is an INSERT (the primary key makes two
+takers impossible), releasing it a DELETE. A run holds the lock from the end of its plan through
+`apply_pending` and `applying`; a user can hold it to freeze a workspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tfward.errors import NotFound, WorkspaceLocked
+from tfward.ids import new_id, now
+
+from .tables import workspace_locks, workspaces
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    run_id: str | None
+    locked_by: str
+    reason: str | None
+    locked_at: datetime
+
+    def describe(self) -> str:
+        # The wording HCP clients string-match on (docs/protocols.md §7).
+        if self.run_id:
+            return f"The workspace is locked by Run {self.run_id}"
+        return f"The workspace is locked by User {self.locked_by}"
+
+
+def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
+    """Create rows for configured workspaces, flag the others unconfigured; name -> id."""
+    wanted = set(names)
+    existing = {
+        row.name: row.id for row in conn.execute(select(workspaces.c.name, workspaces.c.id))
+    }
+    for name in sorted(wanted - existing.keys()):
+        existing[name] = new_id("ws")
+        conn.execute(
+            insert(workspaces).values(
+                id=existing[name], name=name, created_at=now(), configured=True
+            )
+        )
+    conn.execute(update(workspaces).values(configured=workspaces.c.name.in_(wanted)))
+    return {name: ws_id for name, ws_id in existing.items() if name in wanted}
+
+
+def workspace_id(conn: Connection, name: str) -> str:
+    ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if ws_id is None:
+        raise NotFound(f"workspace {name!r} not found")
+    return str(ws_id)
+
+
+def get_lock(conn: Connection, ws_id: str) -> Lock | None:
+    row = conn.execute(
+        select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
+    ).first()
+    if row is None:
+        return None
+    return Lock(row.run_id, row.locked_by, row.reason, row.locked_at)
+
+
+def acquire_lock(
+    conn: Connection, ws_id: str, *, run_id: str | None, by: str, reason: str | None = None
+) -> Lock:
+    """Take the lock, or raise WorkspaceLocked naming the holder. Re-taking one's own lock is a
+    no-op (a run that already holds it, or the same user)."""
+    held = get_lock(conn, ws_id)
+    if held is not None:
+        if (run_id is not None and held.run_id == run_id) or (
+            run_id is None and held.run_id is None and held.locked_by == by
+        ):
+            return held
+        raise WorkspaceLocked(held.describe())
+    lock = Lock(run_id, by, reason, now())
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(workspace_locks).values(
+                    workspace_id=ws_id,
+                    run_id=run_id,
+                    locked_by=by,
+                    reason=reason,
+                    locked_at=lock.locked_at,
+                )
+            )
+    except IntegrityError:
+        holder = get_lock(conn, ws_id)
+        raise WorkspaceLocked(holder.describe() if holder else "The workspace is locked") from None
+    return lock
+
+
+def release_lock(
+    conn: Connection,
+    ws_id: str,
+    *,
+    run_id: str | None = None,
+    by: str | None = None,
+    force: bool = False,
+) -> bool:
+    """Release a lock held by `run_id` (or by user `by`). `force` releases whatever holds it.
+    Returns whether a lock was removed. Releasing someone else's lock raises WorkspaceLocked."""
+    held = get_lock(conn, ws_id)
+    if held is None:
+        return False
+    mine = (run_id is not None and held.run_id == run_id) or (
+        run_id is None and by is not None and held.run_id is None and held.locked_by == by
+    )
+    if not (mine or force):
+        raise WorkspaceLocked(held.describe() + "; only its holder can unlock it (or force-unlock)")
+    conn.execute(delete(workspace_locks).where(workspace_locks.c.workspace_id == ws_id))
+    return True
+
+
+def list_workspaces(conn: Connection) -> list[tuple[str, str, bool]]:
+    rows = conn.execute(
+        select(workspaces.c.id, workspaces.c.name, workspaces.c.configured).order_by(
+            workspaces.c.name
+        )
+    )
+    return [(row.id, row.name, row.configured) for row in rows]
+
+
+def locks_held_by_runs(conn: Connection) -> list[tuple[str, str]]:
+    """(workspace id, run id) of every lock a run holds."""
+    rows = conn.execute(
+        select(workspace_locks.c.workspace_id, workspace_locks.c.run_id).where(
+            workspace_locks.c.run_id.is_not(None)
+        )
+    ).all()
+    return [(str(ws_id), str(run_id)) for ws_id, run_id in rows]
