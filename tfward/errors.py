@@ -110,12 +110,15 @@ class AccessDenied(TfwardError):
 
 
 class StageFailed(TfwardError):
-    """A stage of the run pipeline failed. ``kind`` is the run's ``error_kind``."""
+    """A stage of the run pipeline failed. ``kind`` is the run's ``error_kind``;
+    ``error_class`` (``transient`` / ``permanent``) what runs/classify.py made of a failed
+    terraform command, None to class the failure by its kind."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(kind, message)
+    def __init__(self, kind: str, message: str, error_class: str | None = None) -> None:
+        super().__init__(kind, message, error_class)
         self.kind = kind
         self.message = message
+        self.error_class = error_class
 
     def __str__(self) -> str:
         return self.message

@@ -8,6 +8,8 @@ that behaves like real infrastructure without any network access:
   Terraform's back is how tests simulate out-of-band changes (drift, lost resources).
 * ``delay`` makes create/update slow, so a run can be interrupted while calls are in flight.
 * ``fail`` makes create/update fail after the delay, so a run can fail part-way.
+* ``$TFWARD_DEMO_CRASH_AT_START`` (any non-empty value) makes the plugin exit at start, before
+  the handshake: a provider that crashes on start, for tests of how terraform reports it.
 * ``calls_log`` records every CRUD call, once it is over, as one JSON line, so tests can
   count calls::
 
@@ -65,6 +67,9 @@ except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
 FULL_NAME = "example.com/tfward/demo"
 STORE_DIR_ENV = "TFWARD_DEMO_STORE_DIR"
 CALLS_LOG_ENV = "TFWARD_DEMO_CALLS_LOG"
+# Set (to anything but empty): the plugin exits at start, before the go-plugin handshake, as a
+# provider that crashed on start would. Tests use it to capture what terraform then says.
+CRASH_AT_START_ENV = "TFWARD_DEMO_CRASH_AT_START"
 
 # Serialises appends to the calls log within this process.  Terraform runs up to 10
 # resource operations concurrently (gRPC thread pool), and several providers (one per
@@ -465,6 +470,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    if os.environ.get(CRASH_AT_START_ENV):
+        _say(f"crashing at start: ${CRASH_AT_START_ENV} is set")
+        return 2
     # Like Go plugins: a Ctrl-C in a terminal reaches the whole foreground process group,
     # but only terraform should act on it; terraform then asks us to stop over gRPC.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -105,6 +105,8 @@ def test_empty_file_gives_documented_terraform_defaults(
     assert terraform.plan_timeout == 3600.0
     assert terraform.apply_timeout == 7200.0
     assert terraform.plan_expiry == 86400.0
+    assert (terraform.init_retries, terraform.init_retry_interval) == (3, 5.0)
+    assert terraform.hook_timeout == 600.0
 
 
 def test_empty_file_has_no_workspaces(load: Load) -> None:
@@ -117,6 +119,7 @@ def test_workspace_defaults(load: Load) -> None:
     assert (dict(ws.inputs), dict(ws.vars), dict(ws.env)) == ({}, {}, {})
     assert ws.sensitive == frozenset()
     assert ws.auto_apply is False
+    assert (dict(ws.hooks), ws.hook_timeout) == ({}, 600.0)
 
 
 def test_config_path_is_absolute_when_loaded_by_a_relative_path(

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import TypeVar
 
-from tfward.config import integrations, tokens
+from tfward.config import hooks, integrations, tokens
 from tfward.config.model import (
     Config,
     DaemonConfig,
@@ -67,6 +67,9 @@ _TERRAFORM_KEYS = frozenset(
         "apply_timeout",
         "plan_expiry",
         "stage_timeout",
+        "init_retries",
+        "init_retry_interval",
+        "hook_timeout",
     }
 )
 _WORKSPACE_KEYS = (
@@ -86,6 +89,7 @@ _WORKSPACE_KEYS = (
         }
     )
     | integrations.WORKSPACE_LINK_KEYS
+    | hooks.WORKSPACE_KEYS
 )
 _MODULE_KEYS = frozenset({"source", "version"})
 
@@ -155,7 +159,7 @@ def _daemon(t: _Table) -> DaemonConfig:
         database_url=_database_url(t, data_dir),
         public_url=_public_url(t, listen),
         organization=_organization(t),
-        max_concurrent_runs=_max_concurrent_runs(t),
+        max_concurrent_runs=_count(t, "max_concurrent_runs", 4, minimum=1),
         shutdown_grace=_default(t.duration("shutdown_grace", positive=False), 600.0),
         secret_key_file=t.path("secret_key_file"),
     )
@@ -208,13 +212,6 @@ def _organization(t: _Table) -> str:
     return name
 
 
-def _max_concurrent_runs(t: _Table) -> int:
-    count = _default(t.get("max_concurrent_runs", int, "an integer"), 4)
-    if count < 1:
-        raise t.fail("max_concurrent_runs", f"expected an integer >= 1, got {count}")
-    return count
-
-
 # --- [terraform] ------------------------------------------------------------------------
 
 
@@ -230,7 +227,17 @@ def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
         apply_timeout=_default(t.duration("apply_timeout"), 7200.0),
         plan_expiry=_default(t.duration("plan_expiry"), 86400.0),
         stage_timeout=_default(t.duration("stage_timeout"), 600.0),
+        init_retries=_count(t, "init_retries", 3),
+        init_retry_interval=_default(t.duration("init_retry_interval"), 5.0),
+        hook_timeout=_default(t.duration("hook_timeout"), 600.0),
     )
+
+
+def _count(t: _Table, key: str, default: int, minimum: int = 0) -> int:
+    value = _default(t.get(key, int, "an integer"), default)
+    if value < minimum:
+        raise t.fail(key, f"expected an integer >= {minimum}, got {value}")
+    return value
 
 
 def _binary(t: _Table) -> str:
@@ -328,6 +335,7 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
     source, module = _origin(t)
     values = workspace_values(t, has_module=module is not None)
     links = integrations.workspace_links(t)
+    scripts = hooks.workspace_hooks(t, terraform.hook_timeout)
     return WorkspaceConfig(
         name=name,
         source=source,
@@ -345,6 +353,8 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
         triggers_runs_in=links.triggers_runs_in,
         auto_apply_run_trigger=links.auto_apply_run_trigger,
         drift_check=links.drift_check,
+        hooks=scripts.hooks,
+        hook_timeout=scripts.timeout,
     )
 
 

@@ -83,6 +83,11 @@ class TerraformConfig:
     plan_expiry: float
     # Bound on each of tfward's own stages (fetching, saving the plan or state, restoring).
     stage_timeout: float = 600.0
+    # `terraform init` failing transiently (runs/classify.py) is tried again this many times,
+    # the first wait `init_retry_interval`, each next one twice the one before.
+    init_retries: int = 3
+    init_retry_interval: float = 5.0
+    hook_timeout: float = 600.0  # the default of each workspace's `hook_timeout`
 
     def __post_init__(self) -> None:
         # Frozen dataclasses only stop attribute assignment; copying into a proxy also stops
@@ -99,6 +104,7 @@ class ModuleRef:
 
 
 RUN_TASK_STAGES = ("pre_plan", "post_plan", "pre_apply", "post_apply")
+HOOK_STAGES = RUN_TASK_STAGES  # script hooks run at the stages run tasks do
 ENFORCEMENT_LEVELS = ("mandatory", "advisory")
 NOTIFICATION_TRIGGERS = (
     "run:created",
@@ -202,8 +208,13 @@ class WorkspaceConfig:
     triggers_runs_in: tuple[str, ...] = ()
     auto_apply_run_trigger: bool = False
     drift_check: float | None = None
+    # Script hooks: stage (HOOK_STAGES) -> shell commands, run one after another, each
+    # under `hook_timeout` (docs/architecture.md §3).
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hook_timeout: float = 600.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hooks", freeze(self.hooks))
         object.__setattr__(self, "inputs", freeze(self.inputs))
         object.__setattr__(self, "vars", freeze(self.vars))
         object.__setattr__(self, "env", freeze(self.env))

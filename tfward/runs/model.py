@@ -117,6 +117,15 @@ class ErrorKind(enum.StrEnum):
     LOCK = "lock"
     INTERNAL = "internal"
     INTERRUPTED = "interrupted"
+    HOOK = "hook"  # a script hook failed or timed out (docs/architecture.md §3)
+
+
+class ErrorClass(enum.StrEnum):
+    """Whether a failure would likely go away if the same run were tried again
+    (runs/classify.py decides; `terraform init` is retried when it is transient)."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +156,12 @@ class Run:
     created_by: str | None = None
     error_kind: ErrorKind | None = None
     error_message: str | None = None
+    error_class: ErrorClass | None = None
     has_changes: bool | None = None
     changes: ResourceChanges = field(default_factory=ResourceChanges)
     plan_hash: str | None = None
     configuration_version_id: str | None = None
+    configuration_sha256: str | None = None  # of that version, read with the run (not saved)
     started_at: datetime | None = None
     planned_at: datetime | None = None
     plan_expires_at: datetime | None = None
@@ -358,6 +369,7 @@ def finish(
     *,
     error_kind: ErrorKind | None = None,
     error_message: str | None = None,
+    error_class: ErrorClass | None = None,
 ) -> Run:
     """Make a run terminal. Only the termination funnel calls this."""
     if not status.is_terminal:
@@ -378,6 +390,7 @@ def finish(
         finished_at=now,
         error_kind=error_kind,
         error_message=error_message,
+        error_class=error_class,
     )
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, insert, select
 
-from tfward.errors import NotFound, PlanUnusable
+from tfward.errors import BadRequest, NotFound, PlanUnusable
 from tfward.ids import new_id, now
 from tfward.obs.metrics import PlanReason
 
@@ -65,6 +65,30 @@ def list_configurations(conn: Connection, ws_id: str) -> list[ConfigurationVersi
         ConfigurationVersion(r.id, r.workspace_id, r.sha256, r.size, r.file_count, r.created_at)
         for r in rows
     ]
+
+
+def configuration_of_workspace(
+    conn: Connection, cv_id: str, ws_id: str, workspace: str
+) -> ConfigurationVersion:
+    """The configuration version `cv_id`, which must be one of the workspace's (a run may
+    apply an older configuration of its own workspace; another's goes through a release).
+    BadRequest naming the version otherwise."""
+    row = conn.execute(
+        select(*[c for c in configuration_versions.c if c.name != "archive"]).where(
+            configuration_versions.c.id == cv_id
+        )
+    ).first()
+    if row is None:
+        raise BadRequest(f"configuration version {cv_id} not found")
+    if row.workspace_id != ws_id:
+        raise BadRequest(
+            f"configuration version {cv_id} is not one of workspace {workspace}'s (list them "
+            f"at GET /api/v1/workspaces/{workspace}/configuration-versions); a release can "
+            "roll another workspace's configuration out"
+        )
+    return ConfigurationVersion(
+        row.id, row.workspace_id, row.sha256, row.size, row.file_count, row.created_at
+    )
 
 
 def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:

@@ -9,10 +9,18 @@ from sqlalchemy import Connection, Row, func, insert, select, update
 
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
-from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Stage, Status
+from tfward.runs.model import (
+    ErrorClass,
+    ErrorKind,
+    Operation,
+    ResourceChanges,
+    Run,
+    Stage,
+    Status,
+)
 
 from . import followups
-from .tables import runs, workspaces
+from .tables import configuration_versions, runs, workspaces
 
 
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
@@ -31,10 +39,12 @@ def run_from_row(row: Row[Any], workspace_name: str) -> Run:
         created_by=m["created_by"],
         error_kind=ErrorKind(m["error_kind"]) if m["error_kind"] else None,
         error_message=m["error_message"],
+        error_class=ErrorClass(m["error_class"]) if m["error_class"] else None,
         has_changes=m["has_changes"],
         changes=ResourceChanges(m["add_count"], m["change_count"], m["destroy_count"]),
         plan_hash=m["plan_hash"],
         configuration_version_id=m["configuration_version_id"],
+        configuration_sha256=m["configuration_sha256"],
         started_at=m["started_at"],
         planned_at=m["planned_at"],
         plan_expires_at=m["plan_expires_at"],
@@ -63,6 +73,7 @@ def _values(run: Run) -> dict[str, Any]:
         "stage": str(run.stage) if run.stage else None,
         "error_kind": str(run.error_kind) if run.error_kind else None,
         "error_message": run.error_message,
+        "error_class": str(run.error_class) if run.error_class else None,
         "has_changes": run.has_changes,
         "add_count": run.changes.add,
         "change_count": run.changes.change,
@@ -87,8 +98,17 @@ def _values(run: Run) -> dict[str, Any]:
 
 
 def _select() -> Any:
-    return select(runs, workspaces.c.name.label("workspace_name")).join(
-        workspaces, workspaces.c.id == runs.c.workspace_id
+    return (
+        select(
+            runs,
+            workspaces.c.name.label("workspace_name"),
+            configuration_versions.c.sha256.label("configuration_sha256"),
+        )
+        .join(workspaces, workspaces.c.id == runs.c.workspace_id)
+        .outerjoin(
+            configuration_versions,
+            configuration_versions.c.id == runs.c.configuration_version_id,
+        )
     )
 
 
@@ -123,7 +143,9 @@ def create_run(
     source_run_id: str | None = None,
     refresh_only: bool = False,
 ) -> Run:
-    """Insert a pending run, with its `run:created` notification in the same transaction."""
+    """Insert a pending run, with its `run:created` notification in the same transaction. A
+    pinned configuration version (a release's, or one a caller chose) is the run's from the
+    start; the pipeline applies exactly that instead of a new snapshot."""
     seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
     created = now()
     run = Run(
@@ -140,6 +162,8 @@ def create_run(
         status_changed_at=created,
         release_item_id=release_item_id,
         pinned_configuration_version_id=pinned_configuration_version_id,
+        configuration_version_id=pinned_configuration_version_id,
+        configuration_sha256=_sha256_of(conn, pinned_configuration_version_id),
         variable_overrides=variable_overrides,
         source_run_id=source_run_id,
         refresh_only=refresh_only,
@@ -166,6 +190,15 @@ def create_run(
     )
     followups.notify_created(conn, run, workspace_id)
     return run
+
+
+def _sha256_of(conn: Connection, cv_id: str | None) -> str | None:
+    if cv_id is None:
+        return None
+    sha = conn.execute(
+        select(configuration_versions.c.sha256).where(configuration_versions.c.id == cv_id)
+    ).scalar()
+    return None if sha is None else str(sha)
 
 
 def save(conn: Connection, before: Run, after: Run) -> Run:

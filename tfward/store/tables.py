@@ -362,3 +362,26 @@ workspace_drift = Table(
     Column("cleared_at", UTCDateTime, nullable=True),
     Column("cleared_by_run_id", String(32), nullable=True),
 )
+
+# ---- migration 0008_plan: error classes, the audit trail ------------------------------------
+
+# Whether a failed run's cause is `transient` or `permanent` (runs/classify.py).
+runs.append_column(Column("error_class", String(16), nullable=True))
+
+# What admins did (force-unlock, force-cancel, state rollback, raw state download, outbox
+# retry, release create and cancel, config reload): append-only, store/audit.py has no update
+# and no delete. `seq` is the order of writing.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("detail", JSON, nullable=False),
+    Index("ix_audit_events_action", "action"),
+)
