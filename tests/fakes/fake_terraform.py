@@ -7,7 +7,12 @@ $FAKE_TF_SCRIPT, one entry per subcommand (init, plan, show, apply):
 
     {"plan": {"sleep": 30, "ignore_sigint": true, "exit": 1, "print": "Error: boom",
               "spam_bytes": 200000000, "corrupt_plan": true, "spawn_child": true},
-     "apply": {"stale_once": "/tmp/marker"}}
+     "apply": {"stale_once": "/tmp/marker"},
+     "init": {"replay": "registry_no_such_host", "times": 2, "counter": "/tmp/count"}}
+
+`replay` prints what the real terraform 1.0.3 printed in that failure (a capture of
+tests/runs/terraform_failures.toml) and exits as it did; with `times` only the first that many
+calls do (counted in the file `counter`), later ones go on as usual.
 
 Defaults behave like a successful terraform: plan writes the -out file and exits 2 (changes),
 show prints a plan JSON with one create, apply writes a state with the next serial. Every call
@@ -40,6 +45,11 @@ def main() -> int:
     else:
         signal.signal(signal.SIGINT, _interrupted)
     _record(command, args)  # after the handlers: a recorded call is ready for signals
+    if step.get("replay") and _replay_now(step):
+        capture = _capture(step["replay"])
+        sys.stdout.write(capture["output"])
+        sys.stdout.flush()
+        return int(capture["exit"])
     if step.get("spawn_child"):
         # A provider-like child in the same process group: must not outlive the run.
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # fake-provider"])
@@ -52,6 +62,23 @@ def main() -> int:
     if "exit" in step and step["exit"] not in (0, 2):
         return int(step["exit"])
     return HANDLERS.get(command, lambda a, s: 0)(args, step)
+
+
+def _replay_now(step: dict) -> bool:
+    if "times" not in step:
+        return True
+    counter = Path(step["counter"])
+    done = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(done + 1))
+    return done < int(step["times"])
+
+
+def _capture(name: str) -> dict:
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "runs" / "terraform_failures.toml"
+    captures = tomllib.loads(path.read_text())["capture"]
+    return next(c for c in captures if c["name"] == name)
 
 
 def _interrupted(signum: int, frame: object) -> None:

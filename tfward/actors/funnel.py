@@ -34,7 +34,8 @@ from sqlalchemy import Connection
 
 from tfward.ids import now
 from tfward.runs import model
-from tfward.runs.model import ErrorKind, Run, Status
+from tfward.runs.classify import class_of_kind
+from tfward.runs.model import ErrorClass, ErrorKind, Run, Status
 from tfward.store import followups, tasks
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
@@ -63,7 +64,8 @@ TRIGGERS = {
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended. `status` is terminal, or None with `requeue` (plan again) or `detach`
-    (daemon shutdown while the run waits for confirmation: it stays `apply_pending`)."""
+    (daemon shutdown while the run waits for confirmation: it stays `apply_pending`).
+    `error_class` is what runs/classify.py made of a terraform failure; None: by the kind."""
 
     status: Status | None
     error_kind: ErrorKind | None = None
@@ -71,14 +73,17 @@ class Outcome:
     requeue: str | None = None
     detach: bool = False
     warning: str | None = None
+    error_class: ErrorClass | None = None
 
     @classmethod
     def requeued(cls, reason: str) -> Outcome:
         return cls(None, requeue=reason)
 
     @classmethod
-    def failed(cls, kind: ErrorKind, message: str) -> Outcome:
-        return cls(Status.FAILED, kind, message)
+    def failed(
+        cls, kind: ErrorKind, message: str, error_class: ErrorClass | None = None
+    ) -> Outcome:
+        return cls(Status.FAILED, kind, message, error_class=error_class)
 
     def describe(self) -> str:
         if self.requeue:
@@ -223,6 +228,8 @@ def _record_tx(
             outcome.status,
             error_kind=outcome.error_kind,
             error_message=outcome.error_message,
+            error_class=outcome.error_class
+            or (class_of_kind(outcome.error_kind) if outcome.error_kind else None),
         )
         run_store.save_final(conn, before, final)
     run_store.set_process(conn, run.id, None, None)

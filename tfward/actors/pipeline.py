@@ -4,6 +4,9 @@
     (apply_pending: wait for confirm, discard or plan expiry, workspace locked)
     apply phase:  restoring_plan -> pre_apply -> applying -> saving_state -> post_apply
 
+At `pre_plan`, `post_plan`, `pre_apply` and `post_apply` the workspace's script hooks run
+(hooks.py), then its run tasks (gate.py).
+
 Each stage runs under its own timeout. The whole run runs inside the handle's cancel scope:
 cancel, force-cancel and daemon shutdown cancel it, and terraform is then stopped by the driver
 (SIGINT, grace, SIGKILL). Whatever happens, `RunPipeline.run` ends by calling the termination
@@ -14,8 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import trio
 from sqlalchemy import Connection
@@ -28,6 +30,7 @@ from tfward.obs.metrics import PlanReason
 from tfward.runs import model
 from tfward.runs.model import (
     CRITICAL_STAGES,
+    ErrorClass,
     ErrorKind,
     Run,
     Stage,
@@ -39,21 +42,22 @@ from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 
 from . import workdir
+from .children import RunChildren
 from .context import RunContext
 from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import Decision, Phase, RunHandle, StopReason
-from .planner import Planner, TaskOutput
+from .hooks import StageHooks
+from .planner import Planner
 from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
 from .statekeeper import RunStateKeeper
-from .terraform import run_terraform
 
 log = logging.getLogger(__name__)
 
 
-# Run-task stages: without a task attached they pass in memory only.
+# Run-task (and hook) stages: without a task or hook they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
 
 
@@ -73,12 +77,14 @@ class RunPipeline:
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.keeper = RunStateKeeper(self.ctx)
         self.tasks = RunTaskGate(self.ctx)
+        self.children = RunChildren(self.ctx, handle.control, lambda: self.stage)
+        self.hooks = StageHooks(self.ctx, self.children)
         self.dir = RunDirectory(
             self.ctx,
             workdir.cli_config_text(rt.config.terraform, rt.dev_mirror),
-            self._terraform,
+            self.children,
         )
-        self.planner = Planner(self.ctx, self._terraform)
+        self.planner = Planner(self.ctx, self.children)
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -121,7 +127,8 @@ class RunPipeline:
         if isinstance(exc, StageFailed):
             if self.stage is Stage.SAVING_STATE:
                 return Outcome(Status.APPLIED_STATE_ERROR, ErrorKind.STATE, exc.message)
-            return Outcome.failed(ErrorKind(exc.kind), exc.message)
+            error_class = ErrorClass(exc.error_class) if exc.error_class else None
+            return Outcome.failed(ErrorKind(exc.kind), exc.message, error_class)
         log.error("run %s: internal error%s", self.run_id, where, exc_info=exc)
         self.log.note(f"internal error{where}: {type(exc).__name__}: {exc}")
         if self.stage is Stage.SAVING_STATE:
@@ -182,7 +189,7 @@ class RunPipeline:
         async with self._stage(Stage.INIT):
             await self.dir.init(cv_sha)
         async with self._stage(Stage.PRE_PLAN):
-            await self.tasks.pass_stage(Stage.PRE_PLAN)
+            await self._checks(Stage.PRE_PLAN)
         async with self._stage(Stage.PLANNING):
             has_changes, plan_json = await self.planner.plan(run)
         async with self._stage(Stage.SAVING_PLAN):
@@ -191,7 +198,7 @@ class RunPipeline:
                 lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
             )
         async with self._stage(Stage.POST_PLAN):
-            await self.tasks.pass_stage(Stage.POST_PLAN)
+            await self._checks(Stage.POST_PLAN)
         self.stage = None
         return await self.planner.record(has_changes, plan_hash, plan_json)
 
@@ -200,33 +207,38 @@ class RunPipeline:
         async with self._stage(Stage.RESTORING_PLAN):
             await self.dir.restore_plan(run)
         async with self._stage(Stage.PRE_APPLY):
-            await self.tasks.pass_stage(Stage.PRE_APPLY)
+            await self._checks(Stage.PRE_APPLY)
         async with self._stage(Stage.APPLYING):
             self.ending.apply_started = True
-            code = await self._terraform(
+            code = await self.children(
                 ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE]
             )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
                     self.rt.metrics.plan_unusable(PlanReason.TERRAFORM_STALE)
                     raise PlanUnusable("terraform says the saved plan is stale")
-                raise StageFailed(ErrorKind.APPLY, self.log.failure("terraform apply", code))
+                raise self.children.failed(ErrorKind.APPLY, "terraform apply", code)
         async with self._stage(Stage.SAVING_STATE):
             await self.keeper.keep_state(self.ending, "apply")
         async with self._stage(Stage.POST_APPLY):
-            await self.tasks.pass_stage(Stage.POST_APPLY)
+            await self._checks(Stage.POST_APPLY)
         self.stage = None
         return Outcome(Status.APPLIED)
 
     # ---- stages -------------------------------------------------------------------------------
 
+    async def _checks(self, stage: Stage) -> None:
+        """A check stage: the workspace's script hooks, then its run tasks."""
+        await self.hooks.run(stage)
+        await self.tasks.pass_stage(stage)
+
     @contextlib.asynccontextmanager
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
-        and shielded from cancel requests so they finish (seed C1). A run-task stage with no
-        task attached passes without a database write (it is on the queue-latency path)."""
-        with_tasks = any(str(stage) in a.stages for a in self.ws.run_tasks)
-        if stage is not self._recorded_stage and (stage not in _TASK_STAGES or with_tasks):
+        and shielded from cancel requests so they finish (seed C1). A check stage with no
+        task or hook passes without a database write (it is on the queue-latency path)."""
+        checks = any(str(stage) in a.stages for a in self.ws.run_tasks) or self.hooks.at(stage)
+        if stage is not self._recorded_stage and (stage not in _TASK_STAGES or checks):
             await self._transition(lambda r: model.enter_stage(r, stage))
         self.stage = stage
         logs.bind(stage=str(stage))
@@ -255,8 +267,10 @@ class RunPipeline:
             Stage.PLANNING: self.ws.plan_timeout,
             Stage.APPLYING: self.ws.apply_timeout,
         }.get(stage, min(phase, self.rt.config.terraform.stage_timeout))
-        # A run-task stage waits as long as its tasks may take (delivery plus their timeout).
-        return max(timeout, tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget())
+        # A check stage waits as long as its hooks and tasks may take (each hook its timeout
+        # and its stop, each task its delivery and its timeout).
+        tasks = tasks_at(self.rt.config, self.ws.run_tasks, str(stage)).budget()
+        return max(timeout, self.hooks.budget(stage) + tasks)
 
     async def _wait_for_confirmation(self, run: Run) -> bool:
         """Wait in `apply_pending` for confirm (True), discard or plan expiry (False). A
@@ -286,45 +300,6 @@ class RunPipeline:
         run = await self.rt.store.write(tx)
         self._recorded_stage = run.stage
         return run
-
-    async def _terraform(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
-        """Run terraform in the run directory under the global process limit, recording its
-        PID and stage on the run first (docs/architecture.md §2)."""
-        stage = self.stage
-
-        async def started(pid: int) -> None:
-            await self.rt.store.write(lambda c: run_store.set_process(c, self.run_id, pid, stage))
-
-        async with self.rt.process_limiter:
-            self.log.note(f"terraform {' '.join(args)}")
-            try:
-                with self.rt.metrics.terraform_running(args[0]):
-                    return await run_terraform(
-                        [self.rt.config.terraform.binary, *args],
-                        cwd=self.run_dir,
-                        env=self._env(),
-                        sink=stdout or self.log,
-                        stderr_sink=self.log if stdout else None,
-                        control=self.handle.control,
-                        on_start=started,
-                    )
-            finally:
-                # The group is dead and reaped: forget its pid so nothing kills a reused one.
-                with trio.CancelScope(shield=True):
-                    await self.rt.store.write(
-                        lambda c: run_store.set_process(c, self.run_id, None, None)
-                    )
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            TF_IN_AUTOMATION="1",
-            TF_INPUT="0",
-            CHECKPOINT_DISABLE="1",
-            TF_CLI_CONFIG_FILE=str(self.run_dir / workdir.CLI_CONFIG),
-        )
-        env.update(self.ws.env)
-        return env
 
 
 def _leaf(exc: BaseException) -> BaseException:

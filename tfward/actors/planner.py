@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import trio
 from sqlalchemy import Connection
@@ -25,26 +23,8 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 
 from . import workdir
+from .children import TaskOutput, Terraform
 from .context import RunContext
-
-
-class TaskOutput:
-    """Collects a command's stdout in memory (for `terraform show -json`)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes | bytearray) -> None:
-        self.parts.append(bytes(data))
-
-    def value(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class Terraform(Protocol):
-    """Runs terraform in the run directory; its output goes to the log, or to `stdout`."""
-
-    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int: ...
 
 
 @dataclass
@@ -71,7 +51,7 @@ class Planner:
         args += [f"-target={t}" for t in run.targets] + [f"-replace={r}" for r in run.replace]
         code = await self.terraform(args)
         if code not in (0, 2):
-            raise StageFailed(ErrorKind.PLAN, self.ctx.log.failure("terraform plan", code))
+            raise self.terraform.failed(ErrorKind.PLAN, "terraform plan", code)
         output = TaskOutput()
         show = await self.terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
         plan_json = output.value()
@@ -83,7 +63,11 @@ class Planner:
             # Seed M1: without the plan JSON nobody can review what would be applied.
             message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
             if not run.is_speculative:
-                raise StageFailed(ErrorKind.PLAN, message)
+                # Exit 0 with output that is not JSON (-1 here) is no transient failure.
+                verdict = self.terraform.verdict(show) if show > 0 else None
+                raise StageFailed(
+                    ErrorKind.PLAN, message, str(verdict.error_class) if verdict else None
+                )
             self.ctx.log.note(message)
             plan_json = b"null"
         if run.refresh_only:

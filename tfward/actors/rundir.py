@@ -1,11 +1,13 @@
 """A run's working directory: the configuration snapshot it runs, the inputs, the current
-state, an init (kept and reused per configuration), and before an apply the saved plan put
-back exactly as planned — or refused, so the run is planned again (seed 003)."""
+state, an init (kept and reused per configuration, tried again when it fails transiently), and
+before an apply the saved plan put back exactly as planned — or refused, so the run is planned
+again (seed 003)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,23 @@ from typing import Any
 import trio
 from sqlalchemy import Connection
 
-from tfward.errors import PlanUnusable, StageFailed
+from tfward.errors import PlanUnusable
 from tfward.obs.metrics import PlanReason
 from tfward.runs.model import ErrorKind, Run
 from tfward.store import artifacts, states
 from tfward.store import runs as run_store
 
 from . import workdir
+from .children import Terraform
 from .context import RunContext
+
+RETRY_CAP = 300.0  # the longest wait between two attempts of `terraform init`
+
+
+def retry_delay(interval: float, attempt: int, jitter: float) -> float:
+    """The wait after failed attempt `attempt` (1, 2, ...): `interval` doubled each time, at
+    most RETRY_CAP, times `jitter` (from [1, 1.25): runs that failed together spread out)."""
+    return min(RETRY_CAP, interval * 2.0 ** (attempt - 1)) * jitter
 
 
 @dataclass
@@ -29,7 +40,7 @@ class RunDirectory:
 
     ctx: RunContext
     cli_config: str
-    terraform: Callable[[Sequence[str]], Awaitable[int]]
+    terraform: Terraform
 
     @property
     def path(self) -> Path:
@@ -90,13 +101,36 @@ class RunDirectory:
             if reused:
                 self.ctx.log.note("init reused: this configuration was initialised before")
                 return
-        self.ctx.rt.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        async with self.ctx.rt.init_lock(self.ctx.rt.config.terraform.plugin_cache_dir):
-            code = await self.terraform(["init", "-input=false", "-no-color"])
-        if code != 0:
-            raise StageFailed(ErrorKind.INIT, self.ctx.log.failure("terraform init", code))
+        await self._init_with_retries()
         if key:
             await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.path)
+
+    async def _init_with_retries(self) -> None:
+        """`terraform init`, tried again after a transient failure (runs/classify.py) up to
+        `[terraform] init_retries` times with growing waits; every attempt is in the log. The
+        waits are cancellable (a cancel ends the run there) and all of it shares the init
+        stage's timeout. Raises StageFailed (`init`) once an attempt fails permanently or none
+        is left."""
+        tf = self.ctx.rt.config.terraform
+        attempts = tf.init_retries + 1
+        tf.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, attempts + 1):
+            async with self.ctx.rt.init_lock(tf.plugin_cache_dir):
+                code = await self.terraform(["init", "-input=false", "-no-color"])
+            if code == 0:
+                return
+            verdict = self.terraform.verdict(code)
+            if not verdict.transient or attempt == attempts:
+                what = f"terraform init (attempt {attempt} of {attempts})"
+                raise self.terraform.failed(
+                    ErrorKind.INIT, what if attempt > 1 else "terraform init", code
+                )
+            wait = retry_delay(tf.init_retry_interval, attempt, random.uniform(1.0, 1.25))
+            self.ctx.log.note(
+                f"terraform init failed (exit {code}), {verdict.describe()}; attempt {attempt}"
+                f" of {attempts}, trying again in {wait:.1f}s"
+            )
+            await trio.sleep(wait)
 
     async def restore_plan(self, run: Run) -> None:
         """Make the run directory hold exactly the planned configuration, the plan and the

@@ -1,4 +1,5 @@
-"""The terraform driver: one terraform process, its output, and how it is stopped.
+"""The terraform driver: one terraform process, its output, and how it is stopped. Every other
+child a run starts (a script hook) is run by the same function, with its own `label`.
 
 Terraform runs in its own session and process group, so its provider plugins can be reached
 with one `killpg` and none outlives the run. Output (stdout and stderr merged) goes to a file
@@ -56,8 +57,10 @@ async def run_terraform(
     output_dir: Path | None = None,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
+    label: str = "terraform",
 ) -> int:
-    """Run one terraform command to completion and return its exit code.
+    """Run one terraform command (or another child: `label` names it in file names and the
+    log) to completion and return its exit code.
 
     Output goes to files in `output_dir` (default `<cwd>/.tfward`) that are read as they grow,
     not to pipes: if the daemon dies (kill -9), terraform must not die of SIGPIPE halfway
@@ -71,9 +74,9 @@ async def run_terraform(
     output_dir = output_dir or cwd / ".tfward"
     output_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{next(_counter)}"
-    files = [(output_dir / f"terraform-{tag}.out", sink)]
+    files = [(output_dir / f"{label}-{tag}.out", sink)]
     if stderr_sink is not None:
-        files.append((output_dir / f"terraform-{tag}.err", stderr_sink))
+        files.append((output_dir / f"{label}-{tag}.err", stderr_sink))
     # Creating a local file is quick; it must exist before the child gets its descriptor.
     handles = [open(path, "wb") for path, _ in files]  # noqa: ASYNC230
     try:
@@ -93,7 +96,7 @@ async def run_terraform(
     try:
         async with trio.open_nursery() as nursery:
             for path, file_sink in files:
-                nursery.start_soon(_tail, path, file_sink, exited, name=f"terraform-output-{tag}")
+                nursery.start_soon(_tail, path, file_sink, exited, name=f"{label}-output-{tag}")
             try:
                 if on_start is not None:
                     await on_start(proc.pid)
@@ -101,7 +104,7 @@ async def run_terraform(
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     stopped = await _stop(proc, control)
-                log.info("terraform pid %d stopped (%s)", proc.pid, stopped)
+                log.info("%s pid %d stopped (%s)", label, proc.pid, stopped)
                 raise
             finally:
                 with trio.CancelScope(shield=True):

@@ -25,6 +25,8 @@ def run_view(run: Run) -> dict[str, Any]:
         "stage": run.stage and str(run.stage),
         "error_kind": run.error_kind and str(run.error_kind),
         "error_message": run.error_message,
+        # transient: the same run again may well work; permanent: something must change first.
+        "error_class": run.error_class and str(run.error_class),
         "has_changes": run.has_changes,
         "resource_changes": {
             "add": run.changes.add,
@@ -33,6 +35,9 @@ def run_view(run: Run) -> dict[str, Any]:
         },
         "plan_hash": run.plan_hash,
         "configuration_version_id": run.configuration_version_id,
+        "configuration_sha256": run.configuration_sha256,
+        # Chosen when the run was created (or by a release), not a new snapshot of the source.
+        "configuration_pinned": run.pinned_configuration_version_id is not None,
         "created_by": run.created_by,
         "confirmed_by": run.confirmed_by,
         # Run triggers: the applied run that queued this one; drift checks are refresh-only.

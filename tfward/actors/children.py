@@ -1,0 +1,150 @@
+"""The children a run starts: terraform commands and script hooks (docs/architecture.md §2, §3).
+
+Both are run by the driver (`terraform.py`): a session and process group of their own, output
+to files read as they grow and into the run log (masked there), and on cancel SIGINT to the
+group, the grace period, SIGKILL; the group is reaped before the call returns. The child's PID
+and the stage are recorded on the run right after the spawn and cleared once it is reaped, so
+recovery can find what a killed daemon left. Terraform commands also hold the daemon's process
+limit (`max_concurrent_runs`); a hook does not (it is not terraform, and a run has at most one
+child at a time). The last part of each terraform command's output is kept in memory, for the
+classifier (`runs/classify.py`) to judge a failure by.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from tfward.errors import StageFailed
+from tfward.runs.classify import Verdict, classify
+from tfward.runs.model import ErrorKind, Stage
+from tfward.store import runs as run_store
+
+from . import workdir
+from .context import RunContext
+from .terraform import OutputSink, StopControl, run_terraform
+
+TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
+
+
+class TaskOutput:
+    """Collects a command's stdout in memory (for `terraform show -json`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.parts.append(bytes(data))
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Terraform(Protocol):
+    """Runs terraform in the run directory; its output goes to the log, or to `stdout`."""
+
+    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int: ...
+
+    def verdict(self, code: int) -> Verdict: ...
+
+    def failed(self, kind: ErrorKind, what: str, code: int) -> StageFailed: ...
+
+
+class _Tail:
+    """Passes output on and keeps the last TAIL_BYTES of it."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.data = bytearray()
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.sink.write(data)
+        self.data += data
+        if len(self.data) > 2 * TAIL_BYTES:
+            del self.data[:-TAIL_BYTES]
+
+
+@dataclass
+class RunChildren:
+    """Starts the children of one run. `stage` tells the stage the run is in now."""
+
+    ctx: RunContext
+    control: StopControl
+    stage: Callable[[], Stage | None]
+    _tail: bytes = field(default=b"", repr=False)
+
+    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
+        """Run terraform in the run directory under the global process limit. On cancellation
+        terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors propagate."""
+        async with self.ctx.rt.process_limiter:
+            self.ctx.log.note(f"terraform {' '.join(args)}")
+            tail = _Tail(self.ctx.log)
+            try:
+                with self.ctx.rt.metrics.terraform_running(args[0]):
+                    return await self._spawn(
+                        [self.ctx.rt.config.terraform.binary, *args],
+                        self.env(),
+                        sink=stdout or tail,
+                        stderr_sink=tail if stdout else None,
+                        label="terraform",
+                    )
+            finally:
+                self._tail = bytes(tail.data[-TAIL_BYTES:])
+
+    def verdict(self, code: int) -> Verdict:
+        """What the classifier makes of the last terraform command, which exited `code`."""
+        return classify(code, self._tail.decode("utf-8", "replace"))
+
+    def failed(self, kind: ErrorKind, what: str, code: int) -> StageFailed:
+        """The failure of the last terraform command: its message and its error class."""
+        verdict = self.verdict(code)
+        return StageFailed(kind, self.ctx.log.failure(what, code), str(verdict.error_class))
+
+    async def hook(self, command: str, extra_env: Mapping[str, str]) -> int:
+        """Run one hook, `/bin/sh -c command`, in the run directory with the run's environment
+        and `extra_env`. Cancellation stops its process group like terraform's."""
+        return await self._spawn(
+            ["/bin/sh", "-c", command], {**self.env(), **extra_env}, sink=self.ctx.log,
+            label="hook",
+        )  # fmt: skip
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        sink: OutputSink,
+        label: str,
+        stderr_sink: OutputSink | None = None,
+    ) -> int:
+        stage, store, run_id = self.stage(), self.ctx.rt.store, self.ctx.run_id
+
+        async def started(pid: int) -> None:
+            await store.write(lambda c: run_store.set_process(c, run_id, pid, stage))
+
+        try:
+            return await run_terraform(
+                argv, cwd=self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
+                control=self.control, on_start=started, label=label,
+            )  # fmt: skip
+        finally:
+            # The group is dead and reaped: forget its pid so nothing kills a reused one.
+            with trio.CancelScope(shield=True):
+                await store.write(lambda c: run_store.set_process(c, run_id, None, None))
+
+    def env(self) -> dict[str, str]:
+        """The environment of every child: the daemon's, terraform's automation settings, the
+        run's CLI config, then the workspace's `env`."""
+        env = dict(os.environ)
+        env.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            TF_CLI_CONFIG_FILE=str(self.ctx.run_dir / workdir.CLI_CONFIG),
+        )
+        env.update(self.ctx.ws.env)
+        return env
