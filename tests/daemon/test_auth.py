@@ -70,6 +70,7 @@ EXPECTED: dict[tuple[str, str], str | dict[str, str]] = {
     ("POST", "/api/v1/releases/<release_id>/actions/<action>"): {"cancel": "admin"},
     ("GET", "/api/v1/workspaces/<name>/resources"): "read",
     ("GET", "/api/v1/resources"): "read",
+    ("GET", "/api/v1/audit"): "admin",
 }
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import Run
+from tfward.store import audit as audit_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 
@@ -24,13 +25,24 @@ from .supervisor import Supervisor
 from .workspace import Cancel, Decide
 
 
-async def cancel_run(supervisor: Supervisor, run_id: str, *, force: bool = False) -> Run:
+async def cancel_run(
+    supervisor: Supervisor,
+    run_id: str,
+    *,
+    force: bool = False,
+    audit: audit_store.Attempt | None = None,
+) -> Run:
     """Record a cancel (or a force-cancel) and tell the run's actor. Raises InvalidTransition
     when the state machine refuses (the run ended, or a force-cancel before any cancel) and
-    NotFound for an unknown run or a workspace without an actor (removed from the config)."""
+    NotFound for an unknown run or a workspace without an actor (removed from the config).
+    `audit` (an admin's force-cancel) is recorded in the same transaction."""
 
     def tx(conn: Connection) -> Run:
-        return run_store.transition(conn, run_id, lambda r: model.cancel(r, now(), force=force))[1]
+        _, after = run_store.transition(conn, run_id, lambda r: model.cancel(r, now(), force=force))
+        if audit is not None:
+            where = {"status": str(after.status), "stage": after.stage and str(after.stage)}
+            audit_store.record(conn, audit, detail={"workspace": after.workspace, **where})
+        return after
 
     run = await supervisor.rt.store.write(tx)
     supervisor.tell(run.workspace, Cancel(run_id, force))

@@ -5,6 +5,7 @@ and the dispatch that turns every failure into an exit code and a message on std
     tfward plan|apply|destroy NAME           tfward runs [NAME], run show ID, logs ID [-f]
     tfward confirm|discard ID, cancel ID [--force]
     tfward state list NAME | show SV_ID | download SV_ID [-o FILE] | rollback NAME SV_ID
+    tfward audit [--action A] [--limit N]     what admins did
     tfward token create --name N --role read|plan|apply|admin
 
 Exit codes: 0 success, 1 the run failed (or applied_state_error), 2 usage or config error or a
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import runs, state, tokens, workspaces
+from . import audit, runs, state, tokens, workspaces
 from .client import DEFAULT_URL, EXIT_INTERRUPTED, CliError, Settings, resolve
 
 COMMANDS = frozenset(
@@ -37,6 +38,7 @@ COMMANDS = frozenset(
         "lock",
         "unlock",
         "state",
+        "audit",
         "token",
     }
 )
@@ -99,6 +101,13 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--auto-approve", action="store_true", help="confirm without asking")
         if name == "apply":
             p.add_argument("--replace", action="append", metavar="ADDR", help="terraform -replace")
+        if name != "destroy":
+            p.add_argument(
+                "--configuration-version",
+                metavar="CV",
+                help="run this older configuration version of the workspace (`cv-...`) "
+                "instead of a new snapshot of its source",
+            )
 
     p = command("runs", runs.list_runs, "list runs, newest first", both)
     p.add_argument("name", nargs="?", metavar="WORKSPACE", help="default: all workspaces")
@@ -138,6 +147,12 @@ def add_parsers(sub: Any) -> None:
     p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
     p.add_argument("name", metavar="WORKSPACE")
     p.add_argument("sv_id")
+
+    p = command("audit", audit.list_events, "what admins did, newest first (role admin)", both)
+    # The daemon checks the name (and lists the actions when it is wrong): the CLI stays
+    # free of the store's imports.
+    p.add_argument("--action", help="only this action, e.g. force_unlock, state_download")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
 
     tok = sub.add_parser("token", help="API tokens (made locally)")
     tok_sub = tok.add_subparsers(dest="token_command", required=True)

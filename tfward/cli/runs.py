@@ -54,6 +54,8 @@ def start(args: argparse.Namespace, settings: Settings) -> int:
         body["targets"] = args.target
     if getattr(args, "replace", None):  # only `apply` has --replace
         body["replace"] = args.replace
+    if getattr(args, "configuration_version", None):  # not `destroy`
+        body["configuration_version_id"] = args.configuration_version
     with Api(settings) as api:
         run = api.post(f"/api/v1/workspaces/{args.name}/runs", body)
     progress = Progress(run["id"])
@@ -176,7 +178,9 @@ def show_run(args: argparse.Namespace, settings: Settings) -> int:
         print(as_json(run))
         return EXIT_OK
     ts = run["timestamps"]
-    error = run["error_message"] and f"{run['error_kind'] or 'error'}: {run['error_message']}"
+    kind = run["error_kind"] or "error"
+    kind += f" ({run['error_class']})" if run["error_class"] else ""
+    error = run["error_message"] and f"{kind}: {run['error_message']}"
     print(
         fields(
             [
@@ -186,6 +190,7 @@ def show_run(args: argparse.Namespace, settings: Settings) -> int:
                 ("status", where(run)),
                 ("message", run["message"] or None),
                 ("changes", changes(run)),
+                ("config", configuration(run)),
                 ("error", error or None),
                 ("created", f"{ts['created_at']} by {run['created_by'] or '-'}"),
                 (
@@ -207,6 +212,15 @@ def show_run(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return EXIT_OK
+
+
+def configuration(run: dict[str, Any]) -> str | None:
+    """`cv-... (sha256 0123456789ab)`, and whether it was chosen rather than snapshotted."""
+    if not run["configuration_version_id"]:
+        return None
+    sha = run["configuration_sha256"]
+    text = str(run["configuration_version_id"]) + (f" (sha256 {sha[:12]})" if sha else "")
+    return text + (", chosen for this run" if run["configuration_pinned"] else "")
 
 
 def logs(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from sqlalchemy import Connection
 
 from tfward.actors import workdir
 from tfward.actors.recovery import RecoveryReport, recover
@@ -37,7 +38,9 @@ from tfward.runtasks.keys import load_keys
 from tfward.runtasks.tokens import TokenService
 from tfward.services.drift import DriftScheduler
 from tfward.services.releases import ReleaseExecutor
+from tfward.store import audit
 from tfward.store import workspaces as ws_store
+from tfward.store.audit import Attempt, AuditAction, AuditOutcome
 from tfward.store.db import Store
 from tfward.store.sealing import Sealer, seal_plain_rows
 
@@ -196,15 +199,20 @@ class Daemon:
             with trio.move_on_after(self.config.terraform.cancel_grace + _HARD_STOP_MARGIN):
                 await self.supervisor.stopped.wait()
 
-    async def reload(self) -> bool:
+    async def reload(self, by: str = "signal") -> bool:
         """Re-read the config file (SIGHUP). An invalid file keeps the running config (and says
         why in the log); returns whether the new config was applied. Settings of `[daemon]`
         that need a new socket or database (listen, data_dir, database_url) take effect at the
-        next start."""
+        next start. The audit trail records it (`by`: who asked), applied or refused."""
+        tried = Attempt(by, AuditAction.CONFIG_RELOAD, f"config {self.config.path}")
         try:
             new = await trio.to_thread.run_sync(load_config, self.config.path)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
+            reason = str(exc)
+            await self.store.write(
+                lambda c: audit.record(c, tried, AuditOutcome.REFUSED, reason=reason)
+            )
             return False
         old = self.config
         kept = {k: getattr(old.daemon, k) for k in _RESTART_ONLY}
@@ -212,16 +220,22 @@ class Daemon:
             log.warning("config reload: %s change only at the next start", ", ".join(_RESTART_ONLY))
         new = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
         names = [ws.name for ws in new.workspaces]
-        ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
+        before = {ws.name for ws in old.workspaces}
+        added, removed = [n for n in names if n not in before], sorted(before - set(names))
+        detail = {"workspaces": len(names), "added": added, "removed": removed}
+
+        def tx(conn: Connection) -> dict[str, str]:
+            ws_ids = ws_store.sync_configured(conn, names)
+            audit.record(conn, tried, detail=detail)
+            return ws_ids
+
+        ws_ids = await self.store.write(tx)
         self.rt.workspace_ids.update(ws_ids)
         self.rt.config = self.config = new
         await self._load_api_tokens(new)
         self.rt.process_limiter.total_tokens = new.daemon.max_concurrent_runs
         await trio.to_thread.run_sync(workdir.build_dev_mirror, new.terraform, self.rt.dev_mirror)
-        before = {ws.name for ws in old.workspaces}
-        await self.supervisor.reconfigure(
-            added=[n for n in names if n not in before], removed=sorted(before - set(names))
-        )
+        await self.supervisor.reconfigure(added=added, removed=removed)
         log.info("config reloaded from %s (%d workspaces)", new.path, len(names))
         return True
 

@@ -27,6 +27,7 @@ from tfward.errors import (
 from . import (
     auth,
     openapi,
+    routes_audit,
     routes_inventory,
     routes_metrics,
     routes_outbox,
@@ -100,6 +101,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_outbox.register(app, daemon)
     routes_inventory.register(app, daemon)
     routes_metrics.register(app, daemon)
+    routes_audit.register(app, daemon)
     openapi.register(app, daemon)
     return app
 

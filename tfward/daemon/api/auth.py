@@ -10,7 +10,8 @@ Roles are ordered `read` < `plan` < `apply` < `admin`, each allowed what the one
 are. What each endpoint needs is decided here, in one table, so it can be reviewed at once:
 reads need `read`; speculative runs `plan`; runs that apply, confirm, discard, cancel and
 locks `apply`; force-unlock, force-cancel, state rollback and raw state download (the state
-holds secrets in plain text, as terraform writes it), outbox retry and releases `admin`.
+holds secrets in plain text, as terraform writes it), outbox retry, releases and reading the
+audit trail of those `admin`.
 Endpoints that no entry names need `admin`, so a route added without a thought is closed.
 The health check and the run-task endpoints (which carry a run-task access token of their own,
 runtasks/callbacks.py) are open.
@@ -70,6 +71,8 @@ ROLES: Mapping[tuple[str, str], str | Mapping[str, str]] = {
     ("POST", "/api/v1/outbox/<row_id>/actions/<action>"): "admin",
     ("POST", "/api/v1/releases"): "admin",
     ("POST", "/api/v1/releases/<release_id>/actions/<action>"): "admin",
+    # What admins did (who force-unlocked, rolled back, downloaded a raw state).
+    ("GET", "/api/v1/audit"): "admin",
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from tfward.releases.model import ReleaseStatus
 from tfward.runs.model import Status
 from tfward.store import outbox as outbox_store
+from tfward.store.audit import AuditAction
 
 from .openapi_schemas import RUN_ACTIONS, Schema, array, enum, ref
 
@@ -131,7 +132,9 @@ def runs(p: Paths) -> None:
         errors=[400, 404, 422, 503],
         body="CreateRun",
         notes="`operation` defaults to `plan_and_apply`, `auto_apply` to the workspace's "
-        "setting. 503 while the daemon stops.",
+        "setting. `configuration_version_id` (one of the workspace's own) makes the run apply "
+        "that older configuration instead of a new snapshot of the source; another's is 422. "
+        "503 while the daemon stops.",
     )
     p.add(
         "GET",
@@ -424,6 +427,26 @@ def outbox(p: Paths) -> None:
     )
 
 
+def audit(p: Paths) -> None:
+    p.add(
+        "GET",
+        "/api/v1/audit",
+        "list_audit",
+        "The audit trail of admin actions, newest first",
+        tag="audit",
+        ok=listed("AuditEvent"),
+        errors=[422],
+        params=[
+            query("action", enum(AuditAction), "Only events of this action."),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                  "At most this many (1 to 1000; other values are 422)."),  # fmt: skip
+        ],
+        notes="Force-unlock, force-cancel, state rollback, raw state download, outbox retry, "
+        "release create and cancel, config reload: who (the token's name; `signal` for a "
+        "reload), when, what, and the outcome (`ok`, or `refused` with the reason).",
+    )
+
+
 SECTIONS: tuple[Callable[[Paths], None], ...] = (
     service,
     workspaces,
@@ -433,4 +456,5 @@ SECTIONS: tuple[Callable[[Paths], None], ...] = (
     run_tasks,
     releases,
     outbox,
+    audit,
 )

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from tfward.releases.model import ItemStatus, ReleaseStatus
-from tfward.runs.model import ErrorKind, Operation, Stage, Status
+from tfward.runs.model import ErrorClass, ErrorKind, Operation, Stage, Status
 from tfward.runtasks.callbacks import CALLBACK_STATUSES
 from tfward.store import outbox as outbox_store
 from tfward.store import tasks
+from tfward.store.audit import AuditAction, AuditOutcome
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -89,10 +90,13 @@ _RUN: Schema = record(
         "stage": enum(Stage, null=True),
         "error_kind": enum(ErrorKind, null=True),
         "error_message": nullable(STRING),
+        "error_class": enum(ErrorClass, null=True),
         "has_changes": nullable(BOOLEAN),
         "resource_changes": record({"add": INTEGER, "change": INTEGER, "destroy": INTEGER}),
         "plan_hash": nullable(STRING),
         "configuration_version_id": nullable(STRING),
+        "configuration_sha256": nullable(STRING),
+        "configuration_pinned": BOOLEAN,
         "created_by": nullable(STRING),
         "confirmed_by": nullable(STRING),
         "source_run_id": nullable(STRING),
@@ -326,6 +330,20 @@ _DIFF: Schema = record(
     }
 )
 
+_AUDIT_EVENT: Schema = record(
+    {
+        "id": STRING,
+        "seq": INTEGER,
+        "created_at": TIME,
+        "actor": STRING,
+        "action": enum(AuditAction),
+        "target": STRING,
+        "outcome": enum(AuditOutcome),
+        "reason": nullable(STRING),
+        "detail": {"type": "object"},
+    }
+)
+
 _ERROR: Schema = record(
     {"error": record({"status": {"type": "integer", "minimum": 400}, "message": STRING})}
 )
@@ -374,6 +392,7 @@ SCHEMAS: dict[str, Schema] = {
     "OutboxRow": _OUTBOX_ROW,
     "Delivery": _DELIVERY,
     "Resource": _RESOURCE,
+    "AuditEvent": _AUDIT_EVENT,
     # Request bodies.
     "CreateRun": body(
         {
@@ -382,6 +401,7 @@ SCHEMAS: dict[str, Schema] = {
             "message": STRING,
             "targets": NAMES,
             "replace": NAMES,
+            "configuration_version_id": STRING,
         }
     ),
     "LockAction": body({"reason": STRING}),

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from quart import request
 from quart_trio import QuartTrio
+from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
 
 from tfward.errors import BadRequest
 from tfward.ids import now, rfc3339
-from tfward.store import deliveries
+from tfward.store import audit, deliveries
 from tfward.store import outbox as outbox_store
+from tfward.store.audit import AuditAction
 
+from . import audited
 from .body import json_object
 
 if TYPE_CHECKING:
@@ -68,7 +71,16 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if action != "retry":
             raise HTTPNotFound(f"unknown outbox action {action!r}")
         await json_object({})
-        row = await store.write(lambda c: outbox_store.retry_dead(c, row_id, now()))
+        tried = audited.attempt(AuditAction.OUTBOX_RETRY, f"outbox row {row_id}")
+
+        def tx(conn: Connection) -> dict[str, Any]:
+            row = outbox_store.retry_dead(conn, row_id, now())
+            detail = {"kind": row["kind"], "run_id": row["run_id"], "last_error": row["last_error"]}
+            audit.record(conn, tried, detail=detail)
+            return row
+
+        async with audited.refusals_recorded(store, tried):
+            row = await store.write(tx)
         return {"data": outbox_view(row)}, 202
 
     @app.get("/api/v1/notifications/deliveries")

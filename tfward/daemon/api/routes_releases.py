@@ -8,10 +8,11 @@ sees every change without polling on a timer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -27,9 +28,11 @@ from tfward.releases import model
 from tfward.releases.decide import RunResult
 from tfward.releases.model import Item, ItemStatus, Release, ReleaseStatus
 from tfward.services.releases import cancel_item_run
+from tfward.store import audit
 from tfward.store import releases as release_store
+from tfward.store.audit import AuditAction
 
-from . import auth
+from . import audited
 from .body import json_object
 
 if TYPE_CHECKING:
@@ -58,24 +61,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if daemon.stopping:
             raise ServiceUnavailable(f"not accepting releases: {daemon.stop_reason}")
         body = await json_object(_CREATE_FIELDS)
-        batches = _batches(body.get("batches"), {ws.name for ws in daemon.config.workspaces})
-        variables = _variables(body.get("variables"), batches, daemon)
-        name, by = body.get("name") or "", auth.caller()
-        if len(name) > 200:
-            raise BadRequest("field 'name': at most 200 characters")
-
-        def tx(conn: Connection) -> dict[str, Any]:
-            release = release_store.create_release(
-                conn,
-                name=name,
-                batches=batches,
-                configuration_version_id=body.get("configuration_version_id"),
-                variables=variables,
-                created_by=by,
-            )
-            return release_view(release, {})
-
-        return {"data": await store.write(tx)}, 201
+        tried = audited.attempt(AuditAction.RELEASE_CREATE, "releases")
+        async with audited.refusals_recorded(store, tried):
+            return {"data": await store.write(_create(daemon, body, tried))}, 201
 
     @app.get("/api/v1/releases")
     async def list_releases() -> dict[str, Any]:
@@ -116,11 +104,18 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if action != "cancel":
             raise HTTPNotFound(f"unknown release action {action!r}")
         await json_object({})
-        release = await store.write(
-            lambda c: release_store.transition(
-                c, release_id, lambda r: model.request_cancel(r, now())
+        tried = audited.attempt(AuditAction.RELEASE_CANCEL, f"release {release_id}")
+
+        def tx(conn: Connection) -> Release:
+            release = release_store.transition(
+                conn, release_id, lambda r: model.request_cancel(r, now())
             )
-        )
+            running = [i.workspace for i in release.with_status(ItemStatus.RUNNING)]
+            audit.record(conn, tried, detail={"name": release.name, "running": running})
+            return release
+
+        async with audited.refusals_recorded(store, tried):
+            release = await store.write(tx)
         # The same path as a run's cancel; the executor repeats it for any run it finds still
         # running, so a cancel that lands while an item is being claimed is not lost.
         for item in release.with_status(ItemStatus.RUNNING):
@@ -132,6 +127,39 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
 
 _TERMINAL = {str(s) for s in ReleaseStatus if s.is_terminal}
+
+
+def _create(
+    daemon: Daemon, body: dict[str, Any], tried: audit.Attempt
+) -> Callable[[Connection], dict[str, Any]]:
+    """The transaction that creates a release and records it, after the body is checked
+    (422 naming what is wrong)."""
+    batches = _batches(body.get("batches"), {ws.name for ws in daemon.config.workspaces})
+    variables = _variables(body.get("variables"), batches, daemon)
+    name = body.get("name") or ""
+    if len(name) > 200:
+        raise BadRequest("field 'name': at most 200 characters")
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        release = release_store.create_release(
+            conn,
+            name=name,
+            batches=batches,
+            configuration_version_id=body.get("configuration_version_id"),
+            variables=variables,
+            created_by=tried.actor,
+        )
+        detail: dict[str, Any] = {
+            "name": release.name,
+            "batches": batches,
+            "configuration_version_id": body.get("configuration_version_id"),
+            "variables": sorted(variables or {}),  # the names; the values are in the release
+        }
+        created = dataclasses.replace(tried, target=f"release {release.id}")
+        audit.record(conn, created, detail=detail)
+        return release_view(release, {})
+
+    return tx
 
 
 def _batches(value: Any, configured: set[str]) -> list[list[str]]:

@@ -20,8 +20,9 @@ from tfward.runs.model import Operation, Run
 from tfward.store import artifacts
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
+from tfward.store.audit import AuditAction
 
-from . import auth
+from . import audited, auth
 from .body import json_object, string_list
 from .plans import masked_plan_json
 from .views import run_view
@@ -35,6 +36,7 @@ _CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "message": str,
     "targets": list,
     "replace": list,
+    "configuration_version_id": str,
 }
 LOG_POLL = 0.5
 COMMIT_DEBOUNCE = 0.01
@@ -60,9 +62,13 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
         ws = daemon.rt.workspace(name)
         auto_apply, by = body.get("auto_apply"), auth.caller()
-        run = await store.write(
-            lambda c: run_store.create_run(
-                c,
+        cv_id = body.get("configuration_version_id")
+
+        def tx(conn: Connection) -> Run:
+            if cv_id is not None:  # an older configuration of this workspace, applied as it is
+                artifacts.configuration_of_workspace(conn, cv_id, ws_id, name)
+            return run_store.create_run(
+                conn,
                 workspace_id=ws_id,
                 workspace_name=name,
                 operation=operation,
@@ -71,8 +77,10 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 targets=targets,
                 replace=replace,
                 created_by=by,
+                pinned_configuration_version_id=cv_id,
             )
-        )
+
+        run = await store.write(tx)
         daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
         return {"data": run_view(run)}, 201
 
@@ -114,8 +122,12 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         elif action == "discard":
             reason = body.get("comment") or f"discarded by {by}"
             run = await discard_run(daemon.supervisor, run_id, by=by, reason=reason)
-        elif action in ("cancel", "force-cancel"):
-            run = await cancel_run(daemon.supervisor, run_id, force=action == "force-cancel")
+        elif action == "cancel":
+            run = await cancel_run(daemon.supervisor, run_id)
+        elif action == "force-cancel":
+            tried = audited.attempt(AuditAction.FORCE_CANCEL, f"run {run_id}")
+            async with audited.refusals_recorded(store, tried):
+                run = await cancel_run(daemon.supervisor, run_id, force=True, audit=tried)
         else:
             raise HTTPNotFound(f"unknown run action {action!r}")
         return {"data": run_view(run)}, 202

@@ -12,9 +12,11 @@ from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
 from tfward.errors import WorkspaceLocked
-from tfward.store import artifacts, states
+from tfward.store import artifacts, audit, states
 from tfward.store import workspaces as ws_store
+from tfward.store.audit import AuditAction
 
+from . import audited
 from .views import configuration_version_view, state_version_view
 
 if TYPE_CHECKING:
@@ -38,7 +40,17 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/state-versions/<sv_id>/download")
     async def download_state_version(sv_id: str) -> Response:
-        raw = await store.read(lambda c: states.get_raw(c, sv_id))
+        """The raw state (secrets in clear): the audit trail records it before it is sent."""
+        tried = audited.attempt(AuditAction.STATE_DOWNLOAD, f"state version {sv_id}")
+
+        def tx(conn: Connection) -> bytes:
+            sv, raw = states.get(conn, sv_id), states.get_raw(conn, sv_id)
+            detail = {"workspace_id": sv.workspace_id, "serial": sv.serial, "bytes": len(raw)}
+            audit.record(conn, tried, detail=detail)
+            return raw
+
+        async with audited.refusals_recorded(store, tried):
+            raw = await store.write(tx)
         return Response(
             raw,
             content_type="application/json",
@@ -47,15 +59,21 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.post("/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback")
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
+        tried = audited.attempt(AuditAction.STATE_ROLLBACK, f"workspace {name}")
+
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)
             lock = ws_store.get_lock(conn, ws_id)
             if lock is not None and lock.run_id is not None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
-            return state_version_view(states.rollback(conn, ws_id, sv_id))
+            new = states.rollback(conn, ws_id, sv_id)
+            detail = {"from": sv_id, "state_version": new.id, "serial": new.serial}
+            audit.record(conn, tried, detail=detail)
+            return state_version_view(new)
 
-        return {"data": await store.write(tx)}, 201
+        async with audited.refusals_recorded(store, tried):
+            return {"data": await store.write(tx)}, 201
 
     @app.get("/api/v1/workspaces/<name>/configuration-versions")
     async def list_configuration_versions(name: str) -> dict[str, Any]:

@@ -8,12 +8,15 @@ from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
 from tfward.actors.workspace import LockChanged
+from tfward.errors import InvalidTransition
+from tfward.ids import rfc3339
 from tfward.runs.model import Status
+from tfward.store import audit, states
 from tfward.store import runs as run_store
-from tfward.store import states
 from tfward.store import workspaces as ws_store
+from tfward.store.audit import Attempt, AuditAction
 
-from . import auth
+from . import audited, auth
 from .body import json_object
 from .routes_inventory import followup_views
 from .views import lock_view, run_view, state_version_view
@@ -76,10 +79,35 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             if action == "lock":
                 ws_store.acquire_lock(conn, ws_id, run_id=None, by=user, reason=body.get("reason"))
             else:
-                ws_store.release_lock(conn, ws_id, by=user, force=action == "force-unlock")
+                ws_store.release_lock(conn, ws_id, by=user)
             return workspace_view(conn, ws_id, name)
 
-        view = await store.write(tx)
+        if action == "force-unlock":
+            tried = audited.attempt(AuditAction.FORCE_UNLOCK, f"workspace {name}")
+            async with audited.refusals_recorded(store, tried):
+                view = await store.write(lambda c: _force_unlock(c, name, tried, body))
+        else:
+            view = await store.write(tx)
         lock = view["lock"]
         daemon.supervisor.tell(name, LockChanged(lock is not None and lock["run_id"] is None))
         return {"data": view}, 200
+
+
+def _force_unlock(
+    conn: Connection, name: str, tried: Attempt, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Remove whatever lock the workspace has, and say so in the audit trail; an unlocked
+    workspace is refused (there is nothing to force)."""
+    ws_id = ws_store.workspace_id(conn, name)
+    held = ws_store.get_lock(conn, ws_id)
+    if held is None:
+        raise InvalidTransition(f"workspace {name} is not locked: there is nothing to force-unlock")
+    ws_store.release_lock(conn, ws_id, force=True)
+    lock = {
+        "run_id": held.run_id,
+        "locked_by": held.locked_by,
+        "reason": held.reason,
+        "locked_at": rfc3339(held.locked_at),
+    }
+    audit.record(conn, tried, detail={"lock": lock, "reason": body.get("reason")})
+    return workspace_view(conn, ws_id, name)
