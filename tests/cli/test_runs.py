@@ -185,3 +185,27 @@ async def test_an_unknown_run_or_workspace_exits_2_and_says_where_to_look(
         assert unknown_ws.code == 2 and "`tfward workspaces`" in unknown_ws.err
         refused = await cli("cancel", "run-nope", "--force")
         assert refused.code == 2
+
+
+async def test_apply_of_an_older_configuration_version_and_run_show_say_which(
+    tmp_path: Path, tfward: Any
+) -> None:
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
+    async with running_daemon(config) as (daemon, api):
+        cli = tfward(daemon)
+        assert (await cli("apply", "demo", "--auto-approve")).code == 0
+        first = await only_run(api, "demo")
+        (tmp_path / "demo" / "extra.tf").write_text(FAILING)  # the source moves on, badly
+        cv = first["configuration_version_id"]
+        again = await cli("apply", "demo", "--configuration-version", cv, "--auto-approve")
+        assert again.code == 0, again.err
+        [latest, *_] = (await api.http.get("/api/v1/workspaces/demo/runs")).json()["data"]
+        shown = await cli("run", "show", latest["id"])
+        failing = await cli("apply", "demo", "--auto-approve")
+        run = (await api.http.get("/api/v1/workspaces/demo/runs")).json()["data"][0]
+        failed = await cli("run", "show", run["id"])
+    assert latest["configuration_version_id"] == cv and "No changes." in again.out
+    sha = first["configuration_sha256"][:12]
+    assert f"config:    {cv} (sha256 {sha}), chosen for this run" in shown.out
+    assert failing.code == 1
+    assert "error:     apply (permanent): terraform apply failed" in failed.out
