@@ -196,3 +196,93 @@ async def _wait_for_fake(calls: Path, subcommand: str) -> None:
     """Until the fake terraform has started `subcommand` (and set its signal handling)."""
     while not calls.exists() or f'"command": "{subcommand}"' not in calls.read_text():
         await trio.sleep(0.05)
+
+
+# ---- script hooks (tfward/actors/hooks.py) ----------------------------------------------------
+#
+# Hooks run inside the check stage of the same name, so each such stage gets rows of its own:
+# the hook fails, it hangs and the run is cancelled, force-cancelled (the hook ignores SIGINT),
+# it outlives `hook_timeout`, the daemon shuts down while it hangs. The hook writes a marker
+# first, so every fault lands while it runs; the contract checked is the one above, plus the
+# hook's process group gone (stray processes) and, after the apply, the warning on the run.
+# (Its checks repeat the ones of the test above, rather than move them, while another change
+# adds columns to that test.)
+
+HOOK_STAGES = ["pre_plan", "post_plan", "pre_apply", "post_apply"]
+HOOK_FAULTS = ["hook_fails", "cancel", "force_cancel", "hook_timeout", "shutdown"]
+HOOK_CASES = [(stage, fault) for stage in HOOK_STAGES for fault in HOOK_FAULTS]
+
+
+def expected_with_hook(stage: str, fault: str) -> Expect:
+    if stage == "post_apply":  # nothing undoes an apply whose state is stored
+        return Expect("applied", None, COMPLETED)
+    if fault in ("hook_fails", "hook_timeout"):
+        return Expect("failed", "hook", ERRORED)
+    if fault == "cancel":
+        return Expect("cancelled", None, CANCELLED)
+    if fault == "force_cancel":
+        return Expect("force_cancelled", None, CANCELLED)
+    assert fault == "shutdown"
+    return Expect("pending", None, None)  # planned again after the restart
+
+
+def _hook_setup(tmp_path: Path, stage: str, fault: str) -> tuple[Any, Path]:
+    started = tmp_path / "hook-started"
+    command = {
+        "hook_fails": "echo the hook says no; exit 4",
+        "force_cancel": "trap '' INT; sleep 300",
+    }.get(fault, "sleep 300")
+    ws = demo_workspace(
+        tmp_path,
+        things=1,
+        auto_apply=True,
+        hooks={stage: [f"touch {started}; {command}"]},
+        hook_timeout="2s" if fault == "hook_timeout" else "10m",
+    )
+    grace = "120s" if fault == "force_cancel" else "5s"  # only force-cancel ends that hook soon
+    terraform = {"cancel_grace": grace}
+    config = write_config(tmp_path, [ws], daemon={"shutdown_grace": "2s"}, terraform=terraform)
+    return config, started
+
+
+@pytest.mark.parametrize(("stage", "fault"), HOOK_CASES, ids=[f"{s}-{f}" for s, f in HOOK_CASES])
+async def test_every_exit_path_through_a_hook_honours_the_termination_contract(
+    tmp_path: Path, stage: str, fault: str
+) -> None:
+    config, started = _hook_setup(tmp_path, stage, fault)
+    want = expected_with_hook(stage, fault)
+    async with running_daemon(config, shutdown=fault != "shutdown") as (daemon, api):
+        run_id = (await api.create_run("demo"))["id"]
+        with trio.fail_after(60):
+            while not started.exists():
+                await trio.sleep(0.05)
+        if fault != "hook_fails":  # the others hang: the run shows the stage meanwhile
+            assert (await api.run(run_id))["stage"] == stage
+        if fault in ("cancel", "force_cancel"):
+            assert (await api.action(run_id, "cancel")).status_code == 202
+        if fault == "force_cancel":
+            response = await api.action(run_id, "force-cancel")
+            assert response.status_code == 202, response.text
+        if fault == "shutdown":
+            daemon.request_shutdown("test: shutdown during a hook at " + stage)
+        else:
+            await api.wait(run_id, want.status, timeout=60)
+    found = await facts(daemon, run_id)
+    run = found["run"]
+    assert str(run.status) == want.status, (run.status, run.error_kind, run.error_message)
+    assert (run.error_kind and str(run.error_kind)) == want.error_kind, run.error_message
+    assert f"[tfward] hook {stage}[0]: touch " in found["log"]
+    assert "[tfward] run finished:" in found["log"]
+    assert not found["dir_exists"], "the run directory was left behind"
+    assert found["lock"] is None, f"the lock is still held: {found['lock']}"
+    terminal = [t for t in found["triggers"] if t in (ERRORED, CANCELLED, COMPLETED)]
+    assert terminal == ([want.trigger] if want.trigger else [])
+    if want.status == "applied":
+        assert found["states"] and found["states"][0].run_id == run_id
+    if stage == "post_apply" and fault in ("hook_fails", "hook_timeout"):
+        assert any(w.startswith("hook post_apply[0] ") for w in run.warnings), run.warnings
+        assert "run:needs_attention" in found["triggers"]
+    if want.error_kind == "hook":
+        assert str(run.error_class) == "permanent"
+    assert daemon.rt.critical.count() == 0
+    assert stray_processes(str(tmp_path)) == []
