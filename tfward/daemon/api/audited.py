@@ -9,6 +9,7 @@ recorded in a transaction of its own, with the reason, and the error goes on to 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from tfward.store.db import Store
 
 from . import auth
 
+log = logging.getLogger(__name__)
+
 
 def attempt(action: AuditAction, target: str) -> Attempt:
     """The current caller trying `action` on `target`."""
@@ -30,12 +33,19 @@ def attempt(action: AuditAction, target: str) -> Attempt:
 @asynccontextmanager
 async def refusals_recorded(store: Store, tried: Attempt) -> AsyncIterator[None]:
     """Record `tried` as refused if the block raises a TfwardError (then re-raise it). Other
-    errors (bugs, a cancelled request) are not refusals and pass untouched."""
+    errors (bugs, a cancelled request) are not refusals and pass untouched. If the refusal
+    cannot be recorded (the database fails), that is logged and the refusal still answered."""
     try:
         yield
     except TfwardError as exc:
         reason = str(exc)
-        await store.write(lambda c: audit.record(c, tried, AuditOutcome.REFUSED, reason=reason))
+        try:
+            await store.write(
+                lambda c: audit.record(c, tried, AuditOutcome.REFUSED, reason=reason)
+            )
+        except Exception:  # the caller still gets the refusal; nothing was done to trace
+            log.exception("could not record a refused %s of %s in the audit trail",
+                          tried.action, tried.target)  # fmt: skip
         raise
 
 
