@@ -2,7 +2,12 @@
 through `from_env` / `from_file` references and a variable terraform itself marks sensitive; after a
 full plan-and-apply, a speculative plan and a notification, the test greps everything the daemon
 emitted — its log records, every read endpoint's answer, the notification bodies, the database files
-— for the secret values."""
+— for the secret values, in every form terraform and JSON write them.
+
+Outputs the user's HCL does not mark sensitive echo a secret (issue 13, item 8), and a secret with
+characters terraform escapes (`"`, `\\`, `<&>`, `é`) is listed in `sensitive`: it reaches the log
+quoted by terraform (`%q`), a tfvars snippet of a type error (`\\u00e9`) and the outputs (as it is,
+and through `jsonencode`) (item 9)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from tfward.store import states
 FROM_ENV = "tfw-secret-from-env-7f3a9c"  # the things' `value`: terraform prints it in a plan
 FROM_FILE = "tfw-secret-from-file-52be41"  # a variable terraform declares sensitive
 IN_ENV = "tfw-secret-env-var-0d17e8"  # an environment variable of terraform's process
-SECRETS = (FROM_ENV, FROM_FILE, IN_ENV)
+ODD = 'relsecretB-<&>"é\\n-4242'  # listed in `sensitive`; terraform escapes most of it
+SECRETS = (FROM_ENV, FROM_FILE, IN_ENV, ODD)
 
 EXTRA_TF = """
 variable "db_password" {
@@ -37,12 +43,54 @@ output "first_value" {
   value     = demo_thing.this[0].value
   sensitive = true
 }
+
+# Not marked sensitive by the user: tfward's masking is all that stands between them and a reader.
+output "echo" {
+  value = var.value
+}
+
+output "echo_json" {
+  value = jsonencode({ v = var.value })
+}
+
+variable "odd" {
+  type = string
+}
+
+output "odd" {
+  value = var.odd
+}
+
+output "odd_json" {
+  value = jsonencode(var.odd)
+}
 """
+
+# A variable of the wrong type: terraform quotes the tfvars line holding the secret.
+TYPE_ERROR_TF = """
+variable "num" {
+  type = number
+}
+"""
+
+
+def written_forms(secret: str) -> set[str]:
+    """How terraform and JSON write `secret` (worked out here, independently of tfward):
+    JSON with and without `\\uXXXX`, Go's JSON (`<>&` escaped), and Go's `%q` of those."""
+    as_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+    go_json = as_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    quoted = [json.dumps(form, ensure_ascii=False)[1:-1] for form in (as_json, go_json)]
+    return {secret, as_json, json.dumps(secret)[1:-1], go_json, *quoted}
 
 
 def found_in(text: str | bytes, where: str) -> list[str]:
     data = text.encode() if isinstance(text, str) else text
-    return [f"{secret} in {where}" for secret in SECRETS if secret.encode() in data]
+    return [
+        f"{form!r} in {where}"
+        for secret in SECRETS
+        for form in written_forms(secret)
+        if form.encode() in data
+    ]
 
 
 async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_database(
@@ -56,14 +104,19 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     workspace["vars"] |= {
         "value": {"from_env": "TFW_TEST_SECRET"},
         "db_password": {"from_file": "db_password.txt"},
+        "odd": ODD,
     }
+    workspace["sensitive"] = ["odd"]
     workspace["env"] |= {"DEMO_API_TOKEN": {"from_file": "api_token.txt"}}
+    typo = demo_workspace(
+        tmp_path, "typo", things=1, extra_tf=TYPE_ERROR_TF, vars={"num": ODD}, sensitive=["num"]
+    )
     hook = Receiver()
     async with serving(hook):
         workspace["notifications"] = ["hook"]
         config = followups_config(
             tmp_path,
-            [workspace],
+            [workspace, typo],
             notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
         )
         async with running_daemon(config) as (daemon, api):
@@ -75,10 +128,22 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
             await api.wait(plan["id"], "planned_and_finished")
             await hook.wait_until(lambda r: any(x.trigger == "run:completed" for x in r.received))
 
+            failed = await api.create_run("typo", operation="plan")
+            failed = await api.wait(failed["id"], "failed")
+
             logs = await api.logs(run["id"])
             assert "Apply complete!" in logs  # the run really ran; its log is there to grep
+            # Terraform printed it (quoted: `+ odd = "..."` in the plan, `odd = "..."` after).
+            assert ["+", "odd", "=", '"***"'] in [line.split() for line in logs.splitlines()]
+            assert 'odd = "***"' in logs.split("Apply complete!")[1]
+            typo_log = await api.logs(failed["id"])
+            assert "a number is required" in typo_log and '"num": "***"' in typo_log
             emitted = [*await read_everything(api, applied, plan["id"])]
-            emitted.append((logs, "the run's log"))
+            emitted += [(logs, "the run's log"), (typo_log, "the type error's log")]
+            emitted += [(failed["error_message"], "the type error's message")]
+            data_dir = config.daemon.data_dir
+            # While the daemon runs: its WAL holds what was written last.
+            emitted += [(p.read_bytes(), f"{p.name}, running") for p in data_dir.glob("tfward.db*")]
         # The daemon has stopped: its database files are complete.
 
     leaks: list[str] = []
@@ -88,7 +153,6 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
         leaks += found_in(record.getMessage(), f"log record {record.name}")
     for received in hook.received:
         leaks += found_in(received.raw, f"notification to {received.path}")
-    data_dir = config.daemon.data_dir
     for path in data_dir.glob("tfward.db*"):
         leaks += found_in(path.read_bytes(), path.name)
     assert not leaks
@@ -100,6 +164,7 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     finally:
         store.close()
     assert FROM_ENV.encode() in raw and FROM_FILE.encode() in raw
+    assert json.loads(raw)["outputs"]["odd"]["value"] == ODD
     # Nothing else of the run is left in plain text: its directory (with the tfvars) is gone,
     # and the state backups (plain, for `terraform state push`) are the daemon user's alone.
     assert not (data_dir / "runs" / run["id"]).exists()
@@ -146,6 +211,13 @@ async def read_everything(api, applied, plan_id):  # type: ignore[no-untyped-def
         shown = await api.http.get(path)
         outputs = shown.json()["data"]["outputs"]
         assert outputs["db_password"] == {"type": "string", "sensitive": True, "value": None}
+        shown_values = {name: out["value"] for name, out in outputs.items()}
+        assert {k: shown_values[k] for k in ("echo", "echo_json", "odd", "odd_json")} == {
+            "echo": "***",
+            "echo_json": '{"v":"***"}',
+            "odd": "***",
+            "odd_json": '"***"',
+        }
         answers.append((shown.text, path))
     plan = json.loads(answers[4][0])
     assert plan["resource_changes"], "the plan JSON is there, masked"

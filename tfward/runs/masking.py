@@ -99,8 +99,7 @@ def _go_json(html: bool) -> Callable[[str], str]:
 
     def escape(text: str) -> str:
         return "".join(
-            _GO_JSON.get(ch)
-            or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ch in special else ch)
+            _GO_JSON.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ch in special else ch)
             for ch in text
         )
 

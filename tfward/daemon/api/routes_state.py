@@ -15,7 +15,7 @@ from tfward.errors import WorkspaceLocked
 from tfward.store import artifacts, states
 from tfward.store import workspaces as ws_store
 
-from .views import configuration_version_view, state_version_view
+from .views import configuration_version_view, secret_mask, state_version_view
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -26,15 +26,22 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/workspaces/<name>/state-versions")
     async def list_state_versions(name: str) -> dict[str, Any]:
+        mask = secret_mask(daemon.config, name)
+
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, name)
-            return [state_version_view(sv) for sv in states.list_versions(conn, ws_id)]
+            return [state_version_view(sv, mask) for sv in states.list_versions(conn, ws_id)]
 
         return {"data": await store.read(load)}
 
     @app.get("/api/v1/state-versions/<sv_id>")
     async def show_state_version(sv_id: str) -> dict[str, Any]:
-        return {"data": state_version_view(await store.read(lambda c: states.get(c, sv_id)))}
+        def load(conn: Connection) -> tuple[states.StateVersion, str]:
+            sv = states.get(conn, sv_id)
+            return sv, ws_store.workspace_name(conn, sv.workspace_id)
+
+        sv, name = await store.read(load)
+        return {"data": state_version_view(sv, secret_mask(daemon.config, name))}
 
     @app.get("/api/v1/state-versions/<sv_id>/download")
     async def download_state_version(sv_id: str) -> Response:
@@ -47,13 +54,15 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.post("/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback")
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
+        mask = secret_mask(daemon.config, name)
+
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)
             lock = ws_store.get_lock(conn, ws_id)
             if lock is not None and lock.run_id is not None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
-            return state_version_view(states.rollback(conn, ws_id, sv_id))
+            return state_version_view(states.rollback(conn, ws_id, sv_id, mask), mask)
 
         return {"data": await store.write(tx)}, 201
 
