@@ -47,7 +47,10 @@ async def test_a_write_that_finds_the_database_locked_is_retried_and_the_run_con
         assert holder.stdin is not None and holder.stdout is not None
         try:
             with trio.fail_after(30):
-                assert await holder.stdout.receive_some() == b"locked\n"
+                said = b""
+                while not said.endswith(b"\n"):
+                    said += await holder.stdout.receive_some()
+                assert said == b"locked\n"
                 # The apply goes on; its next write waits out the busy timeout and fails.
                 while not any(RETRY in r.getMessage() for r in caplog.records):
                     await trio.sleep(0.1)
