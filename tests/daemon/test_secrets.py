@@ -20,6 +20,7 @@ import pytest
 from harness import demo_workspace, open_store, running_daemon
 from receiver import Receiver, followups_config, serving
 
+from tfward.config import Config
 from tfward.store import states
 
 FROM_ENV = "tfw-secret-from-env-7f3a9c"  # the things' `value`: terraform prints it in a plan
@@ -93,14 +94,12 @@ def found_in(text: str | bytes, where: str) -> list[str]:
     ]
 
 
-async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv("TFW_TEST_SECRET", FROM_ENV)
+def secrets_config(tmp_path: Path, hook: Receiver) -> Config:
+    """`demo` gets every kind of secret (and notifies `hook`); `typo` feeds the odd secret to
+    a number variable, so its plan fails quoting the tfvars line."""
     (tmp_path / "db_password.txt").write_text(FROM_FILE + "\n")
     (tmp_path / "api_token.txt").write_text(IN_ENV)
-    workspace = demo_workspace(tmp_path, things=2, extra_tf=EXTRA_TF)
+    workspace = demo_workspace(tmp_path, things=2, extra_tf=EXTRA_TF, notifications=["hook"])
     workspace["vars"] |= {
         "value": {"from_env": "TFW_TEST_SECRET"},
         "db_password": {"from_file": "db_password.txt"},
@@ -111,14 +110,22 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     typo = demo_workspace(
         tmp_path, "typo", things=1, extra_tf=TYPE_ERROR_TF, vars={"num": ODD}, sensitive=["num"]
     )
+    return followups_config(
+        tmp_path,
+        [workspace, typo],
+        notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
+    )
+
+
+async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("TFW_TEST_SECRET", FROM_ENV)
     hook = Receiver()
     async with serving(hook):
-        workspace["notifications"] = ["hook"]
-        config = followups_config(
-            tmp_path,
-            [workspace, typo],
-            notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
-        )
+        config = secrets_config(tmp_path, hook)
+        data_dir = config.daemon.data_dir
         async with running_daemon(config) as (daemon, api):
             run = await api.create_run("demo")
             await api.wait(run["id"], "apply_pending")
@@ -127,42 +134,27 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
             plan = await api.create_run("demo", operation="plan")
             await api.wait(plan["id"], "planned_and_finished")
             await hook.wait_until(lambda r: any(x.trigger == "run:completed" for x in r.received))
+            failed = await api.wait((await api.create_run("typo"))["id"], "failed")
 
-            failed = await api.create_run("typo", operation="plan")
-            failed = await api.wait(failed["id"], "failed")
-
-            logs = await api.logs(run["id"])
+            logs, typo_log = await api.logs(run["id"]), await api.logs(failed["id"])
             assert "Apply complete!" in logs  # the run really ran; its log is there to grep
             # Terraform printed it (quoted: `+ odd = "..."` in the plan, `odd = "..."` after).
             assert ["+", "odd", "=", '"***"'] in [line.split() for line in logs.splitlines()]
             assert 'odd = "***"' in logs.split("Apply complete!")[1]
-            typo_log = await api.logs(failed["id"])
             assert "a number is required" in typo_log and '"num": "***"' in typo_log
             emitted = [*await read_everything(api, applied, plan["id"])]
             emitted += [(logs, "the run's log"), (typo_log, "the type error's log")]
             emitted += [(failed["error_message"], "the type error's message")]
-            data_dir = config.daemon.data_dir
             # While the daemon runs: its WAL holds what was written last.
             emitted += [(p.read_bytes(), f"{p.name}, running") for p in data_dir.glob("tfward.db*")]
         # The daemon has stopped: its database files are complete.
 
-    leaks: list[str] = []
-    for text, where in emitted:
-        leaks += found_in(text, where)
-    for record in caplog.records:
-        leaks += found_in(record.getMessage(), f"log record {record.name}")
-    for received in hook.received:
-        leaks += found_in(received.raw, f"notification to {received.path}")
-    for path in data_dir.glob("tfward.db*"):
-        leaks += found_in(path.read_bytes(), path.name)
-    assert not leaks
-    # ...and not because they never got there: the state, unsealed, holds both values.
-    store = open_store(config)
-    try:
-        sv_id = versions_of(emitted)[0]["id"]
-        raw = store.run_sync(lambda c: states.get_raw(c, sv_id))
-    finally:
-        store.close()
+    emitted += [(r.getMessage(), f"log record {r.name}") for r in caplog.records]
+    emitted += [(r.raw, f"notification to {r.path}") for r in hook.received]
+    emitted += [(p.read_bytes(), p.name) for p in data_dir.glob("tfward.db*")]
+    assert [leak for text, where in emitted for leak in found_in(text, where)] == []
+    # ...and not because they never got there: the state, unsealed, holds the values.
+    raw = state_of(config, versions_of(emitted)[0]["id"])
     assert FROM_ENV.encode() in raw and FROM_FILE.encode() in raw
     assert json.loads(raw)["outputs"]["odd"]["value"] == ODD
     # Nothing else of the run is left in plain text: its directory (with the tfvars) is gone,
@@ -173,7 +165,15 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     assert stat.S_IMODE((data_dir / "state-backups").stat().st_mode) == 0o700
 
 
-def versions_of(emitted: list[tuple[str, str]]) -> list[dict[str, str]]:
+def state_of(config: Config, sv_id: str) -> bytes:
+    store = open_store(config)
+    try:
+        return bytes(store.run_sync(lambda c: states.get_raw(c, sv_id)))
+    finally:
+        store.close()
+
+
+def versions_of(emitted: list[tuple[str | bytes, str]]) -> list[dict[str, str]]:
     text = next(t for t, where in emitted if where == "/api/v1/workspaces/demo/state-versions")
     return list(json.loads(text)["data"])
 

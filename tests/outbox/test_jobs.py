@@ -10,7 +10,7 @@ import trio
 from harness import Api, demo_workspace, running_daemon
 from receiver import Receiver, followups_config, serving
 
-from tfward.config import load_config
+from tfward.config import Config, load_config
 
 TOKEN = "s3cret-notification-token"
 
@@ -126,6 +126,26 @@ async def test_a_dead_row_is_listed_and_can_be_retried_through_the_api_only_when
     assert [(a["attempt"], a["status_code"]) for a in log] == [(1, 200), (1, 500), (2, 500)]
 
 
+def release_notification_config(tmp_path: Path, receiver: Receiver, slack: Receiver) -> Config:
+    """Releases on; dev-a names destinations a, b; dev-b names a, quiet (no release trigger)
+    and chat (Slack); other (never in a release) names c."""
+    workspaces = [
+        demo_workspace(tmp_path, "dev-a", things=1, notifications=["a", "b"]),
+        demo_workspace(tmp_path, "dev-b", things=1, notifications=["a", "quiet", "chat"]),
+        demo_workspace(tmp_path, "other", things=1, notifications=["c"]),
+    ]
+    releases = ["release:completed", "release:failed"]
+    config = followups_config(tmp_path, workspaces, [
+        {**destination(receiver.at("/a"), *releases), "name": "a"},
+        {**destination(receiver.at("/b"), *releases), "name": "b"},
+        {**destination(receiver.at("/c"), *releases), "name": "c"},
+        {**destination(receiver.at("/quiet"), "run:errored"), "name": "quiet"},
+        {"name": "chat", "type": "slack", "url": slack.at("/chat"), "triggers": releases},
+    ])  # fmt: skip
+    config.path.write_text(config.path.read_text() + "\n[releases]\nenabled = true\n")
+    return load_config(config.path)
+
+
 async def test_a_release_end_reaches_each_destination_of_its_workspaces_once(
     tmp_path: Path,
 ) -> None:
@@ -134,22 +154,7 @@ async def test_a_release_end_reaches_each_destination_of_its_workspaces_once(
     workspace outside the release (c) gets nothing."""
     receiver, slack = Receiver(token=TOKEN), Receiver()  # Slack's requests carry no signature
     async with serving(receiver, slack):
-        workspaces = [
-            demo_workspace(tmp_path, "dev-a", things=1, notifications=["a", "b"]),
-            demo_workspace(tmp_path, "dev-b", things=1, notifications=["a", "quiet", "chat"]),
-            demo_workspace(tmp_path, "other", things=1, notifications=["c"]),
-        ]
-        releases = ["release:completed", "release:failed"]
-        config = followups_config(tmp_path, workspaces, [
-            {**destination(receiver.at("/a"), *releases), "name": "a"},
-            {**destination(receiver.at("/b"), *releases), "name": "b"},
-            {**destination(receiver.at("/c"), *releases), "name": "c"},
-            {**destination(receiver.at("/quiet"), "run:errored"), "name": "quiet"},
-            {"name": "chat", "type": "slack", "url": slack.at("/chat"),
-             "triggers": releases},
-        ])  # fmt: skip
-        config.path.write_text(config.path.read_text() + "\n[releases]\nenabled = true\n")
-        config = load_config(config.path)
+        config = release_notification_config(tmp_path, receiver, slack)
         async with running_daemon(config) as (daemon, api):
             created = await api.http.post(
                 "/api/v1/releases", json={"name": "roll", "batches": [["dev-a"], ["dev-b"]]}
