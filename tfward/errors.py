@@ -89,7 +89,7 @@ class AlreadyRunning(TfwardError):
         holder = f"pid {self.pid}" if self.pid is not None else "another process"
         return (
             f"{self.what} is in use by another tfward ({holder} holds {self.lock_file}); "
-            "stop it first, or give this daemon its own data_dir"
+            "stop it first: each daemon needs its own data_dir and SQLite database"
         )
 
 
