@@ -7,6 +7,8 @@ that is not a ``TfwardError`` is treated as a bug.
     Exception
      └── TfwardError          base class; never raised directly
           ├── ConfigError         the config file is missing, is not TOML, or fails validation
+          ├── AlreadyRunning      another process holds the data dir's (or database's) lock
+          │                       (files.lock_exclusive, at daemon start; CLI: exit 2)
           ├── InvalidTransition   the run state machine refuses an action (runs/model.py; API: 409)
           ├── NotFound            a workspace, run, state version does not exist (API: 404)
           ├── BadRequest          a request body names unknown fields or bad values (API: 422)
@@ -29,6 +31,7 @@ from pathlib import Path
 
 __all__ = [
     "AccessDenied",
+    "AlreadyRunning",
     "BadRequest",
     "ConfigError",
     "InvalidTransition",
@@ -69,6 +72,25 @@ class ConfigError(TfwardError):
         if self.key_path:
             return f"{self.file}: {self.key_path}: {self.message}"
         return f"{self.file}: {self.message}"
+
+
+class AlreadyRunning(TfwardError):
+    """Another process holds an exclusive lock tfward needs: a second daemon on the same data
+    dir or database. ``pid`` is the holder's (None while it is still writing it), ``lock_file``
+    the file locked, ``what`` what it guards ("the data dir /var/lib/tfward")."""
+
+    def __init__(self, what: str, lock_file: Path, pid: int | None) -> None:
+        super().__init__(what, lock_file, pid)
+        self.what = what
+        self.lock_file = Path(lock_file)
+        self.pid = pid
+
+    def __str__(self) -> str:
+        holder = f"pid {self.pid}" if self.pid is not None else "another process"
+        return (
+            f"{self.what} is in use by another tfward ({holder} holds {self.lock_file}); "
+            "stop it first: each daemon needs its own data_dir and SQLite database"
+        )
 
 
 class InvalidTransition(TfwardError):

@@ -1,7 +1,9 @@
-"""`terraform init` of a run directory (tfward/actors/rundir.py) tried again when it fails
-transiently: a real daemon, real terraform where it can fail on demand (an unreachable
-registry, a syntax error), and the fake terraform replaying a registry error terraform 1.0.3
-printed (tests/runs/terraform_failures.toml) where the failure must go away by itself."""
+"""`terraform init` of a run directory (tfward/actors/rundir.py): kept and reused for the same
+configuration and run again for a changed one (counted from outside, by a shim in front of
+terraform: tests/shim.py); tried again when it fails transiently: a real daemon, real terraform
+where it can fail on demand (an unreachable registry, a syntax error), and the fake terraform
+replaying a registry error terraform 1.0.3 printed (tests/runs/terraform_failures.toml) where
+the failure must go away by itself."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 from harness import FAKE_TERRAFORM, Api, demo_workspace, facts, running_daemon, write_config
+from shim import counting_terraform
 
 from tfward.actors.rundir import RETRY_CAP, retry_delay
 from tfward.config import Config
@@ -120,3 +123,30 @@ def test_the_wait_between_init_attempts_doubles_up_to_a_cap(
     attempt: int, jitter: float, wait: float
 ) -> None:
     assert retry_delay(5.0, attempt, jitter) == pytest.approx(wait)
+
+
+async def test_a_second_run_of_the_same_configuration_runs_no_init_and_a_changed_one_does(
+    tmp_path: Path,
+) -> None:
+    terraform = counting_terraform(tmp_path)
+    ws = demo_workspace(tmp_path, things=1)
+    config = write_config(tmp_path, [ws], terraform={"binary": str(terraform.binary)})
+    async with running_daemon(config) as (daemon, api):
+
+        async def plan() -> str:
+            run = await api.create_run("demo", operation="plan")
+            await api.wait(run["id"], "planned_and_finished")
+            return await api.logs(run["id"])
+
+        await plan()
+        assert (terraform.started("init"), terraform.started("plan")) == (1, 1)
+        second = await plan()
+        assert (terraform.started("init"), terraform.started("plan")) == (1, 2)
+        assert "init reused: this configuration was initialised before" in second
+
+        (Path(ws["source"]) / "extra.tf").write_text('output "extra" {\n  value = 1\n}\n')
+        changed = await plan()
+        assert (terraform.started("init"), terraform.started("plan")) == (2, 3)
+        assert "init reused" not in changed
+        await plan()  # the changed configuration's init is kept in turn
+        assert (terraform.started("init"), terraform.started("plan")) == (2, 4)

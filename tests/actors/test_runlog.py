@@ -186,6 +186,25 @@ async def test_a_secret_in_the_trailing_partial_line_is_masked_by_close(
     assert stored(store, run_id) == b"token ***\n"
 
 
+async def test_a_secret_terraform_prints_escaped_is_masked_in_every_form(
+    store: Store, run_id: str
+) -> None:
+    secret = 'relsecretB-<&>"\xe9\\n-4242'
+    log = RunLog(run_id, store, secrets=[secret])
+    await log.open()
+    # A plan line (Go's %q), a tfvars snippet of a type error, `Outputs:` of jsonencode().
+    log.write('      + value = "relsecretB-<&>\\"\xe9\\\\n-4242"\n'.encode())
+    log.write(b'   3:   "num": "relsecretB-<&>\\"\\u00e9\\\\n-4242"\n')
+    log.write('enc = "{\\"pw\\":\\"relsecretB-\\\\u003c\\\\u0026\\\\u003e'
+              '\\\\\\"\xe9\\\\\\\\n-4242\\"}"\n'.encode())
+    await log.close()
+    assert stored(store, run_id).decode().splitlines() == [
+        '      + value = "***"',
+        '   3:   "num": "***"',
+        'enc = "{\\"pw\\":\\"***\\"}"',
+    ]
+
+
 # ---- the trailing partial line --------------------------------------------------------------
 
 

@@ -2,7 +2,12 @@
 through `from_env` / `from_file` references and a variable terraform itself marks sensitive; after a
 full plan-and-apply, a speculative plan and a notification, the test greps everything the daemon
 emitted — its log records, every read endpoint's answer, the notification bodies, the database files
-— for the secret values."""
+— for the secret values, in every form terraform and JSON write them.
+
+Outputs the user's HCL does not mark sensitive echo a secret (issue 13, item 8), and a secret with
+characters terraform escapes (`"`, `\\`, `<&>`, `é`) is listed in `sensitive`: it reaches the log
+quoted by terraform (`%q`), a tfvars snippet of a type error (`\\u00e9`) and the outputs (as it is,
+and through `jsonencode`) (item 9)."""
 
 from __future__ import annotations
 
@@ -15,12 +20,14 @@ import pytest
 from harness import demo_workspace, open_store, running_daemon
 from receiver import Receiver, followups_config, serving
 
+from tfward.config import Config
 from tfward.store import states
 
 FROM_ENV = "tfw-secret-from-env-7f3a9c"  # the things' `value`: terraform prints it in a plan
 FROM_FILE = "tfw-secret-from-file-52be41"  # a variable terraform declares sensitive
 IN_ENV = "tfw-secret-env-var-0d17e8"  # an environment variable of terraform's process
-SECRETS = (FROM_ENV, FROM_FILE, IN_ENV)
+ODD = 'relsecretB-<&>"é\\n-4242'  # listed in `sensitive`; terraform escapes most of it
+SECRETS = (FROM_ENV, FROM_FILE, IN_ENV, ODD)
 
 EXTRA_TF = """
 variable "db_password" {
@@ -37,12 +44,77 @@ output "first_value" {
   value     = demo_thing.this[0].value
   sensitive = true
 }
+
+# Not marked sensitive by the user: tfward's masking is all that stands between them and a reader.
+output "echo" {
+  value = var.value
+}
+
+output "echo_json" {
+  value = jsonencode({ v = var.value })
+}
+
+variable "odd" {
+  type = string
+}
+
+output "odd" {
+  value = var.odd
+}
+
+output "odd_json" {
+  value = jsonencode(var.odd)
+}
 """
+
+# A variable of the wrong type: terraform quotes the tfvars line holding the secret.
+TYPE_ERROR_TF = """
+variable "num" {
+  type = number
+}
+"""
+
+
+def written_forms(secret: str) -> set[str]:
+    """How terraform and JSON write `secret` (worked out here, independently of tfward):
+    JSON with and without `\\uXXXX`, Go's JSON (`<>&` escaped), and Go's `%q` of those."""
+    as_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+    go_json = as_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    quoted = [json.dumps(form, ensure_ascii=False)[1:-1] for form in (as_json, go_json)]
+    return {secret, as_json, json.dumps(secret)[1:-1], go_json, *quoted}
 
 
 def found_in(text: str | bytes, where: str) -> list[str]:
     data = text.encode() if isinstance(text, str) else text
-    return [f"{secret} in {where}" for secret in SECRETS if secret.encode() in data]
+    return [
+        f"{form!r} in {where}"
+        for secret in SECRETS
+        for form in written_forms(secret)
+        if form.encode() in data
+    ]
+
+
+def secrets_config(tmp_path: Path, hook: Receiver) -> Config:
+    """`demo` gets every kind of secret (and notifies `hook`); `typo` feeds the odd secret to
+    a number variable, so its plan fails quoting the tfvars line."""
+    (tmp_path / "db_password.txt").write_text(FROM_FILE + "\n")
+    (tmp_path / "api_token.txt").write_text(IN_ENV)
+    workspace = demo_workspace(tmp_path, things=2, extra_tf=EXTRA_TF, notifications=["hook"])
+    workspace["vars"] |= {
+        "value": {"from_env": "TFW_TEST_SECRET"},
+        "db_password": {"from_file": "db_password.txt"},
+        "odd": ODD,
+    }
+    workspace["sensitive"] = ["odd"]
+    workspace["env"] |= {"DEMO_API_TOKEN": {"from_file": "api_token.txt"}}
+    typo = demo_workspace(
+        tmp_path, "typo", things=1, extra_tf=TYPE_ERROR_TF, vars={"num": ODD}, sensitive=["num"]
+    )
+    return followups_config(
+        tmp_path,
+        [workspace, typo],
+        notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
+    )
 
 
 async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_database(
@@ -50,22 +122,10 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
 ) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("TFW_TEST_SECRET", FROM_ENV)
-    (tmp_path / "db_password.txt").write_text(FROM_FILE + "\n")
-    (tmp_path / "api_token.txt").write_text(IN_ENV)
-    workspace = demo_workspace(tmp_path, things=2, extra_tf=EXTRA_TF)
-    workspace["vars"] |= {
-        "value": {"from_env": "TFW_TEST_SECRET"},
-        "db_password": {"from_file": "db_password.txt"},
-    }
-    workspace["env"] |= {"DEMO_API_TOKEN": {"from_file": "api_token.txt"}}
     hook = Receiver()
     async with serving(hook):
-        workspace["notifications"] = ["hook"]
-        config = followups_config(
-            tmp_path,
-            [workspace],
-            notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
-        )
+        config = secrets_config(tmp_path, hook)
+        data_dir = config.daemon.data_dir
         async with running_daemon(config) as (daemon, api):
             run = await api.create_run("demo")
             await api.wait(run["id"], "apply_pending")
@@ -74,32 +134,29 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
             plan = await api.create_run("demo", operation="plan")
             await api.wait(plan["id"], "planned_and_finished")
             await hook.wait_until(lambda r: any(x.trigger == "run:completed" for x in r.received))
+            failed = await api.wait((await api.create_run("typo"))["id"], "failed")
 
-            logs = await api.logs(run["id"])
+            logs, typo_log = await api.logs(run["id"]), await api.logs(failed["id"])
             assert "Apply complete!" in logs  # the run really ran; its log is there to grep
+            # Terraform printed it (quoted: `+ odd = "..."` in the plan, `odd = "..."` after).
+            assert ["+", "odd", "=", '"***"'] in [line.split() for line in logs.splitlines()]
+            assert 'odd = "***"' in logs.split("Apply complete!")[1]
+            assert "a number is required" in typo_log and '"num": "***"' in typo_log
             emitted = [*await read_everything(api, applied, plan["id"])]
-            emitted.append((logs, "the run's log"))
+            emitted += [(logs, "the run's log"), (typo_log, "the type error's log")]
+            emitted += [(failed["error_message"], "the type error's message")]
+            # While the daemon runs: its WAL holds what was written last.
+            emitted += [(p.read_bytes(), f"{p.name}, running") for p in data_dir.glob("tfward.db*")]
         # The daemon has stopped: its database files are complete.
 
-    leaks: list[str] = []
-    for text, where in emitted:
-        leaks += found_in(text, where)
-    for record in caplog.records:
-        leaks += found_in(record.getMessage(), f"log record {record.name}")
-    for received in hook.received:
-        leaks += found_in(received.raw, f"notification to {received.path}")
-    data_dir = config.daemon.data_dir
-    for path in data_dir.glob("tfward.db*"):
-        leaks += found_in(path.read_bytes(), path.name)
-    assert not leaks
-    # ...and not because they never got there: the state, unsealed, holds both values.
-    store = open_store(config)
-    try:
-        sv_id = versions_of(emitted)[0]["id"]
-        raw = store.run_sync(lambda c: states.get_raw(c, sv_id))
-    finally:
-        store.close()
+    emitted += [(r.getMessage(), f"log record {r.name}") for r in caplog.records]
+    emitted += [(r.raw, f"notification to {r.path}") for r in hook.received]
+    emitted += [(p.read_bytes(), p.name) for p in data_dir.glob("tfward.db*")]
+    assert [leak for text, where in emitted for leak in found_in(text, where)] == []
+    # ...and not because they never got there: the state, unsealed, holds the values.
+    raw = state_of(config, versions_of(emitted)[0]["id"])
     assert FROM_ENV.encode() in raw and FROM_FILE.encode() in raw
+    assert json.loads(raw)["outputs"]["odd"]["value"] == ODD
     # Nothing else of the run is left in plain text: its directory (with the tfvars) is gone,
     # and the state backups (plain, for `terraform state push`) are the daemon user's alone.
     assert not (data_dir / "runs" / run["id"]).exists()
@@ -108,7 +165,15 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     assert stat.S_IMODE((data_dir / "state-backups").stat().st_mode) == 0o700
 
 
-def versions_of(emitted: list[tuple[str, str]]) -> list[dict[str, str]]:
+def state_of(config: Config, sv_id: str) -> bytes:
+    store = open_store(config)
+    try:
+        return bytes(store.run_sync(lambda c: states.get_raw(c, sv_id)))
+    finally:
+        store.close()
+
+
+def versions_of(emitted: list[tuple[str | bytes, str]]) -> list[dict[str, str]]:
     text = next(t for t, where in emitted if where == "/api/v1/workspaces/demo/state-versions")
     return list(json.loads(text)["data"])
 
@@ -146,6 +211,13 @@ async def read_everything(api, applied, plan_id):  # type: ignore[no-untyped-def
         shown = await api.http.get(path)
         outputs = shown.json()["data"]["outputs"]
         assert outputs["db_password"] == {"type": "string", "sensitive": True, "value": None}
+        shown_values = {name: out["value"] for name, out in outputs.items()}
+        assert {k: shown_values[k] for k in ("echo", "echo_json", "odd", "odd_json")} == {
+            "echo": "***",
+            "echo_json": '{"v":"***"}',
+            "odd": "***",
+            "odd_json": '"***"',
+        }
         answers.append((shown.text, path))
     plan = json.loads(answers[4][0])
     assert plan["resource_changes"], "the plan JSON is there, masked"

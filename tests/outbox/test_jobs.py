@@ -10,6 +10,8 @@ import trio
 from harness import Api, demo_workspace, running_daemon
 from receiver import Receiver, followups_config, serving
 
+from tfward.config import Config, load_config
+
 TOKEN = "s3cret-notification-token"
 
 
@@ -122,6 +124,76 @@ async def test_a_dead_row_is_listed_and_can_be_retried_through_the_api_only_when
     assert again.status_code == 409
     assert row["id"] == dead["id"] and row["attempts"] == 1
     assert [(a["attempt"], a["status_code"]) for a in log] == [(1, 200), (1, 500), (2, 500)]
+
+
+def release_notification_config(tmp_path: Path, receiver: Receiver, slack: Receiver) -> Config:
+    """Releases on; dev-a names destinations a, b; dev-b names a, quiet (no release trigger)
+    and chat (Slack); other (never in a release) names c."""
+    workspaces = [
+        demo_workspace(tmp_path, "dev-a", things=1, notifications=["a", "b"]),
+        demo_workspace(tmp_path, "dev-b", things=1, notifications=["a", "quiet", "chat"]),
+        demo_workspace(tmp_path, "other", things=1, notifications=["c"]),
+    ]
+    releases = ["release:completed", "release:failed"]
+    config = followups_config(tmp_path, workspaces, [
+        {**destination(receiver.at("/a"), *releases), "name": "a"},
+        {**destination(receiver.at("/b"), *releases), "name": "b"},
+        {**destination(receiver.at("/c"), *releases), "name": "c"},
+        {**destination(receiver.at("/quiet"), "run:errored"), "name": "quiet"},
+        {"name": "chat", "type": "slack", "url": slack.at("/chat"), "triggers": releases},
+    ])  # fmt: skip
+    config.path.write_text(config.path.read_text() + "\n[releases]\nenabled = true\n")
+    return load_config(config.path)
+
+
+async def test_a_release_end_reaches_each_destination_of_its_workspaces_once(
+    tmp_path: Path,
+) -> None:
+    """Destinations named by the release's workspaces (dev-a: a, b; dev-b: a, quiet, chat) get
+    `release:completed` once each, if they want it (quiet does not); one named only by a
+    workspace outside the release (c) gets nothing."""
+    receiver, slack = Receiver(token=TOKEN), Receiver()  # Slack's requests carry no signature
+    async with serving(receiver, slack):
+        config = release_notification_config(tmp_path, receiver, slack)
+        async with running_daemon(config) as (daemon, api):
+            created = await api.http.post(
+                "/api/v1/releases", json={"name": "roll", "batches": [["dev-a"], ["dev-b"]]}
+            )
+            assert created.status_code == 201, created.text
+            release = created.json()["data"]
+            got = await receiver.wait_for_ok(2, within=120)
+            [chat] = await slack.wait_for_ok(1)
+            [notify] = [
+                row for row in await _wait_rows(api, daemon, kind="notify", status="done")
+                if row["payload"]["trigger"] == "release:completed"
+            ]
+            deliveries = [
+                row["payload"]["destination"] for row in await outbox(api, kind="deliver")
+                if row["payload"]["trigger"] == "release:completed"
+            ]
+            view = (await api.http.get(f"/api/v1/releases/{release['id']}")).json()["data"]
+    assert view["status"] == "succeeded" and notify["workspace"] is None
+    assert sorted(deliveries) == ["a", "b", "chat"]
+    assert sorted(r.path for r in got) == ["/a", "/b"]
+    # Nothing to c, nothing to quiet, nothing twice.
+    assert len(receiver.received) == 2 and len(slack.received) == 1
+    generic = next(r for r in got if r.path == "/a")
+    assert generic.signature_ok(TOKEN) and generic.headers["x-tfward-delivery"]
+    body = generic.payload
+    assert body["notifications"][0] == {
+        "message": "Release Completed", "trigger": "release:completed", "run_status": None,
+        "run_updated_at": body["notifications"][0]["run_updated_at"], "run_updated_by": "admin",
+    }  # fmt: skip
+    assert (body["run_id"], body["workspace_name"], body["workspace_id"]) == (None, None, None)
+    assert body["release"] == {
+        "id": release["id"], "name": "roll", "status": "succeeded",
+        "url": f"{config.daemon.public_url}/api/v1/releases/{release['id']}", "error": None,
+        "rollout": "the current source", "workspaces": ["dev-a", "dev-b"], "created_by": "admin",
+        "counts": {"total": 2, "succeeded": 2, "failed": 0, "skipped": 0, "cancelled": 0},
+    }  # fmt: skip
+    text = chat.payload["text"]
+    assert text.startswith(f"*Release Completed*: release `roll` <{body['release']['url']}|")
+    assert text.endswith(f"|{release['id']}> (succeeded)\nrelease roll succeeded")
 
 
 async def _wait_rows(api: Api, daemon: Any, **params: str) -> list[dict[str, Any]]:

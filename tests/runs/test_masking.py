@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tfward.runs.masking import MASK, mask_plan_bytes, mask_plan_json
+from tfward.runs.masking import MASK, SecretMask, mask_plan_bytes, mask_plan_json, secret_forms
 
 PLAN = json.loads((Path(__file__).parent / "plan_with_secrets.json").read_text())
 TERRAFORM_KNOWS = ["hunter2-s3cret", "drifted-hunter2-s3cret", "default-secret", "literal-child"]
@@ -136,3 +136,65 @@ def test_stored_bytes_are_masked_and_stay_json() -> None:
 
 def test_bytes_that_are_not_json_still_lose_the_secrets() -> None:
     assert mask_plan_bytes(b"oops listed-s3cret", secrets=[LISTED]) == b"oops ***"
+
+
+# ---- every written form of a secret -----------------------------------------------------------
+
+# The secret of issue 13: HTML-special characters, a quote, a non-ASCII letter and a backslash.
+ODD = 'relsecretB-<&>"é\\n-4242'
+
+
+@pytest.mark.parametrize(
+    ("written", "where"),
+    [
+        (ODD, "as it is (a state output, parsed)"),
+        ('relsecretB-<&>\\"é\\\\n-4242', "terraform's %q in a plan or `Outputs:`"),
+        ('relsecretB-<&>\\"\\u00e9\\\\n-4242', "JSON with \\uXXXX (the tfvars file in a snippet)"),
+        ('relsecretB-\\u003c\\u0026\\u003e\\"é\\\\n-4242', "Go's JSON: show -json, jsonencode"),
+        (
+            'relsecretB-\\\\u003c\\\\u0026\\\\u003e\\\\\\"é\\\\\\\\n-4242',
+            "%q of jsonencode(var.secret) in `Outputs:`",
+        ),
+        ('relsecretB-<&>\\\\\\"\\\\u00e9\\\\\\\\n-4242', "a JSON string inside JSON"),
+    ],
+    ids=["raw", "go-quote", "json-ascii", "go-json", "go-quote-of-go-json", "json-in-json"],
+)
+def test_every_form_terraform_and_json_write_a_secret_in_is_masked(
+    written: str, where: str
+) -> None:
+    line = f'  + value = "{written}"'
+    assert SecretMask([ODD]).text(line) == '  + value = "***"', where
+    assert SecretMask([ODD]).data(line.encode()) == b'  + value = "***"', where
+
+
+def test_the_forms_are_what_json_and_go_would_write() -> None:
+    forms = secret_forms(ODD)
+    assert json.dumps(ODD)[1:-1] in forms and json.dumps(ODD, ensure_ascii=False)[1:-1] in forms
+    go_json = json.dumps(ODD, ensure_ascii=False)[1:-1]
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        go_json = go_json.replace(char, escaped)
+    assert go_json in forms and json.dumps(go_json, ensure_ascii=False)[1:-1] in forms
+
+
+def test_a_plain_secret_has_one_form_and_control_characters_get_terraforms_escapes() -> None:
+    assert secret_forms("hunter2-s3cret_VALUE.x") == {"hunter2-s3cret_VALUE.x"}
+    forms = secret_forms("a\tb\x01${c}")
+    assert "a\\tb\\u0001${c}" in forms  # JSON
+    assert "a\\tb\\x01${c}" in forms  # Go's %q
+    assert "a\\tb\\x01$${c}" in forms  # HCL
+
+
+def test_a_mask_walks_json_values_and_hides_a_number_that_is_a_secret() -> None:
+    mask = SecretMask(["4242", "pw-" + ODD])
+    value = {"s": f"x pw-{ODD} y", "n": 4242, "m": 7, "t": True, "l": [f"pw-{ODD}", None]}
+    assert mask.value(value) == {"s": "x *** y", "n": MASK, "m": 7, "t": True, "l": [MASK, None]}
+    assert not SecretMask(["", ""]) and SecretMask([]).value(value) == value
+
+
+def test_the_escaped_form_of_a_secret_is_masked_in_a_plan_document() -> None:
+    enc = '{"pw":"relsecretB-\\u003c\\u0026\\u003e\\"é\\\\n-4242"}'  # jsonencode's value
+    doc = {"planned_values": {"outputs": {"enc": {"sensitive": False, "value": enc}}}}
+    masked = mask_plan_json(doc, secrets=[ODD])
+    assert masked["planned_values"]["outputs"]["enc"]["value"] == '{"pw":"***"}'
+    raw = b"not json: " + json.dumps(ODD).encode()
+    assert mask_plan_bytes(raw, secrets=[ODD]) == b'not json: "***"'

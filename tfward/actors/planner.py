@@ -55,13 +55,10 @@ class Planner:
         output = TaskOutput()
         show = await self.terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
         plan_json = output.value()
-        try:
-            json.loads(plan_json)
-        except ValueError:
-            show = show or -1
-        if show != 0:
+        problem = f"failed (exit {show})" if show != 0 else _not_json(plan_json)
+        if problem:
             # Seed M1: without the plan JSON nobody can review what would be applied.
-            message = f"terraform show -json failed (exit {show}): the plan cannot be reviewed"
+            message = f"terraform show -json {problem}: the plan cannot be reviewed"
             if not run.is_speculative:
                 # Exit 0 with output that is not JSON (-1 here) is no transient failure.
                 verdict = self.terraform.verdict(show) if show > 0 else None
@@ -139,6 +136,14 @@ class Planner:
             f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
         )
         return run
+
+
+def _not_json(output: bytes) -> str | None:
+    try:
+        json.loads(output)
+    except ValueError:
+        return "printed no JSON document"
+    return None
 
 
 def count_changes(plan_json: bytes) -> ResourceChanges:

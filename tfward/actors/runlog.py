@@ -2,8 +2,9 @@
 
 Terraform's output arrives in arbitrary pieces. `RunLog.write` keeps the trailing partial line
 back, masks the sensitive values of the workspace in whole lines (so a secret split across two
-reads is still caught), hands interesting lines to the output parser, and appends the result to
-a pending buffer. A flusher task owned by the run's nursery stores the buffer as chunks in one
+reads is still caught) in every form terraform prints them (`runs/masking.SecretMask`: quoted,
+escaped, `\\uXXXX`), hands interesting lines to the output parser, and appends the result to a
+pending buffer. A flusher task owned by the run's nursery stores the buffer as chunks in one
 transaction at a time (seed H3: the whole log is kept). A parser exception is recorded in the
 log and never stops the reader (seed H4).
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import trio
 
 from tfward.runs.masking import MASK as TEXT_MASK
+from tfward.runs.masking import SecretMask
 from tfward.store import artifacts
 from tfward.store.db import Store
 
@@ -75,7 +77,7 @@ class RunLog:
     _pending: list[bytes] = field(default_factory=list)
     _pending_bytes: int = 0
     _next_seq: int = 0
-    _masks: tuple[bytes, ...] = ()
+    _mask: SecretMask = field(default_factory=SecretMask)
     changed: trio.Event = field(default_factory=trio.Event)
     closed: bool = False
     total_bytes: int = 0
@@ -88,8 +90,7 @@ class RunLog:
         return f"{what} failed (exit {code})" + (f": {first}" if first else "")
 
     def __post_init__(self) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        self._masks = tuple(sorted({s.encode() for s in self.secrets if s}, key=len, reverse=True))
+        self._mask = SecretMask(self.secrets)
 
     async def open(self) -> None:
         """Continue after the chunks already stored (an apply appends to its plan's log)."""
@@ -107,8 +108,7 @@ class RunLog:
         self._add(f"[tfward] {message}\n".encode())
 
     def _add(self, lines: bytes) -> None:
-        for secret in self._masks:
-            lines = lines.replace(secret, MASK)
+        lines = self._mask.data(lines)
         self._parse(lines)
         self._pending.append(lines)
         self._pending_bytes += len(lines)

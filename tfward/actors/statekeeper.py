@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from tfward.errors import StageFailed, StateRejected
+from tfward.runs.masking import SecretMask
 from tfward.runs.model import ErrorKind
 from tfward.store import states
 
@@ -37,7 +38,8 @@ class RunStateKeeper:
             ending.state_saved = True
             return
         try:
-            parsed = states.parse_state(raw)
+            # The outputs shown beside the version: the workspace's secrets masked in them.
+            parsed = states.parse_state(raw, SecretMask(ctx.ws.sensitive_values()))
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, str(exc)) from exc
         backup = (

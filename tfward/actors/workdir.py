@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tfward.config import TerraformConfig, WorkspaceConfig, thaw
+from tfward.files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +122,26 @@ def sensitive_inputs(ws: WorkspaceConfig) -> dict[str, Any]:
 
 
 def unpack(archive: bytes, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=False)
+    """The snapshot into a new directory `target`: 0700, its files only the owner's (the run
+    directory also gets the tfvars, the state and the plan)."""
+    target.mkdir(mode=0o700, parents=True, exist_ok=False)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        tar.extractall(target, filter="data")
+        tar.extractall(target, filter=_private_member)
+
+
+def _private_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    member = tarfile.data_filter(member, dest)
+    return member if member.mode is None else member.replace(mode=member.mode & 0o700)
+
+
+def make_private(root: Path) -> None:
+    """Strip group and other bits below `root`: terraform writes some files 0644 whatever the
+    umask (`.terraform.lock.hcl`), and a copy keeps them (docs/architecture.md §9)."""
+    for dirpath, _, filenames in os.walk(root):
+        for path in [Path(dirpath), *(Path(dirpath, name) for name in filenames)]:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                path.chmod(stat.S_IMODE(mode) & 0o700)
 
 
 DEV_MIRROR_VERSION = "0.0.1"
@@ -161,7 +180,7 @@ def build_dev_mirror(tf: TerraformConfig, dev_mirror: Path) -> None:
     for source, directory in tf.dev_overrides.items():
         host, namespace, ptype = _split_source(source)
         target = dev_mirror / host / namespace / ptype / DEV_MIRROR_VERSION / "linux_amd64"
-        target.mkdir(parents=True, exist_ok=True)
+        private_dir(target)
         link = target / f"terraform-provider-{ptype}_v{DEV_MIRROR_VERSION}"
         executable = Path(directory) / f"terraform-provider-{ptype}"
         if link.is_symlink() or link.exists():
@@ -184,15 +203,22 @@ def write_inputs(
     `_module_files`). The tfvars file may hold secrets, so only the daemon's user reads it."""
     values = {**thaw(ws.vars), **thaw(overrides or {}), **sensitive_inputs(ws)}
     text = json.dumps(values, indent=2, sort_keys=True) + "\n"
-    fd = os.open(run_dir / TFVARS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    (run_dir / CLI_CONFIG).write_text(cli_config)
+    _write_private(run_dir / TFVARS, text.encode())
+    # The operator's CLI config may hold credentials (registry tokens): private as well.
+    _write_private(run_dir / CLI_CONFIG, cli_config.encode())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as fh:
+        fh.write(data)
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write `path` (0600: a state or a plan) through a temporary file and a rename."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -201,8 +227,8 @@ def write_file_atomic(path: Path, data: bytes) -> None:
 
 def init_key(config_sha: str, cli_config: str, binary: str) -> str:
     """What `terraform init` depends on: the configuration, the CLI config, the binary."""
-    stat = os.stat(shutil.which(binary) or binary)
-    parts = [config_sha, cli_config, binary, str(stat.st_size), str(stat.st_mtime_ns)]
+    found = os.stat(shutil.which(binary) or binary)
+    parts = [config_sha, cli_config, binary, str(found.st_size), str(found.st_mtime_ns)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -222,14 +248,14 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     """Keep `run_dir`'s init for later runs. Written aside and renamed, so a crash never leaves
     a half-copied init that looks complete."""
     # A configuration with no providers or modules gets no .terraform from init.
-    (run_dir / ".terraform").mkdir(exist_ok=True)
-    (run_dir / INIT_MARKER).write_text(json.dumps({"key": key}) + "\n")
+    (run_dir / ".terraform").mkdir(mode=0o700, exist_ok=True)
+    _write_private(run_dir / INIT_MARKER, (json.dumps({"key": key}) + "\n").encode())
     final = cache_root / key
     if final.exists():
         return
     tmp = cache_root / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    private_dir(tmp)
     shutil.copytree(
         run_dir / ".terraform",
         tmp / ".terraform",
@@ -239,6 +265,7 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     lock = run_dir / ".terraform.lock.hcl"
     if lock.is_file():
         shutil.copy2(lock, tmp / ".terraform.lock.hcl")
+    make_private(tmp)
     try:
         os.rename(tmp, final)
     except OSError:

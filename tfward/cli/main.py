@@ -9,13 +9,14 @@
     tfward token create                       the API commands (cli/commands.py)
 
 Exit codes: 0 success, 1 a run task or notification destination did not answer the test call,
-2 usage or config error.
+2 usage or config error, or (`serve`) another daemon already uses the data dir.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from tfward.cli import commands as api_cli
 from tfward.cli import notifications as notification_cli
 from tfward.cli import releases as release_cli
 from tfward.config import Config, format_duration, load_config
-from tfward.errors import ConfigError
+from tfward.errors import AlreadyRunning, ConfigError
 from tfward.obs import logs
 from tfward.runtasks.verify import verify_run_tasks
 
@@ -124,10 +125,29 @@ def verify_command(path: str) -> int:
 
 
 def serve_command(path: str, level: str, log_format: str = "json") -> int:
+    """Run the daemon until it is stopped. Every file and directory it (and terraform under
+    it) creates is its user's alone: the umask is 0o077 (docs/architecture.md §9). A data dir
+    another daemon holds is one line on stderr and exit 2, before anything is touched."""
+    os.umask(0o077)
     config = load_config(path)
     logs.setup(level, log_format)
-    trio.run(_serve, config)
+    try:
+        trio.run(_serve, config)
+    except BaseExceptionGroup as group:
+        running, rest = group.split(AlreadyRunning)
+        if running is None or rest is not None:
+            raise
+        print(f"tfward: {_first_leaf(running)}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception inside a (nested) exception group: trio's nurseries wrap each."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 async def _serve(config: Config) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -44,6 +43,7 @@ from tfward.store.audit import Attempt, AuditAction, AuditOutcome
 from tfward.store.db import Store
 from tfward.store.sealing import Sealer, seal_plain_rows
 
+from . import datadir
 from .api.app import ShieldFinalSend, create_app
 from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
@@ -79,12 +79,18 @@ class Daemon:
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until shut down. Reports itself started once recovery is done, every workspace
-        actor runs and the API listens."""
+        actor runs and the API listens.
+
+        First of all it claims the data dir (datadir.py): AlreadyRunning, before anything is
+        touched, while another daemon holds it. The claim is dropped after the database is
+        closed, on every way out."""
         with trio.CancelScope() as self._cancel:
+            claimed = datadir.claim(self.config.daemon)
             try:
                 await self._serve(task_status)
             finally:
                 self.store.close()
+                claimed.release()
 
     async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
         await trio.to_thread.run_sync(self._prepare_storage)
@@ -159,16 +165,9 @@ class Daemon:
         return False
 
     def _prepare_storage(self) -> None:
-        for sub in ("runs", "init-cache", "state-backups"):
-            (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        for private in ("runs", "state-backups"):  # tfvars and state files hold secrets
-            (self.config.daemon.data_dir / private).chmod(0o700)
-        self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        # tfvars, states, plans and the database hold secrets: 0700 directories, 0600 files.
+        datadir.make_private(self.config)
         workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
-        if self.config.daemon.database_url.startswith("sqlite:///"):
-            Path(self.config.daemon.database_url.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
         self.store.migrate()
 
     async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:

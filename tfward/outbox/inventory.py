@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tfward.errors import StateRejected
-from tfward.runs.masking import MASK
+from tfward.runs.masking import MASK, SecretMask
 from tfward.store.inventory import Resource
 
 _PROVIDER = re.compile(r'provider\["([^"]+)"\](?:\.(\S+))?')
@@ -42,7 +42,7 @@ def address(module: str | None, mode: str, type_: str, name: str, index: Any) ->
 def resources_of(raw: bytes, secrets: Iterable[str] = ()) -> list[Resource]:
     """Every current (not deposed) instance in the state, sorted by address. `secrets`: the
     workspace's sensitive values (`WorkspaceConfig.sensitive_values()`), masked in ids."""
-    found_secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    mask = SecretMask(secrets)
     try:
         doc = json.loads(raw)
         blocks = doc.get("resources") or []
@@ -57,7 +57,7 @@ def resources_of(raw: bytes, secrets: Iterable[str] = ()) -> list[Resource]:
                 continue
             index = instance.get("index_key")
             attributes = instance.get("attributes") or {}
-            resource_id = _masked_id(attributes.get("id"), instance, found_secrets)
+            resource_id = _masked_id(attributes.get("id"), instance, mask)
             found.append(
                 Resource(
                     address=address(module, mode, type_, name, index),
@@ -76,13 +76,10 @@ def resources_of(raw: bytes, secrets: Iterable[str] = ()) -> list[Resource]:
 _ID_PATH = [{"type": "get_attr", "value": "id"}]
 
 
-def _masked_id(value: Any, instance: dict[str, Any], secrets: list[str]) -> str | None:
+def _masked_id(value: Any, instance: dict[str, Any], mask: SecretMask) -> str | None:
     if value is None:
         return None
     # A path in sensitive_attributes is a list of steps; `id` marked as a whole is this one.
     if _ID_PATH in (instance.get("sensitive_attributes") or []):
         return MASK
-    text = str(value)
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
+    return mask.text(str(value))

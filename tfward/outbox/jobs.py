@@ -6,7 +6,8 @@ row done commit together, so the effect and "done" can never be split by a crash
 
 - `notify`: fan-out; one `deliver` row per destination of the workspace whose triggers include
   the row's trigger, all in one transaction (idempotency key: run, trigger, destination and
-  the notify row);
+  the notify row). A release's end (`release:completed` / `release:failed`) has no workspace:
+  it goes to every destination named by a workspace of the release, each once;
 - `deliver`: one POST to one destination, every attempt in the delivery log;
 - `run_trigger`, `inventory_sync`, `drift_clear`: see `followups.py`.
 """
@@ -105,6 +106,8 @@ def _fan_out(conn: Connection, ctx: JobContext) -> int:
     job, config = ctx.job, ctx.rt.config
     payload = job.payload
     trigger = str(payload.get("trigger"))
+    if payload.get("release_id"):
+        return _fan_out_release(conn, ctx)
     try:
         ws = config.workspace(str(payload.get("workspace")))
     except KeyError:
@@ -131,23 +134,65 @@ def _fan_out(conn: Connection, ctx: JobContext) -> int:
             updated_at=job.created_at,
             message=payload.get("message") if trigger == "assessment:drifted" else None,
         )
-        added = outbox_store.enqueue(
-            conn,
-            "deliver",
-            {
-                "destination": name,
-                "trigger": trigger,
-                "run_id": run.id if run else None,
-                "workspace": ws.name,
-                "notification": body,
-                "detail": payload.get("message"),
-            },
-            key=f"deliver:{payload.get('run_id')}:{trigger}:{name}:{job.id}",
-            run_id=run.id if run else None,
-            workspace_id=job.workspace_id,
+        count += _deliver(
+            conn, job, name, body, cause=str(payload.get("run_id")), run_id=run.id if run else None
         )
-        count += added
     return count
+
+
+def _fan_out_release(conn: Connection, ctx: JobContext) -> int:
+    """A release's end, to every destination a workspace of the release names, once each
+    (a workspace no longer configured names none), if it wants the trigger."""
+    job, config = ctx.job, ctx.rt.config
+    trigger = str(job.payload.get("trigger"))
+    names: dict[str, None] = {}
+    for workspace in job.payload.get("workspaces") or []:
+        try:
+            names.update(dict.fromkeys(config.workspace(str(workspace)).notifications))
+        except KeyError:
+            continue
+    count = 0
+    for name in names:
+        try:
+            destination = config.notification(name)
+        except KeyError:
+            continue
+        if trigger not in destination.triggers:
+            continue
+        body = notifications.release_payload(
+            config, name, trigger, job.payload, updated_at=job.created_at
+        )
+        count += _deliver(conn, job, name, body, cause=str(job.payload["release_id"]))
+    return count
+
+
+def _deliver(
+    conn: Connection,
+    job: outbox_store.Job,
+    name: str,
+    body: dict[str, Any],
+    *,
+    cause: str,
+    run_id: str | None = None,
+) -> int:
+    """One `deliver` row for destination `name` (1), or none if it exists already (0)."""
+    trigger = str(job.payload.get("trigger"))
+    added = outbox_store.enqueue(
+        conn,
+        "deliver",
+        {
+            "destination": name,
+            "trigger": trigger,
+            "run_id": run_id,
+            "workspace": body.get("workspace_name"),
+            "notification": body,
+            "detail": job.payload.get("message"),
+        },
+        key=f"deliver:{cause}:{trigger}:{name}:{job.id}",
+        run_id=run_id,
+        workspace_id=job.workspace_id,
+    )
+    return int(added)
 
 
 def _run_or_none(conn: Connection, run_id: Any) -> Run | None:

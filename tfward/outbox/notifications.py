@@ -1,6 +1,7 @@
 """Notification messages on the wire (docs/protocols.md §6), and one delivery attempt.
 
-Generic destinations get the HCP Terraform notification payload, signed with
+Generic destinations get the HCP Terraform notification payload (for a release's end: that
+shape with the run and workspace fields null, plus a `release` object), signed with
 `X-TFE-Notification-Signature` (hex HMAC-SHA512 of the exact body bytes, keyed with the
 destination's token) when the destination has a token. Slack destinations get an
 incoming-webhook `{"text": ...}`. Any 2xx answer is a delivery. Every request also carries
@@ -40,6 +41,8 @@ TITLES = {
     "run:errored": "Run Errored",
     "run:cancelled": "Run Cancelled",
     "assessment:drifted": "Drift Detected",
+    "release:completed": "Release Completed",
+    "release:failed": "Release Failed",
 }
 
 
@@ -106,6 +109,42 @@ def generic_payload(
     }
 
 
+def release_payload(
+    config: Config,
+    destination: str,
+    trigger: str,
+    release: dict[str, Any],
+    *,
+    updated_at: datetime,
+) -> dict[str, Any]:
+    """`release:completed` / `release:failed`: the generic body without a run or workspace,
+    and what the release was, from its `notify` row (store/releases.py)."""
+    body = generic_payload(
+        config,
+        destination,
+        trigger,
+        run=None,
+        run_status=None,
+        workspace_id=None,
+        workspace_name=None,
+        updated_at=updated_at,
+    )
+    body["notifications"][0]["run_updated_by"] = release.get("created_by")
+    public = config.daemon.public_url.rstrip("/")
+    body["release"] = {
+        "id": release.get("release_id"),
+        "name": release.get("release_name"),
+        "status": release.get("release_status"),
+        "url": f"{public}/api/v1/releases/{release.get('release_id')}",
+        "error": release.get("release_error"),
+        "rollout": release.get("rollout"),
+        "counts": release.get("counts"),
+        "workspaces": release.get("workspaces"),
+        "created_by": release.get("created_by"),
+    }
+    return body
+
+
 def verification_payload(config: Config, destination: str) -> dict[str, Any]:
     return generic_payload(
         config,
@@ -125,6 +164,9 @@ def slack_text(payload: dict[str, Any], detail: str | None) -> str:
     text = f"*{event['message']}*"
     if payload.get("workspace_name"):
         text += f" in workspace `{payload['workspace_name']}`"
+    if release := payload.get("release"):
+        text += f": release `{release['name']}` <{release['url']}|{release['id']}>"
+        text += f" ({release['status']})"
     if payload.get("run_id"):
         text += f": <{payload['run_url']}|{payload['run_id']}>"
         if event.get("run_status"):

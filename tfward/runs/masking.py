@@ -16,15 +16,132 @@ elements to hide. Last, any string anywhere that contains one of the workspace's
 has it replaced: that catches a secret Terraform was never told is sensitive (a var listed only
 in tfward's `sensitive`). As in the run log, the match is by substring, so a very short secret
 also hides its look-alikes.
+
+`SecretMask` is the one place that knows how a secret can be written: as it is, and in every
+escaped form terraform and JSON produce (`secret_forms`). The run log, the plan JSON, state
+outputs and inventory ids are all masked through it. A value *derived* from a secret
+(`upper(var.secret)`, a hash, a substring) is none of those forms and cannot be found; the fix
+is to declare the variable or the output `sensitive = true`, so terraform itself hides it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 MASK = "***"
+
+
+class SecretMask:
+    """Replaces every written form of a set of secret values with `MASK`.
+
+    `forms` are the secrets as they are and each of their `secret_forms`, longest first, so a
+    form containing another (or another secret) is replaced whole. The match is by substring:
+    a very short secret also hides its look-alikes."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        found = {form for secret in secrets if secret for form in secret_forms(secret)}
+        self.forms: tuple[str, ...] = tuple(sorted(found, key=lambda f: (-len(f), f)))
+        self._encoded = tuple(form.encode() for form in self.forms)
+
+    def __bool__(self) -> bool:
+        return bool(self.forms)
+
+    def text(self, text: str) -> str:
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def data(self, data: bytes) -> bytes:
+        """`text` on UTF-8 bytes (the run log), without decoding them."""
+        for form in self._encoded:
+            if form in data:
+                data = data.replace(form, MASK.encode())
+        return data
+
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON value with every string masked; a number whose text holds a
+        secret (a numeric secret as an output) becomes `MASK` as a whole."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        if isinstance(value, int | float) and not isinstance(value, bool) and self.forms:
+            written = json.dumps(value)
+            return MASK if self.text(written) != written else value
+        return value
+
+
+def secret_forms(secret: str) -> set[str]:
+    """`secret` and every way terraform and JSON write it: JSON strings (Python's, with and
+    without `\\uXXXX` for non-ASCII; Go's, which also writes `<`, `>`, `&` as `\\u003c`...),
+    Go's `%q` (terraform's plan and output rendering), HCL quoted strings; and each of those
+    escaped once more (`jsonencode(var.secret)` printed by `%q`, a JSON string inside JSON)."""
+    once = {escape(secret) for escape in _ESCAPES}
+    return {secret} | once | {escape(form) for form in once for escape in _ESCAPES}
+
+
+def _json_string(ascii_only: bool) -> Callable[[str], str]:
+    return lambda text: json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+
+
+_GO_JSON = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _go_json(html: bool) -> Callable[[str], str]:
+    """Go's encoding/json (terraform's `show -json`, state files, `jsonencode`): other control
+    characters, U+2028/U+2029 and, with `html`, `<` `>` `&` as `\\u00XX`."""
+    special = "<>&\u2028\u2029" if html else "\u2028\u2029"
+
+    def escape(text: str) -> str:
+        return "".join(
+            _GO_JSON.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ch in special else ch)
+            for ch in text
+        )
+
+    return escape
+
+
+_GO_QUOTE = {
+    '"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",
+    "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+}  # fmt: skip
+
+
+def _go_quote(text: str) -> str:
+    """Go's `%q` (`strconv.Quote`): printable characters as they are."""
+    return "".join(
+        _GO_QUOTE.get(ch) or (ch if ch.isprintable() else _unprintable(ch)) for ch in text
+    )
+
+
+def _hcl_quote(text: str) -> str:
+    """An HCL quoted string (terraform console, HCL diagnostics): `${` and `%{` doubled."""
+    escaped = "".join(
+        _GO_JSON.get(ch) or (ch if ch.isprintable() else _unprintable(ch)) for ch in text
+    )
+    return escaped.replace("${", "$${").replace("%{", "%%{")
+
+
+def _unprintable(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+_ESCAPES: tuple[Callable[[str], str], ...] = (
+    _json_string(ascii_only=False),
+    _json_string(ascii_only=True),
+    _go_json(html=True),
+    _go_json(html=False),
+    _go_quote,
+    _hcl_quote,
+)
 
 
 def mask_plan_json(
@@ -57,22 +174,20 @@ def mask_plan_json(
         out["prior_state"] = {**prior, "values": _values(prior["values"])}
     if isinstance(config, Mapping) and isinstance(config.get("root_module"), Mapping):
         out["configuration"] = {**config, "root_module": _config_module(config["root_module"])}
-    found = sorted({s for s in secrets if s}, key=len, reverse=True)
-    return _scrub(out, found) if found else out
+    mask = SecretMask(secrets)
+    return mask.value(out) if mask else out
 
 
 def mask_plan_bytes(
     raw: bytes, *, sensitive_vars: Collection[str] = (), secrets: Iterable[str] = ()
 ) -> bytes:
     """`mask_plan_json` on the stored bytes of a plan's JSON."""
-    found = sorted({s for s in secrets if s}, key=len, reverse=True)
+    found = list(secrets)
     try:
         doc = json.loads(raw)
     except ValueError:
         # Never stored so (the pipeline checks), but if it were: hide what can be found.
-        for secret in found:
-            raw = raw.replace(secret.encode(), MASK.encode())
-        return raw
+        return SecretMask(found).data(raw)
     masked = mask_plan_json(doc, sensitive_vars=sensitive_vars, secrets=found)
     return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -184,17 +299,3 @@ def _sensitive_variables(module: Mapping[str, Any]) -> set[str]:
     if not isinstance(variables, Mapping):
         return set()
     return {n for n, v in variables.items() if isinstance(v, Mapping) and v.get("sensitive")}
-
-
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    """`value` with every occurrence of a secret inside a string replaced (longest first)."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, Mapping):
-        return {key: _scrub(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_scrub(item, secrets) for item in value]
-    return value

@@ -227,6 +227,8 @@ def _pin(conn: Connection, cv_id: str, workspace_id: str) -> str:
 
 
 def _notify(conn: Connection, release: Release) -> None:
+    """The release's end, for the destinations of its workspaces (outbox/jobs.py): they are
+    named in the row, so the fan-out needs nothing but the row."""
     counts = release.counts
     outbox_store.notify(
         conn,
@@ -236,6 +238,9 @@ def _notify(conn: Connection, release: Release) -> None:
         release_id=release.id,
         release_name=release.name,
         release_status=str(release.status),
+        release_error=release.error,
+        created_by=release.created_by,
+        workspaces=list(dict.fromkeys(item.workspace for item in release.items)),
         rollout=release.rollout.describe(),
         counts={
             "total": counts.total,

@@ -1,9 +1,10 @@
 """Encryption at rest of the blobs that hold secrets: state versions and saved plans.
 
 Terraform writes sensitive values in plain text into state files and plan files (a plan holds
-every variable's value), and `show -json` repeats them. The store seals those columns with
-AES-256-GCM under the `encryption` key derived from the daemon's secret (runtasks/keys.py), so
-the database file alone gives none of them away. What each blob is for (`purpose`: "state",
+every variable's value), and `show -json` repeats them; a state's outputs may hold a secret
+terraform was never told is sensitive. The store seals those columns with AES-256-GCM under
+the `encryption` key derived from the daemon's secret (runtasks/keys.py), so the database file
+alone gives none of them away. What each blob is for (`purpose`: "state", "state_outputs",
 "plan_file", "plan_json") is bound in as associated data: a blob moved to another column does
 not open.
 
@@ -77,17 +78,23 @@ def _sealer(conn: Connection) -> Sealer:
     return sealer  # type: ignore[no-any-return]
 
 
+STATE_OUTPUTS = "state_outputs"
+
+
 def seal_plain_rows(conn: Connection) -> int:
-    """Seal the state and plan columns of rows written before sealing existed; their count."""
+    """Seal the state, outputs and plan columns of rows written before sealing existed (or
+    before migration 0007 for outputs); their count."""
     sealed = 0
-    states = select(state_versions.c.id, state_versions.c.state).where(
-        _plain(state_versions.c.state)
+    states = select(state_versions.c.id, state_versions.c.state, state_versions.c.outputs).where(
+        or_(_plain(state_versions.c.state), _plain(state_versions.c.outputs))
     )
     for row in conn.execute(states):
-        value = seal(conn, bytes(row.state), "state")
-        conn.execute(
-            update(state_versions).where(state_versions.c.id == row.id).values(state=value)
-        )
+        values = {
+            column: seal(conn, bytes(getattr(row, column)), purpose)
+            for column, purpose in (("state", "state"), ("outputs", STATE_OUTPUTS))
+            if not is_sealed(getattr(row, column))
+        }
+        conn.execute(update(state_versions).where(state_versions.c.id == row.id).values(values))
         sealed += 1
     plans = select(
         plan_artifacts.c.run_id, plan_artifacts.c.plan_file, plan_artifacts.c.plan_json

@@ -2,6 +2,10 @@
 
 A state can become current only if it continues the current lineage with a higher serial.
 Rollback copies an old version's content into a new version with the next serial.
+
+The outputs kept beside each version are the ones the API shows: terraform's sensitive outputs
+with a null value, and the workspace's secret values masked in the rest (an output of a secret
+terraform was never told is sensitive). They are sealed at rest like the state itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from tfward.errors import NotFound, StateRejected
 from tfward.ids import new_id, now
+from tfward.runs.masking import SecretMask
 
 from . import followups, sealing
 from .tables import state_versions
@@ -46,8 +51,10 @@ class ParsedState:
     raw: bytes
 
 
-def parse_state(raw: bytes) -> ParsedState:
-    """Read the parts of a terraform state file we check and show. Raises StateRejected."""
+def parse_state(raw: bytes, mask: SecretMask | None = None) -> ParsedState:
+    """Read the parts of a terraform state file we check and show, the outputs with their
+    sensitive values nulled and `mask` (the workspace's secrets) applied to the rest. Raises
+    StateRejected."""
     try:
         doc = json.loads(raw)
         serial, lineage = int(doc["serial"]), str(doc["lineage"])
@@ -61,8 +68,9 @@ def parse_state(raw: bytes) -> ParsedState:
             raise TypeError("outputs is not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StateRejected(f"not a terraform state file: {exc}") from exc
-    # The outputs column is shown as it is and not sealed: a sensitive value never enters it.
-    shown = {name: _shown_output(out) for name, out in outputs.items()}
+    shown = (mask or SecretMask()).value(
+        {name: _shown_output(out) for name, out in outputs.items()}
+    )
     return ParsedState(serial, lineage, shown, instances, hashlib.sha256(raw).hexdigest(), raw)
 
 
@@ -72,15 +80,16 @@ def _shown_output(out: Any) -> Any:
     return out
 
 
-def _from_row(row: Any) -> StateVersion:
+def _from_row(conn: Connection, row: Any) -> StateVersion:
     m = row._mapping
+    outputs = json.loads(sealing.unseal(conn, m["outputs"], sealing.STATE_OUTPUTS))
     return StateVersion(
         m["id"],
         m["workspace_id"],
         m["serial"],
         m["lineage"],
         m["sha256"],
-        m["outputs"],
+        outputs,
         m["resource_count"],
         m["kind"],
         m["run_id"],
@@ -99,7 +108,7 @@ def current(conn: Connection, ws_id: str) -> StateVersion | None:
         .order_by(state_versions.c.serial.desc())
         .limit(1)
     ).first()
-    return None if row is None else _from_row(row)
+    return None if row is None else _from_row(conn, row)
 
 
 def current_raw(conn: Connection, ws_id: str) -> bytes | None:
@@ -116,7 +125,7 @@ def get(conn: Connection, sv_id: str) -> StateVersion:
     row = conn.execute(select(*_COLUMNS).where(state_versions.c.id == sv_id)).first()
     if row is None:
         raise NotFound(f"state version {sv_id} not found")
-    return _from_row(row)
+    return _from_row(conn, row)
 
 
 def get_raw(conn: Connection, sv_id: str) -> bytes:
@@ -133,7 +142,7 @@ def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateV
         .order_by(state_versions.c.serial.desc())
         .limit(limit)
     )
-    return [_from_row(r) for r in rows]
+    return [_from_row(conn, r) for r in rows]
 
 
 def store(
@@ -180,7 +189,7 @@ def store(
             lineage=version.lineage,
             sha256=version.sha256,
             state=sealing.seal(conn, state.raw, "state"),
-            outputs=version.outputs,
+            outputs=sealing.seal(conn, json.dumps(version.outputs).encode(), sealing.STATE_OUTPUTS),
             resource_count=version.resource_count,
             kind=kind,
             run_id=run_id,
@@ -193,8 +202,11 @@ def store(
     return version
 
 
-def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
-    """Make a new current version whose content is `sv_id`'s, with the next serial."""
+def rollback(
+    conn: Connection, ws_id: str, sv_id: str, mask: SecretMask | None = None
+) -> StateVersion:
+    """Make a new current version whose content is `sv_id`'s, with the next serial; its
+    outputs masked with `mask` (the workspace's secrets)."""
     old = get(conn, sv_id)
     if old.workspace_id != ws_id:
         raise NotFound(f"state version {sv_id} does not belong to this workspace")
@@ -208,7 +220,7 @@ def rollback(conn: Connection, ws_id: str, sv_id: str) -> StateVersion:
     doc["serial"] = int(top) + 1
     raw = (json.dumps(doc, indent=2) + "\n").encode()
     version = store(
-        conn, ws_id, parse_state(raw), kind="rollback", run_id=None, rolled_back_from=sv_id
+        conn, ws_id, parse_state(raw, mask), kind="rollback", run_id=None, rolled_back_from=sv_id
     )
     assert version is not None  # the new serial makes it new content
     return version

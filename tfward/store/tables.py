@@ -170,7 +170,8 @@ state_versions = Table(
     Column("lineage", String(64), nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
-    Column("outputs", JSON, nullable=False),
+    # Migration 0007: the shown outputs' JSON, sealed like the state (store/sealing.py).
+    Column("outputs", LargeBinary, nullable=False),
     Column("resource_count", Integer, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("run_id", String(32), ForeignKey("runs.id"), nullable=True),

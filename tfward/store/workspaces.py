@@ -58,6 +58,13 @@ def workspace_id(conn: Connection, name: str) -> str:
     return str(ws_id)
 
 
+def workspace_name(conn: Connection, ws_id: str) -> str:
+    name = conn.execute(select(workspaces.c.name).where(workspaces.c.id == ws_id)).scalar()
+    if name is None:
+        raise NotFound(f"workspace {ws_id} not found")
+    return str(name)
+
+
 def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     row = conn.execute(
         select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)

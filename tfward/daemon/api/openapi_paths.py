@@ -211,7 +211,7 @@ def state(p: Paths) -> None:
         "GET",
         SV,
         "show_state_version",
-        "Show a state version (sensitive outputs are null)",
+        "Show a state version (sensitive outputs are null, secrets masked)",
         tag="state",
         ok=data(ref("StateVersion")),
         errors=[404],

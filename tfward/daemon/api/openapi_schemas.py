@@ -141,7 +141,10 @@ _STATE_VERSION: Schema = record(
         "created_at": TIME,
         "outputs": {
             "type": "object",
-            "description": "Sensitive outputs have a null value.",
+            "description": (
+                "Sensitive outputs have a null value; the workspace's secret values are "
+                '"***" in the others.'
+            ),
             "additionalProperties": record({"type": ANY, "sensitive": BOOLEAN, "value": ANY}),
         },
     }

@@ -17,7 +17,7 @@ from tfward.store import workspaces as ws_store
 from tfward.store.audit import AuditAction
 
 from . import audited
-from .views import configuration_version_view, state_version_view
+from .views import configuration_version_view, secret_mask, state_version_view
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -28,15 +28,22 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/workspaces/<name>/state-versions")
     async def list_state_versions(name: str) -> dict[str, Any]:
+        mask = secret_mask(daemon.config, name)
+
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, name)
-            return [state_version_view(sv) for sv in states.list_versions(conn, ws_id)]
+            return [state_version_view(sv, mask) for sv in states.list_versions(conn, ws_id)]
 
         return {"data": await store.read(load)}
 
     @app.get("/api/v1/state-versions/<sv_id>")
     async def show_state_version(sv_id: str) -> dict[str, Any]:
-        return {"data": state_version_view(await store.read(lambda c: states.get(c, sv_id)))}
+        def load(conn: Connection) -> tuple[states.StateVersion, str]:
+            sv = states.get(conn, sv_id)
+            return sv, ws_store.workspace_name(conn, sv.workspace_id)
+
+        sv, name = await store.read(load)
+        return {"data": state_version_view(sv, secret_mask(daemon.config, name))}
 
     @app.get("/api/v1/state-versions/<sv_id>/download")
     async def download_state_version(sv_id: str) -> Response:
@@ -60,6 +67,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.post("/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback")
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
         tried = audited.attempt(AuditAction.STATE_ROLLBACK, f"workspace {name}")
+        mask = secret_mask(daemon.config, name)
 
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)
@@ -67,10 +75,10 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             if lock is not None and lock.run_id is not None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
-            new = states.rollback(conn, ws_id, sv_id)
+            new = states.rollback(conn, ws_id, sv_id, mask)
             detail = {"from": sv_id, "state_version": new.id, "serial": new.serial}
             audit.record(conn, tried, detail=detail)
-            return state_version_view(new)
+            return state_version_view(new, mask)
 
         async with audited.refusals_recorded(store, tried):
             return {"data": await store.write(tx)}, 201

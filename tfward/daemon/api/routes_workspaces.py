@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from tfward.actors.workspace import LockChanged
 from tfward.errors import InvalidTransition
 from tfward.ids import rfc3339
+from tfward.runs.masking import SecretMask
 from tfward.runs.model import Status
 from tfward.store import audit, states
 from tfward.store import runs as run_store
@@ -19,7 +20,7 @@ from tfward.store.audit import Attempt, AuditAction
 from . import audited, auth
 from .body import json_object
 from .routes_inventory import followup_views
-from .views import lock_view, run_view, state_version_view
+from .views import lock_view, run_view, secret_mask, state_version_view
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 _ACTIVE = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
 
 
-def workspace_view(conn: Connection, ws_id: str, name: str) -> dict[str, Any]:
+def workspace_view(conn: Connection, ws_id: str, name: str, mask: SecretMask) -> dict[str, Any]:
+    """The workspace as the API shows it; `mask`: its secrets (`views.secret_mask`)."""
     current = run_store.list_runs(
         conn, workspace_id=ws_id, statuses=_ACTIVE, limit=1, oldest_first=True
     )
@@ -39,7 +41,7 @@ def workspace_view(conn: Connection, ws_id: str, name: str) -> dict[str, Any]:
         "lock": lock_view(ws_store.get_lock(conn, ws_id)),
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
-        "latest_state_version": state_version_view(latest) if latest else None,
+        "latest_state_version": state_version_view(latest, mask) if latest else None,
         **followup_views(conn, ws_id),  # "inventory" sync status and "drift"
     }
 
@@ -51,7 +53,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def list_workspaces() -> dict[str, Any]:
         def load(conn: Connection) -> list[dict[str, Any]]:
             return [
-                workspace_view(conn, ws_id, name)
+                workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
                 for ws_id, name, configured in ws_store.list_workspaces(conn)
                 if configured
             ]
@@ -61,7 +63,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/workspaces/<name>")
     async def show_workspace(name: str) -> dict[str, Any]:
         def load(conn: Connection) -> dict[str, Any]:
-            return workspace_view(conn, ws_store.workspace_id(conn, name), name)
+            return workspace_view(
+                conn, ws_store.workspace_id(conn, name), name, secret_mask(daemon.config, name)
+            )
 
         return {"data": await store.read(load)}
 
@@ -80,12 +84,13 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 ws_store.acquire_lock(conn, ws_id, run_id=None, by=user, reason=body.get("reason"))
             else:
                 ws_store.release_lock(conn, ws_id, by=user)
-            return workspace_view(conn, ws_id, name)
+            return workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
 
         if action == "force-unlock":
             tried = audited.attempt(AuditAction.FORCE_UNLOCK, f"workspace {name}")
             async with audited.refusals_recorded(store, tried):
-                view = await store.write(lambda c: _force_unlock(c, name, tried, body))
+                mask = secret_mask(daemon.config, name)
+                view = await store.write(lambda c: _force_unlock(c, name, tried, body, mask))
         else:
             view = await store.write(tx)
         lock = view["lock"]
@@ -94,7 +99,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
 
 def _force_unlock(
-    conn: Connection, name: str, tried: Attempt, body: dict[str, Any]
+    conn: Connection, name: str, tried: Attempt, body: dict[str, Any], mask: SecretMask
 ) -> dict[str, Any]:
     """Remove whatever lock the workspace has, and say so in the audit trail; an unlocked
     workspace is refused (there is nothing to force)."""
@@ -110,4 +115,4 @@ def _force_unlock(
         "locked_at": rfc3339(held.locked_at),
     }
     audit.record(conn, tried, detail={"lock": lock, "reason": body.get("reason")})
-    return workspace_view(conn, ws_id, name)
+    return workspace_view(conn, ws_id, name, mask)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfward.config import Config
 from tfward.ids import rfc3339
+from tfward.runs.masking import SecretMask
 from tfward.runs.model import Run, allowed_actions
 from tfward.store.artifacts import ConfigurationVersion
 from tfward.store.states import StateVersion
@@ -72,7 +74,19 @@ def lock_view(lock: Lock | None) -> dict[str, Any] | None:
     }
 
 
-def state_version_view(sv: StateVersion) -> dict[str, Any]:
+def secret_mask(config: Config, workspace: str) -> SecretMask:
+    """The workspace's secret values, as the API masks them in what it shows. A workspace no
+    longer configured has none: what was masked when its state was stored stays masked."""
+    try:
+        return SecretMask(config.workspace(workspace).sensitive_values())
+    except KeyError:
+        return SecretMask()
+
+
+def state_version_view(sv: StateVersion, mask: SecretMask) -> dict[str, Any]:
+    """A state version with its outputs: terraform's sensitive ones null, the workspace's
+    secrets masked in the rest (`mask`, from `secret_mask`; with the settings of now, so a
+    value made sensitive after the state was stored is masked too)."""
     return {
         "id": sv.id,
         "serial": sv.serial,
@@ -83,12 +97,12 @@ def state_version_view(sv: StateVersion) -> dict[str, Any]:
         "rolled_back_from": sv.rolled_back_from,
         "resource_count": sv.resource_count,
         "created_at": rfc3339(sv.created_at),
-        # Sensitive outputs come back null (docs/architecture.md §9).
+        # Sensitive outputs come back null, secrets masked (docs/architecture.md §9).
         "outputs": {
             name: {
                 "type": out.get("type"),
                 "sensitive": bool(out.get("sensitive")),
-                "value": None if out.get("sensitive") else out.get("value"),
+                "value": None if out.get("sensitive") else mask.value(out.get("value")),
             }
             for name, out in sv.outputs.items()
         },
