@@ -41,7 +41,8 @@ from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
 from tfward.store.sealing import Sealer, seal_plain_rows
 
-from .api.app import ShieldFinalSend, create_app
+from .api.app import MAX_BODY, create_app
+from .api.asgi import wrap
 from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
 
@@ -173,7 +174,7 @@ class Daemon:
         hc.bind = [f"{_bracket(self.config.daemon.listen_host)}:{self.config.daemon.listen_port}"]
         hc.accesslog = None
         hc.graceful_timeout = 5.0
-        app = ShieldFinalSend(create_app(self))
+        app = wrap(create_app(self), max_body=MAX_BODY)
         await hypercorn_serve(
             app,
             hc,
