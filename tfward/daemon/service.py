@@ -77,12 +77,14 @@ class Daemon:
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until shut down. Reports itself started once recovery is done, every workspace
-        actor runs and the API listens."""
-        with trio.CancelScope() as self._cancel:
+        actor runs and the API listens; logs a last line once everything has stopped."""
+        with trio.CancelScope() as scope:
+            self._cancel = scope
             try:
                 await self._serve(task_status)
             finally:
                 self.store.close()
+        log.info("tfward stopped (%s)", "hard stop" if scope.cancelled_caught else self.stop_reason)
 
     async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
         await trio.to_thread.run_sync(self._prepare_storage)
@@ -173,6 +175,9 @@ class Daemon:
         hc = HypercornConfig()
         hc.bind = [f"{_bracket(self.config.daemon.listen_host)}:{self.config.daemon.listen_port}"]
         hc.accesslog = None
+        # Hypercorn's own logger, not its default stderr handler: records go through the
+        # daemon's log (JSON lines), once (obs/logs.py).
+        hc.errorlog = logging.getLogger("hypercorn.error")
         hc.graceful_timeout = 5.0
         app = wrap(create_app(self), max_body=MAX_BODY)
         await hypercorn_serve(

@@ -181,14 +181,16 @@ def _describe(role: str | Mapping[str, str]) -> str:
 
 
 def _body(name: str) -> Schema:
-    """A body json_object reads: the object, or it wrapped in `{"data": ...}`; none is `{}`."""
+    """A body json_object reads: the object, or it wrapped in `{"data": ...}`; none is `{}`,
+    so the body may be left out unless the object has a required field."""
     wrapped = {
         "type": "object",
         "required": ["data"],
         "properties": {"data": ref(name)},
         "additionalProperties": False,
     }
-    return {"required": False, "content": {JSON: {"schema": {"oneOf": [ref(name), wrapped]}}}}
+    required = bool(SCHEMAS[name].get("required"))
+    return {"required": required, "content": {JSON: {"schema": {"oneOf": [ref(name), wrapped]}}}}
 
 
 def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
@@ -200,6 +202,12 @@ def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
     if workspaces:  # a release of every workspace, one per batch
         batches = schemas["CreateRelease"]["properties"]["batches"]
         batches["examples"] = [[[name] for name in workspaces]]
+        batches["items"]["items"] = {"enum": list(workspaces)}
+        # Each workspace in one batch at most: at most one batch contains it.
+        batches["allOf"] = [
+            {"contains": {"contains": {"const": name}}, "minContains": 0, "maxContains": 1}
+            for name in workspaces
+        ]
     return {
         "openapi": "3.1.0",
         "info": {

@@ -295,9 +295,10 @@ def releases(p: Paths) -> None:
         tag="releases",
         ok=data(ref("Release")),
         status=201,
-        errors=[400, 422, 503],
+        errors=[400, 404, 422, 503],
         body="CreateRelease",
-        notes="503 unless `[releases] enabled = true`, and while the daemon stops.",
+        notes="503 unless `[releases] enabled = true`, and while the daemon stops; 404 for an "
+        "unknown `configuration_version_id`.",
     )
     p.add(
         "GET",

@@ -392,8 +392,13 @@ SCHEMAS: dict[str, Schema] = {
     "CreateRelease": body(
         {
             "name": {"type": "string", "maxLength": 200},
-            "batches": {"type": "array", "minItems": 1, "items": {**NAMES, "minItems": 1}},
-            "configuration_version_id": STRING,
+            "batches": {
+                "type": "array",
+                "minItems": 1,
+                "items": {**NAMES, "minItems": 1, "uniqueItems": True},
+                "description": "Configured workspaces; each in one batch only (422 otherwise).",
+            },
+            "configuration_version_id": {"type": "string", "minLength": 1},
             "variables": {"type": "object"},
         },
         required=("batches",),
