@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -44,6 +45,7 @@ from tfward.store.sealing import Sealer, seal_plain_rows
 from .api.app import MAX_BODY, create_app
 from .api.asgi import wrap
 from .api.auth import TokenBook, local_admin_token
+from .preflight import sqlite_file
 from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -159,16 +161,23 @@ class Daemon:
         return False
 
     def _prepare_storage(self) -> None:
-        for sub in ("runs", "init-cache", "state-backups"):
-            (self.config.daemon.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        for private in ("runs", "state-backups"):  # tfvars and state files hold secrets
-            (self.config.daemon.data_dir / private).chmod(0o700)
-        self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
-        if self.config.daemon.database_url.startswith("sqlite:///"):
-            Path(self.config.daemon.database_url.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
+        """Create the data directories and migrate the database (in a worker thread). A
+        directory that cannot be made is a ConfigError naming its key (preflight.py checks the
+        same before the start; this catches what changed since)."""
+        data_dir = self.config.daemon.data_dir
+        with _naming("daemon.data_dir", self.config):
+            for sub in ("runs", "init-cache", "state-backups"):
+                (data_dir / sub).mkdir(parents=True, exist_ok=True)
+            for private in ("runs", "state-backups"):  # tfvars and state files hold secrets
+                (data_dir / private).chmod(0o700)
+        with _naming("terraform.plugin_cache_dir", self.config):
+            self.config.terraform.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        with _naming("daemon.data_dir", self.config):
+            workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
+        database = sqlite_file(self.config.daemon.database_url)
+        if database is not None:
+            with _naming("daemon.database_url", self.config):
+                database.parent.mkdir(parents=True, exist_ok=True)
         self.store.migrate()
 
     async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -210,7 +219,8 @@ class Daemon:
         try:
             new = await trio.to_thread.run_sync(load_config, self.config.path)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            problems = "; ".join(problem.line() for problem in exc.problems)
+            log.error("config reload refused, keeping the running config: %s", problems)
             return False
         old = self.config
         kept = {k: getattr(old.daemon, k) for k in _RESTART_ONLY}
@@ -240,6 +250,18 @@ class Daemon:
         """Cancel everything now. Run tasks still finish through the funnel (shielded)."""
         if self._cancel is not None:
             self._cancel.cancel()
+
+
+@contextmanager
+def _naming(key: str, config: Config) -> Iterator[None]:
+    """An OSError inside becomes a one-line ConfigError on `key` of the config."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or key
+        raise ConfigError(
+            config.path, key, f"{where} is not writable: {exc.strerror or exc}"
+        ) from None
 
 
 def _bracket(host: str) -> str:
