@@ -13,6 +13,7 @@ import trio
 from harness import demo_workspace, running_daemon, write_config
 
 from tfward.config import Config
+from tfward.daemon.api.app import MAX_BODY
 from tfward.daemon.service import Daemon
 
 
@@ -123,3 +124,19 @@ async def test_a_client_alternating_refused_posts_and_gets_keeps_one_connection_
                     assert refused.status_code == 401
                 assert (await client.get("/healthz", extensions=traced)).status_code == 200
     assert connects == 1
+
+
+async def test_a_body_declared_over_the_limit_gets_413_and_connection_close_at_once(
+    config: Config,
+) -> None:
+    async with running_daemon(config) as (daemon, api):
+        stream = await _connect(daemon)
+        auth = b"Authorization: " + api.http.headers["Authorization"].encode() + b"\r\n"
+        head = _post(MAX_BODY + 1).replace(b"Host: x\r\n", b"Host: x\r\n" + auth)
+        await stream.send_all(head + b"{")  # the rest is never sent, nor waited for
+        buffered = bytearray()
+        head, body = await _response(stream, buffered)
+        assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower(), head
+        assert b"Request Entity Too Large" in body or b"413" in body
+        assert await _eof(stream)
+        await stream.aclose()
