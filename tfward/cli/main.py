@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfward", description="Runs Terraform for one team.")
     parser.add_argument("--version", action="version", version=f"tfward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_check_config(sub)
+    release_cli.add_parser(sub)
+    api_cli.add_parsers(sub)
+    return parser
+
+
+def _add_serve(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the daemon", description=SERVE_HELP)
     serve.add_argument(
         "config",
@@ -109,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["json", "text"],
         help="the daemon's log on stdout: JSON lines (default) or text for humans",
     )
+
+
+def _add_check_config(sub: Any) -> None:
     check = sub.add_parser(
         "check-config",
         help="validate a config file without starting",
@@ -127,9 +138,6 @@ def _parser() -> argparse.ArgumentParser:
         help="send each notification destination the verification message; exit 1 unless "
         "all answer 2xx",
     )
-    release_cli.add_parser(sub)
-    api_cli.add_parsers(sub)
-    return parser
 
 
 def load_checked(path: str) -> Config:
