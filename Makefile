@@ -26,11 +26,13 @@ test: $(STAMP) lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 3
 
-# schemathesis against a daemon on a copy of the example config (scripts/fuzz.py); bounded to
-# a few minutes. More options: make fuzz FUZZ_ARGS='--max-examples 100 --seed 1'
+# schemathesis against a daemon on a copy of the example config (scripts/fuzz.py), with every
+# check schemathesis has; bounded to a few minutes.
+# More options: make fuzz FUZZ_ARGS='--max-examples 100 --seed 1'
+FUZZ_CHECKS ?= all
 fuzz: $(STAMP)
 	$(VENV)/bin/schemathesis --version >/dev/null 2>&1 || $(PY) -m pip install --quiet -e '.[fuzz]'
-	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
+	$(PY) scripts/fuzz.py --checks $(FUZZ_CHECKS) $(FUZZ_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tfward tests bench scripts

@@ -122,10 +122,11 @@ class Api:
         """Long-poll until the run is in one of `statuses` (or terminal)."""
         with trio.fail_after(timeout + 5):
             while True:
+                params: dict[str, Any] = {"wait_timeout": timeout}
+                if statuses:  # an empty wait_status is refused (422): no statuses, no wait
+                    params["wait_status"] = ",".join(statuses)
                 response = await self.http.get(
-                    f"/api/v1/runs/{run_id}",
-                    params={"wait_status": ",".join(statuses), "wait_timeout": timeout},
-                    timeout=timeout + 5,
+                    f"/api/v1/runs/{run_id}", params=params, timeout=timeout + 5
                 )
                 run = response.json()["data"]
                 if run["status"] in statuses or not statuses:

@@ -7,6 +7,7 @@ that is not a ``TfwardError`` is treated as a bug.
     Exception
      └── TfwardError          base class; never raised directly
           ├── ConfigError         the config file is missing, is not TOML, or fails validation
+          │                       (every problem of the file at once: `problems`)
           ├── AlreadyRunning      another process holds the data dir's (or database's) lock
           │                       (files.lock_exclusive, at daemon start; CLI: exit 2)
           ├── InvalidTransition   the run state machine refuses an action (runs/model.py; API: 409)
@@ -27,6 +28,7 @@ When you add a class below, add it to the tree above as well.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -54,24 +56,49 @@ class ConfigError(TfwardError):
     ``file`` is the path as the caller gave it (so messages read the way the operator typed
     it), ``key_path`` locates the value (``workspace[1].vars.region``; empty when the problem
     is the file as a whole) and ``message`` says what was expected and what was found.
+
+    The config loader collects every problem of a file before it refuses it: ``problems``
+    holds them in file order (just this error when it stands alone), and ``file``,
+    ``key_path`` and ``message`` are the first one's. ``str()`` is one problem per line.
     """
 
     file: Path
     key_path: str
     message: str
+    problems: tuple[ConfigError, ...]
 
-    def __init__(self, file: str | os.PathLike[str], key_path: str, message: str) -> None:
+    def __init__(
+        self,
+        file: str | os.PathLike[str],
+        key_path: str,
+        message: str,
+        problems: tuple[ConfigError, ...] = (),
+    ) -> None:
         # Passing every argument to Exception keeps the error picklable (trio/multiprocessing
         # and pytest-xdist re-create exceptions from .args).
-        super().__init__(file, key_path, message)
+        super().__init__(file, key_path, message, problems)
         self.file = Path(file)
         self.key_path = key_path
         self.message = message
+        self.problems = problems or (self,)
 
-    def __str__(self) -> str:
+    @classmethod
+    def collected(cls, problems: Sequence[ConfigError]) -> ConfigError:
+        """One error for several problems (at least one), the first one's fields in front;
+        a single problem is returned as it is."""
+        first = problems[0]
+        if len(problems) == 1:
+            return first
+        return cls(first.file, first.key_path, first.message, tuple(problems))
+
+    def line(self) -> str:
+        """This problem alone, on one line."""
         if self.key_path:
             return f"{self.file}: {self.key_path}: {self.message}"
         return f"{self.file}: {self.message}"
+
+    def __str__(self) -> str:
+        return "\n".join(problem.line() for problem in self.problems)
 
 
 class AlreadyRunning(TfwardError):

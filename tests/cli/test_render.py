@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from tfward.cli.render import Progress, outcome, table, where
+from tfward.cli.render import Progress, fields, outcome, output_value, table, where
 
 
 def view(status: str, stage: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -73,3 +73,16 @@ def test_table_aligns_columns_and_shows_missing_values_as_a_dash() -> None:
         "x    -",
         "yyy  3",
     ]
+
+
+def test_outputs_show_as_terraform_writes_values_not_as_python_reprs() -> None:
+    assert output_value({"value": ["a", "b"], "sensitive": False}) == '["a", "b"]'
+    assert output_value({"value": {"k": True, "n": None}}) == '{"k": true, "n": null}'
+    assert output_value({"value": "plain text"}) == "plain text"
+    assert output_value({"value": 3}) == "3"
+    assert output_value({"value": None, "sensitive": True}) == "(sensitive)"
+
+
+def test_lists_in_fields_and_tables_read_as_json() -> None:
+    assert fields([("targets", ["a.b", "c"])]) == 'targets: ["a.b", "c"]'
+    assert table(("X",), [([1, "two"],)]).splitlines()[1] == '[1, "two"]'

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import trio
-from harness import Api, demo_workspace, running_daemon, write_config
+from harness import FAKE_TERRAFORM, Api, demo_workspace, running_daemon, write_config
 
 FAILING = 'resource "demo_thing" "bad" {\n  name = "bad"\n  fail = true\n}\n'
 
@@ -81,12 +83,20 @@ async def test_without_a_terminal_apply_leaves_the_run_waiting_and_says_how_to_c
 async def test_answering_no_at_the_prompt_discards_the_run_and_exits_3(
     tmp_path: Path, tfward: Any
 ) -> None:
+    """Asked once: the discard is recorded by the request that makes it, so the CLI, which
+    reads the run right after, never sees it waiting for a decision again."""
     config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
     async with running_daemon(config) as (daemon, api):
         result = await tfward(daemon).converse("apply", "demo", answer=b"no\n")
         assert result.code == 3, result.out
         assert "Apply these changes? [yes/no]: no" in result.out
-        assert (await only_run(api, "demo"))["status"] == "discarded"
+        assert result.out.count("[yes/no]") == 1, result.out
+        run = await only_run(api, "demo")
+        assert run["status"] == "discarded" and run["confirmed_by"] is None
+        shown = await tfward(daemon)("run", "show", run["id"])
+        assert "discarded: " in shown.out and " by admin" in shown.out
+        assert "confirmed:" not in shown.out
+        assert "reason:    discarded by admin" in shown.out and "error:" not in shown.out
 
 
 async def test_apply_on_a_terminal_shows_the_plan_asks_applies_and_exits_0(
@@ -120,6 +130,57 @@ async def test_a_run_cancelled_while_followed_exits_3(tmp_path: Path, tfward: An
             assert (await api.action(run["id"], "cancel")).status_code == 202
         assert outcome["result"].code == 3
         assert "cancelled" in outcome["result"].err
+
+
+async def test_cancel_and_then_force_cancel_say_what_each_asked_for(
+    tmp_path: Path, tfward: Any
+) -> None:
+    """A terraform that ignores SIGINT (the fake: real terraform stops too soon to see it)
+    keeps applying after the cancel, so the force-cancel finds it still running."""
+    script = tmp_path / "fake-script.json"
+    script.write_text(json.dumps({"apply": {"ignore_sigint": True, "sleep": 120}}))
+    calls = tmp_path / "fake-calls.jsonl"
+    ws = demo_workspace(tmp_path, things=1)
+    ws["env"] = {**ws["env"], "FAKE_TF_SCRIPT": str(script), "FAKE_TF_CALLS": str(calls)}
+    terraform = {"binary": str(FAKE_TERRAFORM), "cancel_grace": "120s"}
+    config = write_config(tmp_path, [ws], terraform=terraform)
+    async with running_daemon(config) as (daemon, api):
+        cli = tfward(daemon)
+        run = await api.create_run("demo", auto_apply=True)
+        with trio.fail_after(60):  # the fake records its call once SIGINT is ignored
+            while not calls.exists() or '"apply"' not in calls.read_text():
+                await trio.sleep(0.05)
+        cancel = await cli("cancel", run["id"])
+        assert cancel.code == 0 and f"run {run['id']}: cancel requested (applying)" in cancel.out
+        force = await cli("cancel", run["id"], "--force")
+        assert force.code == 0, force.err
+        assert force.out.startswith(f"run {run['id']}: force-cancel requested (applying)")
+        assert "cancel requested (" not in force.out.replace("force-cancel requested (", "")
+        assert (await api.wait(run["id"], "force_cancelled"))["status"] == "force_cancelled"
+
+
+async def test_a_followed_log_whose_reader_went_away_ends_with_141_and_no_traceback(
+    tmp_path: Path, tfward: Any
+) -> None:
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo", operation="plan")
+        await api.wait(run["id"], "planned_and_finished")
+        read, write = os.pipe()
+        os.close(read)  # `| head` that has already gone
+        command = ("logs", run["id"], "-f")
+        try:
+            done = await trio.run_process(
+                [sys.executable, "-m", "tfward.cli.main", *tfward(daemon).argv(command)],
+                stdout=write,
+                capture_stderr=True,
+                check=False,
+                env={k: v for k, v in os.environ.items() if not k.startswith("TFWARD_")},
+            )
+        finally:
+            os.close(write)
+        assert done.returncode == 141, done.stderr.decode()
+        assert b"Traceback" not in done.stderr, done.stderr.decode()
 
 
 async def test_ctrl_c_while_following_leaves_the_run_alone_and_says_how_to_cancel(

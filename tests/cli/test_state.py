@@ -21,7 +21,13 @@ async def test_state_list_show_download_and_rollback(tmp_path: Path, tfward: Any
 
         shown = json.loads((await cli("state", "show", sv["id"], "--json")).out)
         assert shown["id"] == sv["id"] and "ids" in shown["outputs"]
-        assert "output ids:" in (await cli("state", "show", sv["id"])).out
+        ids = json.dumps(shown["outputs"]["ids"]["value"])  # a list: shown as JSON
+        assert ids.startswith('["')
+        for command in (("state", "show", sv["id"]), ("workspaces", "show", "demo")):
+            lines = (await cli(*command)).out.splitlines()
+            assert [line.split(None, 2)[2] for line in lines if line.startswith("output ids:")] == [
+                ids
+            ], command
 
         target = tmp_path / "out" / "demo.tfstate"
         target.parent.mkdir()

@@ -659,6 +659,79 @@ def test_parse_config_resolves_against_the_given_path(tmp_path: Path) -> None:
     assert config.daemon.data_dir == tmp_path / "sub" / "d"
 
 
+# --- every problem at once --------------------------------------------------------------
+
+SEVERAL = """
+[daemon]
+listen = "nowhere"
+colour = "red"
+max_concurrent_runs = 0
+
+[terraform]
+plan_timeout = "soon"
+
+[[run_task]]
+name = "scan"
+url = "ftp://x"
+
+[[workspace]]
+name = "Bad Name"
+source = "ws"
+
+[[workspace]]
+name = "two"
+source = "missing"
+auto_apply = "yes"
+run_tasks = [{ task = "scan", stages = ["post_plan"] }]
+notifications = ["nope"]
+
+[[api_token]]
+name = "ci"
+role = "root"
+sha256 = "00"
+"""
+
+
+def test_every_problem_of_a_file_is_reported_at_once_table_by_table_then_links(
+    error: Error,
+) -> None:
+    err = error(SEVERAL)
+    assert [p.key_path for p in err.problems] == [
+        "daemon.colour",
+        "daemon.listen",
+        "daemon.max_concurrent_runs",
+        "terraform.plan_timeout",
+        "run_task[0].url",
+        "workspace[0].name",
+        "workspace[1].source",
+        "workspace[1].auto_apply",
+        "api_token[0].role",
+        "workspace[1].notifications[0]",
+    ]
+    # The first problem is the error's own; each is one line naming file and key path.
+    assert (err.key_path, err.file) == ("daemon.colour", err.problems[0].file)
+    lines = str(err).splitlines()
+    assert len(lines) == 10 and all(line.startswith(f"{err.file}: ") for line in lines)
+
+
+def test_a_run_task_with_problems_of_its_own_is_not_also_reported_as_unknown(
+    error: Error,
+) -> None:
+    err = error(SEVERAL)
+    assert not [p for p in err.problems if "unknown run task" in p.message]
+
+
+def test_one_problem_alone_reads_as_before(error: Error) -> None:
+    err = error('[daemon]\nlisten = "nowhere"\n')
+    assert err.problems == (err,)
+    assert str(err) == f"{err.file}: daemon.listen: {err.message}"
+
+
+def test_a_file_with_several_problems_survives_pickling(error: Error) -> None:
+    err = pickle.loads(pickle.dumps(error(SEVERAL)))
+    assert len(err.problems) == 10 and err.key_path == "daemon.colour"
+
+
 # --- immutability and masking -----------------------------------------------------------
 
 

@@ -1,13 +1,20 @@
-"""The HTTP API: bad input gets a clear 4xx (never a 500), actions refused with reasons,
-log streaming, and connections that ask to close are closed."""
+"""The HTTP API: bad input gets a clear 4xx (never a 500), actions refused with reasons (and
+the first of confirm and discard wins), 405 with `Allow`, log streaming, and connections that
+ask to close are closed."""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import trio
 from harness import demo_workspace, running_daemon, write_config
+
+from tfward.config import load_config
+from tfward.daemon.api.app import create_app
 
 
 @pytest.fixture
@@ -152,15 +159,118 @@ async def test_runs_are_refused_with_503_while_the_daemon_stops(config) -> None:
         daemon.stopping = False
 
 
-@pytest.mark.parametrize("wait_timeout", ["-1", "nan", "-inf"])
-async def test_a_negative_or_nan_wait_timeout_answers_at_once_instead_of_a_500(
-    config,  # type: ignore[no-untyped-def]
-    wait_timeout: str,
-) -> None:
+async def test_a_discard_shows_at_once_and_leaves_no_confirm_or_discard_to_offer(config) -> None:  # type: ignore[no-untyped-def]
     async with running_daemon(config) as (daemon, api):
-        run = await api.create_run("demo", operation="plan")
-        response = await api.http.get(
-            f"/api/v1/runs/{run['id']}",
-            params={"wait_status": "applied", "wait_timeout": wait_timeout},
-        )
-        assert response.status_code == 200, response.text
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        response = await api.action(run["id"], "discard", comment="not today")
+        assert response.status_code == 202, response.text
+        answered = response.json()["data"]
+        shown = await api.run(run["id"])  # read right after the 202, before the funnel ran
+        for view in (answered, shown):
+            assert view["actions"] == [], view
+            assert view["discard_requested_by"] == "admin"
+            assert view["discard_reason"] == "not today"
+            assert view["timestamps"]["discard_requested_at"] is not None
+            assert view["confirmed_by"] is None
+        ended = await api.wait(run["id"], "discarded")
+        assert ended["confirmed_by"] is None and ended["timestamps"]["confirmed_at"] is None
+
+
+async def test_a_confirm_after_a_discard_is_refused_naming_the_discard(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        assert (await api.action(run["id"], "discard")).status_code == 202
+        response = await api.action(run["id"], "confirm")
+        assert response.status_code == 409, response.text
+        assert f"cannot confirm run {run['id']}: it was discarded by admin" in response.text
+        assert (await api.wait(run["id"], "discarded"))["confirmed_by"] is None
+
+
+async def test_a_discard_after_a_confirm_is_refused_naming_the_confirm(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        assert (await api.action(run["id"], "confirm")).status_code == 202
+        response = await api.action(run["id"], "discard")
+        assert response.status_code == 409, response.text
+        assert f"cannot discard run {run['id']}: it was confirmed by admin" in response.text
+        ended = await api.wait(run["id"], "applied")
+        assert ended["discard_requested_by"] is None
+
+
+async def test_of_a_confirm_and_a_discard_sent_together_exactly_one_is_accepted(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        run = await api.create_run("demo")
+        await api.wait(run["id"], "apply_pending")
+        answers: dict[str, int] = {}
+
+        async def send(action: str) -> None:
+            answers[action] = (await api.action(run["id"], action)).status_code
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "confirm")
+            nursery.start_soon(send, "discard")
+        assert sorted(answers.values()) == [202, 409], answers
+        winner = "confirm" if answers["confirm"] == 202 else "discard"
+        ended = await api.wait(run["id"], "applied", "discarded")
+        assert ended["status"] == ("applied" if winner == "confirm" else "discarded")
+        assert (ended["confirmed_by"] is None) == (winner == "discard")
+        assert (ended["discard_requested_by"] is None) == (winner == "confirm")
+
+
+JSON_ENDPOINTS = [
+    ("POST", "/api/v1/workspaces/demo/runs"),
+    ("POST", "/api/v1/runs/run-nope/actions/discard"),
+    ("POST", "/api/v1/workspaces/demo/actions/lock"),
+    ("POST", "/api/v1/releases"),
+    ("POST", "/api/v1/releases/rel-nope/actions/cancel"),
+    ("POST", "/api/v1/outbox/ob-nope/actions/retry"),
+]
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+async def test_json_nested_1000_deep_or_with_a_lone_surrogate_gets_a_400_on_every_endpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
+    config.path.write_text(config.path.read_text() + "\n[releases]\nenabled = true\n")
+    config = load_config(config.path)
+    deep_object = b'{"message": ' + DEEP + b"}"
+    async with running_daemon(config) as (daemon, api):
+        for method, path in JSON_ENDPOINTS:
+            for body, words in [
+                (DEEP, "nested deeper than 64 levels"),
+                (deep_object, "nested deeper than 64 levels"),
+                (b'{"message": "\\ud800"}', "lone UTF-16 surrogate"),
+                (b'{"message": "\xff"}', "not UTF-8"),
+            ]:
+                response = await api.http.request(method, path, content=body)
+                assert response.status_code == 400, (path, body[:20], response.text)
+                message = response.json()["error"]["message"]
+                assert words in message and "\n" not in message, (path, message)
+        # A pair of surrogates is one character, and stored as such.
+        pair = b'{"operation": "plan", "message": "\\ud83d\\ude00"}'
+        created = await api.http.post("/api/v1/workspaces/demo/runs", content=pair)
+        assert created.status_code == 201, created.text
+        assert (await api.run(created.json()["data"]["id"]))["message"] == "\N{GRINNING FACE}"
+        callback = "/api/v1/run-task-results/taskrs-nope/callback"
+        assert (await api.http.patch(callback, content=DEEP)).status_code == 404
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_every_route_answers_a_method_it_does_not_take_with_405_and_allow(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        methods: dict[str, set[str]] = defaultdict(set)
+        for found in create_app(daemon).url_map.iter_rules():
+            if found.endpoint != "static":
+                methods[found.rule] |= set(found.methods or ())
+        assert len(methods) > 25
+        for rule, allowed in methods.items():
+            path = re.sub(r"<(?:\w+:)?(\w+)>", "x", rule)
+            for method in ("PUT", "DELETE", "TRACE"):
+                response = await api.http.request(method, path)
+                assert response.status_code == 405, (method, rule, response.text)
+                shown = {m.strip() for m in response.headers.get("allow", "").split(",")}
+                assert shown == allowed, (method, rule)

@@ -38,6 +38,9 @@ def _config(tmp_path: Path, service: TaskService) -> Any:
     )
 
 
+LONE_SURROGATE = b'{"data": {"attributes": {"status": "passed", "message": "\\ud800"}}}'
+
+
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -82,6 +85,9 @@ async def test_callbacks_answer_as_the_protocol_says(
             ("not the issued one", _bearer(_mint(daemon, one)), passed, 401),
             ("other result's", _bearer(two.token), passed, 403),
             ("not JSON", _bearer(one.token), b"{nope", 422),
+            ("nested 1,000 deep", _bearer(one.token), b"[" * 1000 + b"]" * 1000, 422),
+            ("nested 1,000 deep, no token", {}, b"[" * 1000 + b"]" * 1000, 401),
+            ("a lone surrogate", _bearer(one.token), LONE_SURROGATE, 422),
             ("unknown status", _bearer(one.token), callback_body("done"), 422),
             ("outcome body over 1 MB", _bearer(one.token), huge, 422),
         ]
@@ -89,6 +95,7 @@ async def test_callbacks_answer_as_the_protocol_says(
             kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
             response = await api.http.patch(url, headers=headers, **kwargs)
             assert response.status_code == status, (what, response.text)
+            assert "\n" not in response.json()["error"]["message"], what
         unknown = await api.http.patch(
             url.replace(one.payload["task_result_id"], "taskrs-nope"),
             headers=_bearer(one.token),

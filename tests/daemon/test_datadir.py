@@ -80,7 +80,8 @@ async def test_a_second_daemon_exits_2_at_once_naming_the_pid_and_the_first_appl
 async def test_a_second_daemon_on_the_same_port_is_refused_by_the_lock_not_by_the_socket(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, [], daemon={"listen": f"127.0.0.1:{free_port()}"})
+    listen = {"listen": f"127.0.0.1:{free_port()}"}
+    config = write_config(tmp_path, [demo_workspace(tmp_path)], daemon=listen)
     async with trio.open_nursery() as nursery:
         first = DaemonProcess(config)
         await first.start(nursery)

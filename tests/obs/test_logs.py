@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness import demo_workspace, running_daemon, write_config
+import trio
+from harness import DaemonProcess, demo_workspace, running_daemon, write_config
 
 from tfward.obs import logs
 
@@ -70,3 +72,32 @@ async def test_the_daemon_logs_a_run_with_its_run_id_workspace_and_stage(tmp_pat
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     finished = [e for e in lines if e.get("run_id") == run["id"] and "finished" in e["message"]]
     assert finished and finished[0]["workspace"] == "demo" and finished[0]["stage"]
+
+
+async def test_serve_logs_only_json_lines_without_library_noise_and_ends_with_stopped(
+    tmp_path: Path,
+) -> None:
+    """`tfward serve` as a process, first start (the schema is created) to a drained SIGTERM:
+    every line of its output (stderr merged in) is one JSON object."""
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=1)])
+    daemon = DaemonProcess(config)
+    async with trio.open_nursery() as nursery:
+        await daemon.start(nursery)
+        async with daemon.client() as client:
+            run = (await client.post("/api/v1/workspaces/demo/runs", json={})).json()["data"]
+            await client.get(
+                f"/api/v1/runs/{run['id']}",
+                params={"wait_status": "apply_pending", "wait_timeout": "60"},
+                timeout=70,
+            )
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    lines = daemon.output.decode().splitlines()
+    entries = [json.loads(line) for line in lines]  # a plain-text line fails here
+    messages = [e["message"] for e in entries]
+    assert not [m for m in messages if "setup plugin" in m or "Context impl" in m], messages
+    assert [e["logger"] for e in entries if "Running on http" in e["message"]] == [
+        "hypercorn.error"
+    ]
+    assert any(m.startswith("database schema migrated from empty to ") for m in messages)
+    assert entries[-1]["message"] == "tfward stopped (received SIGTERM)", messages[-3:]

@@ -1,5 +1,6 @@
-"""The release API's answers to bad requests (422 naming what is wrong, 404, 409, 503), and the
-switch: with `[releases]` off the executor does not start and creating a release is refused."""
+"""The release API's answers to bad requests (422 naming what is wrong, 404 for an unknown
+configuration version, 409, 503), and the switch: with `[releases]` off the executor does not
+start and creating a release is refused."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from releases.support import demo, release_config
         ({"batches": [["dev-a"]], "variables": ["x"]}, 422, "field 'variables'"),
         (
             {"batches": [["dev-a"]], "configuration_version_id": "cv-nope"},
-            422,
+            404,
             "configuration version cv-nope not found",
         ),
         (
@@ -76,7 +77,7 @@ async def test_a_bad_release_request_is_refused_with_what_is_wrong(
         ("get", "/api/v1/releases/rel-nope", 404, "release rel-nope not found"),
         ("post", "/api/v1/releases/rel-nope/actions/cancel", 404, "release rel-nope not found"),
         ("post", "/api/v1/releases/rel-nope/actions/explode", 404, "unknown release action"),
-        ("get", "/api/v1/releases?status=nope", 422, "query 'status'"),
+        ("get", "/api/v1/releases?status=nope", 422, "query parameter 'status'"),
     ],
 )
 async def test_unknown_releases_and_actions_are_404(

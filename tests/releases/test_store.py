@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from tfward.errors import BadRequest, InvalidTransition
+from tfward.errors import BadRequest, InvalidTransition, NotFound
 from tfward.ids import now
 from tfward.releases import model
 from tfward.releases.model import ItemStatus, Release, ReleaseStatus
@@ -89,17 +89,25 @@ def test_a_release_is_stored_with_its_items_by_batch(store: Store, ws_ids: dict[
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("kwargs", "error", "words"),
     [
-        ({"batches": [["dev-a", "nope"]]}, "unknown workspaces: nope"),
-        ({"configuration_version_id": "cv-nope"}, "configuration version cv-nope not found"),
+        ({"batches": [["dev-a", "nope"]]}, BadRequest, "unknown workspaces: nope"),
+        (
+            {"configuration_version_id": "cv-nope"},
+            NotFound,
+            "configuration version cv-nope not found",
+        ),
     ],
 )
 def test_a_release_naming_what_does_not_exist_is_refused(
-    store: Store, ws_ids: dict[str, str], kwargs: dict[str, object], words: str
+    store: Store,
+    ws_ids: dict[str, str],
+    kwargs: dict[str, object],
+    error: type[Exception],
+    words: str,
 ) -> None:
     body = {"name": "r", "batches": [["dev-a"]], **kwargs}
-    with pytest.raises(BadRequest, match=words):
+    with pytest.raises(error, match=words):
         store.run_sync(lambda c: release_store.create_release(c, **body))  # type: ignore[arg-type]
 
 

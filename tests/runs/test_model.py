@@ -192,6 +192,7 @@ REFUSAL_REASONS: dict[tuple[str, str], str] = {
     "(held by run-other)",
     ("apply_pending", "confirm:lock_not_held"): "no longer held by this run (not locked)",
     ("apply_pending_confirmed", "discard"): "it was confirmed by alice at",
+    ("applying", "discard"): "it was confirmed by alice at",
     ("apply_pending", "cancel"): "it is apply_pending; discard it instead",
     ("apply_pending_confirmed", "cancel"): "confirmed and starts applying at once: cancel it then",
     ("planning", "force_cancel"): "cancel it first",

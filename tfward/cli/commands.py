@@ -1,12 +1,15 @@
 """The `tfward` commands that talk to a running daemon, plus `token create`: their arguments
 and the dispatch that turns every failure into an exit code and a message on stderr.
 
-    tfward workspaces [show NAME]            tfward lock NAME [--reason R] / unlock NAME [--force]
-    tfward plan|apply|destroy NAME           tfward runs [NAME], run show ID, logs ID [-f]
-    tfward confirm|discard ID, cancel ID [--force]
-    tfward state list NAME | show SV_ID | download SV_ID [-o FILE] | rollback NAME SV_ID
+    tfward workspaces [show WORKSPACE]   tfward lock WORKSPACE [--reason R], unlock WORKSPACE
+    tfward plan|apply|destroy WORKSPACE  tfward runs [WORKSPACE], run show RUN_ID, logs RUN_ID
+    tfward confirm|discard RUN_ID, cancel RUN_ID [--force]
+    tfward state list WORKSPACE | show SV_ID | download SV_ID [-o FILE] | rollback WORKSPACE SV_ID
     tfward audit [--action A] [--limit N]     what admins did
     tfward token create --name N --role read|plan|apply|admin
+
+Positional arguments are named the same in every command: WORKSPACE, RUN_ID, SV_ID (and
+REL_ID for `tfward release`), each added by one of the helpers below.
 
 Exit codes: 0 success, 1 the run failed (or applied_state_error), 2 usage or config error or a
 request the daemon refused, 3 the run was cancelled or discarded, 4 the daemon is unreachable,
@@ -43,6 +46,18 @@ COMMANDS = frozenset(
     }
 )
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def workspace_arg(parser: argparse.ArgumentParser, **extra: Any) -> None:
+    parser.add_argument("name", metavar="WORKSPACE", help="a workspace name", **extra)
+
+
+def run_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", metavar="RUN_ID", help="a run id (run-...)")
+
+
+def state_version_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sv_id", metavar="SV_ID", help="a state version id (sv-...)")
 
 
 def common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -86,7 +101,7 @@ def add_parsers(sub: Any) -> None:
 
     ws = command("workspaces", workspaces.list_workspaces, "list workspaces", both)
     ws_sub = ws.add_subparsers(dest="ws_command", required=False)
-    ws_sub.add_parser("show", parents=both, help="one workspace").add_argument("name")
+    workspace_arg(ws_sub.add_parser("show", parents=both, help="one workspace"))
 
     for name, what in (
         ("plan", "a speculative plan"),
@@ -94,7 +109,7 @@ def add_parsers(sub: Any) -> None:
         ("destroy", "plan a destroy, confirm, apply"),
     ):
         p = command(name, runs.start, f"{what} of a workspace, followed live", [conn])
-        p.add_argument("name", metavar="WORKSPACE")
+        workspace_arg(p)
         p.add_argument("-m", "--message", default="", help="a note stored on the run")
         p.add_argument("--target", action="append", metavar="ADDR", help="terraform -target")
         if name != "plan":
@@ -110,13 +125,15 @@ def add_parsers(sub: Any) -> None:
             )
 
     p = command("runs", runs.list_runs, "list runs, newest first", both)
-    p.add_argument("name", nargs="?", metavar="WORKSPACE", help="default: all workspaces")
-    p.add_argument("--limit", type=int, default=20)
-    p = command("run", runs.show_run, "show a run (`run show ID`)", both)
-    p.add_argument("verb", choices=["show"])
-    p.add_argument("run_id", metavar="ID")
+    p.add_argument(
+        "name", nargs="?", metavar="WORKSPACE", help="a workspace name (default: all of them)"
+    )
+    p.add_argument("--limit", type=int, default=20, help="at most this many (1 to 1000)")
+    p = command("run", runs.show_run, "show a run (`run show RUN_ID`)", both)
+    p.add_argument("verb", choices=["show"], help="what to do with the run")
+    run_arg(p)
     p = command("logs", runs.logs, "a run's log", [conn])
-    p.add_argument("run_id", metavar="ID")
+    run_arg(p)
     p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     for name, what in (
         ("confirm", "apply a run's plan"),
@@ -124,29 +141,29 @@ def add_parsers(sub: Any) -> None:
         ("cancel", "stop a run"),
     ):
         p = command(name, runs.action, what, both)
-        p.add_argument("run_id", metavar="ID")
+        run_arg(p)
         if name == "cancel":
             p.add_argument(
                 "--force", action="store_true", help="kill terraform now (after a cancel)"
             )
 
     p = command("lock", workspaces.lock, "lock a workspace: no new runs start", both)
-    p.add_argument("name", metavar="WORKSPACE")
-    p.add_argument("--reason", default="")
+    workspace_arg(p)
+    p.add_argument("--reason", default="", help="why, shown with the lock")
     p = command("unlock", workspaces.lock, "unlock a workspace", both)
-    p.add_argument("name", metavar="WORKSPACE")
+    workspace_arg(p)
     p.add_argument("--force", action="store_true", help="also a lock someone else holds")
 
     st = command("state", state.state, "state versions", [])
     st_sub = st.add_subparsers(dest="state_command", required=True)
-    st_sub.add_parser("list", parents=both, help="a workspace's versions").add_argument("name")
-    st_sub.add_parser("show", parents=both, help="one version").add_argument("sv_id")
+    workspace_arg(st_sub.add_parser("list", parents=both, help="a workspace's versions"))
+    state_version_arg(st_sub.add_parser("show", parents=both, help="one version"))
     p = st_sub.add_parser("download", parents=[conn], help="the raw state file")
-    p.add_argument("sv_id")
+    state_version_arg(p)
     p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
     p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
-    p.add_argument("name", metavar="WORKSPACE")
-    p.add_argument("sv_id")
+    workspace_arg(p)
+    state_version_arg(p)
 
     p = command("audit", audit.list_events, "what admins did, newest first (role admin)", both)
     # The daemon checks the name (and lists the actions when it is wrong): the CLI stays
@@ -154,11 +171,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--action", help="only this action, e.g. force_unlock, state_download")
     p.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
 
-    tok = sub.add_parser("token", help="API tokens (made locally)")
+    tok = sub.add_parser(
+        "token",
+        help="API tokens (made locally)",
+        description="Make API tokens for the config's [[api_token]] entries; no daemon needed.",
+    )
     tok_sub = tok.add_subparsers(dest="token_command", required=True)
     p = tok_sub.add_parser("create", parents=[out], help="a new token and its config entry")
-    p.add_argument("--name", required=True)
-    p.add_argument("--role", required=True, choices=tokens.ROLES)
+    p.add_argument("--name", required=True, help="recorded on what the token's holder does")
+    p.add_argument("--role", required=True, choices=tokens.ROLES, help="what it may do")
     p.set_defaults(handler=None)
 
 

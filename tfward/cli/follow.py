@@ -38,7 +38,14 @@ def is_terminal(run: Mapping[str, Any]) -> bool:
 
 
 def needs_decision(run: Mapping[str, Any]) -> bool:
-    return run["status"] == "apply_pending" and run["timestamps"]["confirmed_at"] is None
+    """Whether the run waits for someone to confirm or discard it: not once either was asked
+    for (the daemon records both at once; the run moves on a moment later)."""
+    ts = run["timestamps"]
+    return (
+        run["status"] == "apply_pending"
+        and ts["confirmed_at"] is None
+        and ts.get("discard_requested_at") is None
+    )
 
 
 @dataclass
@@ -195,8 +202,9 @@ async def _settle(log: _Log) -> None:
 
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The exception a user should see: Ctrl-C first, then the CLI's own error."""
-    for wanted in (KeyboardInterrupt, CliError):
+    """The exception a user should see: Ctrl-C first, then a closed stdout (`| head`), then
+    the CLI's own error."""
+    for wanted in (KeyboardInterrupt, BrokenPipeError, CliError):
         matched, _ = group.split(wanted)
         if matched is not None:
             leaf: BaseException = matched

@@ -47,7 +47,12 @@ class _Refused(Exception):
 
 def add_parser(sub: Any) -> None:
     """Add `release` and its subcommands to the `tfward` command's subparsers."""
-    release = sub.add_parser("release", help="roll a change through batches of workspaces")
+    release = sub.add_parser(
+        "release",
+        help="roll a change through batches of workspaces",
+        description="Roll a change through batches of workspaces, one batch after another "
+        "(README: Releases).",
+    )
     commands = release.add_subparsers(dest="release_command", required=True)
     url, _ = common_options()
     output = argparse.ArgumentParser(add_help=False)
@@ -62,7 +67,7 @@ def add_parser(sub: Any) -> None:
         metavar="WS[,WS...]",
         help="one batch of workspaces; repeat for each batch, in order",
     )
-    create.add_argument("--name", default="")
+    create.add_argument("--name", default="", help="a name to find it by")
     create.add_argument(
         "--configuration-version", metavar="CV_ID", help="apply this configuration version"
     )
@@ -73,11 +78,11 @@ def add_parser(sub: Any) -> None:
         "--var-json", action="append", default=[], metavar="NAME=JSON", help="any variable"
     )
     show = commands.add_parser("show", parents=[url, output], help="show a release by batch")
-    show.add_argument("release_id")
+    show.add_argument("release_id", metavar="REL_ID", help="a release id (rel-...)")
     listing = commands.add_parser("list", parents=[url], help="list releases, newest first")
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
     cancel = commands.add_parser("cancel", parents=[url], help="cancel a release")
-    cancel.add_argument("release_id")
+    cancel.add_argument("release_id", metavar="REL_ID", help="a release id (rel-...)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,7 +44,18 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def output_value(output: Mapping[str, Any]) -> str:
+    """A state output as terraform shows values: a string as it is, anything else as JSON
+    (`["a", "b"]`, `true`, `null`), a sensitive one as `(sensitive)`."""
+    if output.get("sensitive"):
+        return "(sensitive)"
+    value = output.get("value")
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def parse_time(value: str | None) -> datetime | None:

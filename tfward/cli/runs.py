@@ -64,21 +64,31 @@ def start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def live(settings: Settings, run: dict[str, Any], progress: Progress, *, auto_approve: bool) -> int:
-    """Follow the run; confirm or discard it when it waits (asking on a TTY)."""
-    shown = 0
+    """Follow the run; confirm or discard it when it waits (asking on a TTY). After a discard
+    it is followed to its end without asking again; after a confirm it may be asked again
+    only if the run was planned again (a lost or stale plan)."""
+    shown, discarded = 0, False
     try:
         while True:
             run, shown = trio.run(
-                functools.partial(follow, settings, run["id"], progress, skip=shown)
+                functools.partial(
+                    follow,
+                    settings,
+                    run["id"],
+                    progress,
+                    skip=shown,
+                    stop_for_decision=not discarded,
+                )
             )
-            if not needs_decision(run):
+            if discarded or not needs_decision(run):
                 break
             decision = "confirm" if auto_approve else _ask(run, progress)
             if decision is None:
                 progress.message(_waiting_hint(run["id"]))
                 return EXIT_OK
             with Api(settings) as api:
-                api.post(f"/api/v1/runs/{run['id']}/actions/{decision}")
+                run = api.post(f"/api/v1/runs/{run['id']}/actions/{decision}")
+            discarded = decision == "discard"
             progress.message(
                 f"tfward: {'confirmed, applying' if decision == 'confirm' else 'discarding'}"
             )
@@ -178,9 +188,7 @@ def show_run(args: argparse.Namespace, settings: Settings) -> int:
         print(as_json(run))
         return EXIT_OK
     ts = run["timestamps"]
-    kind = run["error_kind"] or "error"
-    kind += f" ({run['error_class']})" if run["error_class"] else ""
-    error = run["error_message"] and f"{kind}: {run['error_message']}"
+    discarded = ts.get("discard_requested_at")
     print(
         fields(
             [
@@ -191,11 +199,15 @@ def show_run(args: argparse.Namespace, settings: Settings) -> int:
                 ("message", run["message"] or None),
                 ("changes", changes(run)),
                 ("config", configuration(run)),
-                ("error", error or None),
+                _ending(run),
                 ("created", f"{ts['created_at']} by {run['created_by'] or '-'}"),
                 (
                     "confirmed",
                     ts["confirmed_at"] and f"{ts['confirmed_at']} by {run['confirmed_by']}",
+                ),
+                (
+                    "discarded",
+                    discarded and f"{discarded} by {run.get('discard_requested_by') or '-'}",
                 ),
                 (
                     "plan expires",
@@ -221,6 +233,20 @@ def configuration(run: dict[str, Any]) -> str | None:
     sha = run["configuration_sha256"]
     text = str(run["configuration_version_id"]) + (f" (sha256 {sha[:12]})" if sha else "")
     return text + (", chosen for this run" if run["configuration_pinned"] else "")
+
+
+def _ending(run: dict[str, Any]) -> tuple[str, str | None]:
+    """`error: apply (transient): ...` for a failure, with its error class when known; for a
+    run stopped on purpose (cancel, discard, plan expiry), `reason: ...`. Never the label
+    twice."""
+    message = run["error_message"]
+    if not message:
+        return "error", None
+    if run["error_kind"]:
+        kind = run["error_kind"] + (f" ({run['error_class']})" if run["error_class"] else "")
+        return "error", f"{kind}: {message}"
+    stopped = run["status"] in ("cancelled", "force_cancelled", "discarded")
+    return ("reason" if stopped else "error"), message
 
 
 def logs(args: argparse.Namespace, settings: Settings) -> int:
@@ -259,9 +285,10 @@ def action(args: argparse.Namespace, settings: Settings) -> int:
         text = f"run {rid}: discarded; its plan will not be applied"
     elif is_terminal(run):
         text = f"run {rid}: {run['status']}"
+    elif name == "force-cancel":
+        text = f"run {rid}: force-cancel requested ({run['status']}): terraform is killed now"
     else:
         text = f"run {rid}: cancel requested ({run['status']})"
-        if name == "cancel":
-            text += f"; if it does not stop, `tfward cancel --force {rid}` kills terraform"
+        text += f"; if it does not stop, `tfward cancel --force {rid}` kills terraform"
     print(text)
     return EXIT_OK

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import EXIT_OK, EXIT_USAGE, Api, CliError, Settings
-from .render import ago, as_json, fields, table
+from .render import ago, as_json, fields, output_value, table
 
 
 def state(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,7 +66,7 @@ def _details(sv: dict[str, Any]) -> str:
         ("created", sv["created_at"]),
     ]
     for name, out in sv["outputs"].items():
-        pairs.append((f"output {name}", "(sensitive)" if out["sensitive"] else out["value"]))
+        pairs.append((f"output {name}", output_value(out)))
     return fields(pairs)
 
 

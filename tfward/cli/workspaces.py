@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .client import EXIT_OK, Api, Settings
-from .render import as_json, fields, table, where
+from .render import as_json, fields, output_value, table, where
 
 
 def list_workspaces(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,7 +64,7 @@ def _details(ws: dict[str, Any]) -> str:
         ("state", f"{sv['id']} ({_state(ws)}, {sv['kind']}, {sv['created_at']})" if sv else "none"),
     ]
     for name, out in (sv or {}).get("outputs", {}).items():
-        pairs.append((f"output {name}", "(sensitive)" if out["sensitive"] else out["value"]))
+        pairs.append((f"output {name}", output_value(out)))
     return fields(pairs)
 
 

@@ -4,11 +4,14 @@ outbox, releases, run triggers and drift checks.
 `parse_integrations` reads the top-level `[[run_task]]`, `[[notification]]`, `[outbox]` and
 `[releases]` tables; `workspace_links` reads a workspace's `run_tasks`, `notifications`,
 `triggers_runs_in`, `auto_apply_run_trigger` and `drift_check`; `check_links` then checks every
-name refers to something defined and that run triggers form no cycle.
+name refers to something defined and that run triggers form no cycle. Problems are noted on
+the context and reading goes on (reading.py), so all of them are reported together; a name
+that is defined, even by an entry with problems of its own, is not reported again as unknown.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,42 +74,60 @@ def parse_integrations(root: Table) -> Integrations:
 
 
 def workspace_links(t: Table) -> WorkspaceLinks:
+    attempt = t.ctx.attempt
+    trigger = attempt(lambda: t.get("auto_apply_run_trigger", bool, "a boolean"), None)
     return WorkspaceLinks(
-        run_tasks=_attachments(t),
-        notifications=_names(t, "notifications"),
-        triggers_runs_in=_names(t, "triggers_runs_in"),
-        auto_apply_run_trigger=default(t.get("auto_apply_run_trigger", bool, "a boolean"), False),
-        drift_check=t.duration("drift_check"),
+        run_tasks=attempt(lambda: _attachments(t), ()),
+        notifications=attempt(lambda: _names(t, "notifications"), ()),
+        triggers_runs_in=attempt(lambda: _names(t, "triggers_runs_in"), ()),
+        auto_apply_run_trigger=default(trigger, False),
+        drift_check=attempt(lambda: t.duration("drift_check"), None),
     )
 
 
 def check_links(root: Table, found: Integrations, workspaces: Sequence[WorkspaceConfig]) -> None:
-    """Every referenced task, destination and workspace exists; run triggers have no cycle."""
-    tasks = {task.name for task in found.run_tasks}
-    destinations = {d.name for d in found.notifications}
-    names = {ws.name for ws in workspaces}
-    for i, ws in enumerate(workspaces):
-        path = f"workspace[{i}]"
+    """Every referenced task, destination and workspace exists; run triggers have no cycle.
+    Each problem is noted on the context."""
+    tasks = {task.name for task in found.run_tasks} | _defined(root, "run_task")
+    destinations = {d.name for d in found.notifications} | _defined(root, "notification")
+    names = {ws.name for ws in workspaces} | _defined(root, "workspace")
+    index = _indexes(root)
+    for ws in workspaces:
+        path = f"workspace[{index[ws.name]}]"
         for j, attachment in enumerate(ws.run_tasks):
             if attachment.task not in tasks:
-                raise root.ctx.error(
-                    f"{path}.run_tasks[{j}].task", _unknown("run task", attachment.task, tasks)
-                )
+                message = _unknown("run task", attachment.task, tasks)
+                root.ctx.note(root.ctx.error(f"{path}.run_tasks[{j}].task", message))
         for key, refs, known in (
             ("notifications", ws.notifications, destinations),
             ("triggers_runs_in", ws.triggers_runs_in, names),
         ):
+            what = "notification destination" if key == "notifications" else "workspace"
             for j, ref in enumerate(refs):
                 if ref not in known:
-                    what = "notification destination" if key == "notifications" else "workspace"
-                    raise root.ctx.error(f"{path}.{key}[{j}]", _unknown(what, ref, known))
+                    root.ctx.note(root.ctx.error(f"{path}.{key}[{j}]", _unknown(what, ref, known)))
     cycle = _trigger_cycle({ws.name: ws.triggers_runs_in for ws in workspaces})
     if cycle:
-        index = next(i for i, ws in enumerate(workspaces) if ws.name == cycle[0])
-        raise root.ctx.error(
-            f"workspace[{index}].triggers_runs_in",
-            "run triggers form a cycle: " + " -> ".join(cycle),
-        )
+        message = "run triggers form a cycle: " + " -> ".join(cycle)
+        root.ctx.note(root.ctx.error(f"workspace[{index[cycle[0]]}].triggers_runs_in", message))
+
+
+def _defined(root: Table, key: str) -> set[str]:
+    """The names the file gives the entries of `[[key]]`, also of entries that have problems."""
+    items = root.data.get(key)
+    if not isinstance(items, list):
+        return set()
+    return {i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)}
+
+
+def _indexes(root: Table) -> dict[str, int]:
+    """Workspace name -> the index of its first `[[workspace]]` table."""
+    items = root.data.get("workspace")
+    found: dict[str, int] = {}
+    for index, item in enumerate(items if isinstance(items, list) else ()):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            found.setdefault(item["name"], index)
+    return found
 
 
 def _unknown(what: str, name: str, known: set[str]) -> str:
@@ -138,24 +159,34 @@ def _trigger_cycle(edges: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def _named(root: Table, key: str, allowed: frozenset[str], build: Any) -> list[Any]:
-    items = root.get(key, list, f"an array of tables ([[{key}]])") or []
+    """The `[[key]]` entries built by `build(table, name)`; an entry with a problem is noted
+    and left out."""
+    items = root.ctx.attempt(lambda: root.get(key, list, f"an array of tables ([[{key}]])"), None)
     built: list[Any] = []
     seen: dict[str, int] = {}
-    for index, item in enumerate(items):
+    for index, item in enumerate(items or ()):
         path = f"{key}[{index}]"
         if not isinstance(item, dict):
-            raise root.ctx.error(path, expected("a table", item))
+            root.ctx.note(root.ctx.error(path, expected("a table", item)))
+            continue
         table = Table(root.ctx, item, path, allowed)
-        name = required(table, table.string("name"), "name")
-        if not _NAME.fullmatch(name):
-            raise table.fail("name", f"expected 1-64 of a-z, 0-9, _ and -, got {quote(name)}")
-        if name in seen:
-            raise table.fail(
-                "name", f"duplicate name {quote(name)}, also used by {key}[{seen[name]}]"
-            )
+        name = root.ctx.attempt(functools.partial(_entry_name, table, key, seen), None)
+        if name is None:
+            continue
         seen[name] = index
-        built.append(build(table, name))
+        entry = root.ctx.attempt(functools.partial(build, table, name), None)
+        if entry is not None:
+            built.append(entry)
     return built
+
+
+def _entry_name(table: Table, key: str, seen: Mapping[str, int]) -> str:
+    name = required(table, table.string("name"), "name")
+    if not _NAME.fullmatch(name):
+        raise table.fail("name", f"expected 1-64 of a-z, 0-9, _ and -, got {quote(name)}")
+    if name in seen:
+        raise table.fail("name", f"duplicate name {quote(name)}, also used by {key}[{seen[name]}]")
+    return name
 
 
 def _url(t: Table) -> str:
@@ -214,18 +245,20 @@ def _notification(t: Table, name: str) -> NotificationConfig:
 
 
 def _outbox(t: Table) -> OutboxConfig:
+    attempt = t.ctx.attempt
     return OutboxConfig(
-        concurrency=_count(t, "concurrency", 8, minimum=1),
-        lease=default(t.duration("lease"), 300.0),
-        retries=_count(t, "retries", 10),
-        keep=default(t.duration("keep"), KEEP_DEFAULT),
+        concurrency=attempt(lambda: _count(t, "concurrency", 8, minimum=1), 8),
+        lease=default(attempt(lambda: t.duration("lease"), None), 300.0),
+        retries=attempt(lambda: _count(t, "retries", 10), 10),
+        keep=default(attempt(lambda: t.duration("keep"), None), KEEP_DEFAULT),
     )
 
 
 def _releases(t: Table) -> ReleasesConfig:
+    attempt = t.ctx.attempt
     return ReleasesConfig(
-        enabled=default(t.get("enabled", bool, "a boolean"), False),
-        max_parallel_per_batch=_count(t, "max_parallel_per_batch", 0),
+        enabled=default(attempt(lambda: t.get("enabled", bool, "a boolean"), None), False),
+        max_parallel_per_batch=attempt(lambda: _count(t, "max_parallel_per_batch", 0), 0),
     )
 
 

@@ -2,14 +2,18 @@
 
 Validation is strict on purpose: an unknown key is nearly always a typo, and a typo in a
 daemon that applies infrastructure is better caught at startup than in the middle of a run.
-Every problem raises ``ConfigError`` naming the file, the key path (``workspace[1].vars.x``)
-and what was expected versus what was found. The first problem found is reported.
+Every problem is a ``ConfigError`` naming the file, the key path (``workspace[1].vars.x``)
+and what was expected versus what was found. Problems are collected (reading.py's
+``Context.attempt``): the file is refused with all of them at once, table by table in the
+order of the sections below, then the references between tables (run tasks, destinations,
+run triggers).
 
 Loading has no side effects: directories (data_dir, plugin cache) are not created here.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -131,7 +135,9 @@ def parse_config(text: str, path: Path) -> Config:
     terraform = _terraform(root.table("terraform", _TERRAFORM_KEYS), daemon.data_dir)
     linked = integrations.parse_integrations(root)
     workspaces = _workspaces(root, terraform)
-    integrations.check_links(root, linked, workspaces)
+    api_tokens = tokens.parse_api_tokens(root)
+    integrations.check_links(root, linked, workspaces)  # once every table has been read
+    ctx.check()  # every problem found above, at once
     return Config(
         path=absolute,
         daemon=daemon,
@@ -141,7 +147,7 @@ def parse_config(text: str, path: Path) -> Config:
         notifications=linked.notifications,
         outbox=linked.outbox,
         releases=linked.releases,
-        api_tokens=tokens.parse_api_tokens(root),
+        api_tokens=api_tokens,
     )
 
 
@@ -149,19 +155,22 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def _daemon(t: _Table) -> DaemonConfig:
-    listen = _default(t.string("listen"), _DEFAULT_LISTEN)
-    host, port = _listen(t, listen)
-    data_dir = _default(t.path("data_dir"), t.ctx.resolve("var"))
+    attempt = t.ctx.attempt
+    listen = attempt(lambda: _default(t.string("listen"), _DEFAULT_LISTEN), _DEFAULT_LISTEN)
+    host, port = attempt(lambda: _listen(t, listen), ("127.0.0.1", 8700))
+    var = t.ctx.resolve("var")
+    data_dir = attempt(lambda: _default(t.path("data_dir"), var), var)
+    grace = attempt(lambda: t.duration("shutdown_grace", positive=False), None)
     return DaemonConfig(
         listen_host=host,
         listen_port=port,
         data_dir=data_dir,
-        database_url=_database_url(t, data_dir),
-        public_url=_public_url(t, listen),
-        organization=_organization(t),
-        max_concurrent_runs=_count(t, "max_concurrent_runs", 4, minimum=1),
-        shutdown_grace=_default(t.duration("shutdown_grace", positive=False), 600.0),
-        secret_key_file=t.path("secret_key_file"),
+        database_url=attempt(lambda: _database_url(t, data_dir), ""),
+        public_url=attempt(lambda: _public_url(t, listen), ""),
+        organization=attempt(lambda: _organization(t), "default"),
+        max_concurrent_runs=attempt(lambda: _count(t, "max_concurrent_runs", 4, minimum=1), 4),
+        shutdown_grace=_default(grace, 600.0),
+        secret_key_file=attempt(lambda: t.path("secret_key_file"), None),
     )
 
 
@@ -216,20 +225,26 @@ def _organization(t: _Table) -> str:
 
 
 def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
+    attempt = t.ctx.attempt
+
+    def duration(key: str, fallback: float, *, positive: bool = True) -> float:
+        return _default(attempt(lambda: t.duration(key, positive=positive), None), fallback)
+
+    cache = data_dir / "plugin-cache"
     return TerraformConfig(
-        binary=_binary(t),
-        plugin_cache_dir=_default(t.path("plugin_cache_dir"), data_dir / "plugin-cache"),
-        cli_config_file=_cli_config_file(t),
+        binary=attempt(lambda: _binary(t), "terraform"),
+        plugin_cache_dir=attempt(lambda: _default(t.path("plugin_cache_dir"), cache), cache),
+        cli_config_file=attempt(lambda: _cli_config_file(t), None),
         dev_overrides=_dev_overrides(t),
-        cancel_grace=_default(t.duration("cancel_grace", positive=False), 30.0),
-        init_timeout=_default(t.duration("init_timeout"), 600.0),
-        plan_timeout=_default(t.duration("plan_timeout"), 3600.0),
-        apply_timeout=_default(t.duration("apply_timeout"), 7200.0),
-        plan_expiry=_default(t.duration("plan_expiry"), 86400.0),
-        stage_timeout=_default(t.duration("stage_timeout"), 600.0),
-        init_retries=_count(t, "init_retries", 3),
-        init_retry_interval=_default(t.duration("init_retry_interval"), 5.0),
-        hook_timeout=_default(t.duration("hook_timeout"), 600.0),
+        cancel_grace=duration("cancel_grace", 30.0, positive=False),
+        init_timeout=duration("init_timeout", 600.0),
+        plan_timeout=duration("plan_timeout", 3600.0),
+        apply_timeout=duration("apply_timeout", 7200.0),
+        plan_expiry=duration("plan_expiry", 86400.0),
+        stage_timeout=duration("stage_timeout", 600.0),
+        init_retries=attempt(lambda: _count(t, "init_retries", 3), 3),
+        init_retry_interval=duration("init_retry_interval", 5.0),
+        hook_timeout=duration("hook_timeout", 600.0),
     )
 
 
@@ -297,15 +312,22 @@ def _cli_config_file(t: _Table) -> Path | None:
     return path
 
 
+def _override(overrides: _Table, source: str) -> Path:
+    return _required(overrides, overrides.path(source), source)
+
+
 def _dev_overrides(t: _Table) -> dict[str, Path]:
     overrides = t.free_table("dev_overrides")
     result: dict[str, Path] = {}
     for source in overrides.data:
         if not _PROVIDER_SOURCE.fullmatch(source):
             expected = 'expected a provider source such as "example.com/namespace/name"'
-            raise overrides.fail(source, f"{expected}, got {_quote(source)}")
+            t.ctx.note(overrides.fail(source, f"{expected}, got {_quote(source)}"))
+            continue
         # The directory may be built after the config is written, so it need not exist yet.
-        result[source] = _required(overrides, overrides.path(source), source)
+        found = t.ctx.attempt(functools.partial(_override, overrides, source), None)
+        if found is not None:
+            result[source] = found
     return result
 
 
@@ -313,41 +335,65 @@ def _dev_overrides(t: _Table) -> dict[str, Path]:
 
 
 def _workspaces(root: _Table, terraform: TerraformConfig) -> tuple[WorkspaceConfig, ...]:
-    raw = root.get("workspace", list, "an array of tables ([[workspace]])")
+    raw = root.ctx.attempt(
+        lambda: root.get("workspace", list, "an array of tables ([[workspace]])"), None
+    )
     workspaces: list[WorkspaceConfig] = []
     first_index: dict[str, int] = {}
     for index, item in enumerate(raw or ()):
         path = f"workspace[{index}]"
         if not isinstance(item, dict):
-            raise root.ctx.error(path, _expected("a table", item))
+            root.ctx.note(root.ctx.error(path, _expected("a table", item)))
+            continue
         workspace = _workspace(_Table(root.ctx, item, path, _WORKSPACE_KEYS), terraform)
+        if workspace is None:
+            continue
         if workspace.name in first_index:
             other = f"workspace[{first_index[workspace.name]}]"
             message = f"duplicate workspace name {_quote(workspace.name)}, also used by {other}"
-            raise root.ctx.error(f"{path}.name", message)
+            root.ctx.note(root.ctx.error(f"{path}.name", message))
+            continue
         first_index[workspace.name] = index
         workspaces.append(workspace)
     return tuple(workspaces)
 
 
-def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
-    name = _workspace_name(t)
-    source, module = _origin(t)
-    values = workspace_values(t, has_module=module is not None)
+def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig | None:
+    """The workspace, or None when its name is unusable; every problem of the table is noted
+    either way. With unusable code (source, module) it stands in with the config's folder, so
+    that its links are checked too (the config is refused anyway)."""
+    attempt = t.ctx.attempt
+    name = attempt(lambda: _workspace_name(t), None)
+    unknown: tuple[Path | None, ModuleRef | None] = (None, None)
+    source, module = attempt(lambda: _origin(t), unknown)
+    values = workspace_values(t, has_module=module is not None or "module" in t.data)
     links = integrations.workspace_links(t)
-    scripts = hooks.workspace_hooks(t, terraform.hook_timeout)
+    no_hooks = hooks.WorkspaceHooks({}, terraform.hook_timeout)
+    scripts = attempt(lambda: hooks.workspace_hooks(t, terraform.hook_timeout), no_hooks)
+
+    auto_apply = attempt(lambda: t.get("auto_apply", bool, "a boolean"), None)
+    init, plan, apply = (
+        _default(attempt(functools.partial(t.duration, key), None), fallback)
+        for key, fallback in (
+            ("init_timeout", terraform.init_timeout),
+            ("plan_timeout", terraform.plan_timeout),
+            ("apply_timeout", terraform.apply_timeout),
+        )
+    )
+    if name is None:
+        return None
     return WorkspaceConfig(
         name=name,
-        source=source,
+        source=t.ctx.base if source is None and module is None else source,
         module=module,
         inputs=values.inputs,
         vars=values.vars,
         env=values.env,
         sensitive=values.sensitive,
-        auto_apply=_default(t.get("auto_apply", bool, "a boolean"), False),
-        init_timeout=_default(t.duration("init_timeout"), terraform.init_timeout),
-        plan_timeout=_default(t.duration("plan_timeout"), terraform.plan_timeout),
-        apply_timeout=_default(t.duration("apply_timeout"), terraform.apply_timeout),
+        auto_apply=_default(auto_apply, False),
+        init_timeout=init,
+        plan_timeout=plan,
+        apply_timeout=apply,
         run_tasks=links.run_tasks,
         notifications=links.notifications,
         triggers_runs_in=links.triggers_runs_in,

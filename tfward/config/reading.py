@@ -3,6 +3,11 @@
 The helpers here are shared by the config loaders (load.py and integrations.py): a `Table`
 knows its key path and refuses unknown keys; each accessor checks a type and names what was
 expected versus what was found.
+
+Problems are collected, not stopped at: the loaders read each value through
+`Context.attempt`, which notes the `ConfigError` and goes on with a stand-in value, and a
+`Table` notes each unknown key. `Context.check` then raises one `ConfigError` holding them all,
+so `tfward check-config` shows every mistake of a file at once.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import datetime
 import json
 import os
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,9 +32,28 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 class Context:
     file: Path  # as the caller gave it, so messages read the way the operator typed it
     base: Path  # absolute folder of the config file; relative paths resolve against it
+    problems: list[ConfigError] = field(default_factory=list)  # found so far, in file order
 
     def error(self, key_path: str, message: str) -> ConfigError:
         return ConfigError(self.file, key_path, message)
+
+    def note(self, problem: ConfigError) -> None:
+        """Keep a problem and go on reading."""
+        self.problems.append(problem)
+
+    def attempt(self, read: Callable[[], _T], fallback: _T) -> _T:
+        """What `read` returns; if it raises ConfigError, the problem is noted and `fallback`
+        (a stand-in that lets reading go on; the config is refused anyway) is returned."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self.note(exc)
+            return fallback
+
+    def check(self) -> None:
+        """Raise the problems noted so far, all in one ConfigError, if there are any."""
+        if self.problems:
+            raise ConfigError.collected(self.problems)
 
     def resolve(self, raw: str) -> Path:
         # normpath rather than resolve(): clean up "..", but keep the operator's symlinks.
@@ -48,7 +72,7 @@ class Table:
         for key in data:
             if key not in allowed:
                 valid = ", ".join(sorted(allowed))
-                raise self.fail(key, f"unknown key (valid keys here: {valid})")
+                ctx.note(self.fail(key, f"unknown key (valid keys here: {valid})"))
 
     def key(self, key: str) -> str:
         return join(self.key_path, key)
@@ -80,7 +104,9 @@ class Table:
         return None if value is None else self.ctx.resolve(value)
 
     def mapping(self, key: str) -> dict[str, Any]:
-        return self.get(key, dict, "a table") or {}
+        """The sub-table under `key`; a value that is not a table is noted as a problem and
+        read as an empty table."""
+        return self.ctx.attempt(lambda: self.get(key, dict, "a table") or {}, {})
 
     def table(self, key: str, allowed: Collection[str]) -> Table:
         return Table(self.ctx, self.mapping(key), self.key(key), allowed)

@@ -8,6 +8,7 @@ prints both the token and the entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -26,21 +27,27 @@ def token_sha256(token: str) -> str:
 
 
 def parse_api_tokens(root: Table) -> tuple[ApiTokenConfig, ...]:
-    items = root.get(TOP_KEY, list, f"an array of tables ([[{TOP_KEY}]])") or []
+    """The `[[api_token]]` entries; each problem is noted on the context (config/reading.py)
+    and its entry left out."""
+    what_list = f"an array of tables ([[{TOP_KEY}]])"
+    items = root.ctx.attempt(lambda: root.get(TOP_KEY, list, what_list), None) or []
     tokens: list[ApiTokenConfig] = []
     names: dict[str, int] = {}
     digests: dict[str, int] = {}
     for index, item in enumerate(items):
         path = f"{TOP_KEY}[{index}]"
         if not isinstance(item, dict):
-            raise root.ctx.error(path, expected("a table", item))
-        token = _token(Table(root.ctx, item, path, KEYS))
+            root.ctx.note(root.ctx.error(path, expected("a table", item)))
+            continue
+        table = Table(root.ctx, item, path, KEYS)
+        token = root.ctx.attempt(functools.partial(_token, table), None)
+        if token is None:
+            continue
         for seen, value, key in ((names, token.name, "name"), (digests, token.sha256, "sha256")):
             if value in seen:
                 what = quote(value) if key == "name" else "token"
-                raise root.ctx.error(
-                    f"{path}.{key}", f"duplicate {what}, also used by {TOP_KEY}[{seen[value]}]"
-                )
+                message = f"duplicate {what}, also used by {TOP_KEY}[{seen[value]}]"
+                root.ctx.note(root.ctx.error(f"{path}.{key}", message))
             seen[value] = index
         tokens.append(token)
     return tuple(tokens)

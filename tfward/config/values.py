@@ -31,14 +31,20 @@ class WorkspaceValues:
 
 
 def workspace_values(t: Table, *, has_module: bool) -> WorkspaceValues:
-    """Read ``vars``, ``inputs``, ``env`` and ``sensitive`` of the workspace table ``t``."""
-    listed = _sensitive_names(t)
+    """Read ``vars``, ``inputs``, ``env`` and ``sensitive`` of the workspace table ``t``.
+    Problems are noted on the context (reading.py), one group at a time."""
+    attempt = t.ctx.attempt
+    before = len(t.ctx.problems)
+    nothing: tuple[dict[str, Any], frozenset[str]] = ({}, frozenset())
+    listed: list[str] = attempt(lambda: _sensitive_names(t), [])
     if "inputs" in t.data and not has_module:
-        raise t.fail("inputs", "only allowed together with module (use vars with a source)")
-    variables, from_vars = _values(t, "vars", listed)
-    inputs, from_inputs = _values(t, "inputs", listed)
-    env, from_env = _env(t, listed)
-    _check_sensitive(t, listed, (variables, env, inputs))
+        t.ctx.note(t.fail("inputs", "only allowed together with module (use vars with a source)"))
+    variables, from_vars = attempt(lambda: _values(t, "vars", listed), nothing)
+    inputs, from_inputs = attempt(lambda: _values(t, "inputs", listed), nothing)
+    no_env: tuple[dict[str, str], frozenset[str]] = ({}, frozenset())
+    env, from_env = attempt(lambda: _env(t, listed), no_env)
+    if len(t.ctx.problems) == before:  # a name in `sensitive` may be in a table that failed
+        attempt(lambda: _check_sensitive(t, listed, (variables, env, inputs)), None)
     return WorkspaceValues(
         vars=variables,
         inputs=inputs,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tfward.config import Config, DaemonConfig
 from tfward.files import lock_exclusive, private_dir
+from tfward.store.db import sqlite_file
 
 LOCK_FILE = "tfward.lock"
 PRIVATE_DIRS = ("runs", "init-cache", "state-backups")
-_SQLITE = "sqlite:///"
 
 
 @dataclass
@@ -38,14 +37,6 @@ class DataDirClaim:
         """Drop the locks (the daemon has closed its database first)."""
         while self.fds:
             os.close(self.fds.pop())
-
-
-def sqlite_file(database_url: str) -> Path | None:
-    """The database file of a `sqlite:///` URL; None for another database."""
-    if not database_url.startswith(_SQLITE):
-        return None
-    path = database_url.removeprefix(_SQLITE).split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)
 
 
 def claim(daemon: DaemonConfig) -> DataDirClaim:

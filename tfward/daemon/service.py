@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -44,7 +46,8 @@ from tfward.store.db import Store
 from tfward.store.sealing import Sealer, seal_plain_rows
 
 from . import datadir
-from .api.app import ShieldFinalSend, create_app
+from .api.app import MAX_BODY, create_app
+from .api.asgi import wrap
 from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
 
@@ -79,18 +82,21 @@ class Daemon:
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until shut down. Reports itself started once recovery is done, every workspace
-        actor runs and the API listens.
+        actor runs and the API listens; logs a last line once everything has stopped.
 
         First of all it claims the data dir (datadir.py): AlreadyRunning, before anything is
         touched, while another daemon holds it. The claim is dropped after the database is
         closed, on every way out."""
-        with trio.CancelScope() as self._cancel:
-            claimed = datadir.claim(self.config.daemon)
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            with _naming("daemon.data_dir", self.config):
+                claimed = datadir.claim(self.config.daemon)
             try:
                 await self._serve(task_status)
             finally:
                 self.store.close()
                 claimed.release()
+        log.info("tfward stopped (%s)", "hard stop" if scope.cancelled_caught else self.stop_reason)
 
     async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
         await trio.to_thread.run_sync(self._prepare_storage)
@@ -165,17 +171,24 @@ class Daemon:
         return False
 
     def _prepare_storage(self) -> None:
+        """Make the data directories private and migrate the database (in a worker thread).
+        A directory that cannot be made is a ConfigError naming its key (preflight.py checks
+        the same before the start; this catches what changed since)."""
         # tfvars, states, plans and the database hold secrets: 0700 directories, 0600 files.
-        datadir.make_private(self.config)
-        workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
+        with _naming("daemon.data_dir", self.config):
+            datadir.make_private(self.config)
+            workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
         self.store.migrate()
 
     async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         hc = HypercornConfig()
         hc.bind = [f"{_bracket(self.config.daemon.listen_host)}:{self.config.daemon.listen_port}"]
         hc.accesslog = None
+        # Hypercorn's own logger, not its default stderr handler: records go through the
+        # daemon's log (JSON lines), once (obs/logs.py).
+        hc.errorlog = logging.getLogger("hypercorn.error")
         hc.graceful_timeout = 5.0
-        app = ShieldFinalSend(create_app(self))
+        app = wrap(create_app(self), max_body=MAX_BODY)
         await hypercorn_serve(
             app,
             hc,
@@ -207,10 +220,10 @@ class Daemon:
         try:
             new = await trio.to_thread.run_sync(load_config, self.config.path)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
-            reason = str(exc)
+            problems = "; ".join(problem.line() for problem in exc.problems)
+            log.error("config reload refused, keeping the running config: %s", problems)
             await self.store.write(
-                lambda c: audit.record(c, tried, AuditOutcome.REFUSED, reason=reason)
+                lambda c: audit.record(c, tried, AuditOutcome.REFUSED, reason=problems)
             )
             return False
         old = self.config
@@ -247,6 +260,18 @@ class Daemon:
         """Cancel everything now. Run tasks still finish through the funnel (shielded)."""
         if self._cancel is not None:
             self._cancel.cancel()
+
+
+@contextmanager
+def _naming(key: str, config: Config) -> Iterator[None]:
+    """An OSError inside becomes a one-line ConfigError on `key` of the config."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or key
+        raise ConfigError(
+            config.path, key, f"{where} is not writable: {exc.strerror or exc}"
+        ) from None
 
 
 def _bracket(host: str) -> str:

@@ -92,8 +92,15 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{context}]{newline}{rest}"
 
 
+# Libraries whose info lines say nothing an operator needs on every start: Alembic announces
+# its plugins and dialect each time (the store logs its own line when the schema changes).
+QUIET = {"alembic": logging.WARNING}
+
+
 def setup(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Send the root logger's records to `stream` (stdout) as JSON lines or text."""
+    """Send the root logger's records to `stream` (stdout) as JSON lines or text. Every logger
+    propagates here, Hypercorn's too (daemon/service.py hands it `hypercorn.error`), so each
+    record is written once, in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -102,3 +109,5 @@ def setup(level: str = "info", fmt: str = "json", stream: TextIO | None = None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    for name, floor in QUIET.items():
+        logging.getLogger(name).setLevel(max(floor, root.level))

@@ -289,15 +289,21 @@ def begin_apply(run: Run, now: datetime) -> Run:
 def discard(run: Run, now: datetime, *, by: str | None, reason: str | None = None) -> Run:
     """Record a discard of an `apply_pending` run not yet confirmed. Idempotent. The run stays
     `apply_pending` until the termination funnel finishes it as `discarded`; from now on a
-    confirm is refused, so the first of confirm and discard wins."""
-    if run.status is not Status.APPLY_PENDING:
+    confirm is refused, so the first of confirm and discard wins; the refusal names the
+    confirm also once the apply has begun."""
+    confirmed = run.confirmed_at is not None and run.status in (
+        Status.APPLY_PENDING,
+        Status.APPLYING,
+    )
+    if run.status is not Status.APPLY_PENDING and not confirmed:
         raise _refuse(run, "discard")
     if run.discard_requested_at is not None:
         return run
     if run.confirmed_at is not None:
+        doing = "is applying" if run.status is Status.APPLYING else "is about to apply"
         raise InvalidTransition(
             f"cannot discard run {run.id}: it was confirmed by {run.confirmed_by} at "
-            f"{run.confirmed_at.isoformat()} and is about to apply"
+            f"{run.confirmed_at.isoformat()} and {doing}"
         )
     return dataclasses.replace(
         run, discard_requested_at=now, discard_requested_by=by, discard_reason=reason

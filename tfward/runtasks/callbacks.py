@@ -13,13 +13,13 @@ waiter's timeout cannot both make a result final.
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from tfward import wirejson
 from tfward.errors import AccessDenied, BadRequest, InvalidTransition, NotFound
 from tfward.store import runs as run_store
 from tfward.store import tasks
@@ -138,8 +138,8 @@ def record_callback(
 def parse_callback(raw: bytes) -> CallbackUpdate:
     """A JSON:API task-results body -> the update; BadRequest (422) naming what is wrong."""
     try:
-        doc = json.loads(raw)
-    except ValueError as exc:
+        doc = wirejson.loads(raw)
+    except wirejson.JsonRefused as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import trio
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
@@ -82,13 +83,23 @@ class Store:
         self.committed = trio.Event()
 
     def migrate(self) -> None:
-        """Apply every Alembic migration not yet applied (synchronous; called once at start)."""
+        """Apply every Alembic migration not yet applied (synchronous; called once at start),
+        and log one line when the schema changed. Alembic's own info lines (plugin set-up,
+        the dialect) are noise on every start: obs/logs.py keeps it to warnings."""
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
+            before = MigrationContext.configure(conn).get_current_heads()
             cfg.attributes["connection"] = conn
             # "heads": feature branches of the schema may each have their own head.
             command.upgrade(cfg, "heads")
+            after = MigrationContext.configure(conn).get_current_heads()
+        if set(before) != set(after):
+            log.info(
+                "database schema migrated from %s to %s",
+                ", ".join(sorted(before)) or "empty",
+                ", ".join(sorted(after)),
+            )
 
     def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
@@ -142,3 +153,11 @@ def _make_engine(url: str) -> Engine:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///...` URL (None for other databases or in-memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

@@ -50,7 +50,7 @@ def create_release(
     created_by: str | None = None,
 ) -> Release:
     """Insert a pending release and its items. Workspaces are named as configured (the API
-    checks them first); a configuration version that does not exist is a BadRequest."""
+    checks them first); a configuration version that does not exist is NotFound (404)."""
     sha = None
     if configuration_version_id is not None:
         sha = conn.execute(
@@ -59,7 +59,7 @@ def create_release(
             )
         ).scalar()
         if sha is None:
-            raise BadRequest(f"configuration version {configuration_version_id} not found")
+            raise NotFound(f"configuration version {configuration_version_id} not found")
     names = [ws for batch in batches for ws in batch]
     ws_ids = dict(
         conn.execute(

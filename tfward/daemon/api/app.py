@@ -1,8 +1,10 @@
-"""The API application: routes, error mapping, and the ASGI wrapper Hypercorn serves.
+"""The API application: routes and error mapping (asgi.py has the wrappers Hypercorn serves).
 
 Every request is authenticated first (auth.py): no or an unknown token -> 401, a weaker role
--> 403. Errors never escape as a 500 for bad input: unknown workspace or run -> 404, a body that
-is not JSON -> 400, unknown fields or bad values -> 422, a refused action -> 409 with the reason.
+-> 403; then its query string is checked (query.py). Errors never escape as a 500 for bad
+input: unknown workspace or run -> 404, a body that is not JSON -> 400, unknown fields or query
+parameters and bad values -> 422, a refused action -> 409 with the reason, a method the route
+does not take -> 405 with `Allow`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import trio
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -27,6 +28,7 @@ from tfward.errors import (
 from . import (
     auth,
     openapi,
+    query,
     routes_audit,
     routes_inventory,
     routes_metrics,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_BODY = 4 * 1024 * 1024  # request bodies, in bytes: larger ones get 413
 _STATUS = {
     NotFound: 404,
     BadRequest: 422,
@@ -59,7 +62,7 @@ def error(status: int, message: str) -> tuple[Response, int]:
 def create_app(daemon: Daemon) -> QuartTrio:
     app = QuartTrio("tfward")
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
     for exc_type, status in _STATUS.items():
         app.register_error_handler(exc_type, _handler(status))
@@ -67,6 +70,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.before_request
     async def authenticate() -> None:
         auth.authenticate(daemon.tokens)
+        query.check()
 
     @app.errorhandler(AccessDenied)
     async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
@@ -75,8 +79,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
         return response, status, challenge
 
     @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return error(exc.code or 500, exc.description or exc.name)
+    async def http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
+        response, status = error(exc.code or 500, exc.description or exc.name)
+        # 405 says which methods the route takes (RFC 9110 §15.5.6).
+        allow = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        return response, status, allow
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> tuple[Response, int]:
@@ -111,28 +118,3 @@ def _handler(status: int) -> Any:
         return error(status, str(exc))
 
     return handle
-
-
-class ShieldFinalSend:
-    """ASGI wrapper: the final body send of a response runs shielded.
-
-    Quart-Trio cancels its per-request nursery on `http.disconnect`; when that lands inside
-    Hypercorn's close of a `Connection: close` / HTTP/1.0 connection, the socket is never
-    closed (hypercorn#330). Shielding only the *final* send keeps streams cancellable."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def guarded(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await self.app(scope, receive, guarded)

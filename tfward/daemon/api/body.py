@@ -1,26 +1,30 @@
-"""Request body parsing: JSON objects with known fields of known types, or a clear 4xx."""
+"""Request body parsing: JSON objects with known fields of known types, or a clear 4xx.
+
+The bytes are parsed by `tfward.wirejson` (no nesting deep enough to overflow, no lone
+surrogates); query strings are query.py's."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from quart import request
 from werkzeug.exceptions import BadRequest as HTTPBadRequest
 
+from tfward import wirejson
 from tfward.errors import BadRequest
 
 
 async def json_object(allowed: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
-    """The request's JSON object (empty body = {}). 400 if not JSON; 422 naming the field for
-    an unknown field or a value of the wrong type."""
+    """The request's JSON object (empty body = {}). 400 if it is not JSON tfward accepts (not
+    UTF-8, too deep, a lone surrogate); 422 naming the field for an unknown field or a value of
+    the wrong type."""
     raw = await request.get_data()
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
+        body = wirejson.loads(raw)
+    except wirejson.JsonRefused as exc:
         raise HTTPBadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")

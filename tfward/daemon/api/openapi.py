@@ -26,7 +26,7 @@ from quart_trio import QuartTrio
 from tfward import __version__
 from tfward.runs.model import Operation
 
-from . import auth
+from . import auth, query
 from .openapi_paths import SECTIONS
 from .openapi_schemas import JSON, SCHEMAS, Schema, enum, ref
 
@@ -40,7 +40,10 @@ _ERRORS = {
     403: ("Forbidden", "The token's role (or run task) does not allow this."),
     404: ("NotFound", "No such workspace, run, version, result, row, release or action."),
     409: ("Conflict", "The action is refused now: the reason is in the message."),
-    422: ("Invalid", "An unknown field, a value of the wrong type, or a bad value."),
+    422: (
+        "Invalid",
+        "An unknown field or query parameter, a value of the wrong type, or a bad value.",
+    ),
     503: ("Unavailable", "The daemon is stopping, or the feature is not available."),
 }
 _PATH_PARAMS = {
@@ -94,7 +97,6 @@ class Paths:
         status: int = 200,
         media: str = JSON,
         errors: Iterable[int] = (),
-        params: Sequence[Schema] = (),
         body: str | None = None,
         document: str | None = None,
         actions: Sequence[str] = (),
@@ -103,6 +105,9 @@ class Paths:
         """One operation. `body` names a schema json_object checks; `document` one that the
         handler parses itself (no envelope, required); `actions` the values of `<action>`."""
         security, who, denials = _security(method, rule)
+        params = [p.schema() for p in query.params_of(method, rule)]
+        # Any route refuses a bad or unknown query parameter with 422 (query.py).
+        errors = {*errors, 422}
         responses: dict[str, Any] = {
             str(status): {"description": summary, "content": {media: {"schema": ok}}}
         }
@@ -176,14 +181,16 @@ def _describe(role: str | Mapping[str, str]) -> str:
 
 
 def _body(name: str) -> Schema:
-    """A body json_object reads: the object, or it wrapped in `{"data": ...}`; none is `{}`."""
+    """A body json_object reads: the object, or it wrapped in `{"data": ...}`; none is `{}`,
+    so the body may be left out unless the object has a required field."""
     wrapped = {
         "type": "object",
         "required": ["data"],
         "properties": {"data": ref(name)},
         "additionalProperties": False,
     }
-    return {"required": False, "content": {JSON: {"schema": {"oneOf": [ref(name), wrapped]}}}}
+    required = bool(SCHEMAS[name].get("required"))
+    return {"required": required, "content": {JSON: {"schema": {"oneOf": [ref(name), wrapped]}}}}
 
 
 def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
@@ -195,6 +202,12 @@ def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
     if workspaces:  # a release of every workspace, one per batch
         batches = schemas["CreateRelease"]["properties"]["batches"]
         batches["examples"] = [[[name] for name in workspaces]]
+        batches["items"]["items"] = {"enum": list(workspaces)}
+        # Each workspace in one batch at most: at most one batch contains it.
+        batches["allOf"] = [
+            {"contains": {"contains": {"const": name}}, "minContains": 0, "maxContains": 1}
+            for name in workspaces
+        ]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -203,7 +216,9 @@ def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
             "description": (
                 'Every successful JSON answer is `{"data": ...}`, every error '
                 '`{"error": {"status": N, "message": "..."}}`. Roles are ordered '
-                "`read` < `plan` < `apply` < `admin`; each operation names the one it needs."
+                "`read` < `plan` < `apply` < `admin`; each operation names the one it needs. "
+                "Unknown query parameters, like unknown body fields, are refused with 422, as "
+                "is a query parameter given twice, empty, or out of its range."
             ),
         },
         "security": [{"bearerAuth": []}],

@@ -1,7 +1,8 @@
 """The routes of the OpenAPI document (openapi.py), grouped as the route modules group them.
 
 One `p.add` per method and rule: the rule is written as in the route module (`<name>`), its
-path parameters, security and 401/403 answers are filled in by `Paths.add`. What is listed in
+path and query parameters (query.py's table), security and 401/403 answers are filled in by
+`Paths.add`. What is listed in
 `errors` is what the handler itself answers; the error body is always the `Error` schema.
 """
 
@@ -10,12 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tfward.releases.model import ReleaseStatus
-from tfward.runs.model import Status
-from tfward.store import outbox as outbox_store
-from tfward.store.audit import AuditAction
-
-from .openapi_schemas import RUN_ACTIONS, Schema, array, enum, ref
+from .openapi_schemas import RUN_ACTIONS, Schema, array, ref
 
 if TYPE_CHECKING:
     from .openapi import Paths
@@ -23,13 +19,6 @@ if TYPE_CHECKING:
 TEXT = "text/plain"
 OBJECT: Schema = {"type": "object"}
 STRING: Schema = {"type": "string"}
-
-
-def query(name: str, schema: Schema, description: str) -> Schema:
-    found: Schema = {"name": name, "in": "query", "schema": schema, "description": description}
-    if schema.get("type") == "array":  # `a,b,c`, as the handlers split it
-        found.update(style="form", explode=False)
-    return found
 
 
 def data(schema: Schema) -> Schema:
@@ -41,14 +30,6 @@ def listed(name: str) -> Schema:
     return data(array(ref(name)))
 
 
-LIMIT = query("limit", {"type": "integer", "default": 100}, "At most this many (1 to 1000).")
-# The handlers cap the wait at 300 s.
-WAIT_TIMEOUT = query(
-    "wait_timeout",
-    {"type": "number", "minimum": 0, "maximum": 300, "default": 30},
-    "Seconds to long-poll at most.",
-)
-RUN_ID = query("run_id", STRING, "Only those of this run.")
 WS = "/api/v1/workspaces"
 RUNS = f"{WS}/<name>/runs"
 RUN = "/api/v1/runs/<run_id>"
@@ -97,7 +78,6 @@ def workspaces(p: Paths) -> None:
 
 
 def inventory(p: Paths) -> None:
-    type_ = query("type", STRING, "Only resources of this type.")
     p.add(
         "GET",
         f"{WS}/<name>/resources",
@@ -106,7 +86,6 @@ def inventory(p: Paths) -> None:
         tag="inventory",
         ok=listed("Resource"),
         errors=[404],
-        params=[type_],
     )
     p.add(
         "GET",
@@ -116,7 +95,6 @@ def inventory(p: Paths) -> None:
         tag="inventory",
         ok=listed("Resource"),
         errors=[404],
-        params=[type_, query("workspace", STRING, "Only this workspace (404 if unknown).")],
     )
 
 
@@ -144,12 +122,6 @@ def runs(p: Paths) -> None:
         tag="runs",
         ok=listed("Run"),
         errors=[404],
-        params=[LIMIT],
-    )
-    wait_status = query(
-        "wait_status",
-        array(enum(Status)),
-        "Long-poll until the run is in one of these statuses, or is terminal.",
     )
     p.add(
         "GET",
@@ -159,7 +131,6 @@ def runs(p: Paths) -> None:
         tag="runs",
         ok=data(ref("Run")),
         errors=[404],
-        params=[wait_status, WAIT_TIMEOUT],
     )
     p.add(
         "POST",
@@ -183,7 +154,6 @@ def runs(p: Paths) -> None:
         ok=OBJECT,
         errors=[404],
     )
-    follow = query("follow", {"type": "boolean", "default": False}, "Stream until the run ends.")
     p.add(
         "GET",
         f"{RUN}/logs",
@@ -193,7 +163,6 @@ def runs(p: Paths) -> None:
         ok=STRING,
         media=TEXT,
         errors=[404],
-        params=[follow],
     )
 
 
@@ -328,9 +297,10 @@ def releases(p: Paths) -> None:
         tag="releases",
         ok=data(ref("Release")),
         status=201,
-        errors=[400, 422, 503],
+        errors=[400, 404, 422, 503],
         body="CreateRelease",
-        notes="503 unless `[releases] enabled = true`, and while the daemon stops.",
+        notes="503 unless `[releases] enabled = true`, and while the daemon stops; 404 for an "
+        "unknown `configuration_version_id`.",
     )
     p.add(
         "GET",
@@ -340,10 +310,6 @@ def releases(p: Paths) -> None:
         tag="releases",
         ok=listed("Release"),
         errors=[422],
-        params=[LIMIT, query("status", array(enum(ReleaseStatus)), "Only these statuses.")],
-    )
-    wait_after = query(
-        "wait_after", STRING, "A `revision`: long-poll until the release looks different."
     )
     p.add(
         "GET",
@@ -353,7 +319,6 @@ def releases(p: Paths) -> None:
         tag="releases",
         ok=data(ref("Release")),
         errors=[404],
-        params=[wait_after, WAIT_TIMEOUT],
     )
     p.add(
         "POST",
@@ -382,12 +347,6 @@ def outbox(p: Paths) -> None:
         tag="outbox",
         ok=rows,
         errors=[422],
-        params=[
-            query("status", enum(outbox_store.STATUSES), "Only rows in this status."),
-            query("kind", STRING, "Only rows of this kind."),
-            RUN_ID,
-            LIMIT,
-        ],
     )
     p.add(
         "GET",
@@ -418,12 +377,6 @@ def outbox(p: Paths) -> None:
         "List notification delivery attempts, newest first",
         tag="outbox",
         ok=listed("Delivery"),
-        params=[
-            query("destination", STRING, "Only attempts for this destination."),
-            RUN_ID,
-            query("outbox_id", STRING, "Only attempts of this outbox row."),
-            LIMIT,
-        ],
     )
 
 
@@ -435,12 +388,6 @@ def audit(p: Paths) -> None:
         "The audit trail of admin actions, newest first",
         tag="audit",
         ok=listed("AuditEvent"),
-        errors=[422],
-        params=[
-            query("action", enum(AuditAction), "Only events of this action."),
-            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-                  "At most this many (1 to 1000; other values are 422)."),  # fmt: skip
-        ],
         notes="Force-unlock, force-cancel, state rollback, raw state download, outbox retry, "
         "release create and cancel, config reload: who (the token's name; `signal` for a "
         "reload), when, what, and the outcome (`ok`, or `refused` with the reason).",

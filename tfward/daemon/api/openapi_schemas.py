@@ -99,6 +99,8 @@ _RUN: Schema = record(
         "configuration_pinned": BOOLEAN,
         "created_by": nullable(STRING),
         "confirmed_by": nullable(STRING),
+        "discard_requested_by": nullable(STRING),
+        "discard_reason": nullable(STRING),
         "source_run_id": nullable(STRING),
         "refresh_only": BOOLEAN,
         "warnings": array(STRING),
@@ -109,6 +111,7 @@ _RUN: Schema = record(
             "planned_at",
             "plan_expires_at",
             "confirmed_at",
+            "discard_requested_at",
             "apply_started_at",
             "finished_at",
             "cancel_requested_at",
@@ -412,8 +415,13 @@ SCHEMAS: dict[str, Schema] = {
     "CreateRelease": body(
         {
             "name": {"type": "string", "maxLength": 200},
-            "batches": {"type": "array", "minItems": 1, "items": {**NAMES, "minItems": 1}},
-            "configuration_version_id": STRING,
+            "batches": {
+                "type": "array",
+                "minItems": 1,
+                "items": {**NAMES, "minItems": 1, "uniqueItems": True},
+                "description": "Configured workspaces; each in one batch only (422 otherwise).",
+            },
+            "configuration_version_id": {"type": "string", "minLength": 1},
             "variables": {"type": "object"},
         },
         required=("batches",),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
@@ -17,6 +16,7 @@ from tfward.store import drift as drift_store
 from tfward.store import inventory
 from tfward.store import workspaces as ws_store
 
+from . import query
 from .routes_outbox import plain
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/workspaces/<name>/resources")
     async def workspace_resources(name: str) -> dict[str, Any]:
-        type_ = request.args.get("type")
+        type_: str | None = query.args()["type"]
 
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, name)
@@ -66,7 +66,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/resources")
     async def all_resources() -> dict[str, Any]:
-        type_, workspace = request.args.get("type"), request.args.get("workspace")
+        type_, workspace = query.args()["type"], query.args()["workspace"]
 
         def load(conn: Connection) -> list[dict[str, Any]]:
             ws_id = ws_store.workspace_id(conn, workspace) if workspace else None

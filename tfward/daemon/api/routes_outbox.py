@@ -10,18 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
 
-from tfward.errors import BadRequest
 from tfward.ids import now, rfc3339
 from tfward.store import audit, deliveries
 from tfward.store import outbox as outbox_store
 from tfward.store.audit import AuditAction
 
-from . import audited
+from . import audited, query
 from .body import json_object
 
 if TYPE_CHECKING:
@@ -39,21 +37,14 @@ def outbox_view(row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _limit() -> int:
-    return max(1, min(request.args.get("limit", default=100, type=int) or 100, 1000))
-
-
 def register(app: QuartTrio, daemon: Daemon) -> None:
     store = daemon.store
 
     @app.get("/api/v1/outbox")
     async def list_outbox() -> dict[str, Any]:
-        status = request.args.get("status")
-        if status is not None and status not in outbox_store.STATUSES:
-            raise BadRequest(
-                f"status: expected one of {', '.join(outbox_store.STATUSES)}, got {status!r}"
-            )
-        kind, run_id, limit = request.args.get("kind"), request.args.get("run_id"), _limit()
+        given = query.args()
+        status, kind = given["status"], given["kind"]
+        run_id, limit = given["run_id"], given["limit"]
         rows = await store.read(
             lambda c: outbox_store.list_rows(
                 c, status=status, kind=kind, run_id=run_id, limit=limit
@@ -85,12 +76,9 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/notifications/deliveries")
     async def list_deliveries() -> dict[str, Any]:
-        destination = request.args.get("destination")
-        run_id, outbox_id, limit = (
-            request.args.get("run_id"),
-            request.args.get("outbox_id"),
-            _limit(),
-        )
+        given = query.args()
+        destination, run_id = given["destination"], given["run_id"]
+        outbox_id, limit = given["outbox_id"], given["limit"]
         rows = await store.read(
             lambda c: deliveries.list_attempts(
                 c, destination=destination, run_id=run_id, outbox_id=outbox_id, limit=limit

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
@@ -32,7 +31,7 @@ from tfward.store import audit
 from tfward.store import releases as release_store
 from tfward.store.audit import AuditAction
 
-from . import audited
+from . import audited, query
 from .body import json_object
 
 if TYPE_CHECKING:
@@ -45,7 +44,6 @@ _CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "variables": dict,
 }
 _BATCHES = "field 'batches': expected a non-empty list of non-empty lists of workspace names"
-MAX_WAIT = 300.0
 
 
 def register(app: QuartTrio, daemon: Daemon) -> None:
@@ -67,13 +65,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/releases")
     async def list_releases() -> dict[str, Any]:
-        limit = max(1, min(request.args.get("limit", default=100, type=int), 1000))
-        try:
-            statuses = [ReleaseStatus(s) for s in request.args.get("status", "").split(",") if s]
-        except ValueError:
-            raise BadRequest(
-                "query 'status': expected any of " + ", ".join(s.value for s in ReleaseStatus)
-            ) from None
+        limit: int = query.args()["limit"]
+        statuses = [ReleaseStatus(s) for s in query.args()["status"] or ()]
 
         def load(conn: Connection) -> list[dict[str, Any]]:
             found = release_store.snapshots(conn, statuses=statuses, limit=limit)
@@ -87,10 +80,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             return release_view(*release_store.snapshot(conn, release_id))
 
         view = await store.read(load)
-        seen = request.args.get("wait_after")
-        # max() first: a negative or NaN wait is no wait (trio refuses both with ValueError).
-        wait = request.args.get("wait_timeout", default=30.0, type=float)
-        timeout = max(0.0, min(wait, MAX_WAIT))
+        seen: str | None = query.args()["wait_after"]
+        timeout: float = query.args()["wait_timeout"]  # checked: 0 to 300 (query.py)
         with trio.move_on_after(timeout):
             while seen and view["revision"] == seen and view["status"] not in _TERMINAL:
                 committed = store.committed  # taken before reading: no wake-up is missed

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
@@ -22,7 +22,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import AuditAction
 
-from . import audited, auth
+from . import audited, auth, query
 from .body import json_object, string_list
 from .plans import masked_plan_json
 from .views import run_view
@@ -86,11 +86,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/workspaces/<name>/runs")
     async def list_runs(name: str) -> dict[str, Any]:
-        limit = request.args.get("limit", default=100, type=int)
+        limit: int = query.args()["limit"]
 
         def load(conn: Connection) -> list[Run]:
             return run_store.list_runs(
-                conn, workspace_id=ws_store.workspace_id(conn, name), limit=max(1, min(limit, 1000))
+                conn, workspace_id=ws_store.workspace_id(conn, name), limit=limit
             )
 
         return {"data": [run_view(r) for r in await store.read(load)]}
@@ -100,9 +100,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         """`?wait_status=a,b&wait_timeout=30` long-polls until the run is in one of the
         statuses (or is terminal), or the timeout passes; the run is returned either way."""
         run = await store.read(lambda c: run_store.get_run(c, run_id))
-        wanted = {s for s in request.args.get("wait_status", "").split(",") if s}
-        # max() first: a negative or NaN wait is no wait (trio refuses both with ValueError).
-        timeout = max(0.0, min(request.args.get("wait_timeout", default=30.0, type=float), 300.0))
+        wanted: set[str] = set(query.args()["wait_status"] or ())
+        timeout: float = query.args()["wait_timeout"]  # checked: 0 to 300 (query.py)
         with trio.move_on_after(timeout):
             while wanted and str(run.status) not in wanted and not run.status.is_terminal:
                 committed = store.committed  # taken before reading: no wake-up is missed
@@ -139,7 +138,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/runs/<run_id>/logs")
     async def logs(run_id: str) -> Response:
         await store.read(lambda c: run_store.get_run(c, run_id))  # 404 for an unknown run
-        follow = request.args.get("follow", "false").lower() in ("1", "true", "yes")
+        follow: bool = query.args()["follow"]
         body = _follow(daemon, run_id) if follow else _stored(daemon, run_id)
         response = Response(body, content_type="text/plain")
         response.timeout = None

@@ -42,6 +42,9 @@ def run_view(run: Run) -> dict[str, Any]:
         "configuration_pinned": run.pinned_configuration_version_id is not None,
         "created_by": run.created_by,
         "confirmed_by": run.confirmed_by,
+        # A discard is recorded by its request; the run ends `discarded` soon after.
+        "discard_requested_by": run.discard_requested_by,
+        "discard_reason": run.discard_reason,
         # Run triggers: the applied run that queued this one; drift checks are refresh-only.
         "source_run_id": run.source_run_id,
         "refresh_only": run.refresh_only,
@@ -53,6 +56,7 @@ def run_view(run: Run) -> dict[str, Any]:
             "planned_at": rfc3339(run.planned_at),
             "plan_expires_at": rfc3339(run.plan_expires_at),
             "confirmed_at": rfc3339(run.confirmed_at),
+            "discard_requested_at": rfc3339(run.discard_requested_at),
             "apply_started_at": rfc3339(run.apply_started_at),
             "finished_at": rfc3339(run.finished_at),
             "cancel_requested_at": rfc3339(run.cancel_requested_at),

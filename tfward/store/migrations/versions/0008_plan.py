@@ -4,7 +4,7 @@
 append-only record of what admins did (who, when, what, the outcome).
 
 Revision ID: 0008_plan
-Revises: 0004_run_requests
+Revises: 0007_security
 Create Date: 2026-11-30 08:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_plan"
-down_revision = "0004_run_requests"
+down_revision = "0007_security"
 branch_labels = None
 depends_on = None
 
