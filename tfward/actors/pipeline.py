@@ -44,6 +44,7 @@ from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import Decision, Phase, RunHandle, StopReason
 from .planner import Planner, TaskOutput
+from .remote_state import RemoteStateAccess, new_token
 from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
@@ -68,8 +69,10 @@ class RunPipeline:
         self.stage: Stage | None = None
         self._recorded_stage: Stage | None = None  # the stage the database shows
         self.phase = Phase.PENDING
-        self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
-        self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log)
+        token = new_token()  # the run's remote-state credential, masked like a secret
+        self.log = RunLog(self.run_id, rt.store, [*ws.sensitive_values(), token])
+        self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log, secrets=(token,))
+        self.remote_state = RemoteStateAccess(self.ctx, token)
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.keeper = RunStateKeeper(self.ctx)
         self.tasks = RunTaskGate(self.ctx)
@@ -291,6 +294,7 @@ class RunPipeline:
         """Run terraform in the run directory under the global process limit, recording its
         PID and stage on the run first (docs/architecture.md §2)."""
         stage = self.stage
+        await self.remote_state.issue()
 
         async def started(pid: int) -> None:
             await self.rt.store.write(lambda c: run_store.set_process(c, self.run_id, pid, stage))
@@ -300,7 +304,7 @@ class RunPipeline:
             try:
                 with self.rt.metrics.terraform_running(args[0]):
                     return await run_terraform(
-                        [self.rt.config.terraform.binary, *args],
+                        [self.ws.terraform_binary, *args],
                         cwd=self.run_dir,
                         env=self._env(),
                         sink=stdout or self.log,
@@ -324,6 +328,7 @@ class RunPipeline:
             TF_CLI_CONFIG_FILE=str(self.run_dir / workdir.CLI_CONFIG),
         )
         env.update(self.ws.env)
+        env.update(self.remote_state.env())
         return env
 
 

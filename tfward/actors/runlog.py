@@ -52,7 +52,8 @@ class OutputParser:
         self.facts = OutputFacts()
 
     def line(self, text: str) -> None:
-        stripped = text.strip(" │╷╵\t")
+        # tfward's own `[tfward] Error: ...` lines (a refused remote-state read) count too.
+        stripped = text.strip(" │╷╵\t").removeprefix("[tfward] ")
         if "Saved plan is stale" in stripped:
             self.facts.stale_plan = True
         if stripped.startswith("Error: ") and self.facts.first_error is None:

@@ -5,6 +5,7 @@ and the dispatch that turns every failure into an exit code and a message on std
     tfward plan|apply|destroy NAME           tfward runs [NAME], run show ID, logs ID [-f]
     tfward confirm|discard ID, cancel ID [--force]
     tfward state list NAME | show SV_ID | download SV_ID [-o FILE] | rollback NAME SV_ID
+    tfward state pull NAME [-o FILE] | push NAME FILE [--lock-id ID]
     tfward token create --name N --role read|plan|apply|admin
 
 Exit codes: 0 success, 1 the run failed (or applied_state_error), 2 usage or config error or a
@@ -138,6 +139,15 @@ def add_parsers(sub: Any) -> None:
     p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
     p.add_argument("name", metavar="WORKSPACE")
     p.add_argument("sv_id")
+    p = st_sub.add_parser("pull", parents=[conn], help="the current state file (http backend)")
+    p.add_argument("name", metavar="WORKSPACE")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+    p = st_sub.add_parser(
+        "push", parents=both, help="store a state file as the new version (serial, lineage, lock)"
+    )
+    p.add_argument("name", metavar="WORKSPACE")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--lock-id", metavar="ID", help="the terraform lock ID you hold the lock with")
 
     tok = sub.add_parser("token", help="API tokens (made locally)")
     tok_sub = tok.add_subparsers(dest="token_command", required=True)

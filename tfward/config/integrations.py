@@ -3,8 +3,9 @@ outbox, releases, run triggers and drift checks.
 
 `parse_integrations` reads the top-level `[[run_task]]`, `[[notification]]`, `[outbox]` and
 `[releases]` tables; `workspace_links` reads a workspace's `run_tasks`, `notifications`,
-`triggers_runs_in`, `auto_apply_run_trigger` and `drift_check`; `check_links` then checks every
-name refers to something defined and that run triggers form no cycle.
+`triggers_runs_in`, `auto_apply_run_trigger`, `drift_check` and `remote_state_from`;
+`check_links` then checks every name refers to something defined, that run triggers form no
+cycle and that no workspace names itself in `remote_state_from`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ OUTBOX_KEYS = frozenset({"concurrency", "lease", "retries", "keep"})
 RELEASES_KEYS = frozenset({"enabled", "max_parallel_per_batch"})
 ATTACHMENT_KEYS = frozenset({"task", "stages", "enforcement"})
 WORKSPACE_LINK_KEYS = frozenset(
-    {"run_tasks", "notifications", "triggers_runs_in", "auto_apply_run_trigger", "drift_check"}
+    {
+        "run_tasks",
+        "notifications",
+        "triggers_runs_in",
+        "auto_apply_run_trigger",
+        "drift_check",
+        "remote_state_from",
+    }
 )
 TOP_KEYS = frozenset({"run_task", "notification", "outbox", "releases"})
 
@@ -59,6 +67,7 @@ class WorkspaceLinks:
     triggers_runs_in: tuple[str, ...]
     auto_apply_run_trigger: bool
     drift_check: float | None
+    remote_state_from: tuple[str, ...]
 
 
 def parse_integrations(root: Table) -> Integrations:
@@ -77,6 +86,7 @@ def workspace_links(t: Table) -> WorkspaceLinks:
         triggers_runs_in=_names(t, "triggers_runs_in"),
         auto_apply_run_trigger=default(t.get("auto_apply_run_trigger", bool, "a boolean"), False),
         drift_check=t.duration("drift_check"),
+        remote_state_from=_names(t, "remote_state_from"),
     )
 
 
@@ -95,8 +105,13 @@ def check_links(root: Table, found: Integrations, workspaces: Sequence[Workspace
         for key, refs, known in (
             ("notifications", ws.notifications, destinations),
             ("triggers_runs_in", ws.triggers_runs_in, names),
+            ("remote_state_from", ws.remote_state_from, names - {ws.name}),
         ):
             for j, ref in enumerate(refs):
+                if ref == ws.name and key == "remote_state_from":
+                    raise root.ctx.error(
+                        f"{path}.{key}[{j}]", "a workspace reads its own state without a grant"
+                    )
                 if ref not in known:
                     what = "notification destination" if key == "notifications" else "workspace"
                     raise root.ctx.error(f"{path}.{key}[{j}]", _unknown(what, ref, known))

@@ -83,6 +83,7 @@ _WORKSPACE_KEYS = (
             "init_timeout",
             "plan_timeout",
             "apply_timeout",
+            "terraform_binary",
         }
     )
     | integrations.WORKSPACE_LINK_KEYS
@@ -220,7 +221,7 @@ def _max_concurrent_runs(t: _Table) -> int:
 
 def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
     return TerraformConfig(
-        binary=_binary(t),
+        binary=_binary(t) or _default_binary(),
         plugin_cache_dir=_default(t.path("plugin_cache_dir"), data_dir / "plugin-cache"),
         cli_config_file=_cli_config_file(t),
         dev_overrides=_dev_overrides(t),
@@ -233,21 +234,23 @@ def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
     )
 
 
-def _binary(t: _Table) -> str:
-    raw = t.nonempty("binary")
+def _binary(t: _Table, key: str = "binary") -> str | None:
+    """The terraform (or OpenTofu-compatible) executable named under `key`, as an absolute
+    path; None when the key is absent."""
+    raw = t.nonempty(key)
     if raw is None:
-        return _default_binary()
+        return None
     if "/" not in raw and os.sep not in raw:
         found = shutil.which(raw)
         if found is None:
-            raise t.fail("binary", f"expected a program on PATH, {_quote(raw)} was not found")
+            raise t.fail(key, f"expected a program on PATH, {_quote(raw)} was not found")
         # Pin the absolute path so a later change of PATH can't swap the binary.
         return os.path.abspath(found)
     path = t.ctx.resolve(raw)
     if not path.is_file():
-        raise t.fail("binary", f"expected an executable file, {path} does not exist")
+        raise t.fail(key, f"expected an executable file, {path} does not exist")
     if not os.access(path, os.X_OK):
-        raise t.fail("binary", f"expected an executable file, {path} is not executable")
+        raise t.fail(key, f"expected an executable file, {path} is not executable")
     return str(path)
 
 
@@ -345,6 +348,8 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig:
         triggers_runs_in=links.triggers_runs_in,
         auto_apply_run_trigger=links.auto_apply_run_trigger,
         drift_check=links.drift_check,
+        remote_state_from=links.remote_state_from,
+        terraform_binary=_binary(t, "terraform_binary") or terraform.binary,
     )
 
 

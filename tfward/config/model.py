@@ -202,6 +202,10 @@ class WorkspaceConfig:
     triggers_runs_in: tuple[str, ...] = ()
     auto_apply_run_trigger: bool = False
     drift_check: float | None = None
+    # The workspaces whose state this one's runs may read (terraform_remote_state, http).
+    remote_state_from: tuple[str, ...] = ()
+    # The loader sets it to `[terraform] binary` when the workspace names none.
+    terraform_binary: str = "terraform"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", freeze(self.inputs))

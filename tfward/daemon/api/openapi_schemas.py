@@ -17,6 +17,7 @@ from tfward.runs.model import ErrorKind, Operation, Stage, Status
 from tfward.runtasks.callbacks import CALLBACK_STATUSES
 from tfward.store import outbox as outbox_store
 from tfward.store import tasks
+from tfward.store.states import StateKind
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -121,8 +122,23 @@ _LOCK: Schema = record(
         "reason": nullable(STRING),
         "locked_at": TIME,
         "message": STRING,
+        # Set for a lock taken through terraform's http backend.
+        "lock_id": nullable(STRING),
+        "operation": nullable(STRING),
+        "who": nullable(STRING),
+        "info": nullable(STRING),
     }
 )
+
+# Terraform's lock info, as its http backend sends it with LOCK / UNLOCK and reads it back
+# from a 423 (docs/protocols.md §8).
+_LOCK_INFO: Schema = {
+    "type": "object",
+    "required": ["ID"],
+    "properties": {
+        key: STRING for key in ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+    },
+}
 
 _STATE_VERSION: Schema = record(
     {
@@ -130,11 +146,12 @@ _STATE_VERSION: Schema = record(
         "serial": INTEGER,
         "lineage": STRING,
         "sha256": STRING,
-        "kind": STRING,
+        "kind": enum(StateKind),
         "run_id": nullable(STRING),
         "rolled_back_from": nullable(STRING),
         "resource_count": INTEGER,
         "created_at": TIME,
+        "created_by": nullable(STRING),
         "outputs": {
             "type": "object",
             "description": "Sensitive outputs have a null value.",
@@ -362,6 +379,7 @@ SCHEMAS: dict[str, Schema] = {
     "RecoveryReport": {"type": "object", "additionalProperties": array(ANY)},
     "Run": _RUN,
     "Lock": _LOCK,
+    "LockInfo": _LOCK_INFO,
     "StateVersion": _STATE_VERSION,
     "ConfigurationVersion": _CONFIGURATION_VERSION,
     "ConfigurationDiff": _DIFF,

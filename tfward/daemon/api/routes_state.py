@@ -15,6 +15,7 @@ from tfward.errors import WorkspaceLocked
 from tfward.store import artifacts, states
 from tfward.store import workspaces as ws_store
 
+from . import auth
 from .views import configuration_version_view, state_version_view
 
 if TYPE_CHECKING:
@@ -47,13 +48,15 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.post("/api/v1/workspaces/<name>/state-versions/<sv_id>/rollback")
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
+        user = auth.caller()
+
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)
             lock = ws_store.get_lock(conn, ws_id)
             if lock is not None and lock.run_id is not None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
-            return state_version_view(states.rollback(conn, ws_id, sv_id))
+            return state_version_view(states.rollback(conn, ws_id, sv_id, created_by=user))
 
         return {"data": await store.write(tx)}, 201
 
