@@ -243,6 +243,18 @@ def stray_processes(marker: str) -> list[str]:
     return found
 
 
+async def until(daemon: Daemon, check: Any, within: float = 90) -> Any:
+    """Until the async `check()` returns something truthy, woken by the daemon's commits."""
+    with trio.fail_after(within):
+        while True:
+            committed = daemon.store.committed
+            value = await check()
+            if value:
+                return value
+            with trio.move_on_after(0.5):
+                await committed.wait()
+
+
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:
     """Everything the termination contract speaks of, read from the daemon's own store."""
     from tfward.store import artifacts, states

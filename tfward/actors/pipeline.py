@@ -71,7 +71,7 @@ class RunPipeline:
         self.phase = Phase.PENDING
         token = new_token()  # the run's remote-state credential, masked like a secret
         self.log = RunLog(self.run_id, rt.store, [*ws.sensitive_values(), token])
-        self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log, secrets=(token,))
+        self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log)
         self.remote_state = RemoteStateAccess(self.ctx, token)
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.keeper = RunStateKeeper(self.ctx)

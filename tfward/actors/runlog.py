@@ -89,8 +89,18 @@ class RunLog:
         return f"{what} failed (exit {code})" + (f": {first}" if first else "")
 
     def __post_init__(self) -> None:
+        self.add_secrets(self.secrets)
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Mask these strings too from now on: the run's own credential, and what it learns
+        while it runs (the sensitive outputs of another workspace's state it read)."""
+        found = {s.encode() for s in values if s} | set(self._masks)
         # Longest first, so a secret containing another is masked whole.
-        self._masks = tuple(sorted({s.encode() for s in self.secrets if s}, key=len, reverse=True))
+        self._masks = tuple(sorted(found, key=len, reverse=True))
+
+    def mask_values(self) -> list[str]:
+        """Every string this log masks (the plan JSON of the run masks the same)."""
+        return [m.decode() for m in self._masks]
 
     async def open(self) -> None:
         """Continue after the chunks already stored (an apply appends to its plan's log)."""

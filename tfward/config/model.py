@@ -9,12 +9,13 @@ behind another task's back. Use ``thaw`` to get plain dicts/lists back, e.g. for
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from tfward.runs.masking import secret_strings
 
 __all__ = [
     "API_ROLES",
@@ -225,7 +226,7 @@ class WorkspaceConfig:
         for name in self.sensitive:
             for table in (self.vars, self.env, self.inputs):
                 if name in table:
-                    found.update(_mask_strings(table[name]))
+                    found.update(secret_strings(table[name]))
         found.discard("")
         return sorted(found, key=lambda text: (-len(text), text))
 
@@ -268,21 +269,3 @@ class Config:
                 return workspace
         raise KeyError(name)
 
-
-def _mask_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-        return
-    yield json.dumps(thaw(value), ensure_ascii=False)
-    yield from _string_leaves(value)
-
-
-def _string_leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _string_leaves(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _string_leaves(item)

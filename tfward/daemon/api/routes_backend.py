@@ -14,7 +14,9 @@ holder's lock info, which terraform prints. A posted state is kept through the s
 run's (actors/statekeeper.py: backup file, then serial and lineage checked), as kind
 `http-backend` with `created_by` the token's name; while the workspace is locked only the
 holder's lock ID may write. Refusals are checked before anything is written, so a refused
-state leaves no state version and no backup file.
+state leaves no state version and no backup file. A state served to a run's credential makes
+that run mask the state's sensitive outputs (terraform 1.0 does not mark them sensitive in the
+reader's plan).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tfward.actors.workspace import LockChanged
 from tfward.config.tokens import token_sha256
 from tfward.errors import AccessDenied, StateRejected, WorkspaceLocked
 from tfward.ids import rfc3339
+from tfward.runs import masking
 from tfward.store import credentials, states
 from tfward.store import workspaces as ws_store
 from tfward.store.workspaces import Lock, LockInfo
@@ -61,6 +64,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         raw = await store.read(lambda c: states.current_raw(c, ws_store.workspace_id(c, name)))
         if raw is None:
             return Response(b"", status=204)  # terraform: an empty workspace
+        _learn_secrets(daemon, g.principal, raw)
         return Response(raw, content_type=JSON)
 
     @app.route(auth.STATE, methods=["POST", "PUT"])
@@ -204,6 +208,15 @@ def _may_read(daemon: Daemon, principal: auth.Principal, name: str) -> None:
 
 async def _body() -> bytes:
     return await request.get_data(cache=True, as_text=False, parse_form_data=False)
+
+
+def _learn_secrets(daemon: Daemon, principal: auth.Principal, raw: bytes) -> None:
+    """A run reading a state learns its sensitive outputs, which terraform 1.0 hands to
+    `terraform_remote_state` unmarked: the run's log, and so its plan JSON, mask them. Done
+    before the answer is sent, so before terraform can print any of them."""
+    live = daemon.rt.live_logs.get(principal.run_id or "")
+    if live is not None:
+        live.add_secrets(masking.state_secrets(raw))
 
 
 def _posted_state(raw: bytes) -> states.ParsedState:
