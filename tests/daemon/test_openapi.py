@@ -137,6 +137,7 @@ async def test_answers_about_real_runs_workspaces_and_states_match_the_document(
             ("get", "/api/v1/notifications/deliveries", "/api/v1/notifications/deliveries"),
             ("get", "/api/v1/resources", "/api/v1/resources"),
             ("get", "/api/v1/releases", "/api/v1/releases"),
+            ("get", "/api/v1/workspaces/{name}/state", "/api/v1/workspaces/demo/state"),
             ("post", "/api/v1/runs/{run_id}/actions/{action}", f"{url}/actions/cancel"),
         ]:
             response = await api.http.request(method.upper(), target)

@@ -136,3 +136,27 @@ def test_stored_bytes_are_masked_and_stay_json() -> None:
 
 def test_bytes_that_are_not_json_still_lose_the_secrets() -> None:
     assert mask_plan_bytes(b"oops listed-s3cret", secrets=[LISTED]) == b"oops ***"
+
+
+# ---- the sensitive outputs of a state another workspace reads ------------------------------
+
+
+def test_the_strings_of_a_states_sensitive_outputs_are_what_a_reader_masks() -> None:
+    from tfward.runs.masking import secret_strings, state_secrets
+
+    raw = json.dumps(
+        {
+            "serial": 1,
+            "lineage": "x",
+            "outputs": {
+                "public": {"value": "shown", "type": "string"},
+                "password": {"value": "hunter2", "type": "string", "sensitive": True},
+                "keys": {"value": {"a": "k1", "n": 2}, "type": "object", "sensitive": True},
+                "empty": {"value": "", "type": "string", "sensitive": True},
+            },
+        }
+    ).encode()
+    assert state_secrets(raw) == ["hunter2", '{"a": "k1", "n": 2}', "k1"]
+    assert list(secret_strings(["a", {"b": "c"}])) == ['["a", {"b": "c"}]', "a", "c"]
+    for garbage in (b"", b"[]", b"not json", b'{"outputs": []}', b'{"outputs": {"x": 1}}'):
+        assert state_secrets(garbage) == []
