@@ -3,7 +3,8 @@
 `make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
 terraform listed in SLOW below (the fault matrix, the soak, crash safety, the run-task stage
 matrix, the demo provider against terraform, terraform run by hand against the http backend,
-outputs read between workspaces), marked here by path so a new test in those files is slow too. `make test` runs everything.
+outputs read between workspaces), marked here by path so a new test in those files is slow
+too. `make test` runs everything.
 """
 
 from __future__ import annotations

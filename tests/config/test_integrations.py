@@ -140,6 +140,7 @@ def test_bad_integration_config_names_the_key_and_the_problem(
 def test_remote_state_from_names_the_workspaces_whose_state_a_workspace_reads(
     tmp_path: Path,
 ) -> None:
-    config = load(tmp_path, ws("network") + ws("dns") + ws("app", 'remote_state_from = ["network"]'))
+    grant = ws("app", 'remote_state_from = ["network"]')
+    config = load(tmp_path, ws("network") + ws("dns") + grant)
     assert config.workspace("app").remote_state_from == ("network",)
     assert config.workspace("network").remote_state_from == ()
