@@ -323,3 +323,26 @@ async def wait(
         )
     run: dict[str, Any] = response.json()["data"]
     return run
+
+
+async def test_a_daemon_start_revokes_every_credential_an_earlier_daemon_handed_out(
+    config: Config,
+) -> None:
+    token = new_token()
+    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+        await http.post(f"{W}/state", content=state_doc(1, LINEAGE), headers=OPS)
+        other = "/api/v1/workspaces/other"
+        await http.post(f"{other}/actions/lock", headers=bearer("root", "admin"))
+        created = await http.post(f"{other}/runs", json={}, headers=bearer("ops", "apply"))
+        run_id = created.json()["data"]["id"]
+        ws_id = daemon.rt.workspace_ids["other"]
+        await daemon.store.write(
+            lambda c: credentials.issue(
+                c, token_sha256(token), run_id=run_id, ws_id=ws_id, scope=["w"], when=now()
+            )
+        )
+        assert (await http.get(f"{W}/state", headers=basic(token))).status_code == 200
+    # The run is still queued (its workspace locked), but no terraform of that daemon runs.
+    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+        assert (await wait(http, run_id, "pending", timeout=0))["status"] == "pending"
+        assert (await http.get(f"{W}/state", headers=basic(token))).status_code == 401
