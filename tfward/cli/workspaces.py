@@ -33,7 +33,9 @@ def _lock(ws: dict[str, Any]) -> str:
     lock = ws["lock"]
     if lock is None:
         return "-"
-    return f"run {lock['run_id']}" if lock["run_id"] else f"{lock['locked_by'] or 'user'}"
+    if lock["run_id"]:
+        return f"run {lock['run_id']}"
+    return f"{lock['locked_by'] or 'user'}" + (" (terraform)" if lock.get("lock_id") else "")
 
 
 def _lock_text(lock: dict[str, Any] | None) -> str:

@@ -1,7 +1,8 @@
 """The API's OpenAPI 3.1 document, served at `GET /api/v1/openapi.json`.
 
 It is plain data built from three sources, so it cannot drift far from what the daemon does:
-- the routes, one `Paths.add` per method and rule, in openapi_paths.py;
+- the routes, one `Paths.add` per method and rule, in openapi_paths.py (terraform's http
+  backend in openapi_backend.py);
   tests/daemon/test_openapi.py fails when a route of the app is missing there or a documented
   path is not a route;
 - the component schemas in openapi_schemas.py (enumerations read from the models);
@@ -31,6 +32,7 @@ from tfward import __version__
 from tfward.runs.model import Operation
 
 from . import auth
+from .openapi_backend import backend
 from .openapi_paths import SECTIONS
 from .openapi_schemas import JSON, SCHEMAS, Schema, enum, ref
 
@@ -210,7 +212,7 @@ def _body(name: str) -> Schema:
 def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
     """The document; `workspaces` are the configured names, shown as examples."""
     paths = Paths(workspaces)
-    for section in SECTIONS:
+    for section in (*SECTIONS, backend):
         section(paths)
     schemas = copy.deepcopy(SCHEMAS)
     if workspaces:  # a release of every workspace, one per batch
