@@ -346,3 +346,18 @@ async def test_a_daemon_start_revokes_every_credential_an_earlier_daemon_handed_
     async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
         assert (await wait(http, run_id, "pending", timeout=0))["status"] == "pending"
         assert (await http.get(f"{W}/state", headers=basic(token))).status_code == 401
+
+
+async def test_a_state_larger_than_the_apis_json_bodies_is_taken(config: Config) -> None:
+    big = state_doc(1, LINEAGE, {"blob": "x" * (5 * 1024 * 1024)})  # the API's bodies: 4 MB
+    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+        posted = await http.post(f"{W}/state", content=big, headers=OPS)
+        assert posted.status_code == 200, posted.text[:200]
+        assert (await http.get(f"{W}/state", headers=READER)).content == big
+        # (A blocking client: the daemon answers before the body is sent whole.)
+        elsewhere = await trio.to_thread.run_sync(
+            lambda: httpx.post(
+                f"{daemon.addresses[0]}{W}/actions/lock", content=big, headers=OPS, timeout=60
+            )
+        )
+        assert elsewhere.status_code == 413
