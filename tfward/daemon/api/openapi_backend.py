@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .openapi_paths import OBJECT, STRING, TEXT, WS, data, query
+from .openapi_paths import STRING, TEXT, WS, data, query
 from .openapi_schemas import JSON, ref
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def backend(p: Paths) -> None:
         "backend_get_state",
         "The workspace's current state, exactly as stored",
         tag="backend",
-        ok=OBJECT,
+        ok=ref("TerraformState"),
         errors=[404],
         responses={204: {"description": "The workspace has no state yet."}},
         notes="A run's remote-state credential may read only the workspaces its workspace "
@@ -43,7 +43,7 @@ def backend(p: Paths) -> None:
             ok=data(ref("StateVersion")),
             errors=[400, 404, 409, 413],
             params=[query("ID", STRING, "The lock ID the writer holds the workspace lock with.")],
-            raw_body=OBJECT,
+            raw_body=ref("TerraformState"),
             notes="The body is terraform's state. 409 for an older serial, another lineage, "
             "or a workspace locked by someone else; 400 when it is not a state or its "
             "Content-MD5 does not match.",

@@ -136,7 +136,21 @@ _LOCK_INFO: Schema = {
     "type": "object",
     "required": ["ID"],
     "properties": {
-        key: STRING for key in ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+        **{key: STRING for key in ("Operation", "Info", "Who", "Version", "Created", "Path")},
+        "ID": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+}
+
+# A state file as terraform writes it: what the http backend checks of it.
+_TERRAFORM_STATE: Schema = {
+    "type": "object",
+    "required": ["serial", "lineage"],
+    "properties": {
+        "version": INTEGER,
+        "serial": INTEGER,
+        "lineage": STRING,
+        "outputs": {"type": "object"},
+        "resources": array({"type": "object"}),
     },
 }
 
@@ -380,6 +394,7 @@ SCHEMAS: dict[str, Schema] = {
     "Run": _RUN,
     "Lock": _LOCK,
     "LockInfo": _LOCK_INFO,
+    "TerraformState": _TERRAFORM_STATE,
     "StateVersion": _STATE_VERSION,
     "ConfigurationVersion": _CONFIGURATION_VERSION,
     "ConfigurationDiff": _DIFF,
