@@ -49,7 +49,7 @@ def config(tmp_path: Path) -> Config:
     return with_tokens(base, ops="apply", ops2="apply", reader="read", root="admin")
 
 
-async def client(url: str) -> httpx.AsyncClient:
+def client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=60)
 
 
@@ -68,7 +68,7 @@ async def lock_of(http: httpx.AsyncClient, workspace: str = "w") -> dict[str, An
 async def test_an_empty_workspace_has_no_state_and_a_posted_one_comes_back_byte_for_byte(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         empty = await http.get(f"{W}/state", headers=READER)
         assert (empty.status_code, empty.content) == (204, b"")
         raw = state_doc(1, LINEAGE, {"greeting": "by hand"}).replace(b"  ", b"\t")
@@ -93,7 +93,7 @@ async def test_an_empty_workspace_has_no_state_and_a_posted_one_comes_back_byte_
 async def test_a_state_that_does_not_continue_the_current_one_is_refused_and_nothing_stored(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         for serial in (1, 3):
             ok = await http.post(f"{W}/state", content=state_doc(serial, LINEAGE), headers=OPS)
             assert ok.status_code == 200, ok.text
@@ -114,7 +114,7 @@ async def test_a_state_that_does_not_continue_the_current_one_is_refused_and_not
 
 
 async def test_bad_requests_are_refused_with_a_clear_400(config: Config) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         for method, body, headers, says in [
             ("POST", b"not json", {}, "not a terraform state file"),
             ("POST", state_doc(1, LINEAGE), {"Content-MD5": "AAAA"}, "Content-MD5 AAAA"),
@@ -137,7 +137,7 @@ async def test_bad_requests_are_refused_with_a_clear_400(config: Config) -> None
 async def test_basic_auth_carries_the_token_and_roles_decide_what_it_may_do(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         anonymous = await http.get(f"{W}/state")
         assert anonymous.status_code == 401
         assert 'Basic realm="tfward"' in anonymous.headers["WWW-Authenticate"]
@@ -160,7 +160,7 @@ async def test_basic_auth_carries_the_token_and_roles_decide_what_it_may_do(
 
 
 async def test_lock_is_the_workspace_lock_held_under_terraforms_lock_id(config: Config) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         taken = await http.request("LOCK", f"{W}/state", json=lock_info("id-a"), headers=OPS)
         assert taken.status_code == 200 and taken.json()["ID"] == "id-a"
         lock = await lock_of(http)
@@ -205,7 +205,7 @@ async def test_lock_is_the_workspace_lock_held_under_terraforms_lock_id(config: 
 async def test_the_alternative_lock_address_and_methods_take_the_same_lock(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         for lock_method, unlock_method in (("POST", "DELETE"), ("PUT", "UNLOCK")):
             taken = await http.request(
                 lock_method, f"{W}/state/lock", json=lock_info("alt"), headers=OPS
@@ -223,7 +223,7 @@ async def test_the_alternative_lock_address_and_methods_take_the_same_lock(
 async def test_a_lock_held_by_a_run_or_a_user_answers_423_naming_the_holder(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, api), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, api), client(daemon.addresses[0]) as http:
         created = await http.post(f"{W}/runs", json={}, headers=bearer("ops", "apply"))
         run_id = created.json()["data"]["id"]
         await wait(http, run_id, "apply_pending")
@@ -252,7 +252,7 @@ async def test_a_lock_held_by_a_run_or_a_user_answers_423_naming_the_holder(
 async def test_runs_queued_behind_a_backend_lock_start_once_it_is_force_unlocked(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         taken = await http.request("LOCK", f"{W}/state", json=lock_info("held"), headers=OPS)
         assert taken.status_code == 200
         created = await http.post(f"{W}/runs", json={}, headers=bearer("ops", "apply"))
@@ -272,7 +272,7 @@ async def test_runs_queued_behind_a_backend_lock_start_once_it_is_force_unlocked
 async def test_a_run_credential_reads_only_the_state_it_is_granted_and_dies_with_the_run(
     config: Config,
 ) -> None:
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         await http.post(f"{W}/state", content=state_doc(1, LINEAGE, {"a": "b"}), headers=OPS)
         # A run of `other` that waits (its workspace is locked), holding a credential.
         other = "/api/v1/workspaces/other"
@@ -329,7 +329,7 @@ async def test_a_daemon_start_revokes_every_credential_an_earlier_daemon_handed_
     config: Config,
 ) -> None:
     token = new_token()
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         await http.post(f"{W}/state", content=state_doc(1, LINEAGE), headers=OPS)
         other = "/api/v1/workspaces/other"
         await http.post(f"{other}/actions/lock", headers=bearer("root", "admin"))
@@ -343,14 +343,14 @@ async def test_a_daemon_start_revokes_every_credential_an_earlier_daemon_handed_
         )
         assert (await http.get(f"{W}/state", headers=basic(token))).status_code == 200
     # The run is still queued (its workspace locked), but no terraform of that daemon runs.
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         assert (await wait(http, run_id, "pending", timeout=0))["status"] == "pending"
         assert (await http.get(f"{W}/state", headers=basic(token))).status_code == 401
 
 
 async def test_a_state_larger_than_the_apis_json_bodies_is_taken(config: Config) -> None:
     big = state_doc(1, LINEAGE, {"blob": "x" * (5 * 1024 * 1024)})  # the API's bodies: 4 MB
-    async with running_daemon(config) as (daemon, _), await client(daemon.addresses[0]) as http:
+    async with running_daemon(config) as (daemon, _), client(daemon.addresses[0]) as http:
         posted = await http.post(f"{W}/state", content=big, headers=OPS)
         assert posted.status_code == 200, posted.text[:200]
         assert (await http.get(f"{W}/state", headers=READER)).content == big

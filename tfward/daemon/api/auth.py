@@ -172,7 +172,8 @@ def required_role(method: str, rule: str | None, view_args: Mapping[str, str]) -
 
 async def authenticate(book: TokenBook, run_credential: CredentialLookup) -> None:
     """Check the current request (a Quart `before_request` hook); raises AccessDenied. A run's
-    remote-state credential is looked up (one database read) only for `GET .../state`."""
+    remote-state credential is looked up (one database read) only for `GET .../state`; a
+    request cancelled meanwhile abandons that read, a database error is the API's 500."""
     rule = request.url_rule.rule if request.url_rule is not None else None
     need = required_role(request.method, rule, request.view_args or {})
     if need is None:

@@ -170,6 +170,7 @@ def make_credential_lookup(daemon: Daemon) -> auth.CredentialLookup:
     reload may have narrowed since the credential was issued)."""
 
     async def lookup(token: str) -> auth.Principal | None:
+        """One read (abandoned if the request is cancelled; a database error propagates)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
         digest = token_sha256(token)
