@@ -2,8 +2,9 @@
 
 `make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
 terraform listed in SLOW below (the fault matrix, the soak, crash safety, the run-task stage
-matrix, the demo provider against terraform), marked here by path so a new test in those files
-is slow too. `make test` runs everything.
+matrix, the demo provider against terraform, terraform run by hand against the http backend,
+outputs read between workspaces), marked here by path so a new test in those files is slow
+too. `make test` runs everything.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SLOW = (
     "services/test_releases.py",
     "outbox/test_followups.py",
     "outbox/test_restart.py",
+    "daemon/test_backend_terraform.py",
+    "actors/test_remote_state.py",
 )
 
 

@@ -182,6 +182,30 @@ async def running_daemon(
             daemon.request_shutdown("test finished")
 
 
+ROLES = ("read", "plan", "apply", "admin")
+TOKENS = {role: f"tfw_test-{role}-token" for role in ROLES}
+
+
+def with_tokens(config: Config, **roles: str) -> Config:
+    """The config with one `[[api_token]]` per name=role (the token: `token_for(name, role)`)."""
+    from tfward.config.tokens import token_sha256
+
+    text = config.path.read_text()
+    for name, role in roles.items():
+        digest = token_sha256(token_for(name, role))
+        text += f'\n[[api_token]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"\n'
+    config.path.write_text(text)
+    return load_config(config.path)
+
+
+def token_for(name: str, role: str) -> str:
+    return f"{TOKENS[role]}-{name}"
+
+
+def bearer(name: str, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(name, role)}"}
+
+
 def admin_token(config: Config) -> str:
     """The local admin token the daemon creates at first start (no `[[api_token]]` set)."""
     return (config.daemon.data_dir / "admin.token").read_text().strip()
@@ -218,6 +242,18 @@ def stray_processes(marker: str) -> list[str]:
         if (marker in cmdline or marker in cwd) and "State:\tZ" not in status:
             found.append(f"{proc.name}: {cmdline} (in {cwd})")
     return found
+
+
+async def until(daemon: Daemon, check: Any, within: float = 90) -> Any:
+    """Until the async `check()` returns something truthy, woken by the daemon's commits."""
+    with trio.fail_after(within):
+        while True:
+            committed = daemon.store.committed
+            value = await check()
+            if value:
+                return value
+            with trio.move_on_after(0.5):
+                await committed.wait()
 
 
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:

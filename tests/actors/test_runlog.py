@@ -205,6 +205,33 @@ async def test_a_secret_terraform_prints_escaped_is_masked_in_every_form(
     ]
 
 
+async def test_secrets_learned_while_the_run_goes_on_are_masked_from_then_on(
+    store: Store, run_id: str
+) -> None:
+    log = RunLog(run_id, store, secrets=["tfwr_credential"])
+    await log.open()
+    log.write(b"before: network-secret tfwr_credential\n")
+    log.add_secrets(["network-secret", ""])
+    log.write(b"after: network-secret\n")
+    await log.close()
+    assert stored(store, run_id) == b"before: network-secret ***\nafter: ***\n"
+    assert sorted(log.mask_values()) == ["network-secret", "tfwr_credential"]
+
+
+async def test_an_error_line_of_tfward_itself_is_the_first_error_of_the_command(
+    store: Store, run_id: str
+) -> None:
+    log = RunLog(run_id, store)
+    await log.open()
+    log.note("Error: run r of workspace rogue may not read the state of workspace 'network'")
+    log.write(b"\nError: HTTP remote state endpoint invalid auth\n")
+    await log.close()
+    assert log.failure("terraform plan", 1) == (
+        "terraform plan failed (exit 1): run r of workspace rogue may not read the state of "
+        "workspace 'network'"
+    )
+
+
 # ---- the trailing partial line --------------------------------------------------------------
 
 

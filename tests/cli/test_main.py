@@ -139,6 +139,7 @@ POSITIONALS = {
     "sv_id": "SV_ID",
     "release_id": "REL_ID",
     "config": "CONFIG",
+    "file": "FILE",
 }
 
 

@@ -1,4 +1,5 @@
-"""`tfward state list|show|download|rollback` after a real apply."""
+"""`tfward state list|show|download|rollback` after a real apply; `state pull|push` through
+terraform's http backend."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import demo_workspace, running_daemon, write_config
+from statebackend import lock_info, outputs_workspace, state_doc
 
 
 async def test_state_list_show_download_and_rollback(tmp_path: Path, tfward: Any) -> None:
@@ -58,3 +60,47 @@ async def test_state_of_a_workspace_without_state(tmp_path: Path, tfward: Any) -
         missing = await cli("state", "download", "sv-nope", "-o", str(tmp_path / "x"))
         assert missing.code == 2 and "`tfward state list WORKSPACE`" in missing.err
         assert not (tmp_path / "x").exists()
+
+
+async def test_state_pull_and_push_go_through_the_http_backend_and_its_checks(
+    tmp_path: Path, tfward: Any
+) -> None:
+    config = write_config(tmp_path, [outputs_workspace(tmp_path, "w", {"a": "b"})])
+    lineage = "6a72abb9-3d00-e825-c58e-caa8878a2fa7"
+    async with running_daemon(config) as (daemon, api):
+        cli = tfward(daemon)
+        empty = await cli("state", "pull", "w")
+        assert (empty.code, empty.out) == (0, "") and "w has no state yet" in empty.err
+
+        first = tmp_path / "first.tfstate"
+        first.write_bytes(state_doc(2, lineage, {"a": "pushed"}))
+        pushed = await cli("state", "push", "w", str(first))
+        assert pushed.code == 0, pushed.err
+        assert "(serial 2, http-backend) is the current state of w" in pushed.out
+        assert (await cli("state", "pull", "w")).out.encode() == first.read_bytes()
+        target = tmp_path / "pulled.tfstate"
+        saved = await cli("state", "pull", "w", "-o", str(target))
+        assert saved.code == 0 and target.read_bytes() == first.read_bytes()
+        assert target.stat().st_mode & 0o777 == 0o600
+        listed = await cli("state", "list", "w")
+        assert listed.out.splitlines()[1].split()[-1] == "admin"  # BY: the token's name
+
+        older = tmp_path / "older.tfstate"
+        older.write_bytes(state_doc(1, lineage))
+        refused = await cli("state", "push", "w", str(older))
+        assert refused.code == 2
+        assert "state serial 1 is not newer than the current serial 2 (HTTP 409)" in refused.err
+        missing = await cli("state", "push", "w", str(tmp_path / "nope.tfstate"))
+        assert missing.code == 2 and "cannot read" in missing.err
+
+        # While terraform holds the lock, only its lock ID may push.
+        taken = await api.http.request("LOCK", "/api/v1/workspaces/w/state", json=lock_info("L1"))
+        assert taken.status_code == 200
+        shown = await cli("workspaces", "show", "w")
+        assert "[OperationTypeApply by ops@build-host, lock ID L1], since" in shown.out
+        newer = tmp_path / "newer.tfstate"
+        newer.write_bytes(state_doc(3, lineage))
+        blocked = await cli("state", "push", "w", str(newer))
+        assert blocked.code == 2 and "only the holder may write the state" in blocked.err
+        allowed = await cli("state", "push", "w", str(newer), "--lock-id", "L1", "--json")
+        assert allowed.code == 0 and json.loads(allowed.out)["serial"] == 3

@@ -113,6 +113,17 @@ token = "t"
             "unknown workspace",
         ),
         (ws("a", 'drift_check = "often"'), "workspace[0].drift_check", ""),
+        (
+            ws("a", 'remote_state_from = ["zzz"]'),
+            "workspace[0].remote_state_from[0]",
+            "unknown workspace",
+        ),
+        (
+            ws("a", 'remote_state_from = ["a"]'),
+            "workspace[0].remote_state_from[0]",
+            "reads its own state",
+        ),
+        (ws("a", "remote_state_from = [1]"), "workspace[0].remote_state_from[0]", "a string"),
         ("[outbox]\nconcurrency = 0\n", "outbox.concurrency", ">= 1"),
         ('[outbox]\nkeep = "0s"\n', "outbox.keep", "greater than zero"),
         ('[releases]\nenabled = "yes"\n', "releases.enabled", "boolean"),
@@ -124,3 +135,12 @@ def test_bad_integration_config_names_the_key_and_the_problem(
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert where in str(caught.value) and words in str(caught.value)
+
+
+def test_remote_state_from_names_the_workspaces_whose_state_a_workspace_reads(
+    tmp_path: Path,
+) -> None:
+    grant = ws("app", 'remote_state_from = ["network"]')
+    config = load(tmp_path, ws("network") + ws("dns") + grant)
+    assert config.workspace("app").remote_state_from == ("network",)
+    assert config.workspace("network").remote_state_from == ()

@@ -233,6 +233,26 @@ def test_binary_path_that_is_not_executable_is_an_error(error: Error, config_dir
     assert_error(err, "terraform.binary", "is not executable")
 
 
+def test_a_workspace_runs_the_terraform_binary_it_names_else_the_terraform_one(
+    load: Load, config_dir: Path, bundled_binary: Path
+) -> None:
+    (config_dir / "bin").mkdir()
+    tofu = make_executable(config_dir / "bin" / "tofu")
+    config = load(
+        '[[workspace]]\nname = "pinned"\nsource = "ws"\nterraform_binary = "bin/tofu"\n'
+        '[[workspace]]\nname = "plain"\nsource = "ws"\n'
+    )
+    assert config.workspace("pinned").terraform_binary == str(tofu)
+    assert config.workspace("plain").terraform_binary == str(bundled_binary)
+
+
+def test_a_workspace_terraform_binary_that_is_not_there_names_the_workspace_key(
+    error: Error, config_dir: Path
+) -> None:
+    err = error('[[workspace]]\nname = "a"\nsource = "ws"\nterraform_binary = "./tf-0.13"\n')
+    assert_error(err, "workspace[0].terraform_binary", "executable file", str(config_dir))
+
+
 # --- relative paths ---------------------------------------------------------------------
 
 

@@ -269,7 +269,7 @@ async def test_every_route_answers_a_method_it_does_not_take_with_405_and_allow(
         assert len(methods) > 25
         for rule, allowed in methods.items():
             path = re.sub(r"<(?:\w+:)?(\w+)>", "x", rule)
-            for method in ("PUT", "DELETE", "TRACE"):
+            for method in {"PUT", "DELETE", "TRACE"} - allowed:  # the http backend takes some
                 response = await api.http.request(method, path)
                 assert response.status_code == 405, (method, rule, response.text)
                 shown = {m.strip() for m in response.headers.get("allow", "").split(",")}

@@ -11,14 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import admin_token, demo_workspace, running_daemon, write_config
+from harness import (
+    ROLES,
+    admin_token,
+    bearer,
+    demo_workspace,
+    running_daemon,
+    with_tokens,
+    write_config,
+)
 
-from tfward.config import Config, load_config
-from tfward.config.tokens import token_sha256
+from tfward.config import Config
 from tfward.daemon.api.app import create_app
-
-ROLES = ("read", "plan", "apply", "admin")
-TOKENS = {role: f"tfw_test-{role}-token" for role in ROLES}
 
 # Every route, what each method needs. Written out by hand (not read from auth.py) so that a
 # change of the daemon's table, or a route added without an entry here, fails this test.
@@ -71,25 +75,18 @@ EXPECTED: dict[tuple[str, str], str | dict[str, str]] = {
     ("GET", "/api/v1/workspaces/<name>/resources"): "read",
     ("GET", "/api/v1/resources"): "read",
     ("GET", "/api/v1/audit"): "admin",
+    # Terraform's http backend (routes_backend.py).
+    ("GET", "/api/v1/workspaces/<name>/state"): "read",
+    ("POST", "/api/v1/workspaces/<name>/state"): "apply",
+    ("PUT", "/api/v1/workspaces/<name>/state"): "apply",
+    ("LOCK", "/api/v1/workspaces/<name>/state"): "apply",
+    ("UNLOCK", "/api/v1/workspaces/<name>/state"): "apply",
+    ("LOCK", "/api/v1/workspaces/<name>/state/lock"): "apply",
+    ("POST", "/api/v1/workspaces/<name>/state/lock"): "apply",
+    ("PUT", "/api/v1/workspaces/<name>/state/lock"): "apply",
+    ("UNLOCK", "/api/v1/workspaces/<name>/state/lock"): "apply",
+    ("DELETE", "/api/v1/workspaces/<name>/state/lock"): "apply",
 }
-
-
-def with_tokens(config: Config, **roles: str) -> Config:
-    """The config with one `[[api_token]]` per name=role (token: TOKENS[role] + name)."""
-    text = config.path.read_text()
-    for name, role in roles.items():
-        digest = token_sha256(token_for(name, role))
-        text += f'\n[[api_token]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"\n'
-    config.path.write_text(text)
-    return load_config(config.path)
-
-
-def token_for(name: str, role: str) -> str:
-    return f"{TOKENS[role]}-{name}"
-
-
-def bearer(name: str, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token_for(name, role)}"}
 
 
 @pytest.fixture

@@ -100,8 +100,11 @@ async def test_the_table_names_only_real_routes_and_the_document_shows_each_para
         shown = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
         assert shown == {p.name: p.schema() for p in params}, rule
     for path, item in spec["paths"].items():
-        for method, operation in item.items():
-            assert "422" in operation["responses"], (method, path)
+        # LOCK and UNLOCK (terraform's http backend) sit in the `x-methods` extension.
+        operations = [*item.items(), *item.get("x-methods", {}).items()]
+        for method, operation in operations:
+            if method != "x-methods":
+                assert "422" in operation["responses"], (method, path)
 
 
 BAD = [

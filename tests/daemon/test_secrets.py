@@ -7,7 +7,11 @@ emitted — its log records, every read endpoint's answer, the notification bodi
 Outputs the user's HCL does not mark sensitive echo a secret (issue 13, item 8), and a secret with
 characters terraform escapes (`"`, `\\`, `<&>`, `é`) is listed in `sensitive`: it reaches the log
 quoted by terraform (`%q`), a tfvars snippet of a type error (`\\u00e9`) and the outputs (as it is,
-and through `jsonencode`) (item 9)."""
+and through `jsonencode`) (item 9).
+
+A third workspace reads the first one's state (`terraform_remote_state`, with terraform's trace
+log on): the remote-state credential its run was given, and the first workspace's sensitive
+outputs it read, are looked for everywhere too (issue 17)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from harness import demo_workspace, open_store, running_daemon
+from harness import demo_workspace, open_store, running_daemon, write_config
 from receiver import Receiver, followups_config, serving
+from statebackend import basic
 
 from tfward.config import Config
 from tfward.store import states
+
+OTHER_TERRAFORM = Path(__file__).resolve().parents[1] / "fakes" / "other_terraform.py"
 
 FROM_ENV = "tfw-secret-from-env-7f3a9c"  # the things' `value`: terraform prints it in a plan
 FROM_FILE = "tfw-secret-from-file-52be41"  # a variable terraform declares sensitive
@@ -75,6 +82,24 @@ variable "num" {
 """
 
 
+READS_DEMO = """
+variable "tfward_url" {
+  type = string
+}
+
+data "terraform_remote_state" "demo" {
+  backend = "http"
+  config = {
+    address = "${var.tfward_url}/api/v1/workspaces/demo/state"
+  }
+}
+
+output "demo_ids" {
+  value = data.terraform_remote_state.demo.outputs.ids
+}
+"""
+
+
 def written_forms(secret: str) -> set[str]:
     """How terraform and JSON write `secret` (worked out here, independently of tfward):
     JSON with and without `\\uXXXX`, Go's JSON (`<>&` escaped), and Go's `%q` of those."""
@@ -84,11 +109,11 @@ def written_forms(secret: str) -> set[str]:
     return {secret, as_json, json.dumps(secret)[1:-1], go_json, *quoted}
 
 
-def found_in(text: str | bytes, where: str) -> list[str]:
+def found_in(text: str | bytes, where: str, secrets: tuple[str, ...] = SECRETS) -> list[str]:
     data = text.encode() if isinstance(text, str) else text
     return [
         f"{form!r} in {where}"
-        for secret in SECRETS
+        for secret in secrets
         for form in written_forms(secret)
         if form.encode() in data
     ]
@@ -96,7 +121,9 @@ def found_in(text: str | bytes, where: str) -> list[str]:
 
 def secrets_config(tmp_path: Path, hook: Receiver) -> Config:
     """`demo` gets every kind of secret (and notifies `hook`); `typo` feeds the odd secret to
-    a number variable, so its plan fails quoting the tfvars line."""
+    a number variable, so its plan fails quoting the tfvars line; `reader` reads demo's state
+    through the http backend with real terraform behind a wrapper that prints the credential
+    it was given (its log must mask it) and notes it in `reader-calls.jsonl`."""
     (tmp_path / "db_password.txt").write_text(FROM_FILE + "\n")
     (tmp_path / "api_token.txt").write_text(IN_ENV)
     workspace = demo_workspace(tmp_path, things=2, extra_tf=EXTRA_TF, notifications=["hook"])
@@ -110,9 +137,24 @@ def secrets_config(tmp_path: Path, hook: Receiver) -> Config:
     typo = demo_workspace(
         tmp_path, "typo", things=1, extra_tf=TYPE_ERROR_TF, vars={"num": ODD}, sensitive=["num"]
     )
+    reader = demo_workspace(
+        tmp_path,
+        "reader",
+        things=0,
+        extra_tf=READS_DEMO,
+        remote_state_from=["demo"],
+        auto_apply=True,
+        terraform_binary=str(OTHER_TERRAFORM),  # real terraform that notes its credential
+    )
+    reader["env"] |= {
+        "OTHER_TF_REAL": write_config(tmp_path, []).terraform.binary,  # the [terraform] one
+        "OTHER_TF_CALLS": str(tmp_path / "reader-calls.jsonl"),
+        "OTHER_TF_ECHO_CREDENTIAL": "1",  # it prints the credential: the log must mask it
+        "TF_LOG": "trace",
+    }
     return followups_config(
         tmp_path,
-        [workspace, typo],
+        [workspace, typo, reader],
         notifications=[{"name": "hook", "type": "generic", "url": hook.at("/hook")}],
     )
 
@@ -145,6 +187,14 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
             emitted = [*await read_everything(api, applied, plan["id"])]
             emitted += [(logs, "the run's log"), (typo_log, "the type error's log")]
             emitted += [(failed["error_message"], "the type error's message")]
+            read = await api.wait((await api.create_run("reader"))["id"], "applied")
+            emitted += await read_reader(api, read["id"])
+            calls = (tmp_path / "reader-calls.jsonl").read_text().splitlines()
+            given = {json.loads(line)["credential"] for line in calls}
+            assert len(given) == 1 and None not in given  # one credential, for the whole run
+            (credential,) = given
+            revoked = await api.http.get("/api/v1/workspaces/demo/state", headers=basic(credential))
+            assert revoked.status_code == 401  # it died with its run
             # While the daemon runs: its WAL holds what was written last.
             emitted += [(p.read_bytes(), f"{p.name}, running") for p in data_dir.glob("tfward.db*")]
         # The daemon has stopped: its database files are complete.
@@ -152,7 +202,9 @@ async def test_no_secret_appears_in_logs_api_answers_notifications_or_the_databa
     emitted += [(r.getMessage(), f"log record {r.name}") for r in caplog.records]
     emitted += [(r.raw, f"notification to {r.path}") for r in hook.received]
     emitted += [(p.read_bytes(), p.name) for p in data_dir.glob("tfward.db*")]
-    assert [leak for text, where in emitted for leak in found_in(text, where)] == []
+    looked_for = (*SECRETS, credential)
+    leaks = [leak for text, where in emitted for leak in found_in(text, where, looked_for)]
+    assert leaks == []
     # ...and not because they never got there: the state, unsealed, holds the values.
     raw = state_of(config, versions_of(emitted)[0]["id"])
     assert FROM_ENV.encode() in raw and FROM_FILE.encode() in raw
@@ -176,6 +228,27 @@ def state_of(config: Config, sv_id: str) -> bytes:
 def versions_of(emitted: list[tuple[str | bytes, str]]) -> list[dict[str, str]]:
     text = next(t for t, where in emitted if where == "/api/v1/workspaces/demo/state-versions")
     return list(json.loads(text)["data"])
+
+
+async def read_reader(api, run_id):  # type: ignore[no-untyped-def]
+    """What the API shows of the run that read demo's state: it did read it (its state holds
+    demo's ids), and its plan, log and state versions are there to grep."""
+    answers = []
+    for path in (
+        f"/api/v1/runs/{run_id}",
+        f"/api/v1/runs/{run_id}/plan",
+        f"/api/v1/runs/{run_id}/logs",
+        "/api/v1/workspaces/reader",
+        "/api/v1/workspaces/reader/state-versions",
+    ):
+        response = await api.http.get(path)
+        assert response.status_code == 200, (path, response.text)
+        answers.append((response.text, path))
+    versions = json.loads(answers[-1][0])["data"]
+    assert versions[0]["outputs"]["demo_ids"]["value"][0].startswith("thing-demo-0-")
+    assert "[TRACE]" in answers[2][0]  # terraform's trace log is in the run's log
+    assert "other terraform: TF_HTTP_PASSWORD=***" in answers[2][0]
+    return answers
 
 
 async def read_everything(api, applied, plan_id):  # type: ignore[no-untyped-def]

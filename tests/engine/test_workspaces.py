@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,45 @@ async def synced_resources(daemon: Daemon, api: Api, name: str) -> list[dict[str
                 return list(response.json()["data"])
             with trio.move_on_after(0.5):  # the outbox worker also wakes on time, not commits
                 await committed.wait()
+
+
+OTHER_TERRAFORM = Path(__file__).resolve().parents[1] / "fakes" / "other_terraform.py"
+
+
+async def test_a_workspace_pinned_to_another_terraform_runs_with_it_whatever_its_text_says(
+    tmp_path: Path,
+) -> None:
+    plain = demo_workspace(tmp_path, "plain", things=1, auto_apply=True)
+    real = write_config(tmp_path, [plain]).terraform.binary
+    calls = tmp_path / "other-calls.jsonl"
+    pinned = demo_workspace(
+        tmp_path, "pinned", things=1, auto_apply=True, terraform_binary=str(OTHER_TERRAFORM)
+    )
+    # It prints other words than terraform 1.0.3 for progress, plans, applies and errors.
+    pinned["env"] |= {"OTHER_TF_REAL": real, "OTHER_TF_CALLS": str(calls), "OTHER_TF_REWORD": "1"}
+    config = write_config(tmp_path, [plain, pinned])
+    assert config.workspace("pinned").terraform_binary == str(OTHER_TERRAFORM)
+    assert config.workspace("plain").terraform_binary == real
+
+    def commands() -> list[str]:
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        return [json.loads(line)["args"][0] for line in lines]
+
+    async with running_daemon(config) as (daemon, api):
+        first = await api.wait((await api.create_run("pinned"))["id"], "applied")
+        assert commands() == ["init", "plan", "show", "apply"]
+        log = await api.logs(first["id"])
+        assert "Applied successfully." in log and "Apply complete!" not in log
+        assert first["resource_changes"]["add"] == 1  # from the plan JSON, not the text
+        await api.wait((await api.create_run("plain"))["id"], "applied")
+        assert len(commands()) == 4  # the other workspace kept the [terraform] binary
+
+        again = await api.wait((await api.create_run("pinned"))["id"], "planned_and_finished")
+        assert "init reused" in await api.logs(again["id"])
+        # Back to the [terraform] binary: the kept init was made by another one, so init runs.
+        config.path.write_text(config.path.read_text().replace(f'"{OTHER_TERRAFORM}"', f'"{real}"'))
+        assert await daemon.reload()
+        assert daemon.config.workspace("pinned").terraform_binary == real
+        after = await api.wait((await api.create_run("pinned"))["id"], "planned_and_finished")
+        assert "init reused" not in await api.logs(after["id"])
+        assert len(commands()) == 6  # plan and show of `again` (its init was reused)

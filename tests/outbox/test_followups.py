@@ -8,26 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import trio
-from harness import Api, demo_workspace, running_daemon, write_config
+from harness import Api, demo_workspace, running_daemon, until, write_config
 from receiver import Receiver, followups_config, serving
 from sqlalchemy import update
 
 from tfward.daemon.service import Daemon
 from tfward.store import outbox as outbox_store
 from tfward.store.tables import outbox
-
-
-async def until(daemon: Daemon, check: Any, within: float = 90) -> Any:
-    """Until the async `check()` returns something truthy, woken by the daemon's commits."""
-    with trio.fail_after(within):
-        while True:
-            committed = daemon.store.committed
-            value = await check()
-            if value:
-                return value
-            with trio.move_on_after(0.5):
-                await committed.wait()
 
 
 async def runs_of(api: Api, workspace: str) -> list[dict[str, Any]]:

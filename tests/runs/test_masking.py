@@ -198,3 +198,27 @@ def test_the_escaped_form_of_a_secret_is_masked_in_a_plan_document() -> None:
     assert masked["planned_values"]["outputs"]["enc"]["value"] == '{"pw":"***"}'
     raw = b"not json: " + json.dumps(ODD).encode()
     assert mask_plan_bytes(raw, secrets=[ODD]) == b'not json: "***"'
+
+
+# ---- the sensitive outputs of a state another workspace reads ------------------------------
+
+
+def test_the_strings_of_a_states_sensitive_outputs_are_what_a_reader_masks() -> None:
+    from tfward.runs.masking import secret_strings, state_secrets
+
+    raw = json.dumps(
+        {
+            "serial": 1,
+            "lineage": "x",
+            "outputs": {
+                "public": {"value": "shown", "type": "string"},
+                "password": {"value": "hunter2", "type": "string", "sensitive": True},
+                "keys": {"value": {"a": "k1", "n": 2}, "type": "object", "sensitive": True},
+                "empty": {"value": "", "type": "string", "sensitive": True},
+            },
+        }
+    ).encode()
+    assert state_secrets(raw) == ["hunter2", '{"a": "k1", "n": 2}', "k1"]
+    assert list(secret_strings(["a", {"b": "c"}])) == ['["a", {"b": "c"}]', "a", "c"]
+    for garbage in (b"", b"[]", b"not json", b'{"outputs": []}', b'{"outputs": {"x": 1}}'):
+        assert state_secrets(garbage) == []

@@ -221,3 +221,45 @@ def test_rollback_to_a_version_of_another_workspace_is_refused(
 def test_rollback_to_an_unknown_version_is_refused(store: Store, ws: dict[str, str]) -> None:
     with pytest.raises(NotFound, match="state version sv-nope not found"):
         store.run_sync(lambda c: states.rollback(c, ws["demo"], "sv-nope"))
+
+
+# ---- who wrote it, and the check before writing -----------------------------------------------
+
+
+def test_a_state_posted_to_the_http_backend_records_its_kind_and_who_wrote_it(
+    store: Store, ws: dict[str, str]
+) -> None:
+    version = store.run_sync(
+        lambda c: states.store(
+            c,
+            ws["demo"],
+            states.parse_state(state_doc(1)),
+            kind=states.StateKind.HTTP_BACKEND,
+            run_id=None,
+            created_by="ops",
+        )
+    )
+    assert version is not None
+    assert (version.kind, version.created_by) == ("http-backend", "ops")
+    assert store.run_sync(lambda c: states.current(c, ws["demo"])) == version
+
+
+def test_the_check_before_storing_tells_the_current_content_from_a_refusal(
+    store: Store, ws: dict[str, str]
+) -> None:
+    check = states.check
+    assert store.run_sync(lambda c: check(c, ws["demo"], states.parse_state(state_doc(1)))) is None
+    current = put(store, ws["demo"], state_doc(2))
+    same = store.run_sync(lambda c: check(c, ws["demo"], states.parse_state(state_doc(2))))
+    assert same == current
+    with pytest.raises(StateRejected, match="not newer"):
+        store.run_sync(lambda c: check(c, ws["demo"], states.parse_state(state_doc(1))))
+    assert store.run_sync(lambda c: check(c, ws["demo"], states.parse_state(state_doc(3)))) is None
+
+
+def test_a_rollback_records_who_asked_for_it(store: Store, ws: dict[str, str]) -> None:
+    first = put(store, ws["demo"], state_doc(1))
+    put(store, ws["demo"], state_doc(2, things=2))
+    assert first is not None
+    rolled = store.run_sync(lambda c: states.rollback(c, ws["demo"], first.id, created_by="root"))
+    assert (rolled.kind, rolled.created_by) == ("rollback", "root")

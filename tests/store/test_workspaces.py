@@ -281,3 +281,72 @@ def test_a_lock_taken_inside_a_larger_transaction_is_kept_when_that_transaction_
 
     store.run_sync(tx)
     assert holder(store, ws_id).run_id == run_a  # type: ignore[union-attr]
+
+
+# ---- terraform's lock (the http backend) ----------------------------------------------------
+
+TF_A = ws_store.LockInfo("id-a", "OperationTypeApply", "ops@host", "")
+TF_B = ws_store.LockInfo("id-b", "OperationTypePlan", "ops@host", "")
+
+
+def tf_lock(store: Store, ws_id: str, info: ws_store.LockInfo, by: str = "ops") -> ws_store.Lock:
+    return store.run_sync(
+        lambda c: ws_store.acquire_lock(c, ws_id, run_id=None, by=by, terraform=info)
+    )
+
+
+def test_a_terraform_lock_is_a_user_lock_that_keeps_its_lock_id_and_info(
+    store: Store, ws_id: str
+) -> None:
+    taken = tf_lock(store, ws_id, TF_A)
+    assert holder(store, ws_id) == taken
+    assert (taken.run_id, taken.locked_by, taken.terraform) == (None, "ops", TF_A)
+    assert taken.describe() == "The workspace is locked by User ops"
+    assert tf_lock(store, ws_id, TF_A) == taken  # the same lock ID again: a no-op
+
+
+def test_a_second_terraform_of_the_same_user_is_refused_the_lock(store: Store, ws_id: str) -> None:
+    tf_lock(store, ws_id, TF_A)
+    with pytest.raises(WorkspaceLocked, match="^The workspace is locked by User ops$"):
+        tf_lock(store, ws_id, TF_B)
+    # ...and so is terraform, when the user holds a lock taken without it.
+    store.run_sync(lambda c: ws_store.release_lock(c, ws_id, lock_id="id-a"))
+    lock(store, ws_id, by="ops")
+    with pytest.raises(WorkspaceLocked):
+        tf_lock(store, ws_id, TF_A)
+
+
+def test_only_the_lock_id_releases_a_terraform_lock(store: Store, ws_id: str) -> None:
+    tf_lock(store, ws_id, TF_A)
+    with pytest.raises(WorkspaceLocked, match="only its holder can unlock it"):
+        store.run_sync(lambda c: ws_store.release_lock(c, ws_id, lock_id="id-b"))
+    assert store.run_sync(lambda c: ws_store.release_lock(c, ws_id, lock_id="id-a")) is True
+    assert holder(store, ws_id) is None
+
+
+@pytest.mark.parametrize(
+    ("held", "writer", "refusal"),
+    [
+        pytest.param(None, None, None, id="unlocked-without-an-id"),
+        pytest.param("terraform", "id-a", None, id="the-holders-lock-id"),
+        pytest.param("terraform", None, "only the holder may write", id="locked-without-an-id"),
+        pytest.param("terraform", "id-b", "only the holder may write", id="another-lock-id"),
+        pytest.param("user", None, "no terraform lock ID: unlock it first", id="a-user-lock"),
+        pytest.param("run", "id-a", "locked by Run", id="a-run-lock"),
+        pytest.param(None, "id-a", "not locked under lock ID id-a", id="a-lock-gone-since"),
+    ],
+)
+def test_who_may_write_the_state_while_the_workspace_is_locked_or_not(
+    store: Store, ws_id: str, run_a: str, held: str | None, writer: str | None, refusal: str | None
+) -> None:
+    if held == "terraform":
+        tf_lock(store, ws_id, TF_A)
+    elif held == "user":
+        lock(store, ws_id, by="ops")
+    elif held == "run":
+        lock(store, ws_id, run_id=run_a)
+    if refusal is None:
+        store.run_sync(lambda c: ws_store.check_writer(c, ws_id, writer))
+        return
+    with pytest.raises(WorkspaceLocked, match=refusal):
+        store.run_sync(lambda c: ws_store.check_writer(c, ws_id, writer))

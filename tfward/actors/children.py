@@ -26,6 +26,7 @@ from tfward.store import runs as run_store
 
 from . import workdir
 from .context import RunContext
+from .remote_state import RemoteStateAccess
 from .terraform import OutputSink, StopControl, run_terraform
 
 TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
@@ -75,19 +76,26 @@ class RunChildren:
     ctx: RunContext
     control: StopControl
     stage: Callable[[], Stage | None]
+    # The run's credential for other workspaces' state; terraform commands get it, hooks not.
+    remote_state: RemoteStateAccess | None = None
     _tail: bytes = field(default=b"", repr=False)
 
     async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
         """Run terraform in the run directory under the global process limit. On cancellation
-        terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors propagate."""
+        terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors propagate.
+        The workspace's own terraform binary runs, with the run's remote-state credential."""
+        env = self.env()
+        if self.remote_state is not None:
+            await self.remote_state.issue()
+            env.update(self.remote_state.env())
         async with self.ctx.rt.process_limiter:
             self.ctx.log.note(f"terraform {' '.join(args)}")
             tail = _Tail(self.ctx.log)
             try:
                 with self.ctx.rt.metrics.terraform_running(args[0]):
                     return await self._spawn(
-                        [self.ctx.rt.config.terraform.binary, *args],
-                        self.env(),
+                        [self.ctx.ws.terraform_binary, *args],
+                        env,
                         sink=stdout or tail,
                         stderr_sink=tail if stdout else None,
                         label="terraform",

@@ -36,7 +36,7 @@ from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.classify import class_of_kind
 from tfward.runs.model import ErrorClass, ErrorKind, Run, Status
-from tfward.store import followups, tasks
+from tfward.store import credentials, followups, tasks
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
@@ -239,6 +239,7 @@ def _record_tx(
         if lock is not None and lock.run_id == run.id:
             ws_store.release_lock(conn, ending.workspace_id, run_id=run.id)
     tasks.revoke_for_run(conn, run.id, when)
+    credentials.revoke_for_run(conn, run.id, when)
     _notify(conn, ending, run, final, outcome)
     # An apply that stored a new state: run triggers downstream and drift clear (seed H5).
     followups.after_finish(conn, final, ending.workspace_id, downstream)

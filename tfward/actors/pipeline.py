@@ -49,6 +49,7 @@ from .gate import RunTaskGate
 from .handle import Decision, Phase, RunHandle, StopReason
 from .hooks import StageHooks
 from .planner import Planner
+from .remote_state import RemoteStateAccess, new_token
 from .rundir import RunDirectory
 from .runlog import RunLog
 from .runtime import Runtime
@@ -72,12 +73,16 @@ class RunPipeline:
         self.stage: Stage | None = None
         self._recorded_stage: Stage | None = None  # the stage the database shows
         self.phase = Phase.PENDING
-        self.log = RunLog(self.run_id, rt.store, ws.sensitive_values())
+        token = new_token()  # the run's remote-state credential, masked like a secret
+        self.log = RunLog(self.run_id, rt.store, [*ws.sensitive_values(), token])
         self.ctx = RunContext(rt, ws, self.ws_id, self.run_id, self.log)
+        self.remote_state = RemoteStateAccess(self.ctx, token)
         self.ending = Ending(self.run_id, ws.name, self.ws_id, self.log, self.run_dir)
         self.keeper = RunStateKeeper(self.ctx)
         self.tasks = RunTaskGate(self.ctx)
-        self.children = RunChildren(self.ctx, handle.control, lambda: self.stage)
+        self.children = RunChildren(
+            self.ctx, handle.control, lambda: self.stage, self.remote_state
+        )
         self.hooks = StageHooks(self.ctx, self.children)
         self.dir = RunDirectory(
             self.ctx,

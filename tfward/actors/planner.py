@@ -78,7 +78,7 @@ class Planner:
             masking.mask_plan_bytes,
             plan_json,
             sensitive_vars=self.ctx.ws.sensitive,
-            secrets=self.ctx.ws.sensitive_values(),
+            secrets=self.ctx.log.mask_values(),
         )
         return code == 2, await trio.to_thread.run_sync(mask)
 

@@ -10,6 +10,7 @@ For each run found non-terminal (docs/architecture.md §5):
   moved since the plan; otherwise it is planned again (seed 003).
 Every one of these goes through the termination funnel. Then: terraform process groups
 recorded on runs that still exist are killed, locks held by finished runs are released, run
+credentials of the previous process are revoked (a run that goes on gets a new one), run
 directories of finished or unknown runs are removed. What was done is counted in the metrics
 (`tfward_recovery_actions_total`), and saved plans found unusable too.
 """
@@ -26,8 +27,9 @@ from pathlib import Path
 import trio
 from sqlalchemy import Connection
 
+from tfward.ids import now
 from tfward.runs.model import ErrorKind, Run, Stage, Status
-from tfward.store import artifacts, states
+from tfward.store import artifacts, credentials, states
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 
@@ -78,6 +80,8 @@ async def recover(rt: Runtime) -> RecoveryReport:
             continue  # removed from the config: left as it is until configured again
         await _recover_run(rt, run, report)
     await rt.store.write(lambda c: _release_stale_locks(c, report))
+    # No terraform of the previous process runs any more: its run credentials die with it.
+    await rt.store.write(lambda c: credentials.revoke_all(c, now()))
     await _remove_orphan_dirs(rt, report)
     rt.metrics.recovered(report.as_dict())
     if any(report.as_dict().values()):

@@ -90,7 +90,7 @@ class RunDirectory:
         cache = self.ctx.rt.init_cache(self.ctx.ws.name)
         try:
             key: str | None = workdir.init_key(
-                config_sha, self.cli_config, self.ctx.rt.config.terraform.binary
+                config_sha, self.cli_config, self.ctx.ws.terraform_binary
             )
         except OSError as exc:
             # Seed M8: say so, and do a full init, instead of silently losing the optimisation.

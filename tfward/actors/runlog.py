@@ -54,7 +54,8 @@ class OutputParser:
         self.facts = OutputFacts()
 
     def line(self, text: str) -> None:
-        stripped = text.strip(" │╷╵\t")
+        # tfward's own `[tfward] Error: ...` lines (a refused remote-state read) count too.
+        stripped = text.strip(" │╷╵\t").removeprefix("[tfward] ")
         if "Saved plan is stale" in stripped:
             self.facts.stale_plan = True
         if stripped.startswith("Error: ") and self.facts.first_error is None:
@@ -78,6 +79,7 @@ class RunLog:
     _pending_bytes: int = 0
     _next_seq: int = 0
     _mask: SecretMask = field(default_factory=SecretMask)
+    _secrets: set[str] = field(default_factory=set)
     changed: trio.Event = field(default_factory=trio.Event)
     closed: bool = False
     total_bytes: int = 0
@@ -90,7 +92,18 @@ class RunLog:
         return f"{what} failed (exit {code})" + (f": {first}" if first else "")
 
     def __post_init__(self) -> None:
-        self._mask = SecretMask(self.secrets)
+        self.add_secrets(self.secrets)
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Mask these strings too from now on, in every form terraform writes them: the run's
+        own credential, and what it learns while it runs (the sensitive outputs of another
+        workspace's state it read)."""
+        self._secrets |= {s for s in values if s}
+        self._mask = SecretMask(self._secrets)
+
+    def mask_values(self) -> list[str]:
+        """Every secret this log masks (the plan JSON of the run masks the same)."""
+        return sorted(self._secrets)
 
     async def open(self) -> None:
         """Continue after the chunks already stored (an apply appends to its plan's log)."""

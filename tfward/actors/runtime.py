@@ -81,6 +81,10 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the daemon before any actor starts; None only in tests that build a Runtime bare.
     run_tasks: RunTaskCoordinator | None = None
+    # Where terraform of a run reaches the daemon's API (terraform_remote_state): set by the
+    # daemon, with `api_listening`, once the API listens.
+    api_url: str = ""
+    api_listening: trio.Event = field(default_factory=trio.Event)
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
 

@@ -1,14 +1,16 @@
 """Keeping the state terraform wrote (the termination contract, docs/architecture.md §4): a
 backup file first, then a new state version in the database, serial and lineage checked. Used
-after every apply and by the funnel for the partial state of an apply that was interrupted or
-failed."""
+after every apply, by the funnel for the partial state of an apply that was interrupted or
+failed, and by terraform's http backend for a state posted to it (`keep`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+from sqlalchemy import Connection
 
 from tfward.errors import StageFailed, StateRejected
 from tfward.runs.masking import SecretMask
@@ -18,6 +20,38 @@ from tfward.store import states
 from . import workdir
 from .context import RunContext
 from .funnel import Ending
+from .runtime import Runtime
+
+
+async def keep(
+    rt: Runtime,
+    workspace: str,
+    ws_id: str,
+    parsed: states.ParsedState,
+    *,
+    kind: str,
+    run_id: str | None = None,
+    created_by: str | None = None,
+    guard: Callable[[Connection], None] | None = None,
+) -> states.StateVersion | None:
+    """Write the backup file, then store the state version (serial and lineage checked, and
+    `guard` in the same transaction). None when the state is the current one already. Raises
+    StateRejected naming the backup file, so the state can be pushed by hand. Cancellation:
+    the database write commits or rolls back before this returns (Store.write)."""
+    backup = rt.state_backups(workspace) / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
+    await trio.to_thread.run_sync(_write_backup, backup, parsed.raw)
+
+    def tx(conn: Connection) -> states.StateVersion | None:
+        if guard is not None:
+            guard(conn)
+        return states.store(
+            conn, ws_id, parsed, kind=kind, run_id=run_id, created_by=created_by
+        )
+
+    try:
+        return await rt.store.write(tx)
+    except StateRejected as exc:
+        raise StateRejected(f"{exc}; the file is kept at {backup}") from exc
 
 
 @dataclass(frozen=True)
@@ -40,19 +74,11 @@ class RunStateKeeper:
         try:
             # The outputs shown beside the version: the workspace's secrets masked in them.
             parsed = states.parse_state(raw, SecretMask(ctx.ws.sensitive_values()))
-        except StateRejected as exc:
-            raise StageFailed(ErrorKind.STATE, str(exc)) from exc
-        backup = (
-            ctx.rt.state_backups(ctx.ws.name)
-            / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
-        )
-        await trio.to_thread.run_sync(_write_backup, backup, raw)
-        try:
-            version = await ctx.rt.store.write(
-                lambda c: states.store(c, ctx.ws_id, parsed, kind=kind, run_id=ctx.run_id)
+            version = await keep(
+                ctx.rt, ctx.ws.name, ctx.ws_id, parsed, kind=kind, run_id=ctx.run_id
             )
         except StateRejected as exc:
-            raise StageFailed(ErrorKind.STATE, f"{exc}; the file is kept at {backup}") from exc
+            raise StageFailed(ErrorKind.STATE, str(exc)) from exc
         ending.state_saved = True
         if version is not None:
             ctx.log.note(

@@ -5,6 +5,7 @@ and the dispatch that turns every failure into an exit code and a message on std
     tfward plan|apply|destroy WORKSPACE  tfward runs [WORKSPACE], run show RUN_ID, logs RUN_ID
     tfward confirm|discard RUN_ID, cancel RUN_ID [--force]
     tfward state list WORKSPACE | show SV_ID | download SV_ID [-o FILE] | rollback WORKSPACE SV_ID
+    tfward state pull WORKSPACE [-o FILE] | push WORKSPACE FILE [--lock-id ID]
     tfward audit [--action A] [--limit N]     what admins did
     tfward token create --name N --role read|plan|apply|admin
 
@@ -164,6 +165,15 @@ def add_parsers(sub: Any) -> None:
     p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
     workspace_arg(p)
     state_version_arg(p)
+    p = st_sub.add_parser("pull", parents=[conn], help="the current state file (http backend)")
+    workspace_arg(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+    p = st_sub.add_parser(
+        "push", parents=both, help="store a state file as the new version (serial, lineage, lock)"
+    )
+    workspace_arg(p)
+    p.add_argument("file", metavar="FILE", help="a terraform state file")
+    p.add_argument("--lock-id", metavar="ID", help="the terraform lock ID you hold the lock with")
 
     p = command("audit", audit.list_events, "what admins did, newest first (role admin)", both)
     # The daemon checks the name (and lists the actions when it is wrong): the CLI stays

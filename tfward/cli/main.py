@@ -175,7 +175,10 @@ def check_config(path: str) -> int:
     )
     for ws in config.workspaces:
         where = ws.source if ws.source else f"module {ws.module.source if ws.module else '?'}"
-        print(f"  workspace {ws.name}: {where}" + (" (auto-apply)" if ws.auto_apply else ""))
+        pinned = f", terraform {ws.terraform_binary}" if ws.terraform_binary != tf.binary else ""
+        print(
+            f"  workspace {ws.name}: {where}{pinned}" + (" (auto-apply)" if ws.auto_apply else "")
+        )
     return EXIT_OK
 
 

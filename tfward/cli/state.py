@@ -1,13 +1,15 @@
 """State commands: `state list NAME`, `state show SV_ID`, `state download SV_ID [-o FILE]`,
-`state rollback NAME SV_ID`."""
+`state rollback NAME SV_ID`, and through terraform's http backend (docs/protocols.md §8)
+`state pull NAME [-o FILE]` and `state push NAME FILE [--lock-id ID]`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .client import EXIT_OK, EXIT_USAGE, Api, CliError, Settings
 from .render import ago, as_json, fields, output_value, table
@@ -18,6 +20,10 @@ def state(args: argparse.Namespace, settings: Settings) -> int:
     with Api(settings) as api:
         if command == "download":
             return _download(api, args.sv_id, args.output)
+        if command == "pull":
+            return _pull(api, args.name, args.output)
+        if command == "push":
+            return _push(api, args, _read(args.file))
         if command == "list":
             found = api.get(f"/api/v1/workspaces/{args.name}/state-versions")
         elif command == "show":
@@ -35,11 +41,12 @@ def state(args: argparse.Namespace, settings: Settings) -> int:
                 sv["resource_count"],
                 sv["run_id"],
                 ago(sv["created_at"]),
+                sv.get("created_by"),
             )
             for sv in found
         ]
         print(
-            table(("STATE VERSION", "SERIAL", "KIND", "RESOURCES", "RUN", "CREATED"), rows)
+            table(("STATE VERSION", "SERIAL", "KIND", "RESOURCES", "RUN", "CREATED", "BY"), rows)
             if rows
             else f"workspace {args.name} has no state yet"
         )
@@ -64,6 +71,7 @@ def _details(sv: dict[str, Any]) -> str:
         ("rolled back from", sv["rolled_back_from"]),
         ("sha256", sv["sha256"]),
         ("created", sv["created_at"]),
+        ("created by", sv.get("created_by")),
     ]
     for name, out in sv["outputs"].items():
         pairs.append((f"output {name}", output_value(out)))
@@ -71,11 +79,55 @@ def _details(sv: dict[str, Any]) -> str:
 
 
 def _download(api: Api, sv_id: str, output: str | None) -> int:
-    """The raw state file to `output` (written whole or not at all, mode 0600), or stdout."""
+    """The raw state file of a version to `output`, or stdout."""
     path = f"/api/v1/state-versions/{sv_id}/download"
+    return _save(output, lambda out: api.download(path, out))
+
+
+def _pull(api: Api, name: str, output: str | None) -> int:
+    """The workspace's current state, exactly as stored (what terraform's http backend
+    reads), to `output` or stdout. A workspace without state writes nothing."""
+    response = api.request("GET", f"/api/v1/workspaces/{name}/state")
+    if response.status_code == 204:
+        print(f"workspace {name} has no state yet", file=sys.stderr)
+        return EXIT_OK
+    return _save(output, lambda out: out.write(response.content))
+
+
+def _push(api: Api, args: argparse.Namespace, raw: bytes) -> int:
+    """Post a state file as terraform's http backend does: the same serial, lineage and lock
+    checks (`--lock-id` while holding the workspace lock through terraform)."""
+    params = {"ID": args.lock_id} if args.lock_id else {}
+    found = api.request(
+        "POST",
+        f"/api/v1/workspaces/{args.name}/state",
+        content=raw,
+        params=params,
+        headers={"Content-Type": "application/json"},
+    ).json()["data"]
+    if getattr(args, "json", False):
+        print(as_json(found))
+    else:
+        print(
+            f"pushed: {found['id']} (serial {found['serial']}, {found['kind']}) is the current "
+            f"state of {args.name}"
+        )
+    return EXIT_OK
+
+
+def _read(file: str) -> bytes:
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        raise CliError(EXIT_USAGE, f"cannot read {file}: {exc.strerror or exc}") from None
+
+
+def _save(output: str | None, fill: Callable[[BinaryIO], int]) -> int:
+    """What `fill` writes, to `output` (written whole or not at all, mode 0600: a state holds
+    secrets) or to stdout."""
     if output in (None, "-"):
         sys.stdout.flush()
-        api.download(path, sys.stdout.buffer)
+        fill(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return EXIT_OK
     target = Path(str(output))
@@ -83,7 +135,7 @@ def _download(api: Api, sv_id: str, output: str | None) -> int:
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            size = api.download(path, fh)
+            size = fill(fh)
         partial.replace(target)
     except OSError as exc:
         raise CliError(EXIT_USAGE, f"cannot write {target}: {exc.strerror or exc}") from None

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .client import EXIT_OK, Api, Settings
-from .render import as_json, fields, output_value, table, where
+from .render import ago, as_json, fields, output_value, table, where
 
 
 def list_workspaces(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,13 +33,21 @@ def _lock(ws: dict[str, Any]) -> str:
     lock = ws["lock"]
     if lock is None:
         return "-"
-    return f"run {lock['run_id']}" if lock["run_id"] else f"{lock['locked_by'] or 'user'}"
+    if lock["run_id"]:
+        return f"run {lock['run_id']}"
+    return f"{lock['locked_by'] or 'user'}" + (" (terraform)" if lock.get("lock_id") else "")
 
 
 def _lock_text(lock: dict[str, Any] | None) -> str:
+    """Who holds the lock, why, since when; for terraform's http backend its operation, who
+    runs it and the lock ID (the one to push a state under)."""
     if lock is None:
         return "unlocked"
-    return str(lock["message"]) + (f" ({lock['reason']})" if lock["reason"] else "")
+    text = str(lock["message"]) + (f" ({lock['reason']})" if lock["reason"] else "")
+    if lock.get("lock_id"):
+        operation = lock["operation"] or "terraform"
+        text += f" [{operation} by {lock['who'] or '?'}, lock ID {lock['lock_id']}]"
+    return f"{text}, since {lock['locked_at']} ({ago(lock['locked_at'])})"
 
 
 def _current(ws: dict[str, Any]) -> str:

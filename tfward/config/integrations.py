@@ -3,10 +3,11 @@ outbox, releases, run triggers and drift checks.
 
 `parse_integrations` reads the top-level `[[run_task]]`, `[[notification]]`, `[outbox]` and
 `[releases]` tables; `workspace_links` reads a workspace's `run_tasks`, `notifications`,
-`triggers_runs_in`, `auto_apply_run_trigger` and `drift_check`; `check_links` then checks every
-name refers to something defined and that run triggers form no cycle. Problems are noted on
-the context and reading goes on (reading.py), so all of them are reported together; a name
-that is defined, even by an entry with problems of its own, is not reported again as unknown.
+`triggers_runs_in`, `auto_apply_run_trigger`, `drift_check` and `remote_state_from`;
+`check_links` then checks every name refers to something defined, that run triggers form no
+cycle and that no workspace names itself in `remote_state_from`. Problems are noted on the
+context and reading goes on (reading.py), so all of them are reported together; a name that is
+defined, even by an entry with problems of its own, is not reported again as unknown.
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ OUTBOX_KEYS = frozenset({"concurrency", "lease", "retries", "keep"})
 RELEASES_KEYS = frozenset({"enabled", "max_parallel_per_batch"})
 ATTACHMENT_KEYS = frozenset({"task", "stages", "enforcement"})
 WORKSPACE_LINK_KEYS = frozenset(
-    {"run_tasks", "notifications", "triggers_runs_in", "auto_apply_run_trigger", "drift_check"}
+    {
+        "run_tasks",
+        "notifications",
+        "triggers_runs_in",
+        "auto_apply_run_trigger",
+        "drift_check",
+        "remote_state_from",
+    }
 )
 TOP_KEYS = frozenset({"run_task", "notification", "outbox", "releases"})
 
@@ -62,6 +70,7 @@ class WorkspaceLinks:
     triggers_runs_in: tuple[str, ...]
     auto_apply_run_trigger: bool
     drift_check: float | None
+    remote_state_from: tuple[str, ...]
 
 
 def parse_integrations(root: Table) -> Integrations:
@@ -82,6 +91,7 @@ def workspace_links(t: Table) -> WorkspaceLinks:
         triggers_runs_in=attempt(lambda: _names(t, "triggers_runs_in"), ()),
         auto_apply_run_trigger=default(trigger, False),
         drift_check=attempt(lambda: t.duration("drift_check"), None),
+        remote_state_from=attempt(lambda: _names(t, "remote_state_from"), ()),
     )
 
 
@@ -101,10 +111,14 @@ def check_links(root: Table, found: Integrations, workspaces: Sequence[Workspace
         for key, refs, known in (
             ("notifications", ws.notifications, destinations),
             ("triggers_runs_in", ws.triggers_runs_in, names),
+            ("remote_state_from", ws.remote_state_from, names - {ws.name}),
         ):
             what = "notification destination" if key == "notifications" else "workspace"
             for j, ref in enumerate(refs):
-                if ref not in known:
+                if ref == ws.name and key == "remote_state_from":
+                    message = "a workspace reads its own state without a grant"
+                    root.ctx.note(root.ctx.error(f"{path}.{key}[{j}]", message))
+                elif ref not in known:
                     root.ctx.note(root.ctx.error(f"{path}.{key}[{j}]", _unknown(what, ref, known)))
     cycle = _trigger_cycle({ws.name: ws.triggers_runs_in for ws in workspaces})
     if cycle:

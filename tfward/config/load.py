@@ -90,6 +90,7 @@ _WORKSPACE_KEYS = (
             "init_timeout",
             "plan_timeout",
             "apply_timeout",
+            "terraform_binary",
         }
     )
     | integrations.WORKSPACE_LINK_KEYS
@@ -232,7 +233,7 @@ def _terraform(t: _Table, data_dir: Path) -> TerraformConfig:
 
     cache = data_dir / "plugin-cache"
     return TerraformConfig(
-        binary=attempt(lambda: _binary(t), "terraform"),
+        binary=attempt(lambda: _binary(t) or _default_binary(), "terraform"),
         plugin_cache_dir=attempt(lambda: _default(t.path("plugin_cache_dir"), cache), cache),
         cli_config_file=attempt(lambda: _cli_config_file(t), None),
         dev_overrides=_dev_overrides(t),
@@ -255,21 +256,23 @@ def _count(t: _Table, key: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _binary(t: _Table) -> str:
-    raw = t.nonempty("binary")
+def _binary(t: _Table, key: str = "binary") -> str | None:
+    """The terraform (or OpenTofu-compatible) executable named under `key`, as an absolute
+    path; None when the key is absent."""
+    raw = t.nonempty(key)
     if raw is None:
-        return _default_binary()
+        return None
     if "/" not in raw and os.sep not in raw:
         found = shutil.which(raw)
         if found is None:
-            raise t.fail("binary", f"expected a program on PATH, {_quote(raw)} was not found")
+            raise t.fail(key, f"expected a program on PATH, {_quote(raw)} was not found")
         # Pin the absolute path so a later change of PATH can't swap the binary.
         return os.path.abspath(found)
     path = t.ctx.resolve(raw)
     if not path.is_file():
-        raise t.fail("binary", f"expected an executable file, {path} does not exist")
+        raise t.fail(key, f"expected an executable file, {path} does not exist")
     if not os.access(path, os.X_OK):
-        raise t.fail("binary", f"expected an executable file, {path} is not executable")
+        raise t.fail(key, f"expected an executable file, {path} is not executable")
     return str(path)
 
 
@@ -401,6 +404,8 @@ def _workspace(t: _Table, terraform: TerraformConfig) -> WorkspaceConfig | None:
         drift_check=links.drift_check,
         hooks=scripts.hooks,
         hook_timeout=scripts.timeout,
+        remote_state_from=links.remote_state_from,
+        terraform_binary=attempt(lambda: _binary(t, "terraform_binary"), None) or terraform.binary,
     )
 
 

@@ -9,12 +9,13 @@ behind another task's back. Use ``thaw`` to get plain dicts/lists back, e.g. for
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from tfward.runs.masking import secret_strings
 
 __all__ = [
     "API_ROLES",
@@ -212,6 +213,10 @@ class WorkspaceConfig:
     # under `hook_timeout` (docs/architecture.md §3).
     hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     hook_timeout: float = 600.0
+    # The workspaces whose state this one's runs may read (terraform_remote_state, http).
+    remote_state_from: tuple[str, ...] = ()
+    # The loader sets it to `[terraform] binary` when the workspace names none.
+    terraform_binary: str = "terraform"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hooks", freeze(self.hooks))
@@ -232,7 +237,7 @@ class WorkspaceConfig:
         for name in self.sensitive:
             for table in (self.vars, self.env, self.inputs):
                 if name in table:
-                    found.update(_mask_strings(table[name]))
+                    found.update(secret_strings(table[name]))
         found.discard("")
         return sorted(found, key=lambda text: (-len(text), text))
 
@@ -275,21 +280,3 @@ class Config:
                 return workspace
         raise KeyError(name)
 
-
-def _mask_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-        return
-    yield json.dumps(thaw(value), ensure_ascii=False)
-    yield from _string_leaves(value)
-
-
-def _string_leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _string_leaves(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _string_leaves(item)

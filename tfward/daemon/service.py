@@ -124,6 +124,10 @@ class Daemon:
             await nursery.start(self.drift.run)
             self.addresses = await nursery.start(self._serve_api)
             log.info("tfward listening on %s", ", ".join(self.addresses))
+            # Terraform of a run reaches the API here (terraform_remote_state of another
+            # workspace): the daemon's own listener, on the same host.
+            self.rt.api_url = _local_url(self.addresses[0])
+            self.rt.api_listening.set()
             self.notifier.ready(self.status_line())
             # Pings go on while draining (systemd's watchdog still runs during a stop).
             watchdog = trio.CancelScope()
@@ -272,6 +276,11 @@ def _naming(key: str, config: Config) -> Iterator[None]:
         raise ConfigError(
             config.path, key, f"{where} is not writable: {exc.strerror or exc}"
         ) from None
+
+
+def _local_url(address: str) -> str:
+    """A listening address as a URL a local client can connect to (not 0.0.0.0 or [::])."""
+    return address.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
 
 def _bracket(host: str) -> str:

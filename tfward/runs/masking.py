@@ -27,7 +27,7 @@ is to declare the variable or the output `sensitive = true`, so terraform itself
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 MASK = "***"
@@ -142,6 +142,53 @@ _ESCAPES: tuple[Callable[[str], str], ...] = (
     _go_quote,
     _hcl_quote,
 )
+
+
+def secret_strings(value: Any) -> Iterator[str]:
+    """The strings that give `value` away in text: a string itself; for anything else its
+    JSON text and every string inside it (terraform prints collections element by element)."""
+    if isinstance(value, str):
+        yield value
+        return
+    yield json.dumps(_plain(value), ensure_ascii=False)
+    yield from _string_leaves(value)
+
+
+def state_secrets(raw: bytes) -> list[str]:
+    """The strings of a state file's sensitive outputs. A consumer's `terraform_remote_state`
+    gets them unmarked in terraform 1.0, so a run that read this state masks them."""
+    try:
+        outputs = json.loads(raw).get("outputs") or {}
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(outputs, Mapping):
+        return []
+    return [
+        text
+        for out in outputs.values()
+        if isinstance(out, Mapping) and out.get("sensitive")
+        for text in secret_strings(out.get("value"))
+        if text
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _string_leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _string_leaves(item)
 
 
 def mask_plan_json(

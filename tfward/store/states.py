@@ -10,6 +10,7 @@ terraform was never told is sensitive). They are sealed at rest like the state i
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from . import followups, sealing
 from .tables import state_versions
 
 
+class StateKind(enum.StrEnum):
+    """How a state version came to be."""
+
+    APPLY = "apply"  # a run's apply
+    PARTIAL = "partial"  # what an interrupted or failed apply left
+    ROLLBACK = "rollback"  # an older version's content, made current again
+    HTTP_BACKEND = "http-backend"  # posted to terraform's http backend (or `tfward state push`)
+
+
 @dataclass(frozen=True, slots=True)
 class StateVersion:
     id: str
@@ -39,6 +49,7 @@ class StateVersion:
     run_id: str | None
     rolled_back_from: str | None
     created_at: datetime
+    created_by: str | None = None  # the API token that wrote it (backend, rollback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,7 @@ def _from_row(conn: Connection, row: Any) -> StateVersion:
         m["run_id"],
         m["rolled_back_from"],
         m["created_at"],
+        m["created_by"],
     )
 
 
@@ -145,6 +157,26 @@ def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateV
     return [_from_row(conn, r) for r in rows]
 
 
+def check(conn: Connection, ws_id: str, state: ParsedState) -> StateVersion | None:
+    """Whether `state` may become the current version: the current version when `state` is
+    its very content (storing it changes nothing), else None. Raises StateRejected for another
+    lineage or a serial that does not move forward."""
+    cur = current(conn, ws_id)
+    if cur is None:
+        return None
+    if cur.sha256 == state.sha256:
+        return cur
+    if cur.lineage != state.lineage:
+        raise StateRejected(
+            f"state lineage {state.lineage} differs from the workspace's {cur.lineage}"
+        )
+    if state.serial <= cur.serial:
+        raise StateRejected(
+            f"state serial {state.serial} is not newer than the current serial {cur.serial}"
+        )
+    return None
+
+
 def store(
     conn: Connection,
     ws_id: str,
@@ -153,21 +185,12 @@ def store(
     kind: str,
     run_id: str | None,
     rolled_back_from: str | None = None,
+    created_by: str | None = None,
 ) -> StateVersion | None:
     """Store `state` as the new current version. Returns None when it equals the current one.
     Raises StateRejected for another lineage or a serial that does not move forward."""
-    cur = current(conn, ws_id)
-    if cur is not None:
-        if cur.sha256 == state.sha256:
-            return None
-        if cur.lineage != state.lineage:
-            raise StateRejected(
-                f"state lineage {state.lineage} differs from the workspace's {cur.lineage}"
-            )
-        if state.serial <= cur.serial:
-            raise StateRejected(
-                f"state serial {state.serial} is not newer than the current serial {cur.serial}"
-            )
+    if check(conn, ws_id, state) is not None:
+        return None
     version = StateVersion(
         new_id("sv"),
         ws_id,
@@ -180,6 +203,7 @@ def store(
         run_id,
         rolled_back_from,
         now(),
+        created_by,
     )
     conn.execute(
         insert(state_versions).values(
@@ -195,6 +219,7 @@ def store(
             run_id=run_id,
             rolled_back_from=rolled_back_from,
             created_at=version.created_at,
+            created_by=created_by,
         )
     )
     # Every stored version (apply, partial, rollback, ...) refreshes the inventory.
@@ -203,7 +228,12 @@ def store(
 
 
 def rollback(
-    conn: Connection, ws_id: str, sv_id: str, mask: SecretMask | None = None
+    conn: Connection,
+    ws_id: str,
+    sv_id: str,
+    mask: SecretMask | None = None,
+    *,
+    created_by: str | None = None,
 ) -> StateVersion:
     """Make a new current version whose content is `sv_id`'s, with the next serial; its
     outputs masked with `mask` (the workspace's secrets)."""
@@ -220,7 +250,13 @@ def rollback(
     doc["serial"] = int(top) + 1
     raw = (json.dumps(doc, indent=2) + "\n").encode()
     version = store(
-        conn, ws_id, parse_state(raw, mask), kind="rollback", run_id=None, rolled_back_from=sv_id
+        conn,
+        ws_id,
+        parse_state(raw, mask),
+        kind=StateKind.ROLLBACK,
+        run_id=None,
+        rolled_back_from=sv_id,
+        created_by=created_by,
     )
     assert version is not None  # the new serial makes it new content
     return version

@@ -386,3 +386,28 @@ audit_events = Table(
     Column("detail", JSON, nullable=False),
     Index("ix_audit_events_action", "action"),
 )
+
+# ---- migration 0009_backend: terraform's http backend -----------------------------------
+
+# A lock taken through the backend keeps terraform's lock ID and lock info (protocols.md §8).
+workspace_locks.append_column(Column("lock_id", String(128), nullable=True))
+workspace_locks.append_column(Column("operation", String(64), nullable=True))
+workspace_locks.append_column(Column("who", String(256), nullable=True))
+workspace_locks.append_column(Column("info", Text, nullable=True))
+
+# The API token that wrote a state version (a POST to the backend, a rollback).
+state_versions.append_column(Column("created_by", String(128), nullable=True))
+
+# The credential each run gets to read the state of the workspaces its workspace may read
+# (`remote_state_from`): only the token's SHA-256 is kept; revoked when the run ends.
+run_credentials = Table(
+    "run_credentials",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=False),
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_run_credentials_run", "run_id"),
+)

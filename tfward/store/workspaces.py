@@ -2,7 +2,9 @@
 
 A lock is one row in `workspace_locks`: taking it is an INSERT (the primary key makes two
 takers impossible), releasing it a DELETE. A run holds the lock from the end of its plan through
-`apply_pending` and `applying`; a user can hold it to freeze a workspace.
+`apply_pending` and `applying`; a user can hold it to freeze a workspace. A lock taken through
+terraform's http backend is a user lock that also carries terraform's lock ID and lock info
+(docs/protocols.md §8): only that ID may take it again, write the state under it, or unlock it.
 """
 
 from __future__ import annotations
@@ -21,17 +23,33 @@ from .tables import workspace_locks, workspaces
 
 
 @dataclass(frozen=True, slots=True)
+class LockInfo:
+    """What terraform sends with a LOCK: its lock ID and who asks, for what (`Operation`,
+    `Who`, `Info` of terraform's lock info)."""
+
+    id: str
+    operation: str = ""
+    who: str = ""
+    info: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Lock:
     run_id: str | None
     locked_by: str
     reason: str | None
     locked_at: datetime
+    terraform: LockInfo | None = None  # taken through the http backend
 
     def describe(self) -> str:
         # The wording HCP clients string-match on (docs/protocols.md §7).
         if self.run_id:
             return f"The workspace is locked by Run {self.run_id}"
         return f"The workspace is locked by User {self.locked_by}"
+
+    def held_by_id(self, lock_id: str | None) -> bool:
+        """Whether `lock_id` is this lock's terraform lock ID."""
+        return lock_id is not None and self.terraform is not None and self.terraform.id == lock_id
 
 
 def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
@@ -71,22 +89,33 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     ).first()
     if row is None:
         return None
-    return Lock(row.run_id, row.locked_by, row.reason, row.locked_at)
+    terraform = (
+        None
+        if row.lock_id is None
+        else LockInfo(row.lock_id, row.operation or "", row.who or "", row.info or "")
+    )
+    return Lock(row.run_id, row.locked_by, row.reason, row.locked_at, terraform)
 
 
 def acquire_lock(
-    conn: Connection, ws_id: str, *, run_id: str | None, by: str, reason: str | None = None
+    conn: Connection,
+    ws_id: str,
+    *,
+    run_id: str | None,
+    by: str,
+    reason: str | None = None,
+    terraform: LockInfo | None = None,
 ) -> Lock:
     """Take the lock, or raise WorkspaceLocked naming the holder. Re-taking one's own lock is a
-    no-op (a run that already holds it, or the same user)."""
+    no-op (a run that already holds it, or the same user); a lock asked for with terraform's
+    lock info is re-taken only with the same lock ID, so two terraform processes of one user
+    never both hold it."""
     held = get_lock(conn, ws_id)
     if held is not None:
-        if (run_id is not None and held.run_id == run_id) or (
-            run_id is None and held.run_id is None and held.locked_by == by
-        ):
+        if _retaken(held, run_id, by, terraform):
             return held
         raise WorkspaceLocked(held.describe())
-    lock = Lock(run_id, by, reason, now())
+    lock = Lock(run_id, by, reason, now(), terraform)
     try:
         with conn.begin_nested():
             conn.execute(
@@ -96,6 +125,10 @@ def acquire_lock(
                     locked_by=by,
                     reason=reason,
                     locked_at=lock.locked_at,
+                    lock_id=terraform and terraform.id,
+                    operation=terraform and terraform.operation,
+                    who=terraform and terraform.who,
+                    info=terraform and terraform.info,
                 )
             )
     except IntegrityError:
@@ -104,26 +137,55 @@ def acquire_lock(
     return lock
 
 
+def _retaken(held: Lock, run_id: str | None, by: str, terraform: LockInfo | None) -> bool:
+    if run_id is not None:
+        return held.run_id == run_id
+    if terraform is not None:
+        return held.held_by_id(terraform.id)
+    return held.run_id is None and held.locked_by == by
+
+
 def release_lock(
     conn: Connection,
     ws_id: str,
     *,
     run_id: str | None = None,
     by: str | None = None,
+    lock_id: str | None = None,
     force: bool = False,
 ) -> bool:
-    """Release a lock held by `run_id` (or by user `by`). `force` releases whatever holds it.
-    Returns whether a lock was removed. Releasing someone else's lock raises WorkspaceLocked."""
+    """Release a lock held by `run_id`, by user `by`, or under terraform's `lock_id`. `force`
+    releases whatever holds it. Returns whether a lock was removed. Releasing someone else's
+    lock raises WorkspaceLocked."""
     held = get_lock(conn, ws_id)
     if held is None:
         return False
-    mine = (run_id is not None and held.run_id == run_id) or (
-        run_id is None and by is not None and held.run_id is None and held.locked_by == by
+    mine = (
+        (run_id is not None and held.run_id == run_id)
+        or (run_id is None and by is not None and held.run_id is None and held.locked_by == by)
+        or held.held_by_id(lock_id)
     )
     if not (mine or force):
         raise WorkspaceLocked(held.describe() + "; only its holder can unlock it (or force-unlock)")
     conn.execute(delete(workspace_locks).where(workspace_locks.c.workspace_id == ws_id))
     return True
+
+
+def check_writer(conn: Connection, ws_id: str, lock_id: str | None) -> None:
+    """May a state be written under `lock_id` (None: the writer holds no lock) now? When the
+    workspace is locked only its holder's terraform lock ID may write; a writer that names a
+    lock ID must hold that lock (not one force-unlocked meanwhile). Raises WorkspaceLocked."""
+    held = get_lock(conn, ws_id)
+    if held is None:
+        if lock_id is not None:
+            raise WorkspaceLocked(
+                f"the workspace is not locked under lock ID {lock_id} (was it force-unlocked?); "
+                "lock it again, or write without a lock ID"
+            )
+        return
+    if not held.held_by_id(lock_id):
+        holder = "its lock ID" if held.terraform else "no terraform lock ID: unlock it first"
+        raise WorkspaceLocked(f"{held.describe()}; only the holder may write the state ({holder})")
 
 
 def list_workspaces(conn: Connection) -> list[tuple[str, str, bool]]:

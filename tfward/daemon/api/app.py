@@ -10,10 +10,12 @@ does not take -> 405 with `Allow`.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, jsonify
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from tfward.errors import (
@@ -30,6 +32,7 @@ from . import (
     openapi,
     query,
     routes_audit,
+    routes_backend,
     routes_inventory,
     routes_metrics,
     routes_outbox,
@@ -59,24 +62,43 @@ def error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": {"status": status, "message": message}}), status
 
 
+MAX_STATE = 64 * 1024 * 1024  # a state posted to the http backend
+_STATE_PATH = re.compile(r"/api/v1/workspaces/[^/]+/state")
+
+
+class TfwardRequest(TrioRequest):
+    """A request whose body may be up to MAX_STATE when it posts a state to the http backend
+    (a large infrastructure's state outgrows the 4 MB of the API's JSON bodies); MAX_BODY for
+    everything else. Decided from the path, before any of the body is read."""
+
+    def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+        if _STATE_PATH.fullmatch(path):
+            kwargs["max_content_length"] = MAX_STATE
+        super().__init__(method, scheme, path, *args, **kwargs)
+
+
 def create_app(daemon: Daemon) -> QuartTrio:
     app = QuartTrio("tfward")
+    app.request_class = TfwardRequest
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
     for exc_type, status in _STATUS.items():
         app.register_error_handler(exc_type, _handler(status))
+    run_credential = routes_backend.make_credential_lookup(daemon)
 
     @app.before_request
     async def authenticate() -> None:
-        auth.authenticate(daemon.tokens)
+        await auth.authenticate(daemon.tokens, run_credential)
         query.check()
 
     @app.errorhandler(AccessDenied)
     async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
         response, status = error(exc.status, exc.message)
-        challenge = {"WWW-Authenticate": 'Bearer realm="tfward"'} if status == 401 else {}
-        return response, status, challenge
+        challenge = 'Bearer realm="tfward"'
+        if request.url_rule is not None and request.url_rule.rule in auth.BACKEND_RULES:
+            challenge += ', Basic realm="tfward"'  # terraform's http backend
+        return response, status, {"WWW-Authenticate": challenge} if status == 401 else {}
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
@@ -103,6 +125,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_workspaces.register(app, daemon)
     routes_runs.register(app, daemon)
     routes_state.register(app, daemon)
+    routes_backend.register(app, daemon)
     routes_tasks.register(app, daemon)
     routes_releases.register(app, daemon)
     routes_outbox.register(app, daemon)

@@ -1,17 +1,20 @@
 """Who may call the API, and with which role (docs/architecture.md §9).
 
-Every request names its caller with `Authorization: Bearer <token>`. The daemon knows tokens
-only by their SHA-256: the `[[api_token]]` entries of the config, or, when the config has none,
-the local admin token it creates at first start in `<data_dir>/admin.token` (mode 0600) for the
-CLI on the same host. A missing or unknown token is refused with 401, a role weaker than the
-endpoint needs with 403 — both before the handler reads the body or the database.
+Every request names its caller with `Authorization: Bearer <token>`, or with HTTP basic auth
+whose password is the token (any username: what terraform's `http` backend sends). The daemon
+knows tokens only by their SHA-256: the `[[api_token]]` entries of the config, or, when the
+config has none, the local admin token it creates at first start in `<data_dir>/admin.token`
+(mode 0600) for the CLI on the same host. On `GET .../state` alone a run's remote-state
+credential (actors/remote_state.py) is accepted too, as a caller that may read the state of
+the workspaces it is scoped to and nothing else. A missing or unknown token is refused with
+401, a role weaker than the endpoint needs with 403 — both before the handler reads the body.
 
 Roles are ordered `read` < `plan` < `apply` < `admin`, each allowed what the ones before it
 are. What each endpoint needs is decided here, in one table, so it can be reviewed at once:
 reads need `read`; speculative runs `plan`; runs that apply, confirm, discard, cancel and
-locks `apply`; force-unlock, force-cancel, state rollback and raw state download (the state
-holds secrets in plain text, as terraform writes it), outbox retry, releases and reading the
-audit trail of those `admin`.
+locks and the http backend's writes (POST, LOCK, UNLOCK) `apply`; force-unlock,
+force-cancel, state rollback and raw state download (the state holds secrets in plain text, as
+terraform writes it), outbox retry, releases and reading the audit trail of those `admin`.
 Endpoints that no entry names need `admin`, so a route added without a thought is closed.
 The health check and the run-task endpoints (which carry a run-task access token of their own,
 runtasks/callbacks.py) are open.
@@ -21,9 +24,11 @@ The caller's name is what the daemon records as `created_by`, `confirmed_by` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +44,11 @@ log = logging.getLogger(__name__)
 ADMIN_TOKEN_FILE = "admin.token"
 LOCAL_ADMIN = "admin"  # the name recorded for what the local admin token does
 _RANK = {role: rank for rank, role in enumerate(API_ROLES)}
+
+# Terraform's http backend (routes_backend.py): the state, and the alternative lock address.
+STATE = "/api/v1/workspaces/<name>/state"
+STATE_LOCK = f"{STATE}/lock"
+BACKEND_RULES = frozenset({STATE, STATE_LOCK})
 
 # (method, rule) -> role, or for `.../actions/<action>` rules a mapping from action to role.
 _CALLBACK = "/api/v1/run-task-results/<result_id>/callback"
@@ -73,18 +83,29 @@ ROLES: Mapping[tuple[str, str], str | Mapping[str, str]] = {
     ("POST", "/api/v1/releases/<release_id>/actions/<action>"): "admin",
     # What admins did (who force-unlocked, rolled back, downloaded a raw state).
     ("GET", "/api/v1/audit"): "admin",
+    # The http backend: `read` may GET the state, `apply` write it and lock it.
+    ("GET", STATE): "read",
+    **{(method, STATE): "apply" for method in ("POST", "PUT", "LOCK", "UNLOCK")},
+    **{(m, STATE_LOCK): "apply" for m in ("LOCK", "UNLOCK", "POST", "PUT", "DELETE")},
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller. A run's remote-state credential is one with `run_id` set and
+    `reads` the workspaces whose state it may GET (API tokens: None, any)."""
 
     name: str
     role: str
+    reads: frozenset[str] | None = None
+    run_id: str | None = None
 
     def may(self, role: str) -> bool:
         return _RANK[self.role] >= _RANK[role]
+
+
+# Finds a run's remote-state credential by its token (routes_backend.py): None if unknown.
+CredentialLookup = Callable[[str], Awaitable[Principal | None]]
 
 
 class TokenBook:
@@ -151,21 +172,44 @@ def required_role(method: str, rule: str | None, view_args: Mapping[str, str]) -
     return need.get(view_args.get("action", ""), "read")
 
 
-def authenticate(book: TokenBook) -> None:
-    """Check the current request (a Quart `before_request` hook); raises AccessDenied."""
+async def authenticate(book: TokenBook, run_credential: CredentialLookup) -> None:
+    """Check the current request (a Quart `before_request` hook); raises AccessDenied. A run's
+    remote-state credential is looked up (one database read) only for `GET .../state`; a
+    request cancelled meanwhile abandons that read, a database error is the API's 500."""
     rule = request.url_rule.rule if request.url_rule is not None else None
     need = required_role(request.method, rule, request.view_args or {})
     if need is None:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AccessDenied(401, "an API token is required: send Authorization: Bearer <token>")
-    principal = book.lookup(token.strip())
+    token = presented_token(request.headers.get("Authorization", ""))
+    principal = book.lookup(token)
+    if principal is None and request.method in ("GET", "HEAD") and rule == STATE:
+        principal = await run_credential(token)
     if principal is None:
         raise AccessDenied(401, "unknown API token")
     g.principal = principal
     require_role(need)
+
+
+def presented_token(header: str) -> str:
+    """The token of an `Authorization` header: `Bearer <token>`, or basic auth whose password
+    is the token. AccessDenied(401) for anything else."""
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AccessDenied(401, "malformed basic auth credentials") from None
+        password = decoded.partition(":")[2]
+        if password:
+            return password
+    raise AccessDenied(
+        401,
+        "an API token is required: send Authorization: Bearer <token>, or basic auth with "
+        "the token as the password",
+    )
 
 
 def require_role(role: str) -> Principal:

@@ -1,7 +1,8 @@
 """The API's OpenAPI 3.1 document, served at `GET /api/v1/openapi.json`.
 
 It is plain data built from three sources, so it cannot drift far from what the daemon does:
-- the routes, one `Paths.add` per method and rule, in openapi_paths.py;
+- the routes, one `Paths.add` per method and rule, in openapi_paths.py (terraform's http
+  backend in openapi_backend.py);
   tests/daemon/test_openapi.py fails when a route of the app is missing there or a documented
   path is not a route;
 - the component schemas in openapi_schemas.py (enumerations read from the models);
@@ -9,6 +10,10 @@ It is plain data built from three sources, so it cannot drift far from what the 
   `before_request` hook enforces: each operation names its role in words and as
   `x-required-role` (a role, or a mapping from the `action` / `operation` value to a role),
   and documents 401 and, where a weaker role exists, 403.
+
+Terraform's http backend uses the methods LOCK and UNLOCK, which OpenAPI has no field for:
+their operations are in the path item's `x-methods` extension, keyed by method, shaped like
+any other operation.
 
 The configured workspace names are the `examples` of `{name}`, so a fuzzer (`make fuzz`) and a
 reader both meet real workspaces.
@@ -27,6 +32,7 @@ from tfward import __version__
 from tfward.runs.model import Operation
 
 from . import auth, query
+from .openapi_backend import backend
 from .openapi_paths import SECTIONS
 from .openapi_schemas import JSON, SCHEMAS, Schema, enum, ref
 
@@ -40,12 +46,16 @@ _ERRORS = {
     403: ("Forbidden", "The token's role (or run task) does not allow this."),
     404: ("NotFound", "No such workspace, run, version, result, row, release or action."),
     409: ("Conflict", "The action is refused now: the reason is in the message."),
+    413: ("TooLarge", "The request body is too large."),
     422: (
         "Invalid",
         "An unknown field or query parameter, a value of the wrong type, or a bad value.",
     ),
     503: ("Unavailable", "The daemon is stopping, or the feature is not available."),
 }
+# The methods an OpenAPI path item has fields for; others go under X_METHODS.
+_OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+X_METHODS = "x-methods"
 _PATH_PARAMS = {
     "name": "A workspace name.",
     "run_id": "A run id (`run-...`).",
@@ -101,18 +111,22 @@ class Paths:
         document: str | None = None,
         actions: Sequence[str] = (),
         notes: str = "",
+        responses: Mapping[int, Any] | None = None,
+        raw_body: Schema | None = None,
     ) -> None:
         """One operation. `body` names a schema json_object checks; `document` one that the
-        handler parses itself (no envelope, required); `actions` the values of `<action>`."""
+        handler parses itself (no envelope, required); `raw_body` a JSON body read as it is
+        (not required); `actions` the values of `<action>`; `responses` more answers."""
         security, who, denials = _security(method, rule)
         params = [p.schema() for p in query.params_of(method, rule)]
         # Any route refuses a bad or unknown query parameter with 422 (query.py).
         errors = {*errors, 422}
-        responses: dict[str, Any] = {
+        answers: dict[str, Any] = {
             str(status): {"description": summary, "content": {media: {"schema": ok}}}
         }
+        answers.update({str(code): answer for code, answer in (responses or {}).items()})
         for code in sorted({*errors, *denials}):
-            responses[str(code)] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
+            answers[str(code)] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
         operation: dict[str, Any] = {
             "operationId": operation_id,
             "summary": summary,
@@ -120,7 +134,7 @@ class Paths:
             "tags": [tag],
             "parameters": [*self._path_params(rule, actions), *params],
             **security,
-            "responses": responses,
+            "responses": answers,
         }
         if body is not None:
             operation["requestBody"] = _body(body)
@@ -129,7 +143,13 @@ class Paths:
                 "required": True,
                 "content": {JSON: {"schema": ref(document)}},
             }
-        self.paths.setdefault(openapi_path(rule), {})[method.lower()] = operation
+        if raw_body is not None:
+            operation["requestBody"] = {"required": False, "content": {JSON: {"schema": raw_body}}}
+        item = self.paths.setdefault(openapi_path(rule), {})
+        if method.lower() in _OPENAPI_METHODS:
+            item[method.lower()] = operation
+        else:
+            item.setdefault(X_METHODS, {})[method.upper()] = operation
 
     def _path_params(self, rule: str, actions: Sequence[str]) -> list[Schema]:
         found = []
@@ -164,7 +184,10 @@ def _security(method: str, rule: str) -> tuple[dict[str, Any], str, set[int]]:
             "Takes the run task's access token, not an API token.",
             set(),
         )
-    security: dict[str, Any] = {"security": [{"bearerAuth": []}], "x-required-role": role}
+    schemes: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    if rule in auth.BACKEND_RULES:  # terraform's http backend sends basic auth
+        schemes.insert(0, {"basicAuth": []})
+    security: dict[str, Any] = {"security": schemes, "x-required-role": role}
     refusals = {401, 403} if _roles(role) != {"read"} else {401}  # no role is below `read`
     return security, _describe(role), refusals
 
@@ -196,7 +219,7 @@ def _body(name: str) -> Schema:
 def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
     """The document; `workspaces` are the configured names, shown as examples."""
     paths = Paths(workspaces)
-    for section in SECTIONS:
+    for section in (*SECTIONS, backend):
         section(paths)
     schemas = copy.deepcopy(SCHEMAS)
     if workspaces:  # a release of every workspace, one per batch
@@ -235,6 +258,13 @@ def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "An API token: an `[[api_token]]` of the config, or the "
                     "local admin token in `<data_dir>/admin.token` when the config names none.",
+                },
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Any username, an API token as the password (what "
+                    "terraform's http backend sends). On `GET .../state`, a run's "
+                    "remote-state credential as well (docs/protocols.md §8).",
                 },
                 "runTaskToken": {
                     "type": "http",

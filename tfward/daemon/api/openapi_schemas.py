@@ -18,6 +18,7 @@ from tfward.runtasks.callbacks import CALLBACK_STATUSES
 from tfward.store import outbox as outbox_store
 from tfward.store import tasks
 from tfward.store.audit import AuditAction, AuditOutcome
+from tfward.store.states import StateKind
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -128,8 +129,37 @@ _LOCK: Schema = record(
         "reason": nullable(STRING),
         "locked_at": TIME,
         "message": STRING,
+        # Set for a lock taken through terraform's http backend.
+        "lock_id": nullable(STRING),
+        "operation": nullable(STRING),
+        "who": nullable(STRING),
+        "info": nullable(STRING),
     }
 )
+
+# Terraform's lock info, as its http backend sends it with LOCK / UNLOCK and reads it back
+# from a 423 (docs/protocols.md §8).
+_LOCK_INFO: Schema = {
+    "type": "object",
+    "required": ["ID"],
+    "properties": {
+        **{key: STRING for key in ("Operation", "Info", "Who", "Version", "Created", "Path")},
+        "ID": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+}
+
+# A state file as terraform writes it: what the http backend checks of it.
+_TERRAFORM_STATE: Schema = {
+    "type": "object",
+    "required": ["serial", "lineage"],
+    "properties": {
+        "version": INTEGER,
+        "serial": INTEGER,
+        "lineage": STRING,
+        "outputs": {"type": "object"},
+        "resources": array({"type": "object"}),
+    },
+}
 
 _STATE_VERSION: Schema = record(
     {
@@ -137,11 +167,12 @@ _STATE_VERSION: Schema = record(
         "serial": INTEGER,
         "lineage": STRING,
         "sha256": STRING,
-        "kind": STRING,
+        "kind": enum(StateKind),
         "run_id": nullable(STRING),
         "rolled_back_from": nullable(STRING),
         "resource_count": INTEGER,
         "created_at": TIME,
+        "created_by": nullable(STRING),
         "outputs": {
             "type": "object",
             "description": (
@@ -386,6 +417,8 @@ SCHEMAS: dict[str, Schema] = {
     "RecoveryReport": {"type": "object", "additionalProperties": array(ANY)},
     "Run": _RUN,
     "Lock": _LOCK,
+    "LockInfo": _LOCK_INFO,
+    "TerraformState": _TERRAFORM_STATE,
     "StateVersion": _STATE_VERSION,
     "ConfigurationVersion": _CONFIGURATION_VERSION,
     "ConfigurationDiff": _DIFF,

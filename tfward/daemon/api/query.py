@@ -197,6 +197,13 @@ TABLE: Mapping[tuple[str, str], Sequence[Param]] = {
         RUN_ID,
         LIMIT,
     ),
+    # Terraform's http backend names the lock it holds when it writes the state.
+    **{
+        (method, "/api/v1/workspaces/<name>/state"): (
+            text("ID", "The lock ID terraform holds (when the workspace is locked)."),
+        )
+        for method in ("POST", "PUT")
+    },
     ("GET", "/api/v1/audit"): (
         Param("action", Kind.CHOICE, "Only events of this action.", choices=_names(AuditAction)),
         LIMIT,

@@ -16,7 +16,7 @@ from tfward.store import artifacts, audit, states
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import AuditAction
 
-from . import audited
+from . import audited, auth
 from .views import configuration_version_view, secret_mask, state_version_view
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def rollback(name: str, sv_id: str) -> tuple[dict[str, Any], int]:
         tried = audited.attempt(AuditAction.STATE_ROLLBACK, f"workspace {name}")
         mask = secret_mask(daemon.config, name)
+        user = auth.caller()
 
         def tx(conn: Connection) -> dict[str, Any]:
             ws_id = ws_store.workspace_id(conn, name)
@@ -75,7 +76,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             if lock is not None and lock.run_id is not None:
                 # A run between plan and apply would apply onto a state it did not plan for.
                 raise WorkspaceLocked(lock.describe() + "; roll back once it has finished")
-            new = states.rollback(conn, ws_id, sv_id, mask)
+            new = states.rollback(conn, ws_id, sv_id, mask, created_by=user)
             detail = {"from": sv_id, "state_version": new.id, "serial": new.serial}
             audit.record(conn, tried, detail=detail)
             return state_version_view(new, mask)

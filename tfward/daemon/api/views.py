@@ -69,12 +69,18 @@ def run_view(run: Run) -> dict[str, Any]:
 def lock_view(lock: Lock | None) -> dict[str, Any] | None:
     if lock is None:
         return None
+    terraform = lock.terraform
     return {
         "run_id": lock.run_id,
         "locked_by": lock.locked_by,
         "reason": lock.reason,
         "locked_at": rfc3339(lock.locked_at),
         "message": lock.describe(),
+        # A lock taken through terraform's http backend: its lock ID and lock info.
+        "lock_id": terraform and terraform.id,
+        "operation": terraform and terraform.operation,
+        "who": terraform and terraform.who,
+        "info": terraform and terraform.info,
     }
 
 
@@ -101,6 +107,7 @@ def state_version_view(sv: StateVersion, mask: SecretMask) -> dict[str, Any]:
         "rolled_back_from": sv.rolled_back_from,
         "resource_count": sv.resource_count,
         "created_at": rfc3339(sv.created_at),
+        "created_by": sv.created_by,
         # Sensitive outputs come back null, secrets masked (docs/architecture.md §9).
         "outputs": {
             name: {
