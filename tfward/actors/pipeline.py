@@ -8,6 +8,10 @@ Each stage runs under its own timeout. The whole run runs inside the handle's ca
 cancel, force-cancel and daemon shutdown cancel it, and terraform is then stopped by the driver
 (SIGINT, grace, SIGKILL). Whatever happens, `RunPipeline.run` ends by calling the termination
 funnel exactly once, shielded.
+
+The run is patient with storage (docs/architecture.md §10): a store call that meets a storage
+fault waits for storage and tries again instead of failing the run, so only a user, a timeout
+or the daemon's shutdown stops terraform — never the database or the disk.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
-from tfward.errors import PlanUnusable, StageFailed
+from tfward.errors import PlanUnusable, StageFailed, StorageUnavailable
 from tfward.ids import now
 from tfward.obs import logs
 from tfward.obs.metrics import PlanReason
@@ -37,6 +41,7 @@ from tfward.runtasks.enforcement import tasks_at
 from tfward.store import artifacts
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
+from tfward.store.health import patient
 
 from . import workdir
 from .context import RunContext
@@ -52,6 +57,9 @@ from .terraform import run_terraform
 
 log = logging.getLogger(__name__)
 
+
+# How long clearing a finished terraform's pid may wait for storage (shielded: bounded).
+CLEAR_PID_WAIT = 10.0
 
 # Run-task stages: without a task attached they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
@@ -89,11 +97,14 @@ class RunPipeline:
         self.rt.live_logs[self.run_id] = self.log
         logs.bind(run_id=self.run_id, workspace=self.ws.name, stage=None)
         try:
-            await self.log.open()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
-                outcome = await self._guarded()
-                nursery.cancel_scope.cancel()
+            with patient(self.rt.give_up):
+                await self.log.open()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
+                    outcome = await self._guarded()
+                    nursery.cancel_scope.cancel()
+        except StorageUnavailable:
+            pass  # the log could not even be opened before the daemon gave up: stopped
         finally:
             if outcome is None:
                 outcome = self._stopped_outcome()
@@ -111,6 +122,9 @@ class RunPipeline:
 
     def _classify(self, exc: BaseException) -> Outcome:
         where = f" in stage {self.stage}" if self.stage else ""
+        if isinstance(exc, StorageUnavailable):
+            # Only once the daemon gave up waiting for storage (it is stopping for good).
+            return self._stopped_outcome()
         if isinstance(exc, PlanUnusable):
             self.log.note(f"the saved plan cannot be applied: {exc}; planning again")
             return Outcome.requeued(str(exc))
@@ -289,7 +303,8 @@ class RunPipeline:
 
     async def _terraform(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
         """Run terraform in the run directory under the global process limit, recording its
-        PID and stage on the run first (docs/architecture.md §2)."""
+        PID and stage on the run beside it (docs/architecture.md §2): the record waits for
+        storage if it must, and never holds terraform up or stops it."""
         stage = self.stage
 
         async def started(pid: int) -> None:
@@ -307,13 +322,18 @@ class RunPipeline:
                         stderr_sink=self.log if stdout else None,
                         control=self.handle.control,
                         on_start=started,
+                        name=args[0],
                     )
             finally:
                 # The group is dead and reaped: forget its pid so nothing kills a reused one.
-                with trio.CancelScope(shield=True):
-                    await self.rt.store.write(
-                        lambda c: run_store.set_process(c, self.run_id, None, None)
-                    )
+                # Bounded: with storage down the funnel's transaction clears it as well.
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEAR_PID_WAIT):
+                    try:
+                        await self.rt.store.write(
+                            lambda c: run_store.set_process(c, self.run_id, None, None)
+                        )
+                    except StorageUnavailable:
+                        pass  # the daemon gave up waiting; recovery checks the pid anyway
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -1,31 +1,51 @@
 """A run's log: masked, parsed line by line, stored in chunks, readable while it grows.
 
-Terraform's output arrives in arbitrary pieces. `RunLog.write` keeps the trailing partial line
-back, masks the sensitive values of the workspace in whole lines (so a secret split across two
-reads is still caught), hands interesting lines to the output parser, and appends the result to
-a pending buffer. A flusher task owned by the run's nursery stores the buffer as chunks in one
-transaction at a time (seed H3: the whole log is kept). A parser exception is recorded in the
-log and never stops the reader (seed H4).
+Terraform's output arrives in arbitrary pieces, read from the output files the driver gives it
+(`attach`). The log keeps each file's trailing partial line back, masks the sensitive values of
+the workspace in whole lines (so a secret split across two reads is still caught), hands
+interesting lines to the output parser, and appends the result to a pending buffer. A flusher
+task owned by the run's nursery stores the buffer as chunks in one transaction at a time
+(seed H3: the whole log is kept). A parser exception is recorded in the log and never stops
+the reader (seed H4).
+
+Storage faults (docs/architecture.md §10): a flush that fails keeps every byte; the flusher
+waits for storage (backoff, woken by its recovery) and tries again, and terraform never
+notices. Up to `memory_bound` bytes wait in memory; past that, terraform output waiting to be
+stored is dropped from memory and read back from its output file, which holds it already,
+when it is stored (masked like live output). Each stored chunk records which output file it
+holds and how far into it the log has got (`LogChunk.source_end`), so recovery after a crash
+appends exactly the rest of each file. Output files stay in the run directory until it goes
+(the state keeper also reads the state terraform prints there when it can write it nowhere).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
+from tfward.errors import StorageUnavailable
 from tfward.runs.masking import MASK as TEXT_MASK
 from tfward.store import artifacts
+from tfward.store.artifacts import LogChunk
 from tfward.store.db import Store
+from tfward.store.health import Backoff
 
 log = logging.getLogger(__name__)
 
 MASK = TEXT_MASK.encode()  # the plan JSON the API serves uses the same marker
 FLUSH_INTERVAL = 0.2
 CHUNK_BYTES = 1 << 20
+# Bytes a flush stores in one transaction at most (so a backlog never sits in memory whole).
+FLUSH_BYTES = 4 * CHUNK_BYTES
+# Output waiting to be stored that is kept in memory; beyond it, it is read from its file again.
+MEMORY_BOUND = 16 * CHUNK_BYTES
+READ_BLOCK = 1 << 20
 
 # Lines worth parsing; everything else is only stored. A plain alternation (no `^.*...$`
 # around it) scans at several hundred MB/s; the line is cut out around each hit.
@@ -43,6 +63,7 @@ class OutputFacts:
     stale_plan: bool = False
     completed: int = 0
     plan_summary: str | None = None
+    apply_complete: bool = False
 
 
 class OutputParser:
@@ -59,8 +80,46 @@ class OutputParser:
             self.facts.first_error = stripped[len("Error: ") :]
         elif stripped.startswith("Plan: "):
             self.facts.plan_summary = stripped
+        elif stripped.startswith("Apply complete!"):
+            self.facts.apply_complete = True
         elif "complete after" in stripped:
             self.facts.completed += 1
+
+
+class OutputFile:
+    """One output file of a terraform command feeding the log: the driver's sink for it.
+    Offsets are bytes of the file: `cut` is just after the last whole line handed to the log,
+    `stored` how far the stored log holds it."""
+
+    def __init__(self, owner: RunLog, path: Path, offset: int = 0) -> None:
+        self.owner, self.path, self.name = owner, path, path.name
+        self.cut = self.stored = offset
+        self.partial = b""
+        self.ended = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.owner._from_file(self, bytes(data))
+
+    def end(self) -> None:
+        """The command is over and the file read to its end: a last line without a newline
+        is logged now, with one."""
+        self.owner._end_file(self)
+
+
+@dataclass
+class _Piece:
+    """Pending output: masked bytes in memory, or (`data` None) bytes [start, end) of its file.
+    `pinned` pieces stay in memory (a last line given the newline its file lacks)."""
+
+    data: bytes | None
+    source: OutputFile | None = None
+    start: int = 0
+    end: int = 0
+    pinned: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.end - self.start
 
 
 @dataclass
@@ -71,9 +130,11 @@ class RunLog:
     store: Store
     secrets: Iterable[str] = ()
     parser: OutputParser = field(default_factory=OutputParser)
+    memory_bound: int = MEMORY_BOUND
     _partial: bytes = b""
-    _pending: list[bytes] = field(default_factory=list)
-    _pending_bytes: int = 0
+    _pending: list[_Piece] = field(default_factory=list)
+    _memory: int = 0  # bytes of `_pending` held in memory
+    _files: list[OutputFile] = field(default_factory=list)
     _next_seq: int = 0
     _masks: tuple[bytes, ...] = ()
     changed: trio.Event = field(default_factory=trio.Event)
@@ -92,10 +153,21 @@ class RunLog:
         self._masks = tuple(sorted({s.encode() for s in self.secrets if s}, key=len, reverse=True))
 
     async def open(self) -> None:
-        """Continue after the chunks already stored (an apply appends to its plan's log)."""
+        """Continue after the chunks already stored (an apply appends to its plan's log).
+        Waits for storage in a patient context."""
         self._next_seq = await self.store.read(lambda c: artifacts.next_log_seq(c, self.run_id))
 
+    # ---- input ----------------------------------------------------------------------------
+
+    def attach(self, path: Path, offset: int = 0) -> OutputFile:
+        """Take terraform output from `path` (from `offset` on). The file must stay until the
+        log is closed: output dropped from memory is read back from it."""
+        source = OutputFile(self, path, offset)
+        self._files.append(source)
+        return source
+
     def write(self, data: bytes | bytearray) -> None:
+        """Output that has no file behind it (kept in memory until stored)."""
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -106,14 +178,51 @@ class RunLog:
         """A line of tfward's own, marked so readers tell it from terraform's output."""
         self._add(f"[tfward] {message}\n".encode())
 
-    def _add(self, lines: bytes) -> None:
+    def _from_file(self, source: OutputFile, data: bytes) -> None:
+        data = source.partial + data
+        cut = data.rfind(b"\n") + 1
+        source.partial = data[cut:]
+        if cut:
+            start, source.cut = source.cut, source.cut + cut
+            self._add(data[:cut], source, start)
+
+    def _end_file(self, source: OutputFile) -> None:
+        source.ended = True
+        if source.partial:
+            tail, source.partial = source.partial, b""
+            start, source.cut = source.cut, source.cut + len(tail)
+            self._add(tail + b"\n", source, start, end=source.cut)
+
+    def _add(
+        self,
+        lines: bytes,
+        source: OutputFile | None = None,
+        start: int = 0,
+        *,
+        end: int | None = None,
+    ) -> None:
+        pinned = end is not None  # the bytes differ from the file's: keep them in memory
+        end = start + len(lines) if end is None else end
+        lines = self._mask(lines)
+        self._parse(lines)
+        last = self._pending[-1] if self._pending else None
+        if (
+            source and not pinned and last and last.source is source and last.data is None
+            and last.end == start
+        ):
+            last.end = end  # this file is being read back from disk already: keep it there
+        else:
+            self._pending.append(_Piece(lines, source, start, end, pinned and source is not None))
+            self._memory += len(lines)
+        self.total_bytes += len(lines)
+        if self._memory > self.memory_bound:
+            self._spill()
+        self._wake()
+
+    def _mask(self, lines: bytes) -> bytes:
         for secret in self._masks:
             lines = lines.replace(secret, MASK)
-        self._parse(lines)
-        self._pending.append(lines)
-        self._pending_bytes += len(lines)
-        self.total_bytes += len(lines)
-        self._wake()
+        return lines
 
     def _parse(self, lines: bytes) -> None:
         end = -1
@@ -132,51 +241,161 @@ class RunLog:
                     f"[tfward] output parser error ({type(exc).__name__}: {exc}); "
                     "output continues\n"
                 )
-                self._pending.append(message.encode())
+                self._pending.append(_Piece(message.encode()))
+                self._memory += len(message)
+
+    def _spill(self) -> None:
+        """Over the memory bound: terraform output waiting to be stored is dropped from memory;
+        its file holds it, and the flush reads it back. Adjacent ranges of a file merge."""
+        merged: list[_Piece] = []
+        for piece in self._pending:
+            if piece.source is not None and piece.data is not None and not piece.pinned:
+                piece = _Piece(None, piece.source, piece.start, piece.end)
+            last = merged[-1] if merged else None
+            if (
+                last is not None and piece.data is None and last.data is None
+                and last.source is piece.source and last.end == piece.start
+            ):
+                last.end = piece.end
+            else:
+                merged.append(piece)
+        self._pending = merged
+        self._memory = sum(len(p.data) for p in merged if p.data is not None)
 
     def _wake(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
 
+    # ---- storing --------------------------------------------------------------------------
+
     async def flusher(self) -> None:
-        """Store pending output every FLUSH_INTERVAL until cancelled; the owner calls `close`."""
+        """Store pending output every FLUSH_INTERVAL until cancelled; the owner calls `close`.
+        A flush storage refuses is tried again after a backoff (cut short when storage
+        recovers); nothing is lost meanwhile and the flusher never fails for it."""
+        backoff = Backoff()
         while True:
             await trio.sleep(FLUSH_INTERVAL)
-            await self.flush()
+            try:
+                await self.flush()
+            except StorageUnavailable:
+                await self.store.health.wait(backoff.next())
+            else:
+                backoff.reset()
 
-    async def flush(self) -> None:
-        """Store everything pending, in chunks of about CHUNK_BYTES, one transaction."""
-        if not self._pending:
-            return
-        chunks: list[bytes] = []
-        current: list[bytes] = []
+    async def flush(self, *, patient: bool = False) -> None:
+        """Store everything pending, FLUSH_BYTES per transaction. One attempt, or with
+        `patient` as patient as the calling context (`store.health.patient`); on error every
+        byte stays pending."""
+        while self._pending:
+            batch = self._take(FLUSH_BYTES)
+            try:
+                chunks = await trio.to_thread.run_sync(self._chunks, batch)
+                append = functools.partial(
+                    artifacts.append_log, run_id=self.run_id, first_seq=self._next_seq,
+                    chunks=chunks,
+                )
+                await self.store.write(append, patient=None if patient else False)
+            except BaseException:
+                # Also on Cancelled: Store.write never abandons a started write, so a cancel
+                # means nothing was stored.
+                self._pending[:0] = batch
+                self._memory += sum(len(p.data) for p in batch if p.data is not None)
+                raise
+            self._next_seq += len(chunks)
+            for chunk in chunks:
+                for source in self._files:
+                    if source.name == chunk.source and chunk.source_end is not None:
+                        source.stored = max(source.stored, chunk.source_end)
+
+    def _take(self, budget: int) -> list[_Piece]:
+        """Pieces from the front of the queue worth about `budget` bytes (a range on disk is
+        cut at a line boundary when it is bigger than what is left)."""
+        batch: list[_Piece] = []
         size = 0
-        for piece in self._pending:
-            current.append(piece)
-            size += len(piece)
-            if size >= CHUNK_BYTES:
-                chunks.append(b"".join(current))
-                current, size = [], 0
-        if current:
-            chunks.append(b"".join(current))
-        self._pending, self._pending_bytes = [], 0
-        first = self._next_seq
-        self._next_seq += len(chunks)
+        while self._pending and size < budget:
+            piece = self._pending.pop(0)
+            if piece.data is None and size + piece.size > budget and batch:
+                self._pending.insert(0, piece)
+                break
+            batch.append(piece)
+            size += piece.size
+            if piece.data is not None:
+                self._memory -= len(piece.data)
+        return batch
+
+    def _chunks(self, batch: list[_Piece]) -> list[LogChunk]:
+        """The batch as chunks of about CHUNK_BYTES (in a worker thread: ranges are read from
+        their files). A chunk holds output of one file at most, and records how far into it."""
+        chunks: list[LogChunk] = []
+        parts: list[bytes] = []
+        size, source, end = 0, None, None
+        for piece in batch:
+            if piece.source is not None and source not in (None, piece.source.name) or (
+                size >= CHUNK_BYTES
+            ):
+                chunks.append(LogChunk(b"".join(parts), source, end))
+                parts, size, source, end = [], 0, None, None
+            data = piece.data if piece.data is not None else self._read_back(piece)
+            parts.append(data)
+            size += len(data)
+            if piece.source is not None:
+                source, end = piece.source.name, piece.end
+        if parts:
+            chunks.append(LogChunk(b"".join(parts), source, end))
+        return chunks
+
+    def _read_back(self, piece: _Piece) -> bytes:
+        assert piece.source is not None
         try:
-            await self.store.write(lambda c: artifacts.append_log(c, self.run_id, first, chunks))
-        except BaseException:
-            # Keep the lines for the next attempt (the funnel's final flush). Also on Cancelled:
-            # Store.write never abandons a started write, so a cancel means nothing was stored.
-            self._pending[:0] = chunks
-            self._pending_bytes += sum(len(c) for c in chunks)
-            self._next_seq = first
-            raise
+            with open(piece.source.path, "rb") as fh:
+                fh.seek(piece.start)
+                raw = fh.read(piece.end - piece.start)
+        except OSError as exc:
+            raw = b""
+            missing = f"{exc}"
+        else:
+            missing = "the file is shorter" if len(raw) < piece.end - piece.start else ""
+        if missing:
+            lost = piece.end - piece.start - len(raw)
+            raw += f"[tfward] {lost} bytes of terraform output are lost: {missing}\n".encode()
+        return self._mask(raw)
 
     async def close(self) -> None:
-        """Store the trailing partial line and everything pending. Call shielded."""
+        """Store the trailing partial lines and everything pending. Call shielded. Storage
+        faults are waited out as the calling context allows (the funnel's gives up only when
+        the daemon does); StorageUnavailable leaves every byte pending or in its file."""
+        for source in self._files:
+            if not source.ended:
+                self._end_file(source)
         if self._partial:
             self._add(self._partial + b"\n")
             self._partial = b""
-        await self.flush()
+        await self.flush(patient=True)
         self.closed = True
         self._wake()
+
+    async def recover_output(self, output_dir: Path) -> int:
+        """Append to the log whatever of the output files in `output_dir` it does not hold yet
+        (after a crash: terraform kept writing after the daemon died). Returns the bytes added.
+        The caller stores them (`close`)."""
+        marks = await self.store.read(lambda c: artifacts.log_sources(c, self.run_id))
+        added = 0
+        paths = await trio.to_thread.run_sync(
+            lambda: sorted(output_dir.glob("*.log")) if output_dir.is_dir() else []
+        )
+        for path in paths:
+            source = self.attach(path, marks.get(path.name, 0))
+            before = self.total_bytes
+            offset = source.cut
+            while block := await trio.to_thread.run_sync(_read_at, path, offset):
+                source.write(block)
+                offset += len(block)
+            source.end()
+            added += self.total_bytes - before
+        return added
+
+
+def _read_at(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(READ_BLOCK)

@@ -81,6 +81,9 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the daemon before any actor starts; None only in tests that build a Runtime bare.
     run_tasks: RunTaskCoordinator | None = None
+    # Set when the daemon stops waiting for storage (a hard stop, or the shutdown grace is
+    # over): patient store calls then raise StorageUnavailable and runs are left to recovery.
+    give_up: trio.Event = field(default_factory=trio.Event)
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
 

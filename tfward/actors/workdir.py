@@ -38,6 +38,8 @@ CLI_CONFIG = ".tfward.tfrc"
 PLAN_FILE = "tfward.tfplan"
 STATE_FILE = "terraform.tfstate"
 INIT_MARKER = ".terraform/tfward-init.json"
+# Terraform's output files and exit codes (actors/terraform.py): kept while the run directory is.
+OUTPUT_DIR = ".tfward"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ def sensitive_inputs(ws: WorkspaceConfig) -> dict[str, Any]:
 
 
 def unpack(archive: bytes, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=False)
+    target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         tar.extractall(target, filter="data")
 
@@ -243,6 +245,19 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
         os.rename(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another run kept the same init first
+
+
+def clear(path: Path, *, keep: str) -> None:
+    """Empty the directory `path` (if it exists) but for its entry `keep`."""
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def remove(path: Path) -> None:

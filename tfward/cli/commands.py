@@ -5,6 +5,7 @@ and the dispatch that turns every failure into an exit code and a message on std
     tfward plan|apply|destroy NAME           tfward runs [NAME], run show ID, logs ID [-f]
     tfward confirm|discard ID, cancel ID [--force]
     tfward state list NAME | show SV_ID | download SV_ID [-o FILE] | rollback NAME SV_ID
+    tfward state decrypt FILE [-o OUT] [--config CONFIG]   (local: a sealed state backup)
     tfward token create --name N --role read|plan|apply|admin
 
 Exit codes: 0 success, 1 the run failed (or applied_state_error), 2 usage or config error or a
@@ -138,6 +139,16 @@ def add_parsers(sub: Any) -> None:
     p = st_sub.add_parser("rollback", parents=both, help="make an old version current again")
     p.add_argument("name", metavar="WORKSPACE")
     p.add_argument("sv_id")
+    p = st_sub.add_parser(
+        "decrypt",
+        help="a sealed state backup (<data_dir>/state-backups/) in plain text; needs no daemon",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="OUT", help="default: stdout (a file is 0600)")
+    p.add_argument(
+        "--config", default=None, help="the daemon's config, for its secret key (default: "
+        "$TFWARD_CONFIG, else ./tfward.toml or examples/tfward.toml)"
+    )
 
     tok = sub.add_parser("token", help="API tokens (made locally)")
     tok_sub = tok.add_subparsers(dest="token_command", required=True)
@@ -152,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "token":
             return tokens.create(args)
+        if args.command == "state" and args.state_command == "decrypt":
+            return state.decrypt(args)
         settings = resolve(
             getattr(args, "url", None), getattr(args, "token", None), getattr(args, "config", None)
         )

@@ -53,6 +53,8 @@ _DAEMON_KEYS = frozenset(
         "max_concurrent_runs",
         "shutdown_grace",
         "secret_key_file",
+        "disk_reserve_mb",
+        "state_backups_keep",
     }
 )
 _TERRAFORM_KEYS = frozenset(
@@ -158,6 +160,8 @@ def _daemon(t: _Table) -> DaemonConfig:
         max_concurrent_runs=_max_concurrent_runs(t),
         shutdown_grace=_default(t.duration("shutdown_grace", positive=False), 600.0),
         secret_key_file=t.path("secret_key_file"),
+        disk_reserve_mb=_count(t, "disk_reserve_mb", 64, least=0),
+        state_backups_keep=_count(t, "state_backups_keep", 10, least=1),
     )
 
 
@@ -206,6 +210,13 @@ def _organization(t: _Table) -> str:
     if not _ORGANIZATION.fullmatch(name):
         raise t.fail("organization", f"expected letters, digits, - and _, got {_quote(name)}")
     return name
+
+
+def _count(t: _Table, key: str, default: int, *, least: int) -> int:
+    count = _default(t.get(key, int, "an integer"), default)
+    if count < least:
+        raise t.fail(key, f"expected an integer >= {least}, got {count}")
+    return count
 
 
 def _max_concurrent_runs(t: _Table) -> int:

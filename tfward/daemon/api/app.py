@@ -3,6 +3,8 @@
 Every request is authenticated first (auth.py): no or an unknown token -> 401, a weaker role
 -> 403. Errors never escape as a 500 for bad input: unknown workspace or run -> 404, a body that
 is not JSON -> 400, unknown fields or bad values -> 422, a refused action -> 409 with the reason.
+While storage fails (docs/architecture.md §10) every write answers 503 with the reason and a
+`Retry-After`, at once; reads answer from the database where it still reads, else 503 too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, jsonify
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -21,6 +23,7 @@ from tfward.errors import (
     InvalidTransition,
     NotFound,
     StateRejected,
+    StorageUnavailable,
     WorkspaceLocked,
 )
 
@@ -41,6 +44,10 @@ if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
+
+# Methods that only read: answered while storage fails, as far as the database still reads.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRY_AFTER = "5"
 
 _STATUS = {
     NotFound: 404,
@@ -66,6 +73,16 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.before_request
     async def authenticate() -> None:
         auth.authenticate(daemon.tokens)
+        degraded = daemon.store.health.degraded
+        if degraded is not None and request.method not in _READS:
+            raise StorageUnavailable(degraded.problem, degraded.reason)
+
+    @app.errorhandler(StorageUnavailable)
+    async def storage_unavailable(exc: StorageUnavailable) -> tuple[Response, int, dict[str, str]]:
+        degraded = daemon.store.health.degraded
+        message = degraded.describe() if degraded is not None else str(exc)
+        response, status = error(503, f"{message}; nothing was changed, try again later")
+        return response, status, {"Retry-After": RETRY_AFTER}
 
     @app.errorhandler(AccessDenied)
     async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
@@ -84,7 +101,12 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"data": {"status": "stopping" if daemon.stopping else "ok"}}
+        """Liveness, and whether storage is degraded (then `status` is `degraded` and
+        `storage` says why and since when). Always 200 while the daemon runs: restarting it
+        would not cure its storage."""
+        storage = daemon.store.health.status()
+        status = "stopping" if daemon.stopping else str(storage["status"])
+        return {"data": {"status": status, "storage": storage}}
 
     @app.get("/api/v1/recovery")
     async def recovery() -> dict[str, Any]:

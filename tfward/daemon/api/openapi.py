@@ -41,7 +41,13 @@ _ERRORS = {
     404: ("NotFound", "No such workspace, run, version, result, row, release or action."),
     409: ("Conflict", "The action is refused now: the reason is in the message."),
     422: ("Invalid", "An unknown field, a value of the wrong type, or a bad value."),
-    503: ("Unavailable", "The daemon is stopping, or the feature is not available."),
+    503: (
+        "Unavailable",
+        "The daemon is stopping, the feature is not available, or storage is degraded (a "
+        "full disk, a read-only or locked database: the message says which and since when; "
+        "`Retry-After` says when to try again). Writes answer it at once while storage "
+        "fails; reads only when the database does not read either.",
+    ),
 }
 _PATH_PARAMS = {
     "name": "A workspace name.",
@@ -106,7 +112,9 @@ class Paths:
         responses: dict[str, Any] = {
             str(status): {"description": summary, "content": {media: {"schema": ok}}}
         }
-        for code in sorted({*errors, *denials}):
+        # Anything but the liveness probe may meet degraded storage (docs/architecture.md §10).
+        storage = {503} if rule != "/healthz" else set()
+        for code in sorted({*errors, *denials, *storage}):
             responses[str(code)] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
         operation: dict[str, Any] = {
             "operationId": operation_id,
