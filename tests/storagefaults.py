@@ -110,9 +110,10 @@ class HeldWriteLock:
 
     def stop(self) -> None:
         if self.proc is not None:
-            assert self.proc.stdin is not None
+            assert self.proc.stdin is not None and self.proc.stdout is not None
             self.proc.stdin.close()
             self.proc.wait(30)
+            self.proc.stdout.close()
             self.proc = None
 
     def __enter__(self) -> HeldWriteLock:
@@ -133,16 +134,18 @@ class FullDisk:
 
     def start(self) -> None:
         block = b"\0" * (1 << 20)
-        with open(self.path, "wb") as fh:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
             size = len(block)
             while size:
                 try:
-                    fh.write(block[:size])
-                    fh.flush()
+                    os.write(fd, block[:size])
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC:
                         raise
                     size //= 2  # the last pieces, down to one byte
+        finally:
+            os.close(fd)
 
     def stop(self) -> None:
         self.path.unlink(missing_ok=True)

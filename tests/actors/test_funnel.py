@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import pytest
 import trio
 from harness import write_config
-from storagefaults import ReadOnlyDatabase
 from sqlalchemy import Connection
+from storagefaults import ReadOnlyDatabase
 
 from tfward.actors.funnel import Ending, Outcome, finish_run
 from tfward.actors.runlog import RunLog

@@ -101,6 +101,7 @@ class Daemon:
                 log.error("stopped while waiting for storage: %s", group.exceptions[0])
             finally:
                 self.store.close()
+                self.notifier.close()
 
     async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
         async with trio.open_nursery() as storage:
