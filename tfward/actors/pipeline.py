@@ -41,7 +41,7 @@ from tfward.runtasks.enforcement import tasks_at
 from tfward.store import artifacts
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
-from tfward.store.health import patient
+from tfward.store.health import disk_ready, patient
 
 from . import workdir
 from .context import RunContext
@@ -311,6 +311,7 @@ class RunPipeline:
             await self.rt.store.write(lambda c: run_store.set_process(c, self.run_id, pid, stage))
 
         async with self.rt.process_limiter:
+            await disk_ready(self.rt.store.health)
             self.log.note(f"terraform {' '.join(args)}")
             try:
                 with self.rt.metrics.terraform_running(args[0]):

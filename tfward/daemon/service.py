@@ -111,6 +111,7 @@ class Daemon:
             )
             await storage.start(watcher.run)
             storage.start_soon(self._report_storage, name="storage-status")
+            storage.start_soon(self._give_up_when_cancelled, name="storage-give-up")
             # Only the start-up is patient as a whole; the services below choose for
             # themselves (the API must answer 503 rather than wait).
             with patient(self.give_up):
@@ -191,6 +192,14 @@ class Daemon:
             await self.store.health.wait(wait, self.give_up)
             if self.give_up.is_set():
                 raise StorageUnavailable(fault.problem, f"gave up waiting to {what}")
+
+    async def _give_up_when_cancelled(self) -> None:
+        """However the daemon is cancelled (a hard stop, or its caller's scope), nothing may
+        go on waiting for storage after it: the storage watcher is gone with it."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.give_up.set()
 
     async def _report_storage(self) -> None:
         """Tell systemd at once when storage degrades or recovers (STATUS=)."""

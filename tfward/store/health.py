@@ -115,6 +115,8 @@ class StorageHealth:
         # Called (synchronously) when a write fails because the disk is full, so the disk
         # watcher frees its reserve at once instead of at its next look.
         self.on_disk_full: Callable[[], None] | None = None
+        # The disk watcher's look at the disk, now (before terraform starts: `disk_ready`).
+        self.check_disk: Callable[[], None] | None = None
 
     @property
     def failing(self) -> bool:
@@ -280,6 +282,21 @@ async def patiently(
                 str(health.degraded.problem) if health.degraded else Problem.UNAVAILABLE,
                 "gave up waiting for storage: the daemon is stopping",
             )
+
+
+async def disk_ready(health: StorageHealth) -> None:
+    """Before a terraform command starts: look at the data dir's disk now, and while it is full
+    wait (as patiently as the context allows). Terraform writes to it from its first moment
+    (its lock file, init's providers) and fails at once on a full disk; a command already
+    running is never stopped for it."""
+    if health.check_disk is not None:
+        health.check_disk()
+    patience = current_patience()
+    backoff = Backoff()
+    while health.held is not None and health.held.problem is Problem.DISK_FULL:
+        if patience is None or patience.exhausted:
+            raise StorageUnavailable(health.held.problem, health.held.reason)
+        await health.wait(backoff.next(), patience.give_up)
 
 
 async def file_op(

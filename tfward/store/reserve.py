@@ -32,7 +32,7 @@ from .health import Backoff, Degraded, Problem
 
 log = logging.getLogger(__name__)
 
-WATCH_INTERVAL = 0.2
+WATCH_INTERVAL = 0.1
 LOW_WATER = 1 << 20
 RESERVE_FILE = "storage.reserve"
 
@@ -92,10 +92,21 @@ class StorageWatcher:
         self._probe_at = 0.0
         self._probes = Backoff(first=0.5)
         store.health.on_disk_full = self.disk_full
+        store.health.check_disk = self.check_now
 
     def disk_full(self) -> None:
         """A write failed because the disk is full: look at once (the reserve goes now)."""
         self._look_now.set()
+
+    def check_now(self) -> None:
+        """Look at the free space now (synchronously: one statvfs); a full disk frees the
+        reserve and holds storage at once (`health.disk_ready` before terraform starts)."""
+        try:
+            free = self.reserve.free()
+        except OSError:
+            return  # the watcher's next look says so
+        if free < LOW_WATER:
+            self._full(free, self.reserve.release())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Make the reserve, then watch the disk and probe a failing database. Never ends by
@@ -135,7 +146,9 @@ class StorageWatcher:
             await self._probe()
 
     async def _disk_full(self, free: int) -> None:
-        released = await trio.to_thread.run_sync(self.reserve.release)
+        self._full(free, await trio.to_thread.run_sync(self.reserve.release))
+
+    def _full(self, free: int, released: bool) -> None:
         self.released = self.released or released
         reason = f"the disk of {self.reserve.path.parent} is full ({free >> 10} KB free)"
         if released:
