@@ -17,9 +17,9 @@ lineage, an older serial, not a state at all — raises StageFailed(state): no r
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +132,8 @@ class RunStateKeeper:
         write = functools.partial(
             backups.write,
             ctx.rt.state_backups(ctx.ws.name),
-            f"unstored-{ctx.run_id}-{time.time_ns()}{backups.SUFFIX}",
+            f"unstored-{ctx.run_id}-{hashlib.sha256(copies[0].raw).hexdigest()[:12]}"
+            f"{backups.SUFFIX}",
             copies[0].raw,
             ctx.rt.store.sealer,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ _TRANSIENT = (
 )
 # How long a write waits for another process's write lock before it counts as failing.
 BUSY_TIMEOUT = 5.0
+_MIGRATING = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -95,10 +97,12 @@ class Store:
         self.health = StorageHealth()
 
     def migrate(self) -> None:
-        """Apply every Alembic migration not yet applied (synchronous; called once at start)."""
+        """Apply every Alembic migration not yet applied (synchronous; called once at start).
+        Alembic's migration context is global to the process, so stores of one process (tests
+        start several daemons at once) migrate one at a time."""
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.begin() as conn:
+        with _MIGRATING, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             # "heads": feature branches of the schema may each have their own head.
             command.upgrade(cfg, "heads")
