@@ -46,7 +46,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -727,13 +727,6 @@ def kill_leftovers(runs_root: Path) -> None:
 
 
 async def soak_in(opts: argparse.Namespace, root: Path) -> Soak:
-    with contextlib.ExitStack() as stack:
-        if opts.tmpfs_mb:
-            stack.enter_context(storagefaults.tmpfs(root / "data", opts.tmpfs_mb))
-        return await _soak_in(opts, root)
-
-
-async def _soak_in(opts: argparse.Namespace, root: Path) -> Soak:
     rng = random.Random(opts.seed)
     hooks, stop = Hooks(), trio.Event()
     async with trio.open_nursery() as nursery:
@@ -879,9 +872,14 @@ def main(argv: list[str] | None = None) -> int:
     soak: Soak | None = None
     meter = LoadMeter()
     try:
-        soak = trio.run(functools.partial(soak_in, opts, root))
-        load = meter.stop()
-        summary = totals(soak)
+        with contextlib.ExitStack() as stack:
+            if opts.tmpfs_mb:  # a disk that can fill up, for the disk-full outages
+                stack.enter_context(storagefaults.tmpfs(root / "data", opts.tmpfs_mb))
+                stack.callback(_keep_data, root, lambda: opts.keep or soak is None or bool(
+                    soak.violations))
+            soak = trio.run(functools.partial(soak_in, opts, root))
+            load = meter.stop()
+            summary = totals(soak)
         print(render(summary))
         print(LoadMeter.describe(load))
         if opts.json:
@@ -894,6 +892,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(kept {root})")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _keep_data(root: Path, keep: Callable[[], bool]) -> None:
+    """Before the tmpfs goes: a copy of the data dir, when the scratch directory is kept."""
+    if keep():
+        shutil.copytree(root / "data", root / "data-kept", symlinks=True, dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,14 @@ def write_config(
     terraform: Mapping[str, Any] = {},
 ) -> Config:
     """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it."""
-    d = {"listen": "127.0.0.1:0", "data_dir": "data", "organization": "tests", **daemon}
+    # A small disk reserve: a test starts many daemons (the 64 MB default is for a host).
+    d = {
+        "listen": "127.0.0.1:0",
+        "data_dir": "data",
+        "organization": "tests",
+        "disk_reserve_mb": 4,
+        **daemon,
+    }
     t = {
         "dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)},
         "cancel_grace": "10s",

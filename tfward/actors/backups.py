@@ -97,10 +97,12 @@ def seal_plain(root: Path, sealer: Sealer) -> int:
     sealed = 0
     for path in sorted(root.glob("*/*.tfstate")):
         data = path.read_bytes()
-        if not is_sealed(data):
-            target = path.with_name(path.name + ".sealed")
-            workdir.write_file_atomic(target, sealer.seal(data, PURPOSE))
-            os.chmod(target, 0o600)
+        target = path.with_name(path.name + ".sealed")
+        if is_sealed(data):
+            path.rename(target)  # sealed already: only its name is an old one
+            continue
+        workdir.write_file_atomic(target, sealer.seal(data, PURPOSE))
+        os.chmod(target, 0o600)
         path.unlink()
         sealed += 1
     return sealed
