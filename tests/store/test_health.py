@@ -186,3 +186,18 @@ async def test_health_waiters_wake_when_storage_recovers() -> None:
         assert not woke
         health.succeeded()
     assert woke
+
+
+async def test_a_store_that_first_met_the_database_read_only_writes_once_it_is_writable(
+    tmp_path: Path, store: Store
+) -> None:
+    store.close()
+    fresh = Store(sqlite_url(tmp_path / "tfward.db"))  # a daemon starting during the outage
+    try:
+        with ReadOnlyDatabase(tmp_path / "tfward.db"):
+            assert await fresh.read(lambda c: 1) == 1
+            with pytest.raises(StorageUnavailable):
+                await fresh.write(add_workspace("e"))
+        await fresh.write(add_workspace("e"))
+    finally:
+        fresh.close()

@@ -33,7 +33,7 @@ from tfward.errors import StorageUnavailable
 from tfward.ids import now
 
 from . import health as health_mod
-from .health import StorageHealth, classify, current_patience, patiently
+from .health import Problem, StorageHealth, classify, current_patience, patiently
 from .sealing import INFO_KEY, Sealer
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,11 @@ class Store:
         fault = classify(exc)
         assert fault is not None  # every OperationalError is a storage fault
         self.health.failed(fault)
+        if fault.problem in (Problem.READ_ONLY, Problem.UNAVAILABLE):
+            # SQLite opens a file it may not write read-only, and such a connection stays
+            # read-only after the file is writable again: open new ones for the next attempt
+            # (connections in use are closed when they are given back).
+            self.engine.dispose()
         return fault
 
     @staticmethod
