@@ -15,7 +15,8 @@ import trio.testing
 from sqlalchemy import Connection
 from storagefaults import ReadOnlyDatabase
 
-from tfward.actors.runlog import MASK, OutputParser, RunLog
+from tfward.actors.output import OutputParser
+from tfward.actors.runlog import MASK, RunLog
 from tfward.errors import StorageUnavailable
 from tfward.runs.model import Operation
 from tfward.store import artifacts
@@ -586,3 +587,21 @@ async def test_recovery_appends_exactly_what_the_log_lacks_of_each_output_file(
     third = RunLog(run_id, store)  # a second recovery adds nothing more
     await third.open()
     assert await third.recover_output(output_dir) == 0
+
+
+async def test_a_long_stretch_read_back_from_its_file_is_stored_a_bounded_piece_at_a_time(
+    tmp_path: Path, store: FlakyStore, run_id: str
+) -> None:
+    log = RunLog(run_id, store, memory_bound=1024, flush_bytes=1 << 20)
+    await log.open()
+    output = GrowingFile(log, tmp_path / "1-apply.log")
+    lines = [f"{i:06d} {'y' * (i % 200)}\n".encode() for i in range(40_000)]  # ~4.5 MB
+    for line in lines:
+        output.append(line)
+    assert log._memory <= 1024
+    output.sink.end()
+    await log.close()
+    assert stored(store, run_id) == b"".join(lines)
+    marks = [end for _, end in chunk_marks(store, run_id) if end is not None]
+    assert len(marks) >= 4 and marks == sorted(marks)  # one transaction a piece, in order
+    assert marks[-1] == output.path.stat().st_size

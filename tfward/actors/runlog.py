@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ from tfward.store.artifacts import LogChunk
 from tfward.store.db import Store
 from tfward.store.health import Backoff
 
+from .output import INTERESTING, OutputParser
+
 log = logging.getLogger(__name__)
 
 MASK = TEXT_MASK.encode()  # the plan JSON the API serves uses the same marker
@@ -47,43 +48,6 @@ FLUSH_BYTES = 4 * CHUNK_BYTES
 MEMORY_BOUND = 16 * CHUNK_BYTES
 READ_BLOCK = 1 << 20
 
-# Lines worth parsing; everything else is only stored. A plain alternation (no `^.*...$`
-# around it) scans at several hundred MB/s; the line is cut out around each hit.
-_INTERESTING = re.compile(
-    rb"Error: |Plan: |complete after|Still creating|Apply complete!|Saved plan is stale"
-    rb"|Interrupt received"
-)
-
-
-@dataclass
-class OutputFacts:
-    """What the parser learned from terraform's output (progress, the first error)."""
-
-    first_error: str | None = None
-    stale_plan: bool = False
-    completed: int = 0
-    plan_summary: str | None = None
-    apply_complete: bool = False
-
-
-class OutputParser:
-    """Reads terraform's human output. Each method call handles one line."""
-
-    def __init__(self) -> None:
-        self.facts = OutputFacts()
-
-    def line(self, text: str) -> None:
-        stripped = text.strip(" │╷╵\t")
-        if "Saved plan is stale" in stripped:
-            self.facts.stale_plan = True
-        if stripped.startswith("Error: ") and self.facts.first_error is None:
-            self.facts.first_error = stripped[len("Error: ") :]
-        elif stripped.startswith("Plan: "):
-            self.facts.plan_summary = stripped
-        elif stripped.startswith("Apply complete!"):
-            self.facts.apply_complete = True
-        elif "complete after" in stripped:
-            self.facts.completed += 1
 
 
 class OutputFile:
@@ -131,6 +95,7 @@ class RunLog:
     secrets: Iterable[str] = ()
     parser: OutputParser = field(default_factory=OutputParser)
     memory_bound: int = MEMORY_BOUND
+    flush_bytes: int = FLUSH_BYTES
     _partial: bytes = b""
     _pending: list[_Piece] = field(default_factory=list)
     _memory: int = 0  # bytes of `_pending` held in memory
@@ -226,7 +191,7 @@ class RunLog:
 
     def _parse(self, lines: bytes) -> None:
         end = -1
-        for match in _INTERESTING.finditer(lines):
+        for match in INTERESTING.finditer(lines):
             if match.start() < end:
                 continue  # a second keyword on a line already parsed
             start = lines.rfind(b"\n", 0, match.start()) + 1
@@ -279,6 +244,10 @@ class RunLog:
                 await self.flush()
             except StorageUnavailable:
                 await self.store.health.wait(backoff.next())
+            except Exception:  # nothing may take terraform down through the flusher: the
+                # bytes stay pending, the run's close (in the funnel) tries them again
+                log.exception("run %s: storing its log failed; trying again", self.run_id)
+                await trio.sleep(backoff.next())
             else:
                 backoff.reset()
 
@@ -287,9 +256,9 @@ class RunLog:
         `patient` as patient as the calling context (`store.health.patient`); on error every
         byte stays pending."""
         while self._pending:
-            batch = self._take(FLUSH_BYTES)
+            batch = self._take(self.flush_bytes)
             try:
-                chunks = await trio.to_thread.run_sync(self._chunks, batch)
+                chunks, rest = await trio.to_thread.run_sync(self._chunks, batch, self.flush_bytes)
                 append = functools.partial(
                     artifacts.append_log, run_id=self.run_id, first_seq=self._next_seq,
                     chunks=chunks,
@@ -301,6 +270,8 @@ class RunLog:
                 self._pending[:0] = batch
                 self._memory += sum(len(p.data) for p in batch if p.data is not None)
                 raise
+            if rest is not None:
+                self._pending.insert(0, rest)  # a range read only in part this time
             self._next_seq += len(chunks)
             for chunk in chunks:
                 for source in self._files:
@@ -308,57 +279,76 @@ class RunLog:
                         source.stored = max(source.stored, chunk.source_end)
 
     def _take(self, budget: int) -> list[_Piece]:
-        """Pieces from the front of the queue worth about `budget` bytes (a range on disk is
-        cut at a line boundary when it is bigger than what is left)."""
+        """Pieces from the front of the queue worth about `budget` bytes."""
         batch: list[_Piece] = []
         size = 0
         while self._pending and size < budget:
             piece = self._pending.pop(0)
-            if piece.data is None and size + piece.size > budget and batch:
-                self._pending.insert(0, piece)
-                break
             batch.append(piece)
             size += piece.size
             if piece.data is not None:
                 self._memory -= len(piece.data)
         return batch
 
-    def _chunks(self, batch: list[_Piece]) -> list[LogChunk]:
+    def _chunks(self, batch: list[_Piece], budget: int) -> tuple[list[LogChunk], _Piece | None]:
         """The batch as chunks of about CHUNK_BYTES (in a worker thread: ranges are read from
-        their files). A chunk holds output of one file at most, and records how far into it."""
+        their files). A chunk holds output of one file at most, and records how far into it.
+        A last range bigger than what is left of `budget` is read up to a line boundary; the
+        rest of it is returned, to be stored next."""
         chunks: list[LogChunk] = []
         parts: list[bytes] = []
-        size, source, end = 0, None, None
-        for piece in batch:
+        size = total = 0
+        source: str | None = None
+        end: int | None = None
+        rest: _Piece | None = None
+        for n, piece in enumerate(batch):
             if piece.source is not None and source not in (None, piece.source.name) or (
                 size >= CHUNK_BYTES
             ):
                 chunks.append(LogChunk(b"".join(parts), source, end))
                 parts, size, source, end = [], 0, None, None
-            data = piece.data if piece.data is not None else self._read_back(piece)
+            piece_end = piece.end
+            if piece.data is not None:
+                data = piece.data
+            else:
+                room = budget - total if n == len(batch) - 1 else piece.size
+                data, piece_end = self._read_back(piece, room)
+                if piece_end < piece.end:
+                    rest = _Piece(None, piece.source, piece_end, piece.end)
             parts.append(data)
-            size += len(data)
+            size, total = size + len(data), total + len(data)
             if piece.source is not None:
-                source, end = piece.source.name, piece.end
+                source, end = piece.source.name, piece_end
         if parts:
             chunks.append(LogChunk(b"".join(parts), source, end))
-        return chunks
+        return chunks, rest
 
-    def _read_back(self, piece: _Piece) -> bytes:
+    def _read_back(self, piece: _Piece, room: int) -> tuple[bytes, int]:
+        """Up to `room` bytes (at least CHUNK_BYTES and one whole line) of a range on disk,
+        masked, and the offset where what was read ends."""
         assert piece.source is not None
+        want = piece.end - piece.start
+        first = min(want, max(room, CHUNK_BYTES))
         try:
             with open(piece.source.path, "rb") as fh:
                 fh.seek(piece.start)
-                raw = fh.read(piece.end - piece.start)
+                raw = fh.read(first)
+                while len(raw) < want and b"\n" not in raw:  # one line longer than `room`
+                    more = fh.read(min(want - len(raw), READ_BLOCK))
+                    if not more:
+                        break
+                    raw += more
         except OSError as exc:
-            raw = b""
-            missing = f"{exc}"
-        else:
-            missing = "the file is shorter" if len(raw) < piece.end - piece.start else ""
-        if missing:
-            lost = piece.end - piece.start - len(raw)
-            raw += f"[tfward] {lost} bytes of terraform output are lost: {missing}\n".encode()
-        return self._mask(raw)
+            return f"[tfward] {want} bytes of terraform output are lost: {exc}\n".encode(), (
+                piece.end
+            )
+        if len(raw) == want:
+            return self._mask(raw), piece.end
+        cut = raw.rfind(b"\n") + 1
+        if cut and len(raw) >= first:
+            return self._mask(raw[:cut]), piece.start + cut  # the rest is read next time
+        lost = f"[tfward] {want - len(raw)} bytes of terraform output are lost: the file is short\n"
+        return self._mask(raw) + lost.encode(), piece.end
 
     async def close(self) -> None:
         """Store the trailing partial lines and everything pending. Call shielded. Storage
