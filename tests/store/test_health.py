@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from storagefaults import FullDisk, HeldWriteLock, ReadOnlyDatabase, tmpfs
@@ -201,3 +202,21 @@ async def test_a_store_that_first_met_the_database_read_only_writes_once_it_is_w
         await fresh.write(add_workspace("e"))
     finally:
         fresh.close()
+
+
+async def test_a_stage_deadline_does_not_run_while_storage_fails_and_resumes_with_what_was_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    health = StorageHealth()
+    fired_at: list[float] = []
+    with trio.move_on_after(10) as deadline, health.paused_while_failing(deadline):
+        await trio.sleep(4)
+        health.failed(StorageUnavailable(Problem.READ_ONLY, "database: read-only"))
+        await trio.sleep(100)  # the outage: the stage's own limit does not run
+        assert not deadline.cancelled_caught
+        health.succeeded()
+        try:
+            await trio.sleep_forever()
+        finally:
+            fired_at.append(trio.current_time())
+    assert deadline.cancelled_caught and fired_at == [pytest.approx(110)]

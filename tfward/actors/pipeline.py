@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 # How long clearing a finished terraform's pid may wait for storage (shielded: bounded).
 CLEAR_PID_WAIT = 10.0
 
+# Stages whose time limit is for terraform: it runs on while storage fails, and so does the
+# limit. The limits of tfward's own stages do not run while storage fails.
+_TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
+
 # Run-task stages: without a task attached they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
 
@@ -238,7 +242,8 @@ class RunPipeline:
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A run-task stage with no
-        task attached passes without a database write (it is on the queue-latency path)."""
+        task attached passes without a database write (it is on the queue-latency path). The
+        timeout of a stage of tfward's own does not run while storage fails."""
         with_tasks = any(str(stage) in a.stages for a in self.ws.run_tasks)
         if stage is not self._recorded_stage and (stage not in _TASK_STAGES or with_tasks):
             await self._transition(lambda r: model.enter_stage(r, stage))
@@ -254,11 +259,18 @@ class RunPipeline:
                 # Saving is shielded from cancel and shutdown; terraform apply is not (a cancel
                 # must reach terraform), but shutdown waits for it (see daemon shutdown).
                 stack.enter_context(trio.CancelScope(shield=critical))
-                with trio.move_on_after(timeout) as deadline:
+                with trio.move_on_after(timeout) as deadline, self._pausing(stage, deadline):
                     await self.rt.faults.at(self.run_id, stage)
                     yield
             if deadline.cancelled_caught:
                 raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
+
+    def _pausing(
+        self, stage: Stage, deadline: trio.CancelScope
+    ) -> contextlib.AbstractContextManager[object]:
+        if stage in _TERRAFORM_STAGES:  # its time is terraform's, not ours
+            return contextlib.nullcontext()
+        return self.rt.store.health.paused_while_failing(deadline)
 
     def _timeout(self, stage: Stage) -> float:
         """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,

@@ -23,6 +23,7 @@ import contextvars
 import enum
 import errno
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -117,6 +118,8 @@ class StorageHealth:
         self.on_disk_full: Callable[[], None] | None = None
         # The disk watcher's look at the disk, now (before terraform starts: `disk_ready`).
         self.check_disk: Callable[[], None] | None = None
+        # Deadlines that do not run while storage fails: scope -> seconds left when paused.
+        self._paused: dict[trio.CancelScope, float | None] = {}
 
     @property
     def failing(self) -> bool:
@@ -160,6 +163,8 @@ class StorageHealth:
             self._recovered = trio.Event()
             self._started_at = trio.current_time() if _in_trio() else 0.0
             self.outages[degraded.problem] += 1
+            for scope in self._paused:
+                self._pause(scope)
             self._changed()
             log.warning(
                 "%s; writes wait and are retried, terraform is not interrupted",
@@ -171,11 +176,37 @@ class StorageHealth:
             lasted = trio.current_time() - self._started_at if _in_trio() else 0.0
             log.warning("storage recovered after %.1fs: writes go on", lasted)
             self._recovered.set()
+            for scope in self._paused:
+                self._resume(scope)
             self._changed()
 
     def _changed(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+    @contextlib.contextmanager
+    def paused_while_failing(self, scope: trio.CancelScope) -> Iterator[None]:
+        """While in the block, `scope`'s deadline does not run while storage fails: a stage's
+        own time limit is for its work, not for waiting on storage (docs/architecture.md §10).
+        When storage returns the scope has the time it had left when storage failed."""
+        self._paused[scope] = None
+        if self.failing:
+            self._pause(scope)
+        try:
+            yield
+        finally:
+            del self._paused[scope]
+
+    def _pause(self, scope: trio.CancelScope) -> None:
+        if self._paused.get(scope) is None and scope.deadline != math.inf:
+            self._paused[scope] = max(0.0, scope.deadline - trio.current_time())
+            scope.deadline = math.inf
+
+    def _resume(self, scope: trio.CancelScope) -> None:
+        left = self._paused.get(scope)
+        if left is not None:
+            scope.deadline = trio.current_time() + left
+            self._paused[scope] = None
 
     async def wait(self, at_most: float, give_up: trio.Event | None = None) -> None:
         """Return once storage has recovered, `at_most` seconds have passed, or `give_up` is
