@@ -268,7 +268,9 @@ class DaemonProcess:
 
     def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
         self.config = config
-        self.env = {**os.environ, **(env or {})}
+        # The package of this checkout, whatever the working directory (a bench runs anywhere).
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.proc: trio.Process | None = None
         self.url = ""
         self.output = bytearray()
