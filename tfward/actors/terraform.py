@@ -128,34 +128,46 @@ async def run_terraform(
         outputs.append(_Output.of(output_dir, tag, "err", stderr_sink))
     exit_file = output_dir / f"{tag}.exit"
     proc = await _spawn(argv, cwd, env, outputs, exit_file)
-    exited = trio.Event()
     try:
-        async with trio.open_nursery() as nursery:
-            for output in outputs:
-                nursery.start_soon(_tail, output, exited, name=f"terraform-output-{tag}")
-            reporting = trio.CancelScope()
-            if on_start is not None:
-                nursery.start_soon(_report_start, on_start, proc.pid, reporting)
-            try:
-                await proc.wait()
-            except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    stopped = await _stop(proc, control)
-                log.info("terraform pid %d stopped (%s)", proc.pid, stopped)
-                raise
-            finally:
-                with trio.CancelScope(shield=True):
-                    reporting.cancel()
-                    if proc.returncode is not None:
-                        await _outlived(proc.pid, control)
-                    kill_group(proc.pid)
-                    if proc.returncode is None:
-                        await proc.wait()
-                    exited.set()
+        await _supervise(proc, outputs, control, on_start)
     finally:
         _remove([o.path for o in outputs if not o.kept])
     assert proc.returncode is not None
     return proc.returncode
+
+
+async def _supervise(
+    proc: trio.Process,
+    outputs: list[_Output],
+    control: StopControl,
+    on_start: Callable[[int], Awaitable[None]] | None,
+) -> None:
+    """Tail the output and wait for the process; on cancellation stop it (SIGINT, grace,
+    SIGKILL) and re-raise. On every path the group is stopped and reaped, and the output
+    read to its end, before this returns."""
+    exited = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for output in outputs:
+            nursery.start_soon(_tail, output, exited, name=f"terraform-output-{output.path.name}")
+        reporting = trio.CancelScope()
+        if on_start is not None:
+            nursery.start_soon(_report_start, on_start, proc.pid, reporting)
+        try:
+            await proc.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                stopped = await _stop(proc, control)
+            log.info("terraform pid %d stopped (%s)", proc.pid, stopped)
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                reporting.cancel()
+                if proc.returncode is not None:
+                    await _outlived(proc.pid, control)
+                kill_group(proc.pid)
+                if proc.returncode is None:
+                    await proc.wait()
+                exited.set()
 
 
 @dataclass

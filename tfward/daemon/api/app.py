@@ -77,12 +77,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
         if degraded is not None and request.method not in _READS:
             raise StorageUnavailable(degraded.problem, degraded.reason)
 
-    @app.errorhandler(StorageUnavailable)
-    async def storage_unavailable(exc: StorageUnavailable) -> tuple[Response, int, dict[str, str]]:
-        degraded = daemon.store.health.degraded
-        message = degraded.describe() if degraded is not None else str(exc)
-        response, status = error(503, f"{message}; nothing was changed, try again later")
-        return response, status, {"Retry-After": RETRY_AFTER}
+    _storage_errors(app, daemon)
 
     @app.errorhandler(AccessDenied)
     async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
@@ -124,6 +119,17 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_metrics.register(app, daemon)
     openapi.register(app, daemon)
     return app
+
+
+def _storage_errors(app: QuartTrio, daemon: Daemon) -> None:
+    """503 with one line saying why storage is degraded, and when to try again."""
+
+    @app.errorhandler(StorageUnavailable)
+    async def storage_unavailable(exc: StorageUnavailable) -> tuple[Response, int, dict[str, str]]:
+        degraded = daemon.store.health.degraded
+        message = degraded.describe() if degraded is not None else str(exc)
+        response, status = error(503, f"{message}; nothing was changed, try again later")
+        return response, status, {"Retry-After": RETRY_AFTER}
 
 
 def _handler(status: int) -> Any:
