@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tfward serve examples/tfward.toml
 
-# Everything, as CI runs it: lint, types, then every test (about 8 minutes on 2 cores).
+# Everything, as CI runs it: lint, types, then every test (about 14 minutes on 2 cores; the
+# storage-fault tests need root, as CI runs).
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import harness  # noqa: E402, F401  (tests/harness.py; the benchmarks use it from here)
+import storagefaults  # noqa: E402, F401  (tests/storagefaults.py: real storage faults, the soak)
 
 TIMED_FAKE = BENCH / "fake_tf_timed.sh"
 

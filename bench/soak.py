@@ -16,11 +16,15 @@ A client per workspace keeps one `plan_and_apply` or `destroy` run going (destro
 things exist, apply when none do, either one in between) and now and then a speculative `plan`
 beside it. The daemon gets SIGKILL after 0.5-6 s of that (seeded RNG); in an "aimed" cycle
 (`--aim-rate`) the kill instead lands 0.1-1.2 s after a terraform apply is seen running, if one
-starts within 6 s. With `--startup-kill-rate` a kill lands during start-up (recovery
-included). After every start the recovery report (`GET /api/v1/recovery`) and the database
-are read right after the daemon logs that it listens (it listens only once recovery is done),
-and the invariants in `KINDS` are checked. After the last kill the daemon is restarted once
-more, runs are left to finish (waiting plans confirmed), everything is checked again with
+starts within 6 s. With `--startup-kill-rate` a kill lands during start-up (recovery included).
+With `--outage-rate` (root only) storage fails beside the kills (issue 12, docs/architecture.md
+§10): in such a cycle, at a random moment of the work, the database is made read-only (`chattr
++i`), another process takes its write lock, or (with `--tmpfs-mb`, the data dir on a tmpfs of
+that size) the disk is filled, for 2-8 s; the kill may land during the outage, and the next
+start may meet it. After every start the recovery report (`GET /api/v1/recovery`) and the
+database are read right after the daemon logs that it listens (it listens only once recovery is
+done), and the invariants in `KINDS` are checked. After the last kill the daemon is restarted
+once more, runs are left to finish (waiting plans confirmed), everything is checked again with
 nothing moving, and the daemon must stop on SIGTERM with exit code 0 and leave no process
 behind.
 
@@ -31,16 +35,18 @@ daemon's log in `logs/`) is then kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +54,7 @@ from typing import Any
 
 import httpx
 import trio
-from _common import LoadMeter, harness, table, write_results
+from _common import LoadMeter, harness, storagefaults, table, write_results
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection, func, select, text
@@ -58,6 +64,7 @@ from tfward.runs.model import TERMINAL
 from tfward.store import sealing
 from tfward.store.tables import (
     outbox,
+    run_log_chunks,
     runs,
     state_versions,
     workspace_locks,
@@ -84,6 +91,9 @@ KINDS = {
     "missing_notification": "terminal run without a final notify row in the outbox",
     "duplicate_delivery": "notification delivered twice (delivery log, or webhook w/o kill)",
     "leftover_process": "terraform/provider process of a dead daemon still running",
+    "daemon_exit": "daemon exited on its own while it ran (not killed by the soak)",
+    "failed_after_apply": "run failed whose terraform apply printed \"Apply complete!\"",
+    "lost_log_line": "resource in the latest state whose creation line is in no run's log",
     "daemon_start": "daemon did not come up",
     "stuck_at_end": "run not terminal once the final drain timed out",
     "shutdown": "SIGTERM at the end did not exit 0",
@@ -140,6 +150,8 @@ class Soak:
     resources_checked: int = 0
     kills: int = 0
     startup_kills: int = 0
+    outages: Counter[str] = field(default_factory=Counter)
+    faults: dict[str, Any] = field(default_factory=dict)  # the storage faults, by name
 
     @property
     def runs_root(self) -> Path:
@@ -309,6 +321,8 @@ class Snapshot:
     latest_ids: dict[str, set[str]]  # workspace name -> resource ids in its latest state
     notify: Counter[tuple[str, str]]  # (run id, final trigger) -> outbox rows
     duplicate_deliveries: list[str]
+    applied_logs: set[str] = field(default_factory=set)  # runs whose log says it applied
+    logged_ids: set[str] = field(default_factory=set)  # resource ids with a creation line
 
 
 def _load(conn: Connection) -> Snapshot:
@@ -342,7 +356,23 @@ def _load(conn: Connection) -> Snapshot:
             select(outbox.c.run_id, outbox.c.payload).where(outbox.c.kind == "notify")):
         if payload.get("trigger") in FINAL_TRIGGERS:
             notify[(run_id, payload["trigger"])] += 1
-    return Snapshot(found, locks, versions, latest_ids, notify, _duplicate_deliveries(conn))
+    applied_logs, logged_ids = _log_facts(conn)
+    return Snapshot(found, locks, versions, latest_ids, notify, _duplicate_deliveries(conn),
+                    applied_logs, logged_ids)
+
+
+_CREATED = re.compile(rb"Creation complete after \S+ \[id=([^\]]+)\]")
+
+
+def _log_facts(conn: Connection) -> tuple[set[str], set[str]]:
+    """Runs whose log says terraform applied, and the resource ids logs say were created."""
+    applied, ids = set(), set()
+    for run_id, data in conn.execute(select(run_log_chunks.c.run_id, run_log_chunks.c.data)):
+        data = bytes(data)
+        if b"Apply complete!" in data:
+            applied.add(run_id)
+        ids.update(m.decode() for m in _CREATED.findall(data))
+    return applied, ids
 
 
 def _duplicate_deliveries(conn: Connection) -> list[str]:
@@ -435,6 +465,8 @@ async def check(soak: Soak, cycle: int, t_spawn: datetime, t_listen: float,
         for rid in sorted(stable - latest):
             soak.violate(cycle, "lost_resource", f"{w.name}: {rid} exists but is not in the "
                          f"latest state version ({len(latest)} resources)")
+        for rid in sorted((latest & stable) - snap.logged_ids):
+            soak.violate(cycle, "lost_log_line", f"{w.name}: {rid} has no creation line")
         if quiet and latest - set(after[w.name]):
             soak.tally.anomaly(f"{w.name}: in the state but not in the store: "
                                f"{sorted(latest - set(after[w.name]))}")
@@ -449,6 +481,8 @@ def _check_runs(soak: Soak, cycle: int, snap: Snapshot, t_spawn: datetime,
             soak.violate(cycle, "stuck_after_recovery", f"{_describe(run)} since {changed}")
         if status == "applied_state_error":
             soak.violate(cycle, "applied_state_error", _describe(run))
+        if status == "failed" and run["id"] in snap.applied_logs:
+            soak.violate(cycle, "failed_after_apply", _describe(run))
         if status in TERMINAL_NAMES and not any(
                 snap.notify[(run["id"], t)] for t in FINAL_TRIGGERS):
             soak.violate(cycle, "missing_notification", _describe(run))
@@ -591,20 +625,43 @@ async def cycle_once(soak: Soak, cycle: int, rng: random.Random, nursery: trio.N
             await finish(soak, cycle, dp, http)
             return True
         started = trio.current_time()
+        outage = _pick_outage(soak, rng, work)
         async with trio.open_nursery() as clients:
             for w in WORKLOADS:
                 own = random.Random(f"{soak.opts.seed}:{cycle}:{w.name}")
                 clients.start_soon(drive, http, w, own, soak.tally, name=f"drive-{w.name}")
+            if outage is not None:
+                nursery.start_soon(storage_outage, soak, cycle, *outage)
             if aim is None:
                 await trio.sleep(work)
             else:
                 await aimed_wait(soak, aim, soak.opts.max_work)
+            if dp.proc.returncode is not None:
+                soak.violate(cycle, "daemon_exit", f"exit code {dp.proc.returncode}")
             dp.signal(signal.SIGKILL)
             clients.cancel_scope.cancel()
         soak.cycles[-1]["work_seconds"] = round(trio.current_time() - started, 2)
         soak.cycles[-1]["aimed"] = aim is not None
     await after_kill(soak, cycle, dp, "work")
     return True
+
+
+def _pick_outage(soak: Soak, rng: random.Random, work: float) -> tuple[str, float, float] | None:
+    """(fault, seconds into the work, how long) for a cycle with a storage outage, or None."""
+    if not soak.faults or rng.random() >= soak.opts.outage_rate:
+        return None
+    if any(fault.active for fault in soak.faults.values()):
+        return None  # the last one is not over yet
+    return rng.choice(sorted(soak.faults)), rng.uniform(0.0, work), rng.uniform(2.0, 8.0)
+
+
+async def storage_outage(soak: Soak, cycle: int, fault: str, after: float, seconds: float) -> None:
+    """Storage fails `after` seconds into the work, for `seconds`: it may outlive the daemon it
+    began under (the next start then waits for it)."""
+    await trio.sleep(after)
+    soak.outages[fault] += 1
+    soak.cycles[-1].setdefault("outages", []).append(f"{fault} {seconds:.1f}s")
+    await storagefaults.hold(soak.faults[fault], seconds)
 
 
 async def aimed_wait(soak: Soak, after: float, budget: float) -> None:
@@ -676,6 +733,8 @@ async def soak_in(opts: argparse.Namespace, root: Path) -> Soak:
         hook_urls = await nursery.start(hooks.serve, stop)
         config = write_soak_config(root, hook_urls[0])
         soak = Soak(opts, root, config, harness.open_store(config))
+        if opts.outage_rate > 0:
+            soak.faults = _storage_faults(opts, config)
         started = time.monotonic()
         try:
             for cycle in range(opts.kills + 1):
@@ -694,6 +753,20 @@ async def soak_in(opts: argparse.Namespace, root: Path) -> Soak:
         for line in unexplained:
             soak.violate(opts.kills, "duplicate_delivery", line)
     return soak
+
+
+def _storage_faults(opts: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """The faults an outage may be (needs root: chattr +i, a tmpfs)."""
+    if os.geteuid() != 0:
+        raise SystemExit("--outage-rate needs root (chattr +i on the database, a tmpfs)")
+    db = config.daemon.data_dir / "tfward.db"
+    found: dict[str, Any] = {
+        "read_only": storagefaults.ReadOnlyDatabase(db),
+        "locked": storagefaults.HeldWriteLock(db),
+    }
+    if opts.tmpfs_mb:
+        found["disk_full"] = storagefaults.FullDisk(config.daemon.data_dir)
+    return found
 
 
 def totals(soak: Soak) -> dict[str, Any]:
@@ -716,6 +789,7 @@ def totals(soak: Soak) -> dict[str, Any]:
         "recovery": dict(soak.recovery),
         "kill_landed_during": dict(soak.landed.most_common()),
         "kills_with_an_apply_in_flight": soak.apply_kills,
+        "storage_outages": dict(soak.outages),
         "terraform_groups_orphaned_by_kills": soak.orphaned_groups,
         "state_versions": dict(Counter(v["kind"] for vs in snap.versions.values() for v in vs)),
         "resources_at_end": {ws: len(ids) for ws, ids in snap.latest_ids.items()},
@@ -745,6 +819,7 @@ def render(summary: dict[str, Any]) -> str:
                             list(summary["kill_landed_during"].items())))
     out.append(f"kills with a terraform apply in flight: "
                f"{summary['kills_with_an_apply_in_flight']} of {summary['kills']}")
+    out.append(f"storage outages beside the kills: {summary['storage_outages'] or 'none'}")
     n = summary["notifications"]
     out.append(f"\nterraform process groups orphaned by the kills: "
                f"{summary['terraform_groups_orphaned_by_kills']}; state versions "
@@ -777,6 +852,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of kills aimed at a running terraform apply (0.4)")
     parser.add_argument("--startup-kill-rate", type=float, default=0.1,
                         help="share of kills that land during start-up/recovery (0.1)")
+    parser.add_argument("--outage-rate", type=float, default=0.0,
+                        help="share of cycles with a storage outage of 2-8 s (0; needs root)")
+    parser.add_argument("--tmpfs-mb", type=int, default=0,
+                        help="put the data dir on a tmpfs of this size, so outages include a "
+                        "full disk (0: not; needs root)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds the last daemon gets to finish every run (120)")
     parser.add_argument("--json", action="store_true", help="also write bench/results/soak.json")
@@ -792,9 +872,14 @@ def main(argv: list[str] | None = None) -> int:
     soak: Soak | None = None
     meter = LoadMeter()
     try:
-        soak = trio.run(functools.partial(soak_in, opts, root))
-        load = meter.stop()
-        summary = totals(soak)
+        with contextlib.ExitStack() as stack:
+            if opts.tmpfs_mb:  # a disk that can fill up, for the disk-full outages
+                stack.enter_context(storagefaults.tmpfs(root / "data", opts.tmpfs_mb))
+                stack.callback(_keep_data, root, lambda: opts.keep or soak is None or bool(
+                    soak.violations))
+            soak = trio.run(functools.partial(soak_in, opts, root))
+            load = meter.stop()
+            summary = totals(soak)
         print(render(summary))
         print(LoadMeter.describe(load))
         if opts.json:
@@ -807,6 +892,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(kept {root})")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _keep_data(root: Path, keep: Callable[[], bool]) -> None:
+    """Before the tmpfs goes: a copy of the data dir, when the scratch directory is kept."""
+    if keep():
+        shutil.copytree(root / "data", root / "data-kept", symlinks=True, dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Shared fixtures. The harness module (tests/harness.py) is importable from every test.
 
 `make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
-terraform listed in SLOW below (the fault matrix, the soak, crash safety, the run-task stage
-matrix, the demo provider against terraform, terraform run by hand against the http backend,
-outputs read between workspaces), marked here by path so a new test in those files is slow
-too. `make test` runs everything.
+terraform listed in SLOW below (the fault matrix, the soak, crash safety, the long storage
+outages, the run-task stage matrix, the demo provider against terraform, terraform run by hand
+against the http backend, outputs read between workspaces), marked here by path so a new test
+in those files is slow too. `make test` runs everything.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SLOW = (
     "actors/test_fault_matrix.py",
     "soak/",
     "daemon/test_crash_safety.py",
+    "daemon/test_storage_outages.py",
     "runtasks/test_stage_matrix.py",
     "provider/",
     "services/test_releases.py",

@@ -58,7 +58,14 @@ def write_config(
     terraform: Mapping[str, Any] = {},
 ) -> Config:
     """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it."""
-    d = {"listen": "127.0.0.1:0", "data_dir": "data", "organization": "tests", **daemon}
+    # A small disk reserve: a test starts many daemons (the 64 MB default is for a host).
+    d = {
+        "listen": "127.0.0.1:0",
+        "data_dir": "data",
+        "organization": "tests",
+        "disk_reserve_mb": 4,
+        **daemon,
+    }
     t = {
         "dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)},
         "cancel_grace": "10s",
@@ -298,7 +305,9 @@ class DaemonProcess:
 
     def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
         self.config = config
-        self.env = {**os.environ, **(env or {})}
+        # The package of this checkout, whatever the working directory (a bench runs anywhere).
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.proc: trio.Process | None = None
         self.url = ""
         self.output = bytearray()

@@ -19,6 +19,9 @@ that is not a ``TfwardError`` is treated as a bug.
           ├── PlanUnusable        a saved plan is missing, corrupt, or stale: re-plan (seed 003)
           ├── AccessDenied        a run-task token is missing, invalid, used, or for another
           │                       result (runtasks/callbacks.py; API: 401, or 403)
+          ├── StorageUnavailable  the database or the data dir's disk does not take a write (or
+          │                       a read) now: full, read-only, locked, failing (store/health.py;
+          │                       API: 503)
           └── StageFailed         terraform or a stage of the pipeline failed; carries the
                                   run's error kind (actors/pipeline.py)
 
@@ -41,6 +44,7 @@ __all__ = [
     "PlanUnusable",
     "StageFailed",
     "StateRejected",
+    "StorageUnavailable",
     "TfwardError",
     "WorkspaceLocked",
 ]
@@ -156,6 +160,21 @@ class AccessDenied(TfwardError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class StorageUnavailable(TfwardError):
+    """Storage does not answer: the database or the data dir's disk refused a write or a read
+    (full, read-only, locked by another process, I/O error). Raised by the store
+    (store/health.py) after its own retries; callers that must not fail wait and try again,
+    the API answers 503 with ``reason``. ``problem`` is a `store.health.Problem` value."""
+
+    def __init__(self, problem: str, reason: str) -> None:
+        super().__init__(problem, reason)
+        self.problem = problem
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"storage degraded ({self.problem}): {self.reason}"
 
 
 class StageFailed(TfwardError):

@@ -1,11 +1,19 @@
-"""The termination contract under every fault in every stage (docs/architecture.md §4).
+"""The termination contract under every fault in every stage (docs/architecture.md §4, §10).
 
 For each stage x {terraform error, exception in our code, cancel, force-cancel, stage timeout,
-daemon shutdown} a real daemon runs a real run (real terraform and the demo provider; a fake
+daemon shutdown, and the storage faults: database read-only, disk full, write lock held by
+another process} a real daemon runs a real run (real terraform and the demo provider; a fake
 terraform only where a terraform that ignores SIGINT is needed) and the test checks every step
 of the contract: the outcome, the stored log, state kept where terraform wrote any, the run
 directory gone, the lock released, the outbox row for the outcome, no process left, no critical
 section left open.
+
+A storage fault starts at the stage and lasts OUTAGE seconds (STORAGE_STAGES: the stages the
+issue names, and `apply_pending`, get the long one); the run must end as if nothing happened
+(`applied`), with every resource terraform created in the latest stored state (checked against
+the demo provider's store), every line terraform printed about them in the log once, the lock
+released only with the outcome, and the daemon up all along (tests/storagefaults.py makes the
+faults; the disk-full cases put the data dir on a small tmpfs and need root).
 
 Faults in our own code are injected through the daemon's FaultInjector hook at the start of a
 stage: "raise" (an exception), "hang" (blocks until cancelled), "slow" (a save that takes a
@@ -30,6 +38,7 @@ from harness import (
     stray_processes,
     write_config,
 )
+from storagefaults import STORAGE_FAULTS, run_through_outage
 
 from tfward.runs.model import Stage
 
@@ -37,7 +46,13 @@ PLAN = ["fetching", "init", "pre_plan", "planning", "saving_plan", "post_plan"]
 APPLY = ["restoring_plan", "pre_apply", "applying", "saving_state", "post_apply"]
 SHIELDED = {"saving_plan", "saving_state"}
 TERRAFORM_STAGES = {"init", "planning", "applying"}
-FAULTS = ["terraform_error", "exception", "cancel", "force_cancel", "timeout", "shutdown"]
+FAULTS = [
+    "terraform_error", "exception", "cancel", "force_cancel", "timeout", "shutdown",
+    *STORAGE_FAULTS,
+]
+# Where the issue asks for the long outage (5 s); elsewhere a shorter one does the same work.
+STORAGE_STAGES = {"planning", "apply_pending", "applying", "saving_state"}
+OUTAGE = {True: 5.0, False: 2.0}
 
 
 class StageFault:
@@ -73,6 +88,8 @@ ERRORED, CANCELLED, COMPLETED = "run:errored", "run:cancelled", "run:completed"
 
 
 def expected(stage: str, fault: str) -> Expect:
+    if fault in STORAGE_FAULTS:
+        return Expect("applied", None, COMPLETED)  # as if storage had never failed
     after_state_saved = stage == "post_apply" or (stage == "saving_state" and fault != "timeout")
     if fault == "terraform_error":
         kind = {"init": "init", "planning": "plan", "applying": "apply"}[stage]
@@ -103,7 +120,7 @@ CASES = [
     for stage in PLAN + APPLY
     for fault in FAULTS
     if fault != "terraform_error" or stage in TERRAFORM_STAGES
-]
+] + [("apply_pending", fault) for fault in STORAGE_FAULTS]
 
 TERRAFORM_ERRORS = {
     "init": 'module "missing" {\n  source = "./no-such-module"\n}\n',
@@ -149,6 +166,9 @@ def _setup(tmp_path: Path, stage: str, fault: str) -> tuple[Any, StageFault | No
 async def test_every_exit_path_honours_the_termination_contract(
     tmp_path: Path, stage: str, fault: str
 ) -> None:
+    if fault in STORAGE_FAULTS:
+        await _storage_case(tmp_path, stage, fault)
+        return
     config, injector = _setup(tmp_path, stage, fault)
     want = expected(stage, fault)
     async with running_daemon(config, faults=injector, shutdown=fault != "shutdown") as (
@@ -196,6 +216,13 @@ async def _wait_for_fake(calls: Path, subcommand: str) -> None:
     """Until the fake terraform has started `subcommand` (and set its signal handling)."""
     while not calls.exists() or f'"command": "{subcommand}"' not in calls.read_text():
         await trio.sleep(0.05)
+
+
+# ---- the storage column: tests/storagefaults.py runs a run through the outage and checks it
+
+
+async def _storage_case(tmp_path: Path, stage: str, fault: str) -> None:
+    await run_through_outage(tmp_path, stage, fault, OUTAGE[stage in STORAGE_STAGES])
 
 
 # ---- script hooks (tfward/actors/hooks.py) ----------------------------------------------------

@@ -1,7 +1,9 @@
 """The termination funnel (tfward/actors/funnel.py) on its own, with a real SQLite store and no
 terraform: its steps happen in the contract's order — state, then log, then directory, then
-the one transaction — and a failing step does not stop the later ones. A change there fails
-here in seconds, before the fault matrix runs."""
+the one transaction — and a failing step does not stop the later ones. With the database
+really read-only (`chattr +i`), the funnel waits: directory, lock and status stay until storage
+returns (docs/architecture.md §10). A change there fails here in seconds, before the fault
+matrix runs."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trio
 from harness import write_config
 from sqlalchemy import Connection
+from storagefaults import ReadOnlyDatabase
 
 from tfward.actors.funnel import Ending, Outcome, finish_run
 from tfward.actors.runlog import RunLog
 from tfward.actors.runtime import Runtime
 from tfward.config import Config
+from tfward.errors import StageFailed
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.model import ErrorKind, Operation, ResourceChanges, Run, Status
@@ -39,8 +44,8 @@ class WatchedStore(Store):
         self.events = events
         self.run_dir = run_dir
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        result = await super().write(fn)
+    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
+        result = await super().write(fn, patient=patient)
         if isinstance(result, Run) and result.status.is_terminal:
             self.events.append(("record", {"dir": self.run_dir.exists()}))
         return result
@@ -58,7 +63,8 @@ class WatchedLog(RunLog):
 
 
 class Keeper:
-    """The funnel's StateKeeper, as a fake: notes the call, or fails like a broken store."""
+    """The funnel's StateKeeper, as a fake: notes the call, or refuses the state the way the
+    real one does when the state cannot be stored for what it is (another lineage)."""
 
     def __init__(self, events: list[Event], store: Store, fail: bool = False) -> None:
         self.events, self.store, self.fail = events, store, fail
@@ -78,7 +84,7 @@ class Keeper:
             )
         )
         if self.fail:
-            raise OSError("no space left on device")
+            raise StageFailed(ErrorKind.STATE, "state lineage b differs from the workspace's a")
         ending.state_saved = True
 
 
@@ -179,7 +185,7 @@ async def test_the_funnel_stores_the_state_then_the_log_then_removes_the_directo
     assert found["outbox"][-1] == "run:completed"
 
 
-async def test_a_state_that_cannot_be_stored_keeps_the_lock_and_ends_applied_state_error(
+async def test_a_state_the_store_refuses_keeps_the_lock_and_ends_applied_state_error(
     config: Config, store: WatchedStore, events: list[Event], run_dir: Path
 ) -> None:
     run_id, ws_id = store.run_sync(_applying_run)
@@ -232,3 +238,67 @@ async def test_a_run_that_never_applied_skips_the_state_and_still_does_every_oth
     assert final is not None and final.status is Status.CANCELLED
     found = _facts(store, run_id, ws_id)
     assert found["lock"] is None and found["outbox"][-1] == "run:cancelled"
+
+
+# ---- storage faults (docs/architecture.md §10) -----------------------------------------------
+
+
+async def _until(condition: Callable[[], bool], within: float = 30) -> None:
+    with trio.fail_after(within):
+        while not condition():
+            await trio.sleep(0.05)
+
+
+async def test_storage_down_keeps_the_run_unfinished_with_its_directory_and_lock_until_it_returns(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+    ending.log.write(b"Apply complete! Resources: 1 added, 0 changed, 0 destroyed.\n")
+    finals: list[Run | None] = []
+    fault = ReadOnlyDatabase(config.daemon.data_dir / "tfward.db")
+
+    async def finish() -> None:
+        finals.append(await finish_run(rt, ending, Outcome(Status.APPLIED), Keeper(events, store)))
+
+    async with trio.open_nursery() as nursery:
+        with fault:
+            nursery.start_soon(finish)
+            await _until(lambda: store.health.failing)
+            await trio.sleep(1.0)  # several attempts, all refused
+            assert not finals and run_dir.exists()
+            found = _facts(store, run_id, ws_id)  # reads still answer
+            assert not found["run"].status.is_terminal
+            assert found["lock"] is not None and found["lock"].run_id == run_id
+            assert [name for name, _ in events] == ["state"]
+    assert finals and finals[0] is not None and finals[0].status is Status.APPLIED
+    assert [name for name, _ in events] == ["state", "log", "record"]
+    assert not run_dir.exists() and not store.health.failing
+    found = _facts(store, run_id, ws_id)
+    assert found["lock"] is None and found["outbox"][-1] == "run:completed"
+    assert "Apply complete!" in found["log"] and "run finished: applied" in found["log"]
+
+
+async def test_a_daemon_that_gives_up_waiting_leaves_the_run_to_recovery_with_directory_and_lock(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    run_id, ws_id = store.run_sync(_applying_run)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+    outcome = Outcome.failed(ErrorKind.INTERRUPTED, "the daemon stopped during stage applying")
+    finals: list[Run | None] = []
+
+    async def finish() -> None:
+        finals.append(await finish_run(rt, ending, outcome, Keeper(events, store)))
+
+    with ReadOnlyDatabase(config.daemon.data_dir / "tfward.db"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(finish)
+            await _until(lambda: store.health.failing)
+            rt.give_up.set()  # a hard stop, or the end of the shutdown's grace
+    assert finals == [None]
+    assert run_dir.exists()
+    found = _facts(store, run_id, ws_id)
+    assert not found["run"].status.is_terminal
+    assert found["lock"] is not None and found["lock"].run_id == run_id

@@ -13,8 +13,11 @@ import pytest
 import trio
 import trio.testing
 from sqlalchemy import Connection
+from storagefaults import ReadOnlyDatabase
 
-from tfward.actors.runlog import MASK, OutputParser, RunLog
+from tfward.actors.output import OutputParser
+from tfward.actors.runlog import MASK, RunLog
+from tfward.errors import StorageUnavailable
 from tfward.runs.model import Operation
 from tfward.store import artifacts
 from tfward.store import runs as run_store
@@ -25,15 +28,16 @@ T = TypeVar("T")
 
 
 class FlakyStore(Store):
-    """A real store whose next `fail_writes` writes raise before touching the database."""
+    """A real store whose next `fail_writes` writes fail, as storage would, before touching
+    the database."""
 
     fail_writes = 0
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
         if self.fail_writes:
             self.fail_writes -= 1
-            raise RuntimeError("the disk went away")
-        return await super().write(fn)
+            raise StorageUnavailable("io_error", "the disk went away")
+        return await super().write(fn, patient=patient)
 
 
 @pytest.fixture
@@ -372,7 +376,7 @@ async def test_a_failed_flush_keeps_the_pending_lines_for_the_next_flush(
     await log.flush()
     log.write(b"three\n")
     store.fail_writes = 1
-    with pytest.raises(RuntimeError, match="the disk went away"):
+    with pytest.raises(StorageUnavailable, match="the disk went away"):
         await log.flush()
     log.write(b"four\n")
     await log.flush()
@@ -387,7 +391,7 @@ async def test_a_failed_close_can_be_retried_and_stores_the_partial_line_once(
     await log.open()
     log.write(b"done\nno newline at the end")
     store.fail_writes = 1
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StorageUnavailable):
         await log.close()
     assert not log.closed
     await log.close()
@@ -510,3 +514,140 @@ async def test_the_parser_counts_completed_resources_and_keeps_the_plan_summary(
         2,
         "Plan: 2 to add, 0 to change, 1 to destroy.",
     )
+
+
+# ---- output files and storage faults (docs/architecture.md §10) ------------------------------
+
+
+class GrowingFile:
+    """An output file terraform appends to, feeding the log through `attach` as the driver
+    does: the bytes reach the file first, then the log."""
+
+    def __init__(self, log: RunLog, path: Path) -> None:
+        self.path = path
+        path.write_bytes(b"")
+        self.sink = log.attach(path)
+
+    def append(self, data: bytes) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(data)
+        self.sink.write(data)
+
+
+def chunk_marks(store: Store, run_id: str) -> list[tuple[str | None, int | None]]:
+    from sqlalchemy import select
+
+    from tfward.store.tables import run_log_chunks
+
+    rows = store.run_sync(
+        lambda c: c.execute(
+            select(run_log_chunks.c.source, run_log_chunks.c.source_end)
+            .where(run_log_chunks.c.run_id == run_id)
+            .order_by(run_log_chunks.c.seq)
+        ).all()
+    )
+    return [(r.source, r.source_end) for r in rows]
+
+
+async def test_the_flusher_keeps_every_line_while_the_database_is_read_only_and_stores_them_after(
+    tmp_path: Path, store: Store, run_id: str
+) -> None:
+    log = RunLog(run_id, store, secrets=["hunter2"])
+    await log.open()
+    output = GrowingFile(log, tmp_path / "1-apply.log")
+    lines = [f"demo_thing.t[{i}]: Creation complete [pw=hunter2]\n".encode() for i in range(300)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.flusher)
+        with ReadOnlyDatabase(tmp_path / "tfward.db"):
+            for line in lines:
+                output.append(line)
+                await trio.sleep(0.005)  # terraform goes on printing, never told anything
+            assert store.health.failing
+        with trio.fail_after(30):
+            while log.total_bytes and stored(store, run_id).count(b"\n") < len(lines):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    output.sink.end()
+    await log.close()
+    assert stored(store, run_id) == b"".join(lines).replace(b"hunter2", MASK)
+    assert chunk_marks(store, run_id)[-1] == ("1-apply.log", output.path.stat().st_size)
+
+
+async def test_over_the_memory_bound_output_is_read_back_from_its_file_masked_in_order_once(
+    tmp_path: Path, store: FlakyStore, run_id: str
+) -> None:
+    log = RunLog(run_id, store, secrets=["hunter2"], memory_bound=4096)
+    await log.open()
+    output = GrowingFile(log, tmp_path / "1-apply.log")
+    log.note("terraform apply")
+    lines = [f"line {i} secret hunter2 {'x' * (i % 90)}\n".encode() for i in range(3000)]
+    for n, line in enumerate(lines):
+        output.append(line)
+        if n == 1500:
+            log.note("halfway")
+    store.fail_writes = 1
+    with pytest.raises(StorageUnavailable):
+        await log.flush()
+    assert log._memory <= 4096 + 200  # what waits is mostly in the file, not in memory
+    output.append(b"the last line has no newline")
+    output.sink.end()
+    await log.close()
+    want = (
+        b"[tfward] terraform apply\n"
+        + b"".join(lines[:1501])
+        + b"[tfward] halfway\n"
+        + b"".join(lines[1501:])
+        + b"the last line has no newline\n"
+    ).replace(b"hunter2", MASK)
+    assert stored(store, run_id) == want
+    assert chunk_marks(store, run_id)[-1] == ("1-apply.log", output.path.stat().st_size)
+
+
+async def test_recovery_appends_exactly_what_the_log_lacks_of_each_output_file(
+    tmp_path: Path, store: Store, run_id: str
+) -> None:
+    output_dir = tmp_path / ".tfward"
+    output_dir.mkdir()
+    first = RunLog(run_id, store, secrets=["hunter2"])
+    await first.open()
+    plan = GrowingFile(first, output_dir / "1-plan.log")
+    plan.append(b"Plan: 2 to add\n")
+    plan.sink.end()
+    apply = GrowingFile(first, output_dir / "2-apply.log")
+    apply.append(b"a: Creating...\n")
+    await first.flush()
+    apply.append(b"a: Creation complete [hunter2]\n")  # in memory only when the daemon dies
+    # After the daemon died, terraform went on writing; recovery stopped it gracefully.
+    with open(apply.path, "ab") as fh:  # noqa: ASYNC230 — a small local file
+        fh.write(b"b: Creation complete\nApply complete! Resources: 2 added.")
+    second = RunLog(run_id, store, secrets=["hunter2"])
+    await second.open()
+    added = await second.recover_output(output_dir)
+    await second.close()
+    assert added > 0
+    assert stored(store, run_id) == (
+        b"Plan: 2 to add\na: Creating...\na: Creation complete [***]\nb: Creation complete\n"
+        b"Apply complete! Resources: 2 added.\n"
+    )
+    assert second.parser.facts.apply_complete
+    third = RunLog(run_id, store)  # a second recovery adds nothing more
+    await third.open()
+    assert await third.recover_output(output_dir) == 0
+
+
+async def test_a_long_stretch_read_back_from_its_file_is_stored_a_bounded_piece_at_a_time(
+    tmp_path: Path, store: FlakyStore, run_id: str
+) -> None:
+    log = RunLog(run_id, store, memory_bound=1024, flush_bytes=1 << 20)
+    await log.open()
+    output = GrowingFile(log, tmp_path / "1-apply.log")
+    lines = [f"{i:06d} {'y' * (i % 200)}\n".encode() for i in range(40_000)]  # ~4.5 MB
+    for line in lines:
+        output.append(line)
+    assert log._memory <= 1024
+    output.sink.end()
+    await log.close()
+    assert stored(store, run_id) == b"".join(lines)
+    marks = [end for _, end in chunk_marks(store, run_id) if end is not None]
+    assert len(marks) >= 4 and marks == sorted(marks)  # one transaction a piece, in order
+    assert marks[-1] == output.path.stat().st_size

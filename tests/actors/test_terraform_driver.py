@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tfward.actors.terraform import StopControl, run_terraform
+from tfward.actors.terraform import PREALLOCATE, StopControl, read_exit_code, run_terraform
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 BOUND = 10.0  # seconds any test here may take at most; every wait is under trio.fail_after
@@ -113,11 +114,11 @@ async def test_the_exit_code_of_the_process_is_returned(tmp_path: Path, code: in
         assert await run(sh(f"exit {code}"), tmp_path) == code
 
 
-async def test_a_process_killed_by_a_signal_returns_the_negative_signal_number(
+async def test_a_process_killed_by_a_signal_returns_128_plus_the_signal_as_a_shell_says_it(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(BOUND):
-        assert await run(sh("kill -TERM $$"), tmp_path) == -15
+        assert await run(sh("kill -TERM $$"), tmp_path) == 128 + 15
 
 
 async def test_the_process_runs_in_the_given_directory(tmp_path: Path) -> None:
@@ -178,7 +179,7 @@ async def test_stderr_is_merged_into_the_sink_in_order_without_a_stderr_sink(
     assert bytes(sink.data) == b"out1\nerr1\nout2\n"
 
 
-async def test_on_start_receives_the_pid_of_the_process(tmp_path: Path) -> None:
+async def test_on_start_receives_the_pid_that_leads_the_process_group(tmp_path: Path) -> None:
     pids: list[int] = []
 
     async def on_start(pid: int) -> None:
@@ -186,27 +187,37 @@ async def test_on_start_receives_the_pid_of_the_process(tmp_path: Path) -> None:
 
     sink = Collector()
     with trio.fail_after(BOUND):
-        await run(sh("echo $$"), tmp_path, sink=sink, on_start=on_start)
+        await run(python("import os; print(os.getpgrp())"), tmp_path, sink=sink, on_start=on_start)
     assert pids == [int(sink.data)]
 
 
-async def test_an_on_start_that_fails_kills_the_process_and_the_error_propagates(
-    tmp_path: Path,
+async def test_an_on_start_that_fails_is_logged_and_the_process_runs_to_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pids: list[int] = []
-
     async def on_start(pid: int) -> None:
-        pids.append(pid)
         raise RuntimeError("could not record the pid")
 
+    sink = Collector()
     with trio.fail_after(BOUND):
-        with pytest.RaisesGroup(
-            pytest.RaisesExc(RuntimeError, match="could not record the pid"),
-            allow_unwrapped=True,
-            flatten_subgroups=True,
-        ):
-            await run(sh("exec sleep 60"), tmp_path, on_start=on_start)
-    await assert_dies(pids[0])
+        code = await run(sh("sleep 0.5; echo still here"), tmp_path, sink=sink, on_start=on_start)
+    assert (code, bytes(sink.data)) == (0, b"still here\n")
+    assert "could not record the pid" in caplog.text
+
+
+async def test_an_on_start_still_waiting_when_the_process_exits_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    ended: list[str] = []
+
+    async def on_start(pid: int) -> None:
+        try:
+            await trio.sleep_forever()  # as a pid record waiting for storage would
+        finally:
+            ended.append("cancelled")
+
+    with trio.fail_after(BOUND):
+        assert await run(sh("exit 0"), tmp_path, on_start=on_start) == 0
+    assert ended == ["cancelled"]
 
 
 # ---- stopping -------------------------------------------------------------------------------
@@ -356,9 +367,15 @@ async def test_output_goes_through_files_in_the_output_dir_that_are_removed_afte
             output_dir=output_dir,
             on_start=on_start,
         )
-    assert [[name.rsplit(".", 1)[1] for name in names] for names in seen] == [["err", "out"]]
-    assert list(output_dir.iterdir()) == []
+    assert [[name.rsplit(".", 1)[1] for name in names] for names in seen] == [
+        ["err", "exit", "out"]
+    ]
+    assert [p.suffix for p in output_dir.iterdir()] == [".exit"]  # the exit code stays
     assert (bytes(sink.data), bytes(err.data)) == (b"out\n", b"err\n")
+
+
+def output_files(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.suffix != ".exit"]
 
 
 async def test_the_output_files_default_to_a_directory_in_the_working_directory_and_are_removed(
@@ -366,14 +383,14 @@ async def test_the_output_files_default_to_a_directory_in_the_working_directory_
 ) -> None:
     with trio.fail_after(BOUND):
         await run(sh("echo hello"), tmp_path)
-    assert list((tmp_path / ".tfward").iterdir()) == []
+    assert output_files(tmp_path / ".tfward") == []
 
 
 async def test_the_output_files_are_removed_after_a_cancel(tmp_path: Path) -> None:
     await run_and_cancel_when(
         b"ready", EXITS_ON_SIGINT, tmp_path, Collector(), StopControl(grace=60)
     )
-    assert list((tmp_path / ".tfward").iterdir()) == []
+    assert output_files(tmp_path / ".tfward") == []
 
 
 async def test_a_command_that_cannot_start_raises_and_leaves_no_output_files(
@@ -381,4 +398,140 @@ async def test_a_command_that_cannot_start_raises_and_leaves_no_output_files(
 ) -> None:
     with pytest.raises(FileNotFoundError):
         await run([str(tmp_path / "no-such-terraform")], tmp_path, stderr_sink=Collector())
-    assert list((tmp_path / ".tfward").iterdir()) == []
+    assert not (tmp_path / ".tfward").exists()
+
+
+# ---- the exit-status shim ---------------------------------------------------------------------
+
+
+def exit_file(directory: Path) -> Path:
+    (found,) = directory.glob("*.exit")
+    return found
+
+
+@pytest.mark.parametrize("code", [0, 1, 2], ids=lambda c: f"exit-{c}")
+async def test_the_shim_writes_the_exit_code_beside_the_output(tmp_path: Path, code: int) -> None:
+    with trio.fail_after(BOUND):
+        assert await run(sh(f"exit {code}"), tmp_path) == code
+    assert read_exit_code(exit_file(tmp_path / ".tfward")) == code
+
+
+async def test_the_exit_file_says_nothing_while_the_command_runs(tmp_path: Path) -> None:
+    seen: list[int | None] = []
+    sink = Collector()
+    sink.when(b"ready", lambda: seen.append(read_exit_code(exit_file(tmp_path / ".tfward"))))
+    with trio.fail_after(BOUND):
+        await run(sh("echo ready; sleep 0.2"), tmp_path, sink=sink)
+    assert seen == [None]
+    assert read_exit_code(exit_file(tmp_path / ".tfward")) == 0
+
+
+async def test_the_shim_outlives_the_sigint_of_a_cancel_and_records_how_terraform_exited(
+    tmp_path: Path,
+) -> None:
+    sink = Collector()
+    await run_and_cancel_when(b"ready", EXITS_ON_SIGINT, tmp_path, sink, StopControl(grace=60))
+    assert bytes(sink.data).endswith(b"clean exit\n")
+    assert read_exit_code(exit_file(tmp_path / ".tfward")) == 130
+
+
+# ---- the outer process dying ------------------------------------------------------------------
+
+# Like terraform 1.0: an outer process that ignores SIGINT and waits for an inner one, which on
+# SIGINT finishes what it does and writes its state. The outer prints the inner's pid.
+INNER = textwrap.dedent("""
+    import os, signal, sys, time
+    def interrupted(*_):
+        os.write(1, b"inner got SIGINT, writing state\\n")
+        time.sleep(0.3)
+        open("state", "w").write("complete")
+        os.write(1, b"inner wrote state\\n")
+        sys.exit(1)
+    signal.signal(signal.SIGINT, interrupted)
+    os.write(1, b"inner ready\\n")
+    while True:
+        time.sleep(1)
+""")
+OUTER = python(f"""
+    import os, signal, subprocess, sys
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inner = subprocess.Popen([sys.executable, "-c", {INNER!r}])
+    os.write(1, f"outer {{os.getpid()}} inner {{inner.pid}}\\n".encode())
+    sys.exit(inner.wait())
+""")
+
+
+def pids_of(sink: Collector) -> dict[str, int]:
+    words = bytes(sink.data).split(b"\n", 1)[0].split()
+    return {words[0].decode(): int(words[1]), words[2].decode(): int(words[3])}
+
+
+async def test_the_outer_process_killed_is_a_cancel_of_the_group_and_the_inner_one_writes_state(
+    tmp_path: Path,
+) -> None:
+    sink = Collector()
+    sink.when(b"inner ready", lambda: os.kill(pids_of(sink)["outer"], signal.SIGKILL))
+    with trio.fail_after(BOUND):
+        code = await run(OUTER, tmp_path, sink=sink, control=StopControl(grace=5))
+    assert code == 128 + 9
+    assert bytes(sink.data).endswith(b"inner got SIGINT, writing state\ninner wrote state\n")
+    assert (tmp_path / "state").read_text() == "complete"
+    await assert_dies(pids_of(sink)["inner"])
+
+
+async def test_the_shim_killed_is_a_cancel_of_the_group_too(tmp_path: Path) -> None:
+    sink = Collector()
+    shim: list[int] = []
+
+    async def on_start(pid: int) -> None:
+        shim.append(pid)
+
+    sink.when(b"inner ready", lambda: os.kill(shim[0], signal.SIGKILL))
+    with trio.fail_after(BOUND):
+        code = await run(OUTER, tmp_path, sink=sink, on_start=on_start, control=StopControl(5))
+    assert code == -9
+    assert (tmp_path / "state").read_text() == "complete"
+    await assert_dies(pids_of(sink)["inner"])
+
+
+async def test_a_group_that_ignores_the_sigint_after_its_outer_process_died_is_killed_after_grace(
+    tmp_path: Path,
+) -> None:
+    sink = Collector()
+    script = "sleep 60 & echo $! left; trap '' INT; echo ready"
+    started = trio.current_time()
+    with trio.fail_after(BOUND):
+        await run(sh(script), tmp_path, sink=sink, control=StopControl(grace=0.5))
+    await assert_dies(int(sink.data.split()[0]))
+    assert trio.current_time() - started < BOUND
+
+
+# ---- output files a sink keeps ---------------------------------------------------------------
+
+
+class Keeper(Collector):
+    """A sink that keeps its output files (as the run log does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[Path] = []
+        self.ended = 0
+
+    def attach(self, path: Path) -> Keeper:
+        self.paths.append(path)
+        return self
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+async def test_an_output_file_a_sink_keeps_stays_has_space_set_aside_and_is_ended(
+    tmp_path: Path,
+) -> None:
+    keeper, out = Keeper(), Collector()
+    with trio.fail_after(BOUND):
+        await run(sh("echo out; echo err >&2"), tmp_path, sink=out, stderr_sink=keeper)
+    (kept,) = keeper.paths
+    assert kept.suffix == ".log" and kept.read_bytes() == b"err\n" and keeper.ended == 1
+    assert kept.stat().st_blocks * 512 >= PREALLOCATE  # space for output a full disk refuses
+    assert sorted(p.suffix for p in (tmp_path / ".tfward").iterdir()) == [".exit", ".log"]

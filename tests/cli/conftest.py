@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import trio
+from harness import REPO
 
 from tfward.cli.main import main
 from tfward.daemon.service import Daemon
@@ -41,7 +42,11 @@ class Result:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    """The environment without tfward's variables; `python -m tfward...` imports the package of
+    this checkout (not whatever the virtualenv's editable install points at) from any cwd."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
 
 
 def call_main(argv: list[str]) -> Result:

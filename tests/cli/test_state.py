@@ -104,3 +104,25 @@ async def test_state_pull_and_push_go_through_the_http_backend_and_its_checks(
         assert blocked.code == 2 and "only the holder may write the state" in blocked.err
         allowed = await cli("state", "push", "w", str(newer), "--lock-id", "L1", "--json")
         assert allowed.code == 0 and json.loads(allowed.out)["serial"] == 3
+
+
+async def test_state_decrypt_opens_the_backups_of_a_real_apply_and_says_why_it_cannot_in_one_line(
+    tmp_path: Path, tfward: Any, capsys: Any
+) -> None:
+    from tfward.cli.main import main
+
+    config = write_config(tmp_path, [demo_workspace(tmp_path, things=2)])
+    async with running_daemon(config) as (daemon, api):
+        assert (await tfward(daemon)("apply", "demo", "--auto-approve")).code == 0
+    (backup,) = (config.daemon.data_dir / "state-backups" / "demo").iterdir()
+    assert backup.name.endswith(".tfstate.sealed") and b"demo_thing" not in backup.read_bytes()
+    plain = tmp_path / "plain.tfstate"
+    args = ["state", "decrypt", str(backup), "--config", str(config.path)]
+    assert main([*args, "-o", str(plain)]) == 0
+    assert len(json.loads(plain.read_text())["resources"]) == 1
+    assert plain.stat().st_mode & 0o777 == 0o600
+    (config.daemon.data_dir / "secret.key").unlink()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no secret key at" in err, err

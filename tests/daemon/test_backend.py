@@ -18,6 +18,7 @@ import trio
 from harness import bearer, running_daemon, token_for, with_tokens, write_config
 from statebackend import basic, lock_info, outputs_workspace, state_doc
 
+from tfward.actors import backups
 from tfward.actors.remote_state import new_token
 from tfward.config import Config
 from tfward.config.tokens import token_sha256
@@ -86,8 +87,8 @@ async def test_an_empty_workspace_has_no_state_and_a_posted_one_comes_back_byte_
         assert got.status_code == 200 and got.content == raw
         assert got.headers["content-type"] == "application/json"
         assert [v["created_by"] for v in await versions(http)] == ["ops"]
-        backups = list((config.daemon.data_dir / "state-backups" / "w").iterdir())
-        assert [p.read_bytes() for p in backups] == [raw]
+        found = list((config.daemon.data_dir / "state-backups" / "w").iterdir())
+        assert [backups.read(p, daemon.store.sealer) for p in found] == [raw]  # sealed
 
 
 async def test_a_state_that_does_not_continue_the_current_one_is_refused_and_nothing_stored(

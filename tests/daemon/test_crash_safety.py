@@ -4,6 +4,7 @@ lost while the daemon was down, a plan terraform calls stale, and config reload.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from harness import (
     write_config,
 )
 from sqlalchemy import delete, select
+from storagefaults import HeldWriteLock
 
 from tfward.store import runs as run_store
-from tfward.store.tables import outbox, plan_artifacts
+from tfward.store.tables import outbox, plan_artifacts, runs
 
 
 def created(calls: Path) -> list[str]:
@@ -67,6 +69,10 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
             in_state = await addresses(api, latest["id"])
             in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
             assert latest["kind"] == "partial" and in_state == in_store and len(in_state) >= 4
+            # What terraform printed after the kill reached the log too, once each.
+            log = await api.logs(run_id)
+            for address in in_state:
+                assert log.count(f"{address}: Creation complete") == 1, log
             assert (await api.workspace("demo"))["lock"] is None
             plan = await api.wait(
                 (await api.create_run("demo", operation="plan"))["id"], "planned_and_finished"
@@ -175,3 +181,93 @@ async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(
         assert (await api.action(held, "discard")).status_code == 202
         await api.wait(held, "discarded")
         await api.wait((await api.create_run("c", operation="plan"))["id"], "planned_and_finished")
+
+
+def apply_exit_codes(run_dir: Path) -> list[str]:
+    """What the shim wrote for each `terraform apply` of the run that has exited."""
+    texts = [p.read_text() for p in run_dir.glob(".tfward/*-apply.exit")]
+    return [text.split()[0] for text in texts if text.strip()]
+
+
+async def test_a_kill_after_terraform_applied_but_before_the_state_was_saved_ends_applied(
+    tmp_path: Path,
+) -> None:
+    """Terraform printed "Apply complete!" and exited 0; the daemon, held up by another
+    process's write lock, had not reached saving_state when it was killed. Recovery reads the
+    exit code the shim wrote: the run is applied, its state stored as `apply`."""
+    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(3, 0.5), auto_apply=True)
+    config = write_config(tmp_path, [ws])
+    db = config.daemon.data_dir / "tfward.db"
+    async with trio.open_nursery() as nursery:
+        first = DaemonProcess(config)
+        await first.start(nursery)
+        async with first.client() as http:
+            api = Api(http)
+            run_id = (await api.create_run("demo"))["id"]
+            await api.wait_stage(run_id, "applying")
+            run_dir = config.daemon.data_dir / "runs" / run_id
+            with HeldWriteLock(db):
+                with trio.fail_after(60):
+                    while apply_exit_codes(run_dir) != ["0"]:
+                        await trio.sleep(0.1)
+                assert (await api.run(run_id))["stage"] == "applying"  # not saving_state yet
+                first.signal(signal.SIGKILL)
+                await first.wait()
+        second = DaemonProcess(config)
+        await second.start(nursery)
+        async with second.client() as http:
+            api = Api(http)
+            run = await api.run(run_id)
+            assert run["status"] == "applied", (run["error_kind"], run["error_message"])
+            latest = (await api.state_versions("demo"))[0]
+            assert (latest["kind"], latest["run_id"]) == ("apply", run_id)
+            assert latest["resource_count"] == 3
+            assert (await api.workspace("demo"))["lock"] is None
+            rows = (await http.get("/api/v1/outbox", params={"run_id": run_id})).json()["data"]
+            triggers = [r["payload"]["trigger"] for r in rows if r["kind"] == "notify"]
+            assert "run:completed" in triggers and "run:errored" not in triggers
+            assert "Apply complete!" in await api.logs(run_id)
+        second.signal(signal.SIGTERM)
+        assert await second.wait() == 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(proc.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+async def test_killing_terraforms_outer_process_lets_the_inner_one_record_every_resource(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of terraform's panicwrap parent: the group is stopped like a cancel (SIGINT,
+    grace, SIGKILL), so the inner terraform finishes the create in flight and writes it into
+    its state; no resource is left outside the stored state."""
+    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(6, 1.0), auto_apply=True)
+    config = write_config(tmp_path, [ws], terraform={"cancel_grace": "30s"})
+    calls = tmp_path / "demo-calls.jsonl"
+    async with running_daemon(config) as (daemon, api):
+        run_id = (await api.create_run("demo"))["id"]
+        with trio.fail_after(60):
+            while len(created(calls)) < 2:
+                await trio.sleep(0.1)
+        shim = daemon.store.run_sync(
+            lambda c: c.execute(select(runs.c.pid).where(runs.c.id == run_id)).scalar_one()
+        )
+        (outer,) = [
+            p for p in children(shim) if b"terraform" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        os.kill(outer, signal.SIGKILL)
+        run = await api.wait(run_id, "failed", timeout=90)
+        assert run["error_kind"] == "apply"
+        assert "Interrupt received" in await api.logs(run_id)  # stopped, not killed outright
+        latest = (await api.state_versions("demo"))[0]
+        in_state = await addresses(api, latest["id"])
+    in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
+    assert in_state == in_store and len(in_state) >= 2, (in_state, in_store)

@@ -141,7 +141,7 @@ async def test_nothing_under_the_data_dir_is_readable_by_others_after_a_real_run
         present = {p.name for p in data_dir.iterdir()}
         assert {"tfward.db", "tfward.db-wal", "tfward.db-shm", "tfward.lock"} <= present
         assert any((data_dir / "init-cache").rglob("*")) and any(
-            (data_dir / "state-backups").rglob("*.tfstate")
+            (data_dir / "state-backups").rglob("*.tfstate*")
         )
         assert loose_modes(data_dir) == []
         daemon.signal(signal.SIGTERM)

@@ -15,21 +15,26 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import trio
 
-from tfward.errors import StageFailed
+from tfward.errors import StageFailed, StorageUnavailable
 from tfward.runs.classify import Verdict, classify
 from tfward.runs.model import ErrorKind, Stage
 from tfward.store import runs as run_store
+from tfward.store.health import disk_ready
 
 from . import workdir
 from .context import RunContext
 from .remote_state import RemoteStateAccess
-from .terraform import OutputSink, StopControl, run_terraform
+from .runlog import RunLog
+from .terraform import FileOutput, OutputSink, StopControl, run_terraform
 
-TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
+TAIL_BYTES = 64 << 10
+# How long clearing a finished child's pid may wait for storage (shielded: bounded).
+CLEAR_PID_WAIT = 10.0  # terraform's diagnostics come last; this holds many of them
 
 
 class TaskOutput:
@@ -56,17 +61,39 @@ class Terraform(Protocol):
 
 
 class _Tail:
-    """Passes output on and keeps the last TAIL_BYTES of it."""
+    """Passes terraform's output on to the run log and keeps the last TAIL_BYTES of it. The
+    run log takes terraform's output files over (`attach`: it may read them again, and they
+    go with the run directory, docs/architecture.md §10), so this does too."""
 
-    def __init__(self, sink: OutputSink) -> None:
-        self.sink = sink
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
         self.data = bytearray()
 
-    def write(self, data: bytes | bytearray) -> None:
-        self.sink.write(data)
+    def keep(self, data: bytes | bytearray) -> None:
         self.data += data
         if len(self.data) > 2 * TAIL_BYTES:
             del self.data[:-TAIL_BYTES]
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.log.write(data)
+        self.keep(data)
+
+    def attach(self, path: Path) -> FileOutput:
+        return _TailFile(self.log.attach(path), self)
+
+
+class _TailFile:
+    """One output file the run log took over, its bytes also kept in the tail."""
+
+    def __init__(self, inner: FileOutput, tail: _Tail) -> None:
+        self.inner, self.tail = inner, tail
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.inner.write(data)
+        self.tail.keep(data)
+
+    def end(self) -> None:
+        self.inner.end()
 
 
 @dataclass
@@ -89,6 +116,7 @@ class RunChildren:
             await self.remote_state.issue()
             env.update(self.remote_state.env())
         async with self.ctx.rt.process_limiter:
+            await disk_ready(self.ctx.rt.store.health)
             self.ctx.log.note(f"terraform {' '.join(args)}")
             tail = _Tail(self.ctx.log)
             try:
@@ -98,7 +126,7 @@ class RunChildren:
                         env,
                         sink=stdout or tail,
                         stderr_sink=tail if stdout else None,
-                        label="terraform",
+                        label=args[0],  # recovery reads the exit code of `*-apply`
                     )
             finally:
                 self._tail = bytes(tail.data[-TAIL_BYTES:])
@@ -141,8 +169,12 @@ class RunChildren:
             )  # fmt: skip
         finally:
             # The group is dead and reaped: forget its pid so nothing kills a reused one.
-            with trio.CancelScope(shield=True):
-                await store.write(lambda c: run_store.set_process(c, run_id, None, None))
+            # Bounded: with storage down the funnel's transaction clears it as well.
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEAR_PID_WAIT):
+                try:
+                    await store.write(lambda c: run_store.set_process(c, run_id, None, None))
+                except StorageUnavailable:
+                    pass  # the daemon gave up waiting; recovery checks the pid anyway
 
     def env(self) -> dict[str, str]:
         """The environment of every child: the daemon's, terraform's automation settings, the

@@ -19,7 +19,17 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
 Everything is done before step 4 commits, so a client that sees the run terminal can rely on
 every other step having happened.
 Critical sections are context managers in the pipeline and are exited before this runs (C1).
-A step that fails is logged and does not stop the later steps.
+
+Storage faults (docs/architecture.md §10): the funnel never destroys the only copy. Steps 1, 2
+and 4 wait out a storage fault (backoff, woken by recovery) instead of failing; meanwhile the
+run stays non-terminal, its directory stays and the workspace stays locked. Only when storage
+is back are the outcome recorded and the directory removed. A state refused for what it is
+(another lineage, an older serial, not a state) is no storage fault: the run is
+`applied_state_error` at once, keeps the lock, and the backup file keeps the state. If the
+daemon gives up waiting (`Runtime.give_up`: a hard stop, or the end of the shutdown grace)
+the run is left as it is — directory, lock, status — for recovery at the next start. Another
+error in a step is logged and does not stop the later steps, except that a log that could not
+be stored keeps the directory (its output files hold the lines; recovery appends them).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Protocol
 import trio
 from sqlalchemy import Connection
 
+from tfward.errors import StorageUnavailable
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.classify import class_of_kind
@@ -40,6 +51,7 @@ from tfward.store import credentials, followups, tasks
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
+from tfward.store.health import patient
 
 from . import workdir
 from .runlog import RunLog
@@ -47,8 +59,7 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-STEP_TIMEOUT = 60.0
-TX_ATTEMPTS = 6
+TX_ATTEMPTS = 3
 
 TRIGGERS = {
     Status.PLANNED_AND_FINISHED: "run:completed",
@@ -119,21 +130,29 @@ class StateKeeper(Protocol):
 async def finish_run(
     rt: Runtime, ending: Ending, outcome: Outcome, keeper: StateKeeper | None = None
 ) -> Run | None:
-    """Finish a run. Shielded from cancellation; each step bounded by STEP_TIMEOUT. Returns the
-    final run (None when even the database step failed: recovery at next start finishes it)."""
+    """Finish a run. Shielded from cancellation; storage faults are waited out until
+    `rt.give_up` is set. Returns the final run, or None when the daemon gave up waiting for
+    storage (recovery at the next start finishes the run)."""
     final: Run | None = None
-    with trio.CancelScope(shield=True):
-        outcome = await _keep_state(ending, outcome, keeper)
-        ending.log.note(f"run finished: {outcome.describe()}")
-        await _step("store the log", ending, ending.log.close)
-        if not outcome.detach:
-            await _step(
-                "remove the run directory",
-                ending,
-                lambda: trio.to_thread.run_sync(workdir.remove, ending.run_dir),
+    with trio.CancelScope(shield=True), patient(rt.give_up):
+        try:
+            outcome = await _keep_state(ending, outcome, keeper)
+            ending.log.note(f"run finished: {outcome.describe()}")
+            log_stored = await _store_log(ending)
+            if not outcome.detach and log_stored:
+                await _remove_dir(ending)
+            final = await _record(rt, ending, outcome)
+        except StorageUnavailable as exc:
+            log.error(
+                "run %s of %s left unfinished, its directory and lock kept for recovery at the "
+                "next start: %s",
+                ending.run_id,
+                ending.workspace,
+                exc,
             )
-        final = await _record(rt, ending, outcome)
-        rt.live_logs.pop(ending.run_id, None)
+            return None
+        finally:
+            rt.live_logs.pop(ending.run_id, None)
         log.info("run %s of %s finished: %s", ending.run_id, ending.workspace, outcome.describe())
     return final
 
@@ -143,11 +162,10 @@ async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | No
         return outcome
     kind = "apply" if outcome.status is Status.APPLIED else "partial"
     try:
-        with trio.move_on_after(STEP_TIMEOUT) as scope:
-            await keeper.keep_state(ending, kind)
-        if scope.cancelled_caught:
-            raise TimeoutError(f"storing the state took over {STEP_TIMEOUT:.0f}s")
-    except Exception as exc:  # the outcome records it; the run still finishes
+        await keeper.keep_state(ending, kind)
+    except StorageUnavailable:
+        raise  # storage did not come back before the daemon gave up waiting
+    except Exception as exc:  # a refused state (or a bug): the outcome records it (seed O5)
         log.exception("run %s: could not store the state terraform left", ending.run_id)
         ending.log.note(
             f"could not store the state terraform wrote: {exc}; the workspace stays "
@@ -170,23 +188,34 @@ async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | No
     return outcome
 
 
-async def _step(what: str, ending: Ending, fn: object) -> None:
+async def _store_log(ending: Ending) -> bool:
+    """Store the whole log; False (logged) when it failed for something else than storage."""
     try:
-        with trio.move_on_after(STEP_TIMEOUT) as scope:
-            await fn()  # type: ignore[operator]
-        if scope.cancelled_caught:
-            log.error("run %s: timed out trying to %s", ending.run_id, what)
-    except Exception:  # one failed step must not skip the others
-        log.exception("run %s: failed to %s", ending.run_id, what)
+        await ending.log.close()
+    except StorageUnavailable:
+        raise
+    except Exception:  # the directory stays: its output files hold what the log lacks
+        log.exception("run %s: failed to store the log", ending.run_id)
+        return False
+    return True
+
+
+async def _remove_dir(ending: Ending) -> None:
+    try:
+        await trio.to_thread.run_sync(workdir.remove, ending.run_dir)
+    except OSError:  # recovery removes what is left of a finished run's directory
+        log.exception("run %s: failed to remove the run directory", ending.run_id)
 
 
 async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
-    """The one transaction that makes the outcome visible, retried on any database error."""
+    """The one transaction that makes the outcome visible. Storage faults are waited out (a
+    patient write); another error is retried a few times, then recovery finishes the run."""
     downstream = _downstream(rt, ending.workspace)
     for attempt in range(TX_ATTEMPTS):
         try:
-            with trio.move_on_after(STEP_TIMEOUT):
-                return await rt.store.write(lambda c: _record_tx(c, ending, outcome, downstream))
+            return await rt.store.write(lambda c: _record_tx(c, ending, outcome, downstream))
+        except StorageUnavailable:
+            raise
         except Exception:  # retried; recovery finishes the run if all fail
             log.exception(
                 "run %s: recording the outcome failed (attempt %d)", ending.run_id, attempt + 1

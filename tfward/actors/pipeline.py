@@ -11,6 +11,10 @@ Each stage runs under its own timeout. The whole run runs inside the handle's ca
 cancel, force-cancel and daemon shutdown cancel it, and terraform is then stopped by the driver
 (SIGINT, grace, SIGKILL). Whatever happens, `RunPipeline.run` ends by calling the termination
 funnel exactly once, shielded.
+
+The run is patient with storage (docs/architecture.md §10): a store call that meets a storage
+fault waits for storage and tries again instead of failing the run, so only a user, a timeout
+or the daemon's shutdown stops terraform — never the database or the disk.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
-from tfward.errors import PlanUnusable, StageFailed
+from tfward.errors import PlanUnusable, StageFailed, StorageUnavailable
 from tfward.ids import now
 from tfward.obs import logs
 from tfward.obs.metrics import PlanReason
@@ -40,6 +44,7 @@ from tfward.runtasks.enforcement import tasks_at
 from tfward.store import artifacts
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
+from tfward.store.health import patient
 
 from . import workdir
 from .children import RunChildren
@@ -57,6 +62,10 @@ from .statekeeper import RunStateKeeper
 
 log = logging.getLogger(__name__)
 
+
+# Stages whose time limit is for terraform: it runs on while storage fails, and so does the
+# limit. The limits of tfward's own stages do not run while storage fails.
+_TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
 
 # Run-task (and hook) stages: without a task or hook they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
@@ -100,11 +109,14 @@ class RunPipeline:
         self.rt.live_logs[self.run_id] = self.log
         logs.bind(run_id=self.run_id, workspace=self.ws.name, stage=None)
         try:
-            await self.log.open()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
-                outcome = await self._guarded()
-                nursery.cancel_scope.cancel()
+            with patient(self.rt.give_up):
+                await self.log.open()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
+                    outcome = await self._guarded()
+                    nursery.cancel_scope.cancel()
+        except StorageUnavailable:
+            pass  # the log could not even be opened before the daemon gave up: stopped
         finally:
             if outcome is None:
                 outcome = self._stopped_outcome()
@@ -122,6 +134,9 @@ class RunPipeline:
 
     def _classify(self, exc: BaseException) -> Outcome:
         where = f" in stage {self.stage}" if self.stage else ""
+        if isinstance(exc, StorageUnavailable):
+            # Only once the daemon gave up waiting for storage (it is stopping for good).
+            return self._stopped_outcome()
         if isinstance(exc, PlanUnusable):
             self.log.note(f"the saved plan cannot be applied: {exc}; planning again")
             return Outcome.requeued(str(exc))
@@ -241,7 +256,8 @@ class RunPipeline:
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
-        task or hook passes without a database write (it is on the queue-latency path)."""
+        task or hook passes without a database write (it is on the queue-latency path). The
+        timeout of a stage of tfward's own does not run while storage fails."""
         checks = any(str(stage) in a.stages for a in self.ws.run_tasks) or self.hooks.at(stage)
         if stage is not self._recorded_stage and (stage not in _TASK_STAGES or checks):
             await self._transition(lambda r: model.enter_stage(r, stage))
@@ -257,11 +273,18 @@ class RunPipeline:
                 # Saving is shielded from cancel and shutdown; terraform apply is not (a cancel
                 # must reach terraform), but shutdown waits for it (see daemon shutdown).
                 stack.enter_context(trio.CancelScope(shield=critical))
-                with trio.move_on_after(timeout) as deadline:
+                with trio.move_on_after(timeout) as deadline, self._pausing(stage, deadline):
                     await self.rt.faults.at(self.run_id, stage)
                     yield
             if deadline.cancelled_caught:
                 raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
+
+    def _pausing(
+        self, stage: Stage, deadline: trio.CancelScope
+    ) -> contextlib.AbstractContextManager[object]:
+        if stage in _TERRAFORM_STAGES:  # its time is terraform's, not ours
+            return contextlib.nullcontext()
+        return self.rt.store.health.paused_while_failing(deadline)
 
     def _timeout(self, stage: Stage) -> float:
         """init/planning/applying: the workspace's timeouts; our own stages: `stage_timeout`,

@@ -1,18 +1,22 @@
 """Recovery at start: finish what a previous daemon left in flight, before anything runs.
 
-For each run found non-terminal (docs/architecture.md §5):
+For each run found non-terminal (docs/architecture.md §5), first the rest of terraform's
+output files (what it wrote after the daemon died) is appended to the run's log, then:
 - `planning`: back to `pending` (its directory removed), to be planned again;
-- `applying` before terraform apply started: back to `pending`; during or after the apply: the
-  state terraform left in the run directory is stored first (`partial` during the apply,
-  `apply` once it had finished), then the run ends `failed`/`interrupted` (or `applied` when
-  terraform had finished and the state is stored);
+- `applying` before terraform apply started: back to `pending`; during or after the apply:
+  the newest copy of the state — the run directory's state, terraform's `errored.tfstate` or
+  the state it printed, this run's backup files — is stored first, then the run ends `applied`
+  if terraform had finished (the stage was past `applying`, or the exit code the shim wrote
+  is 0: kind `apply`), else `failed`/`interrupted` (kind `partial`);
 - `apply_pending`: stays waiting if its plan artifact is intact and the workspace state has not
   moved since the plan; otherwise it is planned again (seed 003).
 Every one of these goes through the termination funnel. Then: terraform process groups
 recorded on runs that still exist are killed, locks held by finished runs are released, run
 credentials of the previous process are revoked (a run that goes on gets a new one), run
-directories of finished or unknown runs are removed. What was done is counted in the metrics
-(`tfward_recovery_actions_total`), and saved plans found unusable too.
+directories of finished or unknown runs are removed (a finished run's leftover output is added
+to its log first). What was done is counted in the metrics (`tfward_recovery_actions_total`),
+and saved plans found unusable too. Storage faults are waited out (patiently): a daemon that
+starts while storage fails waits, degraded, instead of crashing.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from pathlib import Path
 import trio
 from sqlalchemy import Connection
 
+from tfward.errors import NotFound
 from tfward.ids import now
 from tfward.runs.model import ErrorKind, Run, Stage, Status
 from tfward.store import artifacts, credentials, states
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
+from tfward.store.health import patient
 
 from . import workdir
 from .funnel import Outcome, finish_run
@@ -44,7 +50,10 @@ from .procgroup import (
     kill_group,
     signal_group,
 )
+from .runlog import RunLog
 from .runtime import Runtime
+from .statekeeper import RunStateKeeper
+from .terraform import read_exit_code
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,11 @@ class RecoveryReport:
 async def recover(rt: Runtime) -> RecoveryReport:
     """Finish what a previous daemon left in flight. Runs before any actor or the API starts;
     returns the report (also logged, and served at GET /api/v1/recovery)."""
+    with patient(rt.give_up):
+        return await _recover(rt)
+
+
+async def _recover(rt: Runtime) -> RecoveryReport:
     report = RecoveryReport()
     in_flight = await rt.store.read(run_store.in_flight)
     await stop_leftover_processes(
@@ -119,7 +133,15 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
     pipeline = RunPipeline(
         rt, RunHandle(run.id, run.is_speculative, 0.0), rt.workspace(run.workspace)
     )
+    pipeline.keeper = RunStateKeeper(pipeline.ctx, with_backups=True)
     await pipeline.log.open()
+    run_dir = rt.run_dir(run.id)
+    added = await pipeline.log.recover_output(run_dir / workdir.OUTPUT_DIR)
+    if added:
+        pipeline.log.note(
+            f"{added} bytes of terraform output, written after the daemon stopped, were "
+            "added from its output files"
+        )
     outcome: Outcome | None
     if run.status is Status.PLANNING or (
         run.status is Status.APPLYING and run.stage in (None, Stage.RESTORING_PLAN, Stage.PRE_APPLY)
@@ -130,18 +152,15 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
         report.requeued.append(run.id)
     elif run.status is Status.APPLYING:
         pipeline.ending.apply_started = True
-        if run.stage in (Stage.SAVING_STATE, Stage.POST_APPLY):
-            outcome = Outcome(Status.APPLIED, warning=f"the daemon stopped during {run.stage}")
-            report.finished.append(run.id)
-        else:
-            outcome = Outcome.failed(ErrorKind.INTERRUPTED, await _interrupted_message(rt, run))
-            report.interrupted.append(run.id)
+        outcome = await _apply_outcome(rt, run, pipeline)
+        (report.finished if outcome.status is Status.APPLIED else report.interrupted).append(run.id)
     else:
         reason = await rt.store.read(
             lambda c: _plan_problem(c, run, rt.workspace_ids[run.workspace])
         )
         if reason is None:
             report.kept_waiting.append(run.id)
+            await pipeline.log.flush(patient=True)
             return
         if reason in artifacts.PLAN_PROBLEM_REASONS:  # not when only the lock was lost
             rt.metrics.plan_unusable(artifacts.PLAN_PROBLEM_REASONS[reason])
@@ -150,16 +169,45 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
     await finish_run(rt, pipeline.ending, outcome, keeper=pipeline.keeper)
 
 
-async def _interrupted_message(rt: Runtime, run: Run) -> str:
-    path = rt.run_dir(run.id) / workdir.STATE_FILE
-    try:
-        applied = states.parse_state(path.read_bytes()).resource_count
-    except (OSError, Exception):  # noqa: BLE001 — only for the message
-        return "the daemon stopped during the apply; terraform left no readable state"
-    return (
-        f"the daemon stopped during the apply; the state terraform left ({applied} "
-        f"resources) was stored"
+async def _apply_outcome(rt: Runtime, run: Run, pipeline: RunPipeline) -> Outcome:
+    """How a run found applying ends: `applied` when terraform had finished (the stage was past
+    the apply, or its exit code on disk is 0), else `failed`/`interrupted`."""
+    output_dir = rt.run_dir(run.id) / workdir.OUTPUT_DIR
+    code = await trio.to_thread.run_sync(_apply_exit_code, output_dir)
+    if run.stage in (Stage.SAVING_STATE, Stage.POST_APPLY):
+        return Outcome(Status.APPLIED, warning=f"the daemon stopped during {run.stage}")
+    if code == 0:
+        return Outcome(
+            Status.APPLIED,
+            warning="the daemon stopped after terraform applied (exit code 0), before the "
+            "state was saved",
+        )
+    stored = await rt.store.read(lambda c: _stored_kind(c, run))
+    gone = not await trio.to_thread.run_sync(rt.run_dir(run.id).exists)
+    if stored == "apply" and gone:
+        # The funnel had stored the applied state and removed the directory already.
+        return Outcome(Status.APPLIED, warning="the daemon stopped while the run finished")
+    how = "terraform was stopped" if code is None else f"terraform exited with code {code}"
+    has_state = stored is not None or bool(await trio.to_thread.run_sync(pipeline.keeper.copies))
+    left = (
+        "the state terraform left was stored" if has_state else "terraform left no readable state"
     )
+    return Outcome.failed(
+        ErrorKind.INTERRUPTED, f"the daemon stopped during the apply ({how}); {left}"
+    )
+
+
+def _apply_exit_code(output_dir: Path) -> int | None:
+    """The exit code of the run's newest `terraform apply`, as the shim wrote it."""
+    exits = sorted(output_dir.glob("*-apply.exit")) if output_dir.is_dir() else []
+    return read_exit_code(exits[-1]) if exits else None
+
+
+def _stored_kind(conn: Connection, run: Run) -> str | None:
+    """The kind of the newest state version this run stored, if any."""
+    ws_id = run_store.workspace_id_of(conn, run.id)
+    mine = [v for v in states.list_versions(conn, ws_id, limit=20) if v.run_id == run.id]
+    return mine[0].kind if mine else None
 
 
 def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
@@ -201,5 +249,23 @@ async def _remove_orphan_dirs(rt: Runtime, report: RecoveryReport) -> None:
     )
     for name in names:
         if name not in live:
+            await _store_leftover_output(rt, name, root / name / workdir.OUTPUT_DIR)
             await trio.to_thread.run_sync(shutil.rmtree, root / name, True)
             report.removed_directories.append(name)
+
+
+async def _store_leftover_output(rt: Runtime, run_id: str, output_dir: Path) -> None:
+    """A finished run whose directory is still there (its log could not be stored whole):
+    what its output files hold beyond the stored log is added before they go."""
+    if not await trio.to_thread.run_sync(output_dir.is_dir):
+        return
+    try:
+        workspace = await rt.store.read(lambda c: run_store.get_run(c, run_id).workspace)
+        secrets = rt.workspace(workspace).sensitive_values()
+    except NotFound:
+        return  # an unknown run, or a workspace no longer configured: nothing to mask with
+    log_ = RunLog(run_id, rt.store, secrets)
+    await log_.open()
+    if await log_.recover_output(output_dir):
+        log_.note("the rest of terraform's output, found in the run directory at start")
+        await log_.close()

@@ -20,6 +20,7 @@ from tfward.obs.metrics import PlanReason
 from tfward.runs.model import ErrorKind, Run
 from tfward.store import artifacts, states
 from tfward.store import runs as run_store
+from tfward.store.health import file_op
 
 from . import workdir
 from .children import Terraform
@@ -74,13 +75,27 @@ class RunDirectory:
         )
         if run.variable_overrides:
             self.ctx.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
-        await trio.to_thread.run_sync(self.prepare, archive, state, run.variable_overrides)
+        await self._prepare(archive, state, run.variable_overrides)
         return sha, archive
+
+    async def _prepare(
+        self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None
+    ) -> None:
+        """`prepare` in a worker thread; a full or read-only disk is waited out (storage)."""
+        await file_op(
+            self.ctx.rt.store.health,
+            self.prepare,
+            archive,
+            state,
+            overrides,
+            where=f"run directory {self.path}",
+        )
 
     def prepare(
         self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None = None
     ) -> None:
-        workdir.remove(self.path)
+        # Terraform's output files of earlier commands stay: the log may still need them.
+        workdir.clear(self.path, keep=workdir.OUTPUT_DIR)
         workdir.unpack(archive, self.path)
         workdir.write_inputs(self.path, self.ctx.ws, self.cli_config, overrides)
         if state is not None:
@@ -103,7 +118,10 @@ class RunDirectory:
                 return
         await self._init_with_retries()
         if key:
-            await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.path)
+            try:
+                await trio.to_thread.run_sync(workdir.keep_init, cache, key, self.path)
+            except OSError as exc:  # an optimisation only (a full disk, say): the run goes on
+                self.ctx.log.note(f"could not keep this init for later runs: {exc}")
 
     async def _init_with_retries(self) -> None:
         """`terraform init`, tried again after a transient failure (runs/classify.py) up to
@@ -175,6 +193,12 @@ class RunDirectory:
         sha, archive = await self.ctx.rt.store.read(
             lambda c: artifacts.configuration_archive(c, cv_id)
         )
-        await trio.to_thread.run_sync(self.prepare, archive, state, run.variable_overrides)
+        await self._prepare(archive, state, run.variable_overrides)
         await self.init(sha)
-        await trio.to_thread.run_sync(workdir.write_file_atomic, on_disk, plan_file)
+        await file_op(
+            self.ctx.rt.store.health,
+            workdir.write_file_atomic,
+            on_disk,
+            plan_file,
+            where=f"run directory {self.path}",
+        )

@@ -1,69 +1,91 @@
 """A run's log: masked, parsed line by line, stored in chunks, readable while it grows.
 
-Terraform's output arrives in arbitrary pieces. `RunLog.write` keeps the trailing partial line
-back, masks the sensitive values of the workspace in whole lines (so a secret split across two
-reads is still caught) in every form terraform prints them (`runs/masking.SecretMask`: quoted,
-escaped, `\\uXXXX`), hands interesting lines to the output parser, and appends the result to a
-pending buffer. A flusher task owned by the run's nursery stores the buffer as chunks in one
-transaction at a time (seed H3: the whole log is kept). A parser exception is recorded in the
-log and never stops the reader (seed H4).
+Terraform's output arrives in arbitrary pieces, read from the output files the driver gives it
+(`attach`). The log keeps each file's trailing partial line back, masks the sensitive values of
+the workspace in whole lines (so a secret split across two reads is still caught) in every
+form terraform prints them (`runs/masking.SecretMask`: quoted, escaped, `\\uXXXX`), hands
+interesting lines to the output parser, and appends the result to a pending buffer. A flusher
+task owned by the run's nursery stores the buffer as chunks in one transaction at a time
+(seed H3: the whole log is kept). A parser exception is recorded in the log and never stops
+the reader (seed H4).
+
+Storage faults (docs/architecture.md §10): a flush that fails keeps every byte; the flusher
+waits for storage (backoff, woken by its recovery) and tries again, and terraform never
+notices. Up to `memory_bound` bytes wait in memory; past that, terraform output waiting to be
+stored is dropped from memory and read back from its output file, which holds it already,
+when it is stored (masked like live output). Each stored chunk records which output file it
+holds and how far into it the log has got (`LogChunk.source_end`), so recovery after a crash
+appends exactly the rest of each file. Output files stay in the run directory until it goes
+(the state keeper also reads the state terraform prints there when it can write it nowhere).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
+from tfward.errors import StorageUnavailable
 from tfward.runs.masking import MASK as TEXT_MASK
 from tfward.runs.masking import SecretMask
 from tfward.store import artifacts
+from tfward.store.artifacts import LogChunk
 from tfward.store.db import Store
+from tfward.store.health import Backoff
+
+from .output import INTERESTING, OutputParser
 
 log = logging.getLogger(__name__)
 
 MASK = TEXT_MASK.encode()  # the plan JSON the API serves uses the same marker
 FLUSH_INTERVAL = 0.2
 CHUNK_BYTES = 1 << 20
+# Bytes a flush stores in one transaction at most (so a backlog never sits in memory whole).
+FLUSH_BYTES = 4 * CHUNK_BYTES
+# Output waiting to be stored that is kept in memory; beyond it, it is read from its file again.
+MEMORY_BOUND = 16 * CHUNK_BYTES
+READ_BLOCK = 1 << 20
 
-# Lines worth parsing; everything else is only stored. A plain alternation (no `^.*...$`
-# around it) scans at several hundred MB/s; the line is cut out around each hit.
-_INTERESTING = re.compile(
-    rb"Error: |Plan: |complete after|Still creating|Apply complete!|Saved plan is stale"
-    rb"|Interrupt received"
-)
+
+
+class OutputFile:
+    """One output file of a terraform command feeding the log: the driver's sink for it.
+    Offsets are bytes of the file: `cut` is just after the last whole line handed to the log,
+    `stored` how far the stored log holds it."""
+
+    def __init__(self, owner: RunLog, path: Path, offset: int = 0) -> None:
+        self.owner, self.path, self.name = owner, path, path.name
+        self.cut = self.stored = offset
+        self.partial = b""
+        self.ended = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.owner._from_file(self, bytes(data))
+
+    def end(self) -> None:
+        """The command is over and the file read to its end: a last line without a newline
+        is logged now, with one."""
+        self.owner._end_file(self)
 
 
 @dataclass
-class OutputFacts:
-    """What the parser learned from terraform's output (progress, the first error)."""
+class _Piece:
+    """Pending output: masked bytes in memory, or (`data` None) bytes [start, end) of its file.
+    `pinned` pieces stay in memory (a last line given the newline its file lacks)."""
 
-    first_error: str | None = None
-    stale_plan: bool = False
-    completed: int = 0
-    plan_summary: str | None = None
+    data: bytes | None
+    source: OutputFile | None = None
+    start: int = 0
+    end: int = 0
+    pinned: bool = False
 
-
-class OutputParser:
-    """Reads terraform's human output. Each method call handles one line."""
-
-    def __init__(self) -> None:
-        self.facts = OutputFacts()
-
-    def line(self, text: str) -> None:
-        # tfward's own `[tfward] Error: ...` lines (a refused remote-state read) count too.
-        stripped = text.strip(" │╷╵\t").removeprefix("[tfward] ")
-        if "Saved plan is stale" in stripped:
-            self.facts.stale_plan = True
-        if stripped.startswith("Error: ") and self.facts.first_error is None:
-            self.facts.first_error = stripped[len("Error: ") :]
-        elif stripped.startswith("Plan: "):
-            self.facts.plan_summary = stripped
-        elif "complete after" in stripped:
-            self.facts.completed += 1
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.end - self.start
 
 
 @dataclass
@@ -74,11 +96,14 @@ class RunLog:
     store: Store
     secrets: Iterable[str] = ()
     parser: OutputParser = field(default_factory=OutputParser)
+    memory_bound: int = MEMORY_BOUND
+    flush_bytes: int = FLUSH_BYTES
     _partial: bytes = b""
-    _pending: list[bytes] = field(default_factory=list)
-    _pending_bytes: int = 0
+    _pending: list[_Piece] = field(default_factory=list)
+    _memory: int = 0  # bytes of `_pending` held in memory
+    _files: list[OutputFile] = field(default_factory=list)
     _next_seq: int = 0
-    _mask: SecretMask = field(default_factory=SecretMask)
+    _masker: SecretMask = field(default_factory=SecretMask)
     _secrets: set[str] = field(default_factory=set)
     changed: trio.Event = field(default_factory=trio.Event)
     closed: bool = False
@@ -99,17 +124,28 @@ class RunLog:
         own credential, and what it learns while it runs (the sensitive outputs of another
         workspace's state it read)."""
         self._secrets |= {s for s in values if s}
-        self._mask = SecretMask(self._secrets)
+        self._masker = SecretMask(self._secrets)
 
     def mask_values(self) -> list[str]:
         """Every secret this log masks (the plan JSON of the run masks the same)."""
         return sorted(self._secrets)
 
     async def open(self) -> None:
-        """Continue after the chunks already stored (an apply appends to its plan's log)."""
+        """Continue after the chunks already stored (an apply appends to its plan's log).
+        Waits for storage in a patient context."""
         self._next_seq = await self.store.read(lambda c: artifacts.next_log_seq(c, self.run_id))
 
+    # ---- input ----------------------------------------------------------------------------
+
+    def attach(self, path: Path, offset: int = 0) -> OutputFile:
+        """Take terraform output from `path` (from `offset` on). The file must stay until the
+        log is closed: output dropped from memory is read back from it."""
+        source = OutputFile(self, path, offset)
+        self._files.append(source)
+        return source
+
     def write(self, data: bytes | bytearray) -> None:
+        """Output that has no file behind it (kept in memory until stored)."""
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -120,17 +156,53 @@ class RunLog:
         """A line of tfward's own, marked so readers tell it from terraform's output."""
         self._add(f"[tfward] {message}\n".encode())
 
-    def _add(self, lines: bytes) -> None:
-        lines = self._mask.data(lines)
+    def _from_file(self, source: OutputFile, data: bytes) -> None:
+        data = source.partial + data
+        cut = data.rfind(b"\n") + 1
+        source.partial = data[cut:]
+        if cut:
+            start, source.cut = source.cut, source.cut + cut
+            self._add(data[:cut], source, start)
+
+    def _end_file(self, source: OutputFile) -> None:
+        source.ended = True
+        if source.partial:
+            tail, source.partial = source.partial, b""
+            start, source.cut = source.cut, source.cut + len(tail)
+            self._add(tail + b"\n", source, start, end=source.cut)
+
+    def _add(
+        self,
+        lines: bytes,
+        source: OutputFile | None = None,
+        start: int = 0,
+        *,
+        end: int | None = None,
+    ) -> None:
+        pinned = end is not None  # the bytes differ from the file's: keep them in memory
+        end = start + len(lines) if end is None else end
+        lines = self._mask(lines)
         self._parse(lines)
-        self._pending.append(lines)
-        self._pending_bytes += len(lines)
+        last = self._pending[-1] if self._pending else None
+        if (
+            source and not pinned and last and last.source is source and last.data is None
+            and last.end == start
+        ):
+            last.end = end  # this file is being read back from disk already: keep it there
+        else:
+            self._pending.append(_Piece(lines, source, start, end, pinned and source is not None))
+            self._memory += len(lines)
         self.total_bytes += len(lines)
+        if self._memory > self.memory_bound:
+            self._spill()
         self._wake()
+
+    def _mask(self, lines: bytes) -> bytes:
+        return self._masker.data(lines)
 
     def _parse(self, lines: bytes) -> None:
         end = -1
-        for match in _INTERESTING.finditer(lines):
+        for match in INTERESTING.finditer(lines):
             if match.start() < end:
                 continue  # a second keyword on a line already parsed
             start = lines.rfind(b"\n", 0, match.start()) + 1
@@ -145,51 +217,186 @@ class RunLog:
                     f"[tfward] output parser error ({type(exc).__name__}: {exc}); "
                     "output continues\n"
                 )
-                self._pending.append(message.encode())
+                self._pending.append(_Piece(message.encode()))
+                self._memory += len(message)
+
+    def _spill(self) -> None:
+        """Over the memory bound: terraform output waiting to be stored is dropped from memory;
+        its file holds it, and the flush reads it back. Adjacent ranges of a file merge."""
+        merged: list[_Piece] = []
+        for piece in self._pending:
+            if piece.source is not None and piece.data is not None and not piece.pinned:
+                piece = _Piece(None, piece.source, piece.start, piece.end)
+            last = merged[-1] if merged else None
+            if (
+                last is not None and piece.data is None and last.data is None
+                and last.source is piece.source and last.end == piece.start
+            ):
+                last.end = piece.end
+            else:
+                merged.append(piece)
+        self._pending = merged
+        self._memory = sum(len(p.data) for p in merged if p.data is not None)
 
     def _wake(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
 
+    # ---- storing --------------------------------------------------------------------------
+
     async def flusher(self) -> None:
-        """Store pending output every FLUSH_INTERVAL until cancelled; the owner calls `close`."""
+        """Store pending output every FLUSH_INTERVAL until cancelled; the owner calls `close`.
+        A flush storage refuses is tried again after a backoff (cut short when storage
+        recovers); nothing is lost meanwhile and the flusher never fails for it."""
+        backoff = Backoff()
         while True:
             await trio.sleep(FLUSH_INTERVAL)
-            await self.flush()
+            try:
+                await self.flush()
+            except StorageUnavailable:
+                await self.store.health.wait(backoff.next())
+            except Exception:  # nothing may take terraform down through the flusher: the
+                # bytes stay pending, the run's close (in the funnel) tries them again
+                log.exception("run %s: storing its log failed; trying again", self.run_id)
+                await trio.sleep(backoff.next())
+            else:
+                backoff.reset()
 
-    async def flush(self) -> None:
-        """Store everything pending, in chunks of about CHUNK_BYTES, one transaction."""
-        if not self._pending:
-            return
-        chunks: list[bytes] = []
-        current: list[bytes] = []
+    async def flush(self, *, patient: bool = False) -> None:
+        """Store everything pending, FLUSH_BYTES per transaction. One attempt, or with
+        `patient` as patient as the calling context (`store.health.patient`); on error every
+        byte stays pending."""
+        while self._pending:
+            batch = self._take(self.flush_bytes)
+            try:
+                chunks, rest = await trio.to_thread.run_sync(self._chunks, batch, self.flush_bytes)
+                append = functools.partial(
+                    artifacts.append_log, run_id=self.run_id, first_seq=self._next_seq,
+                    chunks=chunks,
+                )
+                await self.store.write(append, patient=None if patient else False)
+            except BaseException:
+                # Also on Cancelled: Store.write never abandons a started write, so a cancel
+                # means nothing was stored.
+                self._pending[:0] = batch
+                self._memory += sum(len(p.data) for p in batch if p.data is not None)
+                raise
+            if rest is not None:
+                self._pending.insert(0, rest)  # a range read only in part this time
+            self._next_seq += len(chunks)
+            for chunk in chunks:
+                for source in self._files:
+                    if source.name == chunk.source and chunk.source_end is not None:
+                        source.stored = max(source.stored, chunk.source_end)
+
+    def _take(self, budget: int) -> list[_Piece]:
+        """Pieces from the front of the queue worth about `budget` bytes."""
+        batch: list[_Piece] = []
         size = 0
-        for piece in self._pending:
-            current.append(piece)
-            size += len(piece)
-            if size >= CHUNK_BYTES:
-                chunks.append(b"".join(current))
-                current, size = [], 0
-        if current:
-            chunks.append(b"".join(current))
-        self._pending, self._pending_bytes = [], 0
-        first = self._next_seq
-        self._next_seq += len(chunks)
+        while self._pending and size < budget:
+            piece = self._pending.pop(0)
+            batch.append(piece)
+            size += piece.size
+            if piece.data is not None:
+                self._memory -= len(piece.data)
+        return batch
+
+    def _chunks(self, batch: list[_Piece], budget: int) -> tuple[list[LogChunk], _Piece | None]:
+        """The batch as chunks of about CHUNK_BYTES (in a worker thread: ranges are read from
+        their files). A chunk holds output of one file at most, and records how far into it.
+        A last range bigger than what is left of `budget` is read up to a line boundary; the
+        rest of it is returned, to be stored next."""
+        chunks: list[LogChunk] = []
+        parts: list[bytes] = []
+        size = total = 0
+        source: str | None = None
+        end: int | None = None
+        rest: _Piece | None = None
+        for n, piece in enumerate(batch):
+            if piece.source is not None and source not in (None, piece.source.name) or (
+                size >= CHUNK_BYTES
+            ):
+                chunks.append(LogChunk(b"".join(parts), source, end))
+                parts, size, source, end = [], 0, None, None
+            piece_end = piece.end
+            if piece.data is not None:
+                data = piece.data
+            else:
+                room = budget - total if n == len(batch) - 1 else piece.size
+                data, piece_end = self._read_back(piece, room)
+                if piece_end < piece.end:
+                    rest = _Piece(None, piece.source, piece_end, piece.end)
+            parts.append(data)
+            size, total = size + len(data), total + len(data)
+            if piece.source is not None:
+                source, end = piece.source.name, piece_end
+        if parts:
+            chunks.append(LogChunk(b"".join(parts), source, end))
+        return chunks, rest
+
+    def _read_back(self, piece: _Piece, room: int) -> tuple[bytes, int]:
+        """Up to `room` bytes (at least CHUNK_BYTES and one whole line) of a range on disk,
+        masked, and the offset where what was read ends."""
+        assert piece.source is not None
+        want = piece.end - piece.start
+        first = min(want, max(room, CHUNK_BYTES))
         try:
-            await self.store.write(lambda c: artifacts.append_log(c, self.run_id, first, chunks))
-        except BaseException:
-            # Keep the lines for the next attempt (the funnel's final flush). Also on Cancelled:
-            # Store.write never abandons a started write, so a cancel means nothing was stored.
-            self._pending[:0] = chunks
-            self._pending_bytes += sum(len(c) for c in chunks)
-            self._next_seq = first
-            raise
+            with open(piece.source.path, "rb") as fh:
+                fh.seek(piece.start)
+                raw = fh.read(first)
+                while len(raw) < want and b"\n" not in raw:  # one line longer than `room`
+                    more = fh.read(min(want - len(raw), READ_BLOCK))
+                    if not more:
+                        break
+                    raw += more
+        except OSError as exc:
+            return f"[tfward] {want} bytes of terraform output are lost: {exc}\n".encode(), (
+                piece.end
+            )
+        if len(raw) == want:
+            return self._mask(raw), piece.end
+        cut = raw.rfind(b"\n") + 1
+        if cut and len(raw) >= first:
+            return self._mask(raw[:cut]), piece.start + cut  # the rest is read next time
+        lost = f"[tfward] {want - len(raw)} bytes of terraform output are lost: the file is short\n"
+        return self._mask(raw) + lost.encode(), piece.end
 
     async def close(self) -> None:
-        """Store the trailing partial line and everything pending. Call shielded."""
+        """Store the trailing partial lines and everything pending. Call shielded. Storage
+        faults are waited out as the calling context allows (the funnel's gives up only when
+        the daemon does); StorageUnavailable leaves every byte pending or in its file."""
+        for source in self._files:
+            if not source.ended:
+                self._end_file(source)
         if self._partial:
             self._add(self._partial + b"\n")
             self._partial = b""
-        await self.flush()
+        await self.flush(patient=True)
         self.closed = True
         self._wake()
+
+    async def recover_output(self, output_dir: Path) -> int:
+        """Append to the log whatever of the output files in `output_dir` it does not hold yet
+        (after a crash: terraform kept writing after the daemon died). Returns the bytes added.
+        The caller stores them (`close`)."""
+        marks = await self.store.read(lambda c: artifacts.log_sources(c, self.run_id))
+        added = 0
+        paths = await trio.to_thread.run_sync(
+            lambda: sorted(output_dir.glob("*.log")) if output_dir.is_dir() else []
+        )
+        for path in paths:
+            source = self.attach(path, marks.get(path.name, 0))
+            before = self.total_bytes
+            offset = source.cut
+            while block := await trio.to_thread.run_sync(_read_at, path, offset):
+                source.write(block)
+                offset += len(block)
+            source.end()
+            added += self.total_bytes - before
+        return added
+
+
+def _read_at(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(READ_BLOCK)

@@ -85,6 +85,9 @@ class Runtime:
     # daemon, with `api_listening`, once the API listens.
     api_url: str = ""
     api_listening: trio.Event = field(default_factory=trio.Event)
+    # Set when the daemon stops waiting for storage (a hard stop, or the shutdown grace is
+    # over): patient store calls then raise StorageUnavailable and runs are left to recovery.
+    give_up: trio.Event = field(default_factory=trio.Event)
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
 

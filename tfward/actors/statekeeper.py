@@ -1,10 +1,25 @@
 """Keeping the state terraform wrote (the termination contract, docs/architecture.md §4): a
 backup file first, then a new state version in the database, serial and lineage checked. Used
 after every apply, by the funnel for the partial state of an apply that was interrupted or
-failed, and by terraform's http backend for a state posted to it (`keep`)."""
+failed, by recovery, and by terraform's http backend for a state posted to it (`keep`).
+
+Every copy counts (docs/architecture.md §5, §10): `terraform.tfstate` in the run directory,
+the `errored.tfstate` terraform writes when it cannot write that, the state it prints into its
+output when it can write neither (a full disk), and, in recovery, this run's backup files.
+They are compared by lineage and serial and the newest valid one that continues the stored
+lineage is stored.
+
+A storage fault (the backup or the database write) is waited out in a patient context (the
+pipeline and the funnel are); a state that cannot be stored because of what it is — another
+lineage, an older serial, not a state at all — raises StageFailed(state): no retry cures that.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,70 +27,119 @@ from pathlib import Path
 import trio
 from sqlalchemy import Connection
 
-from tfward.errors import StageFailed, StateRejected
+from tfward.errors import StageFailed, StateRejected, StorageUnavailable
 from tfward.runs.masking import SecretMask
 from tfward.runs.model import ErrorKind
 from tfward.store import states
+from tfward.store.health import file_op
+from tfward.store.sealing import SealError
+from tfward.store.states import ParsedState, StateVersion
 
-from . import workdir
+from . import backups, workdir
 from .context import RunContext
 from .funnel import Ending
 from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ERRORED_STATE = "errored.tfstate"
+OUTPUT_DIR = ".tfward"
+_PRINTED_MARK = b"Failed to persist state to backend"
 
 
 async def keep(
     rt: Runtime,
     workspace: str,
     ws_id: str,
-    parsed: states.ParsedState,
+    parsed: ParsedState,
     *,
     kind: str,
     run_id: str | None = None,
     created_by: str | None = None,
     guard: Callable[[Connection], None] | None = None,
-) -> states.StateVersion | None:
-    """Write the backup file, then store the state version (serial and lineage checked, and
-    `guard` in the same transaction). None when the state is the current one already. Raises
-    StateRejected naming the backup file, so the state can be pushed by hand. Cancellation:
-    the database write commits or rolls back before this returns (Store.write)."""
-    backup = rt.state_backups(workspace) / f"{parsed.serial:06d}-{parsed.sha256[:12]}.tfstate"
-    await trio.to_thread.run_sync(_write_backup, backup, parsed.raw)
+) -> StateVersion | None:
+    """Write the backup file (sealed), then store the state version (serial and lineage
+    checked, and `guard` in the same transaction); old backups of stored states are pruned
+    after. None when the state is the current one already. Raises StateRejected naming the
+    backup file. A storage fault is waited out in a patient context; cancellation: the
+    database write commits or rolls back before this returns (Store.write)."""
+    write = functools.partial(
+        backups.write,
+        rt.state_backups(workspace),
+        backups.name(parsed.serial, parsed.sha256, run_id or "http-backend"),
+        parsed.raw,
+        rt.store.sealer,
+    )
+    backup = await file_op(rt.store.health, write, where="state backup")
 
-    def tx(conn: Connection) -> states.StateVersion | None:
+    def tx(conn: Connection) -> StateVersion | None:
         if guard is not None:
             guard(conn)
-        return states.store(
-            conn, ws_id, parsed, kind=kind, run_id=run_id, created_by=created_by
-        )
+        return states.store(conn, ws_id, parsed, kind=kind, run_id=run_id, created_by=created_by)
 
     try:
-        return await rt.store.write(tx)
+        version = await rt.store.write(tx)
     except StateRejected as exc:
         raise StateRejected(f"{exc}; the file is kept at {backup}") from exc
+    if version is not None:
+        await _prune(rt, workspace, ws_id)
+    return version
+
+
+async def _prune(rt: Runtime, workspace: str, ws_id: str) -> None:
+    """Old backups of stored states go. Best effort: storage failing now only postpones it to
+    the next stored state (a failure is logged and changes nothing else)."""
+    directory = rt.state_backups(workspace)
+    try:
+        stored = await rt.store.read(lambda c: states.stored_sha256(c, ws_id), patient=False)
+        await trio.to_thread.run_sync(
+            backups.prune, directory, stored, rt.config.daemon.state_backups_keep
+        )
+    except (OSError, StorageUnavailable) as exc:
+        log.warning("workspace %s: could not prune the state backups: %s", workspace, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One copy of a state: where it was found and its bytes."""
+
+    where: str
+    raw: bytes
 
 
 @dataclass(frozen=True)
 class RunStateKeeper:
-    """The funnel's StateKeeper for one run."""
+    """The funnel's StateKeeper for one run. `with_backups`: also consider this run's backup
+    files (recovery: the database may have refused or missed what they hold)."""
 
     ctx: RunContext
+    with_backups: bool = False
 
     async def keep_state(self, ending: Ending, kind: str) -> None:
-        """Store the state in the run directory: a backup file first, then the database, with
-        serial and lineage checked. Nothing to do when terraform wrote no state."""
+        """Store the newest copy of the state terraform wrote, backup first. Nothing to do
+        when terraform wrote none, or nothing newer than the stored state."""
         ctx = self.ctx
-        path = ctx.run_dir / workdir.STATE_FILE
-        raw = await trio.to_thread.run_sync(_read_if_exists, path)
-        if not raw:
-            # No file, or the empty file terraform creates before its first resource finishes:
-            # nothing was applied.
+        health = ctx.rt.store.health
+        copies = await file_op(
+            health, self.copies, where=f"run directory {ctx.run_dir}"
+        )
+        if not copies:
+            ending.state_saved = True  # no state, or only the empty file: nothing was applied
+            return
+        current = await ctx.rt.store.read(lambda c: states.current(c, ctx.ws_id))
+        # The outputs shown beside the version: the workspace's secrets masked in them.
+        mask = SecretMask(ctx.ws.sensitive_values())
+        try:
+            chosen = choose(copies, current, mask)
+        except StateRejected as exc:
+            kept = await self._backup_unusable(copies)
+            raise StageFailed(ErrorKind.STATE, f"{exc}; a copy is kept at {kept}") from exc
+        if chosen is None:
             ending.state_saved = True
             return
         try:
-            # The outputs shown beside the version: the workspace's secrets masked in them.
-            parsed = states.parse_state(raw, SecretMask(ctx.ws.sensitive_values()))
             version = await keep(
-                ctx.rt, ctx.ws.name, ctx.ws_id, parsed, kind=kind, run_id=ctx.run_id
+                ctx.rt, ctx.ws.name, ctx.ws_id, chosen, kind=kind, run_id=ctx.run_id
             )
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, str(exc)) from exc
@@ -86,17 +150,98 @@ class RunStateKeeper:
                 f"{version.resource_count} resources)"
             )
 
+    def copies(self) -> list[Copy]:
+        run_dir = self.ctx.run_dir
+        found = [
+            Copy(name, raw)
+            for name in (workdir.STATE_FILE, ERRORED_STATE)
+            if (raw := _read_if_exists(run_dir / name))
+        ]
+        printed = printed_state(run_dir / OUTPUT_DIR)
+        if printed is not None:
+            found.append(printed)
+        if self.with_backups:
+            sealer = self.ctx.rt.store.sealer
+            directory = self.ctx.rt.state_backups(self.ctx.ws.name)
+            for backup in backups.of_run(directory, self.ctx.run_id):
+                try:
+                    raw = backups.read(backup.path, sealer)
+                except (OSError, ValueError, SealError):
+                    continue  # unreadable with this key: the other copies decide
+                found.append(Copy(f"backup {backup.path.name}", raw))
+        return found
+
+    async def _backup_unusable(self, copies: list[Copy]) -> Path:
+        """Keep what terraform left when none of it can be stored (the operator's copy)."""
+        ctx = self.ctx
+        write = functools.partial(
+            backups.write,
+            ctx.rt.state_backups(ctx.ws.name),
+            f"unstored-{ctx.run_id}-{hashlib.sha256(copies[0].raw).hexdigest()[:12]}"
+            f"{backups.SUFFIX}",
+            copies[0].raw,
+            ctx.rt.store.sealer,
+        )
+        return await file_op(ctx.rt.store.health, write, where="state backup")
+
+
+def choose(
+    copies: list[Copy], current: StateVersion | None, mask: SecretMask | None = None
+) -> ParsedState | None:
+    """The copy to store: valid, of the stored lineage (any lineage if none is stored), the
+    highest serial; its shown outputs masked with `mask`. None when no copy is newer than the
+    stored state. Raises StateRejected when there are copies but none can be stored, saying
+    why."""
+    valid: list[ParsedState] = []
+    problems: list[str] = []
+    for copy in copies:
+        try:
+            valid.append(states.parse_state(copy.raw, mask))
+        except StateRejected as exc:
+            problems.append(f"{copy.where}: {exc}")
+    if not valid:
+        raise StateRejected("; ".join(problems))
+    if current is not None:
+        same = [s for s in valid if s.lineage == current.lineage]
+        if not same:
+            raise StateRejected(
+                f"state lineage {valid[0].lineage} differs from the workspace's {current.lineage}"
+            )
+        valid = same
+    best = max(valid, key=lambda s: s.serial)
+    if current is not None and best.sha256 == current.sha256:
+        return None  # terraform wrote nothing newer than what is stored
+    if current is not None and best.serial <= current.serial:
+        raise StateRejected(
+            f"state serial {best.serial} is not newer than the current serial {current.serial}"
+        )
+    return best
+
+
+def printed_state(output_dir: Path) -> Copy | None:
+    """The state terraform printed into its output because it could write it nowhere ("Failed
+    to persist state to backend": a full disk), from the newest apply's output file."""
+    try:
+        newest = max(output_dir.glob("*-apply.log"), default=None)
+        text = newest.read_bytes() if newest is not None else b""
+    except OSError:
+        return None
+    if newest is None or _PRINTED_MARK not in text:
+        return None
+    end = text.rfind(b"\n}\n", 0, text.rfind(_PRINTED_MARK))
+    start = text.rfind(b"\n{\n", 0, end)
+    if start < 0 or end < 0:
+        return None
+    raw = text[start + 1 : end + 2]
+    try:
+        json.loads(raw)
+    except ValueError:
+        return None
+    return Copy(f"the state terraform printed in {newest.name}", raw)
+
 
 def _read_if_exists(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
-
-
-def _write_backup(path: Path, raw: bytes) -> None:
-    # Plain, so an operator can `terraform state push` it when the database cannot take it;
-    # readable by the daemon's user alone, since state holds secrets.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    workdir.write_file_atomic(path, raw)
-    path.chmod(0o600)

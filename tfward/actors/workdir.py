@@ -40,6 +40,8 @@ CLI_CONFIG = ".tfward.tfrc"
 PLAN_FILE = "tfward.tfplan"
 STATE_FILE = "terraform.tfstate"
 INIT_MARKER = ".terraform/tfward-init.json"
+# Terraform's output files and exit codes (actors/terraform.py): kept while the run directory is.
+OUTPUT_DIR = ".tfward"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +124,11 @@ def sensitive_inputs(ws: WorkspaceConfig) -> dict[str, Any]:
 
 
 def unpack(archive: bytes, target: Path) -> None:
-    """The snapshot into a new directory `target`: 0700, its files only the owner's (the run
-    directory also gets the tfvars, the state and the plan)."""
-    target.mkdir(mode=0o700, parents=True, exist_ok=False)
+    """The snapshot into the directory `target` (which may hold the output files of the run's
+    terraform commands so far): 0700, its files only the owner's (the run directory also gets
+    the tfvars, the state and the plan)."""
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.chmod(0o700)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         tar.extractall(target, filter=_private_member)
 
@@ -270,6 +274,19 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
         os.rename(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another run kept the same init first
+
+
+def clear(path: Path, *, keep: str) -> None:
+    """Empty the directory `path` (if it exists) but for its entry `keep`."""
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def remove(path: Path) -> None:

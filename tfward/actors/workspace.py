@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 import trio
 from sqlalchemy import Connection
 
+from tfward.errors import StorageUnavailable
 from tfward.runs import model
 from tfward.runs.model import Status
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
+from tfward.store.health import patient
 
 from .funnel import Ending, Outcome, finish_run
 from .handle import Decision, Phase, RunHandle
@@ -224,8 +226,16 @@ class WorkspaceActor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor loop. Returns after a Stop once its runs have ended. Cancellation (a hard
-        stop) cancels the run tasks, each of which still goes through the funnel, shielded."""
-        state, cancelled = await self._initial_state()
+        stop) cancels the run tasks, each of which still goes through the funnel, shielded.
+        Storage faults are waited out (docs/architecture.md §10); if the daemon gives up
+        waiting before the queue could be read, the actor ends (the runs wait in the
+        database for the next start)."""
+        try:
+            with patient(self.rt.give_up):
+                state, cancelled = await self._initial_state()
+        except StorageUnavailable:
+            task_status.started()
+            return
         async with trio.open_nursery() as nursery:
             task_status.started()
             state, effects = _resume(state)
@@ -301,10 +311,12 @@ class WorkspaceActor:
         ending = Ending(
             run_id, self.name, ws_id, RunLog(run_id, self.rt.store), self.rt.run_dir(run_id)
         )
-        await ending.log.open()
-        await finish_run(
-            self.rt, ending, Outcome(status, error_message=reason)
-        )
+        try:
+            with patient(self.rt.give_up):
+                await ending.log.open()
+        except StorageUnavailable:
+            return  # the daemon gave up waiting for storage: the run is finished at next start
+        await finish_run(self.rt, ending, Outcome(status, error_message=reason))
 
 
 def _resume(state: ActorState) -> tuple[ActorState, list[Effect]]:

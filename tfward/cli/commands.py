@@ -6,6 +6,7 @@ and the dispatch that turns every failure into an exit code and a message on std
     tfward confirm|discard RUN_ID, cancel RUN_ID [--force]
     tfward state list WORKSPACE | show SV_ID | download SV_ID [-o FILE] | rollback WORKSPACE SV_ID
     tfward state pull WORKSPACE [-o FILE] | push WORKSPACE FILE [--lock-id ID]
+    tfward state decrypt FILE [-o OUT] [--config CONFIG]   (local: a sealed state backup)
     tfward audit [--action A] [--limit N]     what admins did
     tfward token create --name N --role read|plan|apply|admin
 
@@ -174,6 +175,16 @@ def add_parsers(sub: Any) -> None:
     workspace_arg(p)
     p.add_argument("file", metavar="FILE", help="a terraform state file")
     p.add_argument("--lock-id", metavar="ID", help="the terraform lock ID you hold the lock with")
+    p = st_sub.add_parser(
+        "decrypt",
+        help="a sealed state backup (<data_dir>/state-backups/) in plain text; needs no daemon",
+    )
+    p.add_argument("file", metavar="FILE", help="a sealed state backup file")
+    p.add_argument("-o", "--output", metavar="OUT", help="default: stdout (a file is 0600)")
+    p.add_argument(
+        "--config", default=None, metavar="CONFIG", help="the daemon's config, for its secret "
+        "key (default: $TFWARD_CONFIG, else ./tfward.toml or examples/tfward.toml)"
+    )
 
     p = command("audit", audit.list_events, "what admins did, newest first (role admin)", both)
     # The daemon checks the name (and lists the actions when it is wrong): the CLI stays
@@ -198,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "token":
             return tokens.create(args)
+        if args.command == "state" and args.state_command == "decrypt":
+            return state.decrypt(args)
         settings = resolve(
             getattr(args, "url", None), getattr(args, "token", None), getattr(args, "config", None)
         )

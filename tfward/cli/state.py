@@ -1,6 +1,8 @@
 """State commands: `state list NAME`, `state show SV_ID`, `state download SV_ID [-o FILE]`,
-`state rollback NAME SV_ID`, and through terraform's http backend (docs/protocols.md §8)
-`state pull NAME [-o FILE]` and `state push NAME FILE [--lock-id ID]`."""
+`state rollback NAME SV_ID`, through terraform's http backend (docs/protocols.md §8)
+`state pull NAME [-o FILE]` and `state push NAME FILE [--lock-id ID]`, and `state decrypt FILE
+[-o OUT]` (local: a sealed state backup from `<data_dir>/state-backups/` in plain text, for
+`terraform state push`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .client import EXIT_OK, EXIT_USAGE, Api, CliError, Settings
+from .client import CONFIG_CANDIDATES, EXIT_OK, EXIT_USAGE, Api, CliError, Settings
 from .render import ago, as_json, fields, output_value, table
 
 
@@ -57,6 +59,50 @@ def state(args: argparse.Namespace, settings: Settings) -> int:
             f"rolled back: {found['id']} (serial {found['serial']}) is now the current state, "
             f"a copy of {found['rolled_back_from'] or args.sv_id}"
         )
+    return EXIT_OK
+
+
+def decrypt(args: argparse.Namespace) -> int:
+    """A sealed state backup, opened with the daemon's secret key (found through the config,
+    as the daemon finds it), to `args.output` (0600) or stdout. Needs no daemon."""
+    from tfward.actors import backups
+    from tfward.config import load_config
+    from tfward.errors import ConfigError
+    from tfward.runtasks.keys import SECRET_FILE, load_keys
+    from tfward.store.sealing import Sealer, SealError
+
+    path = args.config or os.environ.get("TFWARD_CONFIG") or next(
+        (p for p in CONFIG_CANDIDATES if Path(p).is_file()), None
+    )
+    if path is None:
+        raise CliError(EXIT_USAGE, "no config: give --config (the daemon's, for its secret key)")
+    try:
+        config = load_config(path)
+        daemon = config.daemon
+        if (
+            daemon.secret_key_file is None
+            and not os.environ.get("CREDENTIALS_DIRECTORY")
+            and not (daemon.data_dir / SECRET_FILE).is_file()
+        ):
+            raise CliError(EXIT_USAGE, f"no secret key at {daemon.data_dir / SECRET_FILE}")
+        plain = backups.read(Path(args.file), Sealer(load_keys(daemon).encryption))
+    except ConfigError as exc:
+        raise CliError(EXIT_USAGE, f"config error: {exc}") from None
+    except SealError as exc:
+        raise CliError(EXIT_USAGE, f"{args.file}: {exc}") from None
+    except OSError as exc:
+        raise CliError(EXIT_USAGE, f"cannot read {args.file}: {exc.strerror or exc}") from None
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(plain)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(plain)
+    except OSError as exc:
+        raise CliError(EXIT_USAGE, f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output} ({len(plain)} bytes)", file=sys.stderr)
     return EXIT_OK
 
 

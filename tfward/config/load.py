@@ -57,6 +57,8 @@ _DAEMON_KEYS = frozenset(
         "max_concurrent_runs",
         "shutdown_grace",
         "secret_key_file",
+        "disk_reserve_mb",
+        "state_backups_keep",
     }
 )
 _TERRAFORM_KEYS = frozenset(
@@ -172,6 +174,8 @@ def _daemon(t: _Table) -> DaemonConfig:
         max_concurrent_runs=attempt(lambda: _count(t, "max_concurrent_runs", 4, minimum=1), 4),
         shutdown_grace=_default(grace, 600.0),
         secret_key_file=attempt(lambda: t.path("secret_key_file"), None),
+        disk_reserve_mb=attempt(lambda: _count(t, "disk_reserve_mb", 64), 64),
+        state_backups_keep=attempt(lambda: _count(t, "state_backups_keep", 10, minimum=1), 10),
     )
 
 

@@ -61,6 +61,11 @@ class DaemonConfig:
     max_concurrent_runs: int
     shutdown_grace: float
     secret_key_file: Path | None
+    # Disk space of the data dir set aside for terraform runs in flight when the disk fills
+    # (docs/architecture.md §10); 0 keeps none.
+    disk_reserve_mb: int = 64
+    # Backups of stored states kept per workspace (backups of states not stored are all kept).
+    state_backups_keep: int = 10
 
     @property
     def listen(self) -> str:

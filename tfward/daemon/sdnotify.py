@@ -1,10 +1,12 @@
 """systemd's notify protocol: a few datagrams on the socket named by $NOTIFY_SOCKET.
 
-`READY=1` once recovery is done and the API listens, `STATUS=...` lines with what runs,
-`STOPPING=1` when the shutdown starts, and `WATCHDOG=1` every half `$WATCHDOG_USEC` — sent
-only while a probe says the daemon is responsive (the daemon's probe: the supervisor runs and
-the store answers a read in time). A blocked trio loop or a stuck database stops the pings
-and systemd restarts the daemon. Without $NOTIFY_SOCKET (not under systemd) every call is a
+`READY=1` once recovery is done and the API listens, `STATUS=...` lines with what runs (and
+whether storage is degraded, and why), `EXTEND_TIMEOUT_USEC=` while the start waits for
+storage, `STOPPING=1` when the shutdown starts, and `WATCHDOG=1` every half `$WATCHDOG_USEC` —
+sent only while a probe says the daemon is responsive (the daemon's probe: the trio loop runs
+it and the supervisor runs; storage is not asked, since a daemon waiting out a storage fault
+must not be killed while terraform applies). A blocked trio loop stops the pings and systemd
+restarts the daemon. Without $NOTIFY_SOCKET (not under systemd) every call is a
 no-op.
 """
 
@@ -52,6 +54,10 @@ class Notifier:
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask systemd for `seconds` more to start or stop (waiting for storage at start)."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
     def stopping(self, status: str) -> None:
         self.send("STOPPING=1", f"STATUS={status}")

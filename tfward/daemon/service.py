@@ -13,26 +13,34 @@ Shutdown (`request_shutdown`, e.g. SIGTERM): stop accepting runs (the API answer
 that are only planning go back to `pending`, runs inside the apply are left to finish for up to
 `[daemon] shutdown_grace`, then are interrupted like a cancel. `hard_stop` (a second signal)
 cancels everything; every run task still goes through the termination funnel, shielded.
+
+Storage faults (docs/architecture.md §10) never end the daemon: the storage watcher (disk
+reserve, probe) runs from the first moment, start-up steps that need storage wait for it
+(systemd hears why on STATUS= and gets EXTEND_TIMEOUT_USEC), every service waits out or skips
+what storage refuses, and the watchdog is fed while the loop is healthy, whatever storage does.
+Runs still waiting for storage when the shutdown is over (or at a hard stop) are left to
+recovery at the next start (`give_up`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection
 
-from tfward.actors import workdir
+from tfward.actors import backups, workdir
 from tfward.actors.recovery import RecoveryReport, recover
 from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
 from tfward.actors.supervisor import Supervisor
 from tfward.config import Config, load_config
-from tfward.errors import ConfigError
+from tfward.errors import ConfigError, StorageUnavailable
 from tfward.outbox.worker import OutboxWorker
 from tfward.runtasks.coordinator import RunTaskCoordinator
 from tfward.runtasks.keys import load_keys
@@ -43,6 +51,8 @@ from tfward.store import audit
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction, AuditOutcome
 from tfward.store.db import Store
+from tfward.store.health import Backoff, classify, patient
+from tfward.store.reserve import StorageWatcher
 from tfward.store.sealing import Sealer, seal_plain_rows
 
 from . import datadir
@@ -52,6 +62,8 @@ from .api.auth import TokenBook, local_admin_token
 from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # After the drain, runs that were interrupted still need their cancel grace to stop terraform.
 _HARD_STOP_MARGIN = 30.0
@@ -69,6 +81,9 @@ class Daemon:
         self.recovery: RecoveryReport | None = None
         self._shutdown = trio.Event()
         self.notifier = Notifier()
+        # Set when waiting for storage is over (hard stop, end of the shutdown): runs still
+        # waiting are left to recovery at the next start.
+        self.give_up = trio.Event()
         self._api_stop = trio.Event()
         self._cancel: trio.CancelScope | None = None
         self.rt: Runtime
@@ -93,24 +108,53 @@ class Daemon:
                 claimed = datadir.claim(self.config.daemon)
             try:
                 await self._serve(task_status)
+            except* StorageUnavailable as group:
+                # Only when told to stop while the start still waited for storage.
+                log.error("stopped while waiting for storage: %s", group.exceptions[0])
             finally:
                 self.store.close()
                 claimed.release()
+                self.notifier.close()
         log.info("tfward stopped (%s)", "hard stop" if scope.cancelled_caught else self.stop_reason)
 
     async def _serve(self, task_status: trio.TaskStatus[Daemon]) -> None:
-        await trio.to_thread.run_sync(self._prepare_storage)
+        async with trio.open_nursery() as storage:
+            await self._at_start("create the data directories", self._make_dirs)
+            watcher = StorageWatcher(
+                self.store, self.config.daemon.data_dir, self.config.daemon.disk_reserve_mb << 20
+            )
+            await storage.start(watcher.run)
+            storage.start_soon(self._report_storage, name="storage-status")
+            storage.start_soon(self._give_up_when_cancelled, name="storage-give-up")
+            # Only the start-up is patient as a whole; the services below choose for
+            # themselves (the API must answer 503 rather than wait).
+            with patient(self.give_up):
+                await self._prepare()
+            await self._run_services(task_status)
+            storage.cancel_scope.cancel()
+
+    async def _prepare(self) -> None:
+        """Migrations, workspace rows, keys, sealing, tokens, recovery: each waits for
+        storage if it must."""
+        await self._at_start("migrate the database", self.store.migrate)
         names = [ws.name for ws in self.config.workspaces]
         ws_ids = await self.store.write(lambda c: ws_store.sync_configured(c, names))
-        self.rt = Runtime(self.config, self.store, ws_ids, faults=self.faults)
-        keys = await trio.to_thread.run_sync(load_keys, self.config.daemon)
+        self.rt = Runtime(self.config, self.store, ws_ids, faults=self.faults, give_up=self.give_up)
+        keys = await self._at_start("load the secret key", lambda: load_keys(self.config.daemon))
         log.info("encryption and run-task keys derived from the secret in %s", keys.source)
-        self.store.sealer = Sealer(keys.encryption)
+        sealer = self.store.sealer = Sealer(keys.encryption)
         if sealed := await self.store.write(seal_plain_rows):
             log.info("sealed %d state or plan rows written before encryption at rest", sealed)
+        root = self.config.daemon.data_dir / "state-backups"
+        if sealed := await self._at_start(
+            "seal the state backups", lambda: backups.seal_plain(root, sealer)
+        ):
+            log.info("sealed %d plain state backups written by an earlier version", sealed)
         self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
-        await self._load_api_tokens(self.config)
+        await self._at_start("create the local admin token", self._read_api_tokens)
         self.recovery = await recover(self.rt)
+
+    async def _run_services(self, task_status: trio.TaskStatus[Daemon]) -> None:
         self.supervisor = Supervisor(self.rt)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.supervisor.run)
@@ -146,19 +190,67 @@ class Daemon:
             watchdog.cancel()
             self._api_stop.set()
 
+    async def _at_start(self, what: str, step: Callable[[], T]) -> T:
+        """Run a synchronous start-up step that needs storage, in a worker thread. While storage
+        refuses it (read-only, full, locked), wait — degraded, STATUS= saying why, the start
+        timeout extended — and try again. Other errors end the start. Cancellable."""
+        backoff = Backoff(first=0.5)
+        while True:
+            try:
+                return await trio.to_thread.run_sync(step)
+            except Exception as exc:  # only storage faults are waited out; the rest re-raised
+                fault = classify(exc, what)
+                if fault is None:
+                    raise
+                self.store.health.failed(fault)
+            status = f"starting: waiting for storage to {what}: {fault}"
+            wait = backoff.next()
+            self.notifier.status(status)
+            self.notifier.extend_timeout(wait + 30)
+            await self.store.health.wait(wait, self.give_up)
+            if self.give_up.is_set():
+                raise StorageUnavailable(fault.problem, f"gave up waiting to {what}")
+
+    async def _give_up_when_cancelled(self) -> None:
+        """However the daemon is cancelled (a hard stop, or its caller's scope), nothing may
+        go on waiting for storage after it: the storage watcher is gone with it."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.give_up.set()
+
+    async def _report_storage(self) -> None:
+        """Tell systemd at once when storage degrades or recovers (STATUS=)."""
+        while True:
+            await self.store.health.changed.wait()
+            self.notifier.status(self.status_line())
+
     async def _load_api_tokens(self, config: Config) -> None:
         local = await trio.to_thread.run_sync(local_admin_token, config)
+        self._use_api_tokens(config, local)
+
+    def _read_api_tokens(self) -> None:
+        self._use_api_tokens(self.config, local_admin_token(self.config))
+
+    def _use_api_tokens(self, config: Config, local: str | None) -> None:
         self.tokens = TokenBook.build(config, local)
         names = [f"{t.name} ({t.role})" for t in config.api_tokens] or ["the local admin token"]
         log.info("API tokens accepted: %s", ", ".join(names))
 
     def status_line(self) -> str:
-        """systemd's STATUS=: what the daemon is doing, in one line."""
+        """systemd's STATUS=: what the daemon is doing, in one line (storage first if it is
+        degraded: that is what an operator must act on)."""
+        degraded = self.store.health.degraded
+        storage = f"{degraded.describe()}; " if degraded is not None else ""
+        if not hasattr(self, "rt"):
+            return storage + "starting"
         live = len(self.rt.live_logs)
         critical = self.rt.critical.count()
         state = "stopping" if self.stopping else "serving"
-        return f"{state} {len(self.config.workspaces)} workspaces; {live} runs active" + (
-            f", {critical} in a critical section" if critical else ""
+        return (
+            storage
+            + f"{state} {len(self.config.workspaces)} workspaces; {live} runs active"
+            + (f", {critical} in a critical section" if critical else "")
         )
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
@@ -166,23 +258,19 @@ class Daemon:
             await self.notifier.watchdog(self._responsive, self.status_line)
 
     async def _responsive(self, within: float) -> bool:
-        """For the watchdog: the supervisor runs and the database answers `within` seconds."""
-        if self.supervisor.stopped.is_set() and not self.stopping:
-            return False
-        with trio.move_on_after(within):
-            await self.store.ping()
-            return True
-        return False
+        """For the watchdog: the trio loop runs this (so it is not blocked) and the supervisor
+        runs. Storage is not asked: a daemon waiting out a storage fault is healthy, and
+        systemd must not kill it while terraform applies (docs/architecture.md §10)."""
+        return not (self.supervisor.stopped.is_set() and not self.stopping)
 
-    def _prepare_storage(self) -> None:
-        """Make the data directories private and migrate the database (in a worker thread).
-        A directory that cannot be made is a ConfigError naming its key (preflight.py checks
-        the same before the start; this catches what changed since)."""
-        # tfvars, states, plans and the database hold secrets: 0700 directories, 0600 files.
+    def _make_dirs(self) -> None:
+        """The data directories, private (tfvars, states, plans and the database hold
+        secrets: 0700 directories, 0600 files), and the dev-provider mirror. A directory that
+        cannot be made for another reason than a storage fault is a ConfigError naming its key
+        (preflight.py checks the same before the start; this catches what changed since)."""
         with _naming("daemon.data_dir", self.config):
             datadir.make_private(self.config)
             workdir.build_dev_mirror(self.config.terraform, Runtime.dev_mirror_of(self.config))
-        self.store.migrate()
 
     async def _serve_api(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         hc = HypercornConfig()
@@ -213,6 +301,14 @@ class Daemon:
             log.warning("shutdown grace over: interrupting the runs still applying")
             self.supervisor.stop(drain=False)
             with trio.move_on_after(self.config.terraform.cancel_grace + _HARD_STOP_MARGIN):
+                await self.supervisor.stopped.wait()
+        if not self.supervisor.stopped.is_set():
+            log.warning(
+                "runs still wait for storage: leaving them (directories, locks) to recovery at "
+                "the next start"
+            )
+            self.give_up.set()
+            with trio.move_on_after(_HARD_STOP_MARGIN):
                 await self.supervisor.stopped.wait()
 
     async def reload(self, by: str = "signal") -> bool:
@@ -245,7 +341,11 @@ class Daemon:
             audit.record(conn, tried, detail=detail)
             return ws_ids
 
-        ws_ids = await self.store.write(tx)
+        try:
+            ws_ids = await self.store.write(tx, patient=False)
+        except StorageUnavailable as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
         self.rt.workspace_ids.update(ws_ids)
         self.rt.config = self.config = new
         await self._load_api_tokens(new)
@@ -261,17 +361,22 @@ class Daemon:
         self._shutdown.set()
 
     def hard_stop(self) -> None:
-        """Cancel everything now. Run tasks still finish through the funnel (shielded)."""
+        """Cancel everything now. Run tasks still finish through the funnel (shielded); one
+        still waiting for storage is left to recovery at the next start."""
+        self.give_up.set()
         if self._cancel is not None:
             self._cancel.cancel()
 
 
 @contextmanager
 def _naming(key: str, config: Config) -> Iterator[None]:
-    """An OSError inside becomes a one-line ConfigError on `key` of the config."""
+    """An OSError inside becomes a one-line ConfigError on `key` of the config, unless it is a
+    storage fault (a full disk, a read-only file system), which the start waits out."""
     try:
         yield
     except OSError as exc:
+        if classify(exc) is not None:
+            raise
         where = exc.filename or key
         raise ConfigError(
             config.path, key, f"{where} is not writable: {exc.strerror or exc}"

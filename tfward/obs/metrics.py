@@ -10,6 +10,10 @@ Two sources, one registry:
 
 Each daemon has its own `CollectorRegistry`, never prometheus_client's global one: tests start
 several daemons in one process, and each must count only its own runs.
+
+Storage (docs/architecture.md §10): `tfward_storage_degraded` says whether storage is degraded
+now and why (the `problem` label), `tfward_storage_outages_total` how often it was since start.
+While the database does not read, the scrape still answers, without the database's part.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ class PlanReason(enum.StrEnum):
 
 # The commands the pipeline runs, present at zero so a dashboard has a series before the first.
 TERRAFORM_COMMANDS = ("init", "plan", "show", "apply")
+# Storage problems (store/health.py's Problem), each series present at zero.
+STORAGE_PROBLEMS = ("disk_full", "read_only", "locked", "io_error", "unavailable")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageState:
+    """Storage as the store's health sees it at scrape time."""
+
+    problem: str | None = None  # None: not degraded
+    outages: Mapping[str, int] = field(default_factory=dict)  # problem -> outages since start
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +129,12 @@ class Metrics:
         for action, done in actions.items():
             self.recovery_actions.labels(action).inc(len(done))
 
-    def exposition(self, tallies: Tallies) -> bytes:
-        """The text format, with `tallies` as the database's part. Synchronous (no checkpoint
-        between setting and reading the snapshot), so concurrent scrapes never mix theirs."""
+    def exposition(self, tallies: Tallies | None, storage: StorageState | None = None) -> bytes:
+        """The text format, with `tallies` as the database's part (None: the database did not
+        read; its families are left out) and `storage`. Synchronous (no checkpoint between
+        setting and reading the snapshot), so concurrent scrapes never mix theirs."""
         self._database.current = tallies
+        self._database.storage = storage or StorageState()
         try:
             return generate_latest(self.registry)
         finally:
@@ -163,12 +179,32 @@ class _DatabaseCollector(Collector):
 
     def __init__(self) -> None:
         self.current: Tallies | None = None
+        self.storage = StorageState()
 
     def describe(self) -> Iterable[Metric]:
-        return _families(Tallies())
+        return [*_families(Tallies()), *_storage(StorageState())]
 
     def collect(self) -> Iterable[Metric]:
-        return _families(self.current) if self.current is not None else []
+        found = _families(self.current) if self.current is not None else []
+        return [*found, *_storage(self.storage)]
+
+
+def _storage(state: StorageState) -> list[Metric]:
+    degraded = GaugeMetricFamily(
+        "tfward_storage_degraded",
+        "1 for the problem storage has now (disk_full, read_only, locked, io_error, "
+        "unavailable): writes wait, the API answers 503 to them; 0 otherwise.",
+        labels=["problem"],
+    )
+    outages = CounterMetricFamily(
+        "tfward_storage_outages",
+        "Times storage became degraded since the daemon started, by the problem it began with.",
+        labels=["problem"],
+    )
+    for problem in STORAGE_PROBLEMS:
+        degraded.add_metric([problem], 1 if state.problem == problem else 0)
+        outages.add_metric([problem], state.outages.get(problem, 0))
+    return [degraded, outages]
 
 
 def _families(t: Tallies) -> list[Metric]:

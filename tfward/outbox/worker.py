@@ -35,10 +35,12 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from tfward.actors.runtime import Runtime
+from tfward.errors import StorageUnavailable
 from tfward.ids import now
 from tfward.obs import logs
 from tfward.store import deliveries
 from tfward.store import outbox as outbox_store
+from tfward.store.health import Backoff
 
 from . import followups, jobs, notifications
 from .jobs import Handler, JobContext, JobFailed, LeaseLost, PermanentFailure, Teller
@@ -99,12 +101,6 @@ class OutboxWorker:
         """Run until `stop`. On cancellation (hard stop) jobs in flight are abandoned with their
         lease and their rows come back later; errors of single jobs never end the worker."""
         try:
-            if self.reclaim_at_start:
-                count = await self.rt.store.write(
-                    lambda c: outbox_store.reclaim_running(c, now())
-                )
-                if count:
-                    log.warning("outbox: %d rows a previous process left running re-queued", count)
             headers = {"User-Agent": notifications.USER_AGENT}
             async with httpx.AsyncClient(headers=headers) as client:
                 self._client = client
@@ -142,7 +138,7 @@ class OutboxWorker:
             try:
                 done = await self._prune_batches(outbox_store.prune_done, before)
                 attempts = await self._prune_batches(deliveries.prune, before)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, StorageUnavailable) as exc:
                 log.warning("outbox: pruning failed, trying again later: %s", exc)
             else:
                 if done or attempts:
@@ -170,20 +166,34 @@ class OutboxWorker:
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         failures = 0
+        storage = Backoff(first=0.5, cap=MAX_IDLE)
+        reclaim = self.reclaim_at_start
         while not self._stopping:
             self._wake = trio.Event()  # reset before reading: no commit after this is missed
             self.limiter.total_tokens = self.rt.config.outbox.concurrency
             free = int(self.limiter.available_tokens)
             try:
+                if reclaim:
+                    await self._reclaim()
+                    reclaim = False
                 claimed = await self._claim(nursery, free) if free > 0 else 0
                 if free > 0 and claimed == free:
                     continue  # maybe more are due
                 await self._sleep(free, claimed)
                 failures = 0
+                storage.reset()
+            except StorageUnavailable:  # said once by the store's health; wait for it
+                await self.rt.store.health.wait(storage.next(), self._wake)
             except Exception:  # a database hiccup must not stop the follow-ups
                 failures += 1
                 log.exception("outbox: claiming failed (%d in a row)", failures)
                 await trio.sleep(min(MAX_IDLE, 0.5 * 2**failures))
+
+    async def _reclaim(self) -> None:
+        """Rows a previous process left `running` are queued again (nothing holds them)."""
+        count = await self.rt.store.write(lambda c: outbox_store.reclaim_running(c, now()))
+        if count:
+            log.warning("outbox: %d rows a previous process left running re-queued", count)
 
     async def _claim(self, nursery: trio.Nursery, free: int) -> int:
         exclude = frozenset(self.in_flight)
@@ -222,6 +232,8 @@ class OutboxWorker:
         try:
             with logs.bound(job_id=job.id, run_id=run_id, workspace=job.payload.get("workspace")):
                 await self._attempt(job)
+        except StorageUnavailable as exc:  # the lease brings it back once storage does
+            log.warning("outbox %s %s: could not record the outcome: %s", job.kind, job.id, exc)
         except Exception:  # the outcome could not be written: the lease brings it back
             log.exception("outbox %s %s: could not record the outcome", job.kind, job.id)
         finally:

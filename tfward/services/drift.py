@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from tfward.actors.runtime import Runtime
 from tfward.actors.workspace import Submitted
 from tfward.config import WorkspaceConfig
-from tfward.errors import NotFound
+from tfward.errors import NotFound, StorageUnavailable
 from tfward.ids import now
 from tfward.outbox.jobs import Teller
 from tfward.runs.model import Operation, Run
@@ -50,6 +50,8 @@ class DriftScheduler:
             while True:
                 try:
                     wait = await self.tick()
+                except StorageUnavailable:  # logged once by the store's health
+                    wait = RECHECK
                 except Exception:  # one bad tick must not end drift checks
                     log.exception("drift scheduler: tick failed")
                     wait = RECHECK

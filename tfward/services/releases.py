@@ -23,12 +23,13 @@ from tfward.actors.actions import cancel_run
 from tfward.actors.runtime import Runtime
 from tfward.actors.supervisor import Supervisor
 from tfward.actors.workspace import Submitted
-from tfward.errors import InvalidTransition, NotFound
+from tfward.errors import InvalidTransition, NotFound, StorageUnavailable
 from tfward.ids import now
 from tfward.releases import model
 from tfward.releases.decide import Action, CancelRun, Claim, Settle, Start, next_actions
 from tfward.releases.model import ItemStatus, Release
 from tfward.store import releases as release_store
+from tfward.store.health import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,19 @@ class ReleaseExecutor:
         a task for any release not driven yet. On cancellation (stop, daemon hard stop) the
         release tasks stop between transactions (a write in flight commits or rolls back
         first); whatever they claimed is resumed by the next executor."""
+        storage = Backoff(first=0.5, cap=MAX_BACKOFF)
         with self._scope:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
                     committed = self.rt.store.committed  # taken before reading: no missed wake
-                    for release_id in await self.rt.store.read(release_store.unfinished):
+                    try:
+                        unfinished = await self.rt.store.read(release_store.unfinished)
+                    except StorageUnavailable:  # logged once by the store's health
+                        await self.rt.store.health.wait(storage.next())
+                        continue
+                    storage.reset()
+                    for release_id in unfinished:
                         if release_id not in self._driving:
                             self._driving.add(release_id)
                             nursery.start_soon(
@@ -113,6 +121,10 @@ class ReleaseExecutor:
                 except InvalidTransition as exc:
                     log.debug("release %s: %s", release_id, exc)
                     await committed.wait()
+                    continue
+                except StorageUnavailable:  # logged once by the store's health
+                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                    await self.rt.store.health.wait(backoff)
                     continue
                 except Exception:
                     # A failed pass (e.g. the database briefly unavailable) changes nothing it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -145,14 +146,45 @@ def get_plan_json(conn: Connection, run_id: str) -> bytes:
     return sealing.unseal(conn, raw, "plan_json")
 
 
-def append_log(conn: Connection, run_id: str, first_seq: int, chunks: list[bytes]) -> None:
-    conn.execute(
-        insert(run_log_chunks),
-        [
-            {"run_id": run_id, "seq": first_seq + i, "data": c, "created_at": now()}
-            for i, c in enumerate(chunks)
-        ],
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """A piece of a run's log; `source`/`source_end`: the output file its terraform output came
+    from and the offset the log holds that file up to, with this chunk."""
+
+    data: bytes
+    source: str | None = None
+    source_end: int | None = None
+
+
+def append_log(
+    conn: Connection, run_id: str, first_seq: int, chunks: Sequence[LogChunk | bytes]
+) -> None:
+    rows = []
+    for i, chunk in enumerate(chunks):
+        if isinstance(chunk, bytes):
+            chunk = LogChunk(chunk)
+        rows.append(
+            {
+                "run_id": run_id,
+                "seq": first_seq + i,
+                "data": chunk.data,
+                "created_at": now(),
+                "source": chunk.source,
+                "source_end": chunk.source_end,
+            }
+        )
+    conn.execute(insert(run_log_chunks), rows)
+
+
+def log_sources(conn: Connection, run_id: str) -> dict[str, int]:
+    """Output file -> the offset the stored log holds it up to, for every file of the run
+    that has reached the log (recovery appends the rest of each)."""
+    rows = conn.execute(
+        select(run_log_chunks.c.source, func.max(run_log_chunks.c.source_end))
+        .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.source.is_not(None))
+        .group_by(run_log_chunks.c.source)
     )
+    return {str(source): int(end) for source, end in rows}
 
 
 def next_log_seq(conn: Connection, run_id: str) -> int:

@@ -147,6 +147,14 @@ def get_raw(conn: Connection, sv_id: str) -> bytes:
     return sealing.unseal(conn, raw, "state")
 
 
+def stored_sha256(conn: Connection, ws_id: str) -> set[str]:
+    """The sha256 of every state version of the workspace (what its backups may duplicate)."""
+    rows = conn.execute(
+        select(state_versions.c.sha256).where(state_versions.c.workspace_id == ws_id)
+    )
+    return {str(sha) for (sha,) in rows}
+
+
 def list_versions(conn: Connection, ws_id: str, limit: int = 100) -> list[StateVersion]:
     rows = conn.execute(
         select(*_COLUMNS)

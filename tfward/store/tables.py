@@ -148,6 +148,18 @@ run_log_chunks = Table(
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Terraform output in this chunk came from this output file of the run directory, and with
+    # it the log holds that file up to `source_end` (a byte offset): recovery appends the rest.
+    Column("source", String(128)),
+    Column("source_end", Integer),
+)
+
+# One row, rewritten by the storage probe while storage fails: a write that reaches the file.
+storage_probe = Table(
+    "storage_probe",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("probed_at", UTCDateTime, nullable=False),
 )
 
 plan_artifacts = Table(

@@ -4,7 +4,9 @@ Every request is authenticated first (auth.py): no or an unknown token -> 401, a
 -> 403; then its query string is checked (query.py). Errors never escape as a 500 for bad
 input: unknown workspace or run -> 404, a body that is not JSON -> 400, unknown fields or query
 parameters and bad values -> 422, a refused action -> 409 with the reason, a method the route
-does not take -> 405 with `Allow`.
+does not take -> 405 with `Allow`. While storage fails (docs/architecture.md §10) every write
+answers 503 with the reason and a `Retry-After`, at once; reads answer from the database where
+it still reads, else 503 too.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tfward.errors import (
     InvalidTransition,
     NotFound,
     StateRejected,
+    StorageUnavailable,
     WorkspaceLocked,
 )
 
@@ -49,6 +52,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024  # request bodies, in bytes: larger ones get 413
+# Methods that only read: answered while storage fails, as far as the database still reads.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRY_AFTER = "5"
+
 _STATUS = {
     NotFound: 404,
     BadRequest: 422,
@@ -91,6 +98,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def authenticate() -> None:
         await auth.authenticate(daemon.tokens, run_credential)
         query.check()
+        degraded = daemon.store.health.degraded
+        if degraded is not None and request.method not in _READS:
+            raise StorageUnavailable(degraded.problem, degraded.reason)
+
+    _storage_errors(app, daemon)
 
     @app.errorhandler(AccessDenied)
     async def denied(exc: AccessDenied) -> tuple[Response, int, dict[str, str]]:
@@ -114,7 +126,12 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"data": {"status": "stopping" if daemon.stopping else "ok"}}
+        """Liveness, and whether storage is degraded (then `status` is `degraded` and
+        `storage` says why and since when). Always 200 while the daemon runs: restarting it
+        would not cure its storage."""
+        storage = daemon.store.health.status()
+        status = "stopping" if daemon.stopping else str(storage["status"])
+        return {"data": {"status": status, "storage": storage}}
 
     @app.get("/api/v1/recovery")
     async def recovery() -> dict[str, Any]:
@@ -134,6 +151,17 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_audit.register(app, daemon)
     openapi.register(app, daemon)
     return app
+
+
+def _storage_errors(app: QuartTrio, daemon: Daemon) -> None:
+    """503 with one line saying why storage is degraded, and when to try again."""
+
+    @app.errorhandler(StorageUnavailable)
+    async def storage_unavailable(exc: StorageUnavailable) -> tuple[Response, int, dict[str, str]]:
+        degraded = daemon.store.health.degraded
+        message = degraded.describe() if degraded is not None else str(exc)
+        response, status = error(503, f"{message}; nothing was changed, try again later")
+        return response, status, {"Retry-After": RETRY_AFTER}
 
 
 def _handler(status: int) -> Any:

@@ -51,7 +51,13 @@ _ERRORS = {
         "Invalid",
         "An unknown field or query parameter, a value of the wrong type, or a bad value.",
     ),
-    503: ("Unavailable", "The daemon is stopping, or the feature is not available."),
+    503: (
+        "Unavailable",
+        "The daemon is stopping, the feature is not available, or storage is degraded (a "
+        "full disk, a read-only or locked database: the message says which and since when; "
+        "`Retry-After` says when to try again). Writes answer it at once while storage "
+        "fails; reads only when the database does not read either.",
+    ),
 }
 # The methods an OpenAPI path item has fields for; others go under X_METHODS.
 _OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
@@ -125,7 +131,9 @@ class Paths:
             str(status): {"description": summary, "content": {media: {"schema": ok}}}
         }
         answers.update({str(code): answer for code, answer in (responses or {}).items()})
-        for code in sorted({*errors, *denials}):
+        # Anything but the liveness probe may meet degraded storage (docs/architecture.md §10).
+        storage = {503} if rule != "/healthz" else set()
+        for code in sorted({*errors, *denials, *storage}):
             answers[str(code)] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
         operation: dict[str, Any] = {
             "operationId": operation_id,

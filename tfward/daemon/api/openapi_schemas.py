@@ -413,7 +413,22 @@ _CALLBACK: Schema = {
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _ERROR,
-    "Health": record({"status": enum(["ok", "stopping"])}),
+    "Health": record(
+        {
+            "status": enum(["ok", "degraded", "stopping"]),
+            "storage": record(
+                {
+                    "status": enum(["ok", "degraded"]),
+                    "problem": enum(
+                        ["disk_full", "read_only", "locked", "io_error", "unavailable"]
+                    ),
+                    "reason": {"type": "string"},
+                    "since": {"type": "string"},
+                },
+                optional=("problem", "reason", "since"),
+            ),
+        }
+    ),
     "RecoveryReport": {"type": "object", "additionalProperties": array(ANY)},
     "Run": _RUN,
     "Lock": _LOCK,
