@@ -141,11 +141,12 @@ def _add_check_config(sub: Any) -> None:
     )
 
 
-def load_checked(path: str) -> Config:
+def load_checked(path: str, *, passing: bool = True) -> Config:
     """The config at `path`, refused (ConfigError with every problem) also when the daemon
-    could not write its directories."""
+    could not write its directories; `passing=False` (serve) lets a storage fault that may
+    pass through: the daemon starts and waits for storage (daemon/preflight.py)."""
     config = load_config(path)
-    problems = storage_problems(config)
+    problems = storage_problems(config, passing=passing)
     if problems:
         raise ConfigError.collected(problems)
     return config
@@ -207,7 +208,7 @@ def serve_command(path: str, level: str, log_format: str = "json") -> int:
     ConfigError raised while it starts (a directory that became unwritable after the check)
     comes out of trio's exception groups as itself."""
     os.umask(0o077)
-    config = load_checked(path)
+    config = load_checked(path, passing=False)
     logs.setup(level, log_format)
     if not config.workspaces:
         logging.getLogger("tfward").warning(_NO_WORKSPACE.format(path=path))
