@@ -76,13 +76,13 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         store = daemon.store
         real_read, real_write = store.read, store.write
 
-        async def counted_read(fn: Any) -> Any:
+        async def counted_read(fn: Any, **kwargs: Any) -> Any:
             counts["db_reads"] += 1
-            return await real_read(fn)
+            return await real_read(fn, **kwargs)
 
-        async def counted_write(fn: Any) -> Any:
+        async def counted_write(fn: Any, **kwargs: Any) -> Any:
             counts["db_writes"] += 1
-            return await real_write(fn)
+            return await real_write(fn, **kwargs)
 
         store.read, store.write = counted_read, counted_write  # type: ignore[method-assign]
 
