@@ -54,9 +54,12 @@ def enqueue(
     key: str,
     run_id: str | None = None,
     workspace_id: str | None = None,
+    done: bool = False,
 ) -> bool:
     """Add an outbox row in the caller's transaction. The idempotency key makes a repeat a
-    no-op; returns whether a row was added."""
+    no-op; returns whether a row was added. `done`: there is nothing to do (a notification no
+    destination wants): the row is written `done`, a record of the event the worker never
+    claims."""
     if conn.execute(select(outbox.c.id).where(outbox.c.idempotency_key == key)).first():
         return False
     seq = conn.execute(select(func.coalesce(func.max(outbox.c.seq), 0) + 1)).scalar_one()
@@ -69,11 +72,12 @@ def enqueue(
             payload=payload,
             run_id=run_id,
             workspace_id=workspace_id,
-            status="queued",
+            status=DONE if done else QUEUED,
             attempts=0,
             next_attempt_at=created,
             idempotency_key=key,
             created_at=created,
+            done_at=created if done else None,
         )
     )
     return True
@@ -114,11 +118,13 @@ def notify(
     run: Run | None = None,
     run_id: str | None = None,
     message: str | None = None,
+    wanted: bool = True,
     **extra: Any,
 ) -> bool:
     """Queue a notification (a `notify` row, fanned out to destinations by the worker) in the
     caller's transaction; see `notification` for the payload. Returns whether a row was added
-    (the idempotency `key` makes a repeat a no-op)."""
+    (the idempotency `key` makes a repeat a no-op). `wanted` False: no destination wants it
+    (`Config.notifies`): the row records the event, `done` at once, with nothing to send."""
     payload = notification(
         trigger, workspace=workspace, run=run, run_id=run_id, message=message, **extra
     )
@@ -129,12 +135,15 @@ def notify(
         key=key,
         run_id=run.id if run is not None else run_id,
         workspace_id=workspace_id,
+        done=not wanted,
     )
 
 
-def notify_status(conn: Connection, run: Run, workspace_id: str, trigger: str) -> bool:
+def notify_status(
+    conn: Connection, run: Run, workspace_id: str, trigger: str, *, wanted: bool = True
+) -> bool:
     """A run reached a status a destination may watch (`run:planning`, `run:needs_attention`,
-    `run:applying`); one row per status change."""
+    `run:applying`); one row per status change (`wanted`: see `notify`)."""
     changed = run.status_changed_at.isoformat() if run.status_changed_at else None
     return notify(
         conn,
@@ -142,6 +151,7 @@ def notify_status(conn: Connection, run: Run, workspace_id: str, trigger: str) -
         key=f"notify:{run.id}:{trigger}:{changed}",
         workspace_id=workspace_id,
         run=run,
+        wanted=wanted,
     )
 
 

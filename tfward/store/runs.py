@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
@@ -64,6 +64,7 @@ def run_from_row(row: Row[Any], workspace_name: str) -> Run:
         discard_requested_at=m["discard_requested_at"],
         discard_requested_by=m["discard_requested_by"],
         discard_reason=m["discard_reason"],
+        plan_json_error=m["plan_json_error"],
     )
 
 
@@ -94,26 +95,29 @@ def _values(run: Run) -> dict[str, Any]:
         "discard_requested_at": run.discard_requested_at,
         "discard_requested_by": run.discard_requested_by,
         "discard_reason": run.discard_reason,
+        "plan_json_error": run.plan_json_error,
     }
 
 
-def _select() -> Any:
-    return (
-        select(
-            runs,
-            workspaces.c.name.label("workspace_name"),
-            configuration_versions.c.sha256.label("configuration_sha256"),
-        )
-        .join(workspaces, workspaces.c.id == runs.c.workspace_id)
-        .outerjoin(
-            configuration_versions,
-            configuration_versions.c.id == runs.c.configuration_version_id,
-        )
+# Built once: a run is read on every step of a run and every API call about one, and building
+# the joined select each time cost more than running it.
+_SELECT = (
+    select(
+        runs,
+        workspaces.c.name.label("workspace_name"),
+        configuration_versions.c.sha256.label("configuration_sha256"),
     )
+    .join(workspaces, workspaces.c.id == runs.c.workspace_id)
+    .outerjoin(
+        configuration_versions,
+        configuration_versions.c.id == runs.c.configuration_version_id,
+    )
+)
+_BY_ID = _SELECT.where(runs.c.id == bindparam("run_id"))
 
 
 def get_run(conn: Connection, run_id: str) -> Run:
-    row = conn.execute(_select().where(runs.c.id == run_id)).first()
+    row = conn.execute(_BY_ID, {"run_id": run_id}).first()
     if row is None:
         raise NotFound(f"run {run_id} not found")
     return run_from_row(row, row.workspace_name)
@@ -142,10 +146,12 @@ def create_run(
     variable_overrides: Mapping[str, Any] | None = None,
     source_run_id: str | None = None,
     refresh_only: bool = False,
+    notified: bool = True,
 ) -> Run:
-    """Insert a pending run, with its `run:created` notification in the same transaction. A
-    pinned configuration version (a release's, or one a caller chose) is the run's from the
-    start; the pipeline applies exactly that instead of a new snapshot."""
+    """Insert a pending run, with its `run:created` notification in the same transaction
+    (`notified` False: no destination wants it, the row is written done). A pinned
+    configuration version (a release's, or one a caller chose) is the run's from the start;
+    the pipeline applies exactly that instead of a new snapshot."""
     seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
     created = now()
     run = Run(
@@ -188,7 +194,7 @@ def create_run(
             **_values(run),
         )
     )
-    followups.notify_created(conn, run, workspace_id)
+    followups.notify_created(conn, run, workspace_id, wanted=notified)
     return run
 
 
@@ -273,7 +279,7 @@ def list_runs(
     limit: int | None = 100,
     oldest_first: bool = False,
 ) -> list[Run]:
-    query = _select()
+    query = _SELECT
     if workspace_id is not None:
         query = query.where(runs.c.workspace_id == workspace_id)
     if statuses:

@@ -59,7 +59,10 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if operation is not Operation.PLAN:  # a speculative plan needs `plan`, the gate's check
             auth.require_role("apply")
         targets, replace = string_list(body, "targets"), string_list(body, "replace")
-        ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
+        # A configured workspace's id is known in memory: no read on the way to the run.
+        ws_id = daemon.rt.workspace_ids.get(name)
+        if ws_id is None:  # not configured: 404, as the database names it
+            ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
         ws = daemon.rt.workspace(name)
         auto_apply, by = body.get("auto_apply"), auth.caller()
         cv_id = body.get("configuration_version_id")
@@ -78,6 +81,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 replace=replace,
                 created_by=by,
                 pinned_configuration_version_id=cv_id,
+                notified=daemon.rt.notifies(name, "run:created"),
             )
 
         run = await store.write(tx)
