@@ -223,15 +223,24 @@ def save_final(conn: Connection, before: Run, after: Run) -> Run:
     return _compare_and_set(conn, before, after)
 
 
+# Hot statements are built once, with bind parameters: building an UPDATE of a run's columns
+# took ten times as long as running it (docs/architecture.md §12, bench/README.md).
+_UPDATE_IF = update(runs).where(
+    runs.c.id == bindparam("b_id"), runs.c.status == bindparam("b_status")
+)
+_UPDATE = update(runs).where(runs.c.id == bindparam("b_id"))
+
+
 def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     if before == after:
         return after
-    result = conn.execute(
-        update(runs)
-        .where(runs.c.id == before.id, runs.c.status == str(before.status))
-        .values(**_values(after))
-    )
-    if result.rowcount != 1:
+    old, new = _values(before), _values(after)
+    # Only what changed: the SET clause is made from these keys (one compiled form per set).
+    changed = {key: value for key, value in new.items() if old[key] != value}
+    if not changed:
+        return after  # what only the read knows differs (the configuration's sha256)
+    params = {**changed, "b_id": before.id, "b_status": str(before.status)}
+    if conn.execute(_UPDATE_IF, params).rowcount != 1:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
     return after
 
@@ -247,20 +256,19 @@ def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple
 def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | None) -> None:
     """Record the terraform PID and its stage before it matters after a crash
     (docs/architecture.md §2)."""
-    conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(pid=pid, pid_stage=str(stage) if stage else None)
-    )
+    conn.execute(_UPDATE, {"b_id": run_id, "pid": pid, "pid_stage": str(stage) if stage else None})
 
 
 def set_configuration(
     conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
 ) -> None:
     conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(configuration_version_id=cv_id, planned_state_version_id=state_version_id)
+        _UPDATE,
+        {
+            "b_id": run_id,
+            "configuration_version_id": cv_id,
+            "planned_state_version_id": state_version_id,
+        },
     )
 
 
