@@ -7,14 +7,13 @@ demand: the fake terraform prints no JSON (`show.invalid_json`) or exits 1."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
-from harness import FAKE_TERRAFORM, demo_workspace, facts, running_daemon, write_config
+from fakeshow import FAKE, MESSAGES, commands, fake_show_workspace
+from harness import demo_workspace, facts, running_daemon, write_config
 from taskservice import TaskService, callback_body, task_table, write_task_config
 
 GATE = [{"task": "gate", "stages": ["post_plan"], "enforcement": "mandatory"}]
@@ -60,31 +59,6 @@ async def test_a_user_lock_taken_while_a_run_plans_ends_the_run_failed_lock(
     assert "run:needs_attention" not in found["triggers"]
     assert "[tfward] run finished: failed (lock)" in found["log"]
     assert not list((tmp_path / "demo-store").iterdir())
-
-
-FAKE = {"binary": str(FAKE_TERRAFORM)}
-
-
-def fake_show_workspace(tmp_path: Path, failure: str, **settings: Any) -> dict[str, Any]:
-    """A workspace for the fake terraform (`FAKE`), whose `show -json` fails as `failure`
-    says; every call is recorded in `calls.jsonl`."""
-    script = tmp_path / "fake-script.json"
-    show = {"invalid_json": True} if failure == "invalid_json" else {"exit": 1}
-    script.write_text(json.dumps({"show": show}))
-    ws = demo_workspace(tmp_path, things=1, **settings)
-    ws["env"] |= {"FAKE_TF_SCRIPT": str(script), "FAKE_TF_CALLS": str(tmp_path / "calls.jsonl")}
-    return ws
-
-
-MESSAGES = {
-    "invalid_json": "terraform show -json printed no JSON document: the plan cannot be reviewed",
-    "exit_1": "terraform show -json failed (exit 1): the plan cannot be reviewed",
-}
-
-
-def commands(tmp_path: Path) -> list[str]:
-    lines = (tmp_path / "calls.jsonl").read_text().splitlines()
-    return [json.loads(line)["command"] for line in lines]
 
 
 @pytest.mark.parametrize("failure", ["invalid_json", "exit_1"])
