@@ -16,6 +16,8 @@ from fakeshow import FAKE, MESSAGES, commands, fake_show_workspace
 from harness import demo_workspace, facts, running_daemon, write_config
 from taskservice import TaskService, callback_body, task_table, write_task_config
 
+from tfward.actors.planner import summary_changes
+
 GATE = [{"task": "gate", "stages": ["post_plan"], "enforcement": "mandatory"}]
 
 
@@ -107,3 +109,19 @@ async def test_a_speculative_plan_whose_show_json_fails_still_finishes_and_says_
         plan = await api.http.get(f"/api/v1/runs/{run['id']}/plan")
     assert plan.json() is None
     assert MESSAGES["exit_1"] in (await facts(daemon, run["id"]))["log"]
+
+
+@pytest.mark.parametrize(
+    ("line", "counts"),
+    [
+        ("Plan: 3 to add, 0 to change, 1 to destroy.", (3, 0, 1)),
+        ("Plan: 0 to add, 12 to change, 0 to destroy.", (0, 12, 0)),
+        (None, (0, 0, 0)),
+        ("No changes. Your infrastructure matches the configuration.", (0, 0, 0)),
+    ],
+)
+def test_the_counts_of_a_plan_whose_json_comes_later_are_terraforms_plan_line(
+    line: str | None, counts: tuple[int, int, int]
+) -> None:
+    found = summary_changes(line)
+    assert (found.add, found.change, found.destroy) == counts
