@@ -31,7 +31,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,7 @@ _Beat = None  # a quiet interval passed
 
 async def run_feed(
     daemon: Daemon, run_id: str, offset: int
-) -> AsyncIterator[LogPiece | RunChanged | None]:
+) -> AsyncGenerator[LogPiece | RunChanged | None, None]:
     """What happens to a run, from byte `offset` of its log on: log pieces as they are
     stored, its view when it changed (first at once), None for a quiet heartbeat interval,
     until it ends (the last item: `RunChanged` with `last`) or the hub closes. NotFound before
@@ -120,25 +121,33 @@ async def _quietly(sub: Subscription, heartbeat: float) -> set[Key] | None:
 
 async def run_events(daemon: Daemon, run_id: str, offset: int) -> AsyncIterator[bytes]:
     """The run's event stream (see the module's docstring)."""
-    async for item in run_feed(daemon, run_id, offset):
-        if isinstance(item, LogPiece):
-            lines = item.data.decode("utf-8", "replace")
-            data = encode({"offset": item.offset, "lines": lines})
-            yield sse("log", data, item.offset + len(item.data))
-        elif isinstance(item, RunChanged):
-            yield sse("run", item.entry.view)
-            if item.last:
-                run = item.entry.run
-                yield sse("end", encode({"id": run.id, "status": str(run.status)}))
-        else:
-            yield HEARTBEAT
+    async with aclosing(run_feed(daemon, run_id, offset)) as feed:
+        async for item in feed:
+            yield _run_event(item)
+
+
+def _run_event(item: LogPiece | RunChanged | None) -> bytes:
+    """An item of `run_feed` as server-sent events."""
+    if isinstance(item, LogPiece):
+        lines = item.data.decode("utf-8", "replace")
+        data = encode({"offset": item.offset, "lines": lines})
+        return sse("log", data, item.offset + len(item.data))
+    if isinstance(item, RunChanged):
+        if not item.last:
+            return sse("run", item.entry.view)
+        run = item.entry.run
+        return sse("run", item.entry.view) + sse(
+            "end", encode({"id": run.id, "status": str(run.status)})
+        )
+    return HEARTBEAT
 
 
 async def followed_log(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
     """The run's log from the start, as it is stored, until the run ends."""
-    async for item in run_feed(daemon, run_id, 0):
-        if isinstance(item, LogPiece):
-            yield item.data
+    async with aclosing(run_feed(daemon, run_id, 0)) as feed:
+        async for item in feed:
+            if isinstance(item, LogPiece):
+                yield item.data
 
 
 def summary_view(summary: overview.Summary) -> dict[str, Any]:
