@@ -97,6 +97,8 @@ class Store:
         self._write_retries = write_retries
         # What committed writes changed, told to those waiting for it (changes.py).
         self.changes = ChangeHub()
+        # Transactions started by `read` and `write` (tests and benchmarks count them).
+        self.reads = self.writes = 0
         self.health = StorageHealth()
 
     def migrate(self) -> None:
@@ -147,6 +149,7 @@ class Store:
         propagate."""
 
         async def attempt() -> T:
+            self.reads += 1
             async with self._read_limiter:
                 try:
                     result, _ = await trio.to_thread.run_sync(
@@ -174,6 +177,7 @@ class Store:
         async with self._write_limiter:
             retries = 0 if self.health.failing else self._write_retries
             for attempt in range(retries + 1):
+                self.writes += 1
                 try:
                     result, keys = await trio.to_thread.run_sync(self._transaction, fn)
                 except OperationalError as exc:

@@ -60,6 +60,7 @@ class RunViews:
         self.size = size
         self._entries: OrderedDict[str, RunEntry] = OrderedDict()
         self._epoch = 0
+        self._reading: dict[str, trio.Event] = {}
         self.hits = self.misses = 0
         store.changes.listen(self._changed)
 
@@ -78,19 +79,29 @@ class RunViews:
         return entry
 
     async def get(self, run_id: str) -> RunEntry:
-        """The run's entry, read from the store when none is kept. Raises NotFound for an
-        unknown run and StorageUnavailable when the database does not read; a cancelled read
-        is abandoned (Store.read)."""
-        entry = self.cached(run_id)
-        if entry is not None:
-            return entry
+        """The run's entry, read from the store when none is kept; callers that ask while a
+        read of the run is in flight wait for it (twenty followers woken by one change make
+        one read). Raises NotFound for an unknown run and StorageUnavailable when the database
+        does not read; a cancelled read is abandoned (Store.read) and another caller reads."""
+        while (entry := self.cached(run_id)) is None:
+            reading = self._reading.get(run_id)
+            if reading is None:
+                return await self._read(run_id)
+            await reading.wait()  # filled by then, unless a change raced it or it failed
+        return entry
+
+    async def _read(self, run_id: str) -> RunEntry:
         self.misses += 1
         epoch = self._epoch
-        run = await self.store.read(lambda c: run_store.get_run(c, run_id))
+        done = self._reading[run_id] = trio.Event()
+        try:
+            run = await self.store.read(lambda c: run_store.get_run(c, run_id))
+        finally:
+            del self._reading[run_id]
+            done.set()
         view = encode(run_view(run))
-        entry = RunEntry(
-            run, view, envelope(view), trio.current_time() + self.store.changes.fallback
-        )
+        expires = trio.current_time() + self.store.changes.fallback
+        entry = RunEntry(run, view, envelope(view), expires)
         if epoch == self._epoch:  # no run changed while it was read: it is current
             self._entries[run_id] = entry
             if len(self._entries) > self.size:

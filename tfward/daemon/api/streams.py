@@ -1,9 +1,11 @@
 """The API's streams: a run's events (server-sent events), its followed log, workspace events.
 
-    GET /api/v1/runs/{id}/events   event: run   data: the run's view, after each change
+    GET /api/v1/runs/{id}/events   event: run   data: the run's view, first, then after each
+                                                change
                                    event: log   data: {"offset": N, "lines": "..."}, id: the
                                                 offset just past those lines
-                                   event: end   data: {"id": ..., "status": ...}; then it closes
+                                   event: end   data: {"id": ..., "status": ...} once the run
+                                                has ended and all its log was sent; it closes
     GET /api/v1/runs/{id}/logs?follow=true      the log's bytes as they are stored
     GET /api/v1/events             event: workspace          data: a workspace's summary row
                                    event: workspace_removed  data: {"name": ...}
@@ -17,7 +19,8 @@ cost about one. Quiet streams get a comment every `[daemon] event_heartbeat` (15
 
 `Last-Event-ID: N` (an offset a `log` event gave) resumes a run's stream from byte N of the
 log: every line after it, none twice. The `run` event comes first on every connection and
-carries no id (the last offset stays the one to resume from). A workspace stream starts with
+carries no id (the last offset stays the one to resume from); a view is sent before the log
+lines stored after it was read. A workspace stream starts with
 every configured workspace on every connection, so it needs no id to resume.
 
 Streams end when the daemon has drained its runs and closes the hub, before the API stops
@@ -72,7 +75,7 @@ class LogPiece:
 @dataclass(frozen=True, slots=True)
 class RunChanged:
     entry: RunEntry
-    last: bool  # the run has ended: nothing follows
+    last: bool  # the run has ended and its whole log was sent: nothing follows
 
 
 _Beat = None  # a quiet interval passed
@@ -81,24 +84,27 @@ _Beat = None  # a quiet interval passed
 async def run_feed(
     daemon: Daemon, run_id: str, offset: int
 ) -> AsyncGenerator[LogPiece | RunChanged | None, None]:
-    """What happens to a run, from byte `offset` of its log on: log pieces as they are
-    stored, its view when it changed (first at once), None for a quiet heartbeat interval,
-    until it ends (the last item: `RunChanged` with `last`) or the hub closes. NotFound before
-    anything for an unknown run; StorageUnavailable when the database does not read."""
+    """What happens to a run, from byte `offset` of its log on: its view when it changed
+    (first at once), log pieces as they are stored, None for a quiet heartbeat interval; once
+    it has ended and its log is sent, `RunChanged` with `last`, and nothing more. Ends early
+    when the hub closes. NotFound before anything for an unknown run; StorageUnavailable when
+    the database does not read."""
     hub = daemon.store.changes
     sent = b""
     with hub.subscribe(Key.run(run_id), Key.log(run_id)) as sub:
         while True:
             # Read before the log is drained: what a run stored before it ended is sent.
             entry = await daemon.run_views.get(run_id)
+            if entry.view != sent:
+                sent = entry.view
+                yield RunChanged(entry, False)
             while data := await _stored(daemon, run_id, offset):
                 yield LogPiece(offset, data)
                 offset += len(data)
-            ended = entry.run.status.is_terminal
-            if entry.view != sent or ended:
-                sent = entry.view
-                yield RunChanged(entry, ended)
-            if ended or hub.closed:
+            if entry.run.status.is_terminal:
+                yield RunChanged(entry, True)
+                return
+            if hub.closed:
                 return
             while await _quietly(sub, daemon.config.daemon.event_heartbeat) is None:
                 yield _Beat
@@ -136,9 +142,7 @@ def _run_event(item: LogPiece | RunChanged | None) -> bytes:
         if not item.last:
             return sse("run", item.entry.view)
         run = item.entry.run
-        return sse("run", item.entry.view) + sse(
-            "end", encode({"id": run.id, "status": str(run.status)})
-        )
+        return sse("end", encode({"id": run.id, "status": str(run.status)}))
     return HEARTBEAT
 
 
