@@ -152,7 +152,7 @@ class Subscription:
 
 class ChangeHub:
     """Publishes committed changes to subscriptions; counts what it published and whom it woke
-    (per topic: `published`, `wakeups`), which /metrics shows and tests read."""
+    (per topic: `published`, `wakeups`), which tests and benchmarks read."""
 
     def __init__(self, fallback: float = FALLBACK) -> None:
         self.fallback = fallback
