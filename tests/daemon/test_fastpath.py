@@ -45,7 +45,10 @@ async def test_the_fast_path_answers_a_get_of_a_run_exactly_as_the_route_does(
             created = await http.post("/api/v1/workspaces/demo/runs", json={"operation": "plan"})
             run = created.json()["data"]
             path = f"/api/v1/runs/{run['id']}"
-            params = {"wait_status": "planned_and_finished", "wait_timeout": 60}
+            params: dict[str, str | int] = {
+                "wait_status": "planned_and_finished",
+                "wait_timeout": 60,
+            }
             ended = await http.get(path, params=params, timeout=70)  # it changes no more
             assert ended.json()["data"]["status"] == "planned_and_finished"
         requests = [
