@@ -79,7 +79,7 @@ class _Start:
     that starts planning now what `fetching` needs from the store."""
 
     run: Run
-    log_seq: int
+    log_end: tuple[int, int]  # the next chunk's seq, the stored log's length
     inputs: rundir.Inputs | None
 
 
@@ -232,20 +232,20 @@ class RunPipeline:
         ws_id, run_id = self.ws_id, self.run_id
 
         def tx(conn: Connection) -> _Start:
-            seq = artifacts.next_log_seq(conn, run_id)
+            end = artifacts.log_end(conn, run_id)
             run = run_store.get_run(conn, run_id)
             if run.status is not Status.PENDING:
-                return _Start(run, seq, None)
+                return _Start(run, end, None)
             planning = run_store.save(conn, run, model.start_planning(run, now()))
             outbox_store.notify_status(
                 conn, planning, ws_id, "run:planning", wanted=self._notifies(run, "run:planning")
             )
             self.remote_state.issue_in(conn)
             pinned = run.pinned_configuration_version_id
-            return _Start(planning, seq, rundir.read_inputs(conn, ws_id, pinned))
+            return _Start(planning, end, rundir.read_inputs(conn, ws_id, pinned))
 
         start = await self.rt.store.write(tx)
-        await self.log.open(start.log_seq)
+        await self.log.open(start.log_end)
         if start.inputs is not None:
             self.remote_state.issued = True
             self.phase = Phase.PLANNING

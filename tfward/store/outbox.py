@@ -32,6 +32,7 @@ from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
 from tfward.runs.model import Run
 
+from .changes import OUTBOX, touch
 from .tables import outbox, workspaces
 
 QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
@@ -98,6 +99,8 @@ def enqueue(
             "done_at": created if done else None,
         },
     )
+    if not done:
+        touch(conn, OUTBOX)  # due now: the worker looks
     return True
 
 
@@ -305,6 +308,8 @@ def reclaim_running(conn: Connection, when: datetime) -> int:
         .where(outbox.c.status == RUNNING)
         .values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
     )
+    if result.rowcount:
+        touch(conn, OUTBOX)
     return int(result.rowcount)
 
 
@@ -320,6 +325,7 @@ def retry_dead(conn: Connection, row_id: str, when: datetime) -> dict[str, Any]:
         .where(outbox.c.id == row_id, outbox.c.status == DEAD)
         .values(status=QUEUED, attempts=0, next_attempt_at=when, lease_expires_at=None)
     )
+    touch(conn, OUTBOX)
     return get_row(conn, row_id)
 
 

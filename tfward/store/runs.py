@@ -20,7 +20,8 @@ from tfward.runs.model import (
 )
 
 from . import followups
-from .tables import configuration_versions, runs, workspaces
+from .changes import Key, touch
+from .tables import configuration_versions, release_items, runs, workspaces
 
 
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
@@ -195,6 +196,7 @@ def create_run(
         )
     )
     followups.notify_created(conn, run, workspace_id, wanted=notified)
+    touch(conn, Key.run(run.id), Key.workspace(workspace_id))
     return run
 
 
@@ -225,10 +227,13 @@ def save_final(conn: Connection, before: Run, after: Run) -> Run:
 
 # Hot statements are built once, with bind parameters: building an UPDATE of a run's columns
 # took ten times as long as running it (docs/architecture.md §12, bench/README.md).
-_UPDATE_IF = update(runs).where(
-    runs.c.id == bindparam("b_id"), runs.c.status == bindparam("b_status")
+_UPDATE_IF = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_id"), runs.c.status == bindparam("b_status"))
+    .returning(runs.c.workspace_id)
 )
 _UPDATE = update(runs).where(runs.c.id == bindparam("b_id"))
+_UPDATE_RETURNING = _UPDATE.returning(runs.c.workspace_id)
 
 
 def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
@@ -240,9 +245,23 @@ def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     if not changed:
         return after  # what only the read knows differs (the configuration's sha256)
     params = {**changed, "b_id": before.id, "b_status": str(before.status)}
-    if conn.execute(_UPDATE_IF, params).rowcount != 1:
+    ws_id = conn.execute(_UPDATE_IF, params).scalar()
+    if ws_id is None:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
+    _touch_run(conn, after, str(ws_id))
     return after
+
+
+def _touch_run(conn: Connection, run: Run, ws_id: str) -> None:
+    """A run's row changed: so did its workspace's view (current and latest run, queue) and,
+    for a release item's run, its release's (changes.py)."""
+    touch(conn, Key.run(run.id), Key.workspace(ws_id))
+    if run.release_item_id is not None:
+        release_id = conn.execute(
+            select(release_items.c.release_id).where(release_items.c.id == run.release_item_id)
+        ).scalar()
+        if release_id is not None:
+            touch(conn, Key.release(str(release_id)))
 
 
 def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple[Run, Run]:
@@ -262,14 +281,16 @@ def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | N
 def set_configuration(
     conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
 ) -> None:
-    conn.execute(
-        _UPDATE,
+    ws_id = conn.execute(
+        _UPDATE_RETURNING,
         {
             "b_id": run_id,
             "configuration_version_id": cv_id,
             "planned_state_version_id": state_version_id,
         },
-    )
+    ).scalar()
+    if ws_id is not None:  # the run shows its configuration version
+        touch(conn, Key.run(run_id), Key.workspace(str(ws_id)))
 
 
 def planned_state_version(conn: Connection, run_id: str) -> str | None:
