@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -87,8 +88,15 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     row = conn.execute(
         select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
     ).first()
-    if row is None:
-        return None
+    return None if row is None else _lock(row)
+
+
+def all_locks(conn: Connection) -> dict[str, Lock]:
+    """Every lock held now, by workspace id (one query, for the web page's overview)."""
+    return {row.workspace_id: _lock(row) for row in conn.execute(select(workspace_locks))}
+
+
+def _lock(row: Any) -> Lock:
     terraform = (
         None
         if row.lock_id is None

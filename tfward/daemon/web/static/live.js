@@ -1,0 +1,1 @@
+// live updates: filled in once the run event streams land
