@@ -1,7 +1,8 @@
 """Terraform's (and hooks') ANSI colours as HTML: a small SGR-to-span converter.
 
 Only SGR sequences (`ESC [ ... m`) are rendered: bold, faint, italic, underline, the eight
-colours and their bright forms, foreground and background, and their resets. Every other
+colours and their bright forms, foreground and background, and their resets (256 and true
+colours are skipped with their arguments). Every other
 escape sequence is dropped. The text between them is HTML-escaped, so a log line can never
 become markup; what comes out is spans with fixed class names (`a-b`, `a-fg1`, ...) that the
 stylesheet colours. static/live.js does the same for lines that arrive live.
@@ -15,7 +16,9 @@ from dataclasses import dataclass, replace
 from markupsafe import Markup, escape
 
 # An SGR sequence, or any other CSI / OSC / two-character escape (dropped).
-_ESCAPE = re.compile(r"\x1b(?:\[([0-9;]*)m|\[[0-9;?]*[A-Za-z]|\][^\x07\x1b]*(?:\x07|\x1b\\)|.)")
+_ESCAPE = re.compile(
+    r"\x1b(?:\[([0-9;]*)m|\[[0-9;?]*[A-Za-z]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|.)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +54,14 @@ PLAIN = Style()
 def apply_sgr(style: Style, params: str) -> Style:
     """The style after one SGR sequence with `params` (`"1;31"`; empty means reset). Pure."""
     codes = [int(p) if p else 0 for p in params.split(";")] if params else [0]
-    for code in codes:
+    i = 0
+    while i < len(codes):
+        code = codes[i]
+        if code in (38, 48):  # 256 colours (5;N) or true colour (2;R;G;B): not rendered
+            i += 3 if codes[i + 1 : i + 2] == [5] else 5
+            continue
         style = _one(style, code)
+        i += 1
     return style
 
 
@@ -80,7 +89,7 @@ def _one(style: Style, code: int) -> Style:
         return replace(style, bg=code - 40)
     if 100 <= code <= 107:
         return replace(style, bg=code - 100 + 8)
-    return style  # 256 colours and the rest: left as they are
+    return style  # blinking and the rest: left as they are
 
 
 def to_html(text: str) -> Markup:

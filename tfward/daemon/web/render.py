@@ -31,15 +31,19 @@ _ENV = Environment(
 )
 
 
-def when(value: datetime | None) -> str:
-    """A time as people read it here: UTC, to the second."""
-    if value is None:
+def when(value: datetime | str | None) -> str:
+    """A time (or an API view's RFC 3339 text) as people read it here: UTC, to the second."""
+    if not value:
         return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def iso(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def iso(value: datetime | str | None) -> str:
+    if not value or isinstance(value, str):
+        return value or ""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def took(seconds: float | None) -> str:
