@@ -59,7 +59,9 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_not
                 locked = await web.post("/workspaces/demo/actions/lock", data=form)
                 assert locked.status_code == 403, form
                 assert "CSRF" in message_of(locked)
-                started = await web.post("/workspaces/demo/runs", data={**form, "operation": "plan"})
+                started = await web.post(
+                    "/workspaces/demo/runs", data={**form, "operation": "plan"}
+                )
                 assert started.status_code == 403
             # Another session's token is no better.
             async with session(daemon, token_for("alice", "apply")) as other:

@@ -4,6 +4,7 @@ buttons each role gets."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from harness import (
     write_config,
 )
 from pages import message_of, page_csrf, session
+from sqlalchemy import Connection
 
 from tfward.config import Config
 from tfward.daemon.service import Daemon
@@ -64,7 +66,9 @@ async def test_a_plan_confirmed_on_its_page_applies_and_the_page_tells_its_story
             again = await web.post(f"/runs/{run_id}/actions/cancel", data={"csrf": csrf})
             assert again.status_code == 409 and "it is applied" in message_of(again)
     assert buttons(page) == set()
-    assert re.search(r'id="created-by">alice<', page) and re.search(r'id="confirmed-by">alice<', page)
+    assert re.search(r'id="created-by">alice<', page) and re.search(
+        r'id="confirmed-by">alice<', page
+    )
     steps = re.findall(r'<span class="what">([^<]+)</span>', page)
     assert steps[:4] == ["pending", "fetching", "init", "planning"]
     assert {"apply pending", "restoring plan", "applying", "saving state"} <= set(steps)
@@ -114,8 +118,12 @@ def _run_with_log(daemon: Daemon, megabytes: int) -> tuple[str, bytes, bytes]:
     per_chunk = (1 << 20) // len(line % 0)
     for chunk in range(megabytes):
         data = b"".join(line % (chunk * per_chunk + i) for i in range(per_chunk))
-        daemon.store.run_sync(lambda c, d=data, n=chunk: artifacts.append_log(c, run.id, n, [d]))
+        daemon.store.run_sync(functools.partial(_append, run_id=run.id, seq=chunk, data=data))
     return run.id, line % 0, line % (megabytes * per_chunk - 1)
+
+
+def _append(conn: Connection, *, run_id: str, seq: int, data: bytes) -> None:
+    artifacts.append_log(conn, run_id, seq, [data])
 
 
 async def test_a_run_page_with_a_50_mb_log_sends_only_its_tail_and_links_the_whole_log(

@@ -109,7 +109,9 @@ async def test_the_name_filter_shows_only_the_workspaces_whose_name_contains_it(
             assert 'data-workspace="net-eu"' in page and 'data-workspace="net-us"' in page
             assert 'data-workspace="app"' not in page
             refused = await web.get("/", params={"nmae": "net"})
-            assert refused.status_code == 422 and "unknown query parameter 'nmae'" in message_of(refused)
+            assert refused.status_code == 422 and "unknown query parameter 'nmae'" in message_of(
+                refused
+            )
 
 
 async def test_a_lock_taken_on_the_page_is_the_apis_lock_and_its_reason_is_shown_as_text(
@@ -170,7 +172,9 @@ async def test_destroy_needs_the_workspaces_name_typed_and_an_apply_role(
             refused = await web.post("/workspaces/demo/runs", data=form)
             assert refused.status_code == 422 and "type the workspace's name" in message_of(refused)
             unknown = await web.post("/workspaces/demo/runs", data={**form, "color": "red"})
-            assert unknown.status_code == 422 and "unknown form field 'color'" in message_of(unknown)
+            assert unknown.status_code == 422 and "unknown form field 'color'" in message_of(
+                unknown
+            )
             started = await web.post("/workspaces/demo/runs", data={**form, "confirm_name": "demo"})
             assert started.status_code == 303
             run_id = started.headers["location"].removeprefix("/runs/")

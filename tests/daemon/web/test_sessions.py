@@ -42,8 +42,13 @@ ALICE = Principal("alice", "apply")
         ("used an hour ago", T0 + timedelta(hours=5), T0 + timedelta(hours=4), ALICE, Verdict.LIVE),
         ("idle for the idle time", T0 + timedelta(hours=12), T0, ALICE, Verdict.IDLE),
         ("idle longer", T0 + timedelta(hours=13), T0, ALICE, Verdict.IDLE),
-        ("used all along, past the maximum", T0 + timedelta(days=7), T0 + timedelta(days=7),
-         ALICE, Verdict.EXPIRED),  # fmt: skip
+        (
+            "used all along, past the maximum",
+            T0 + timedelta(days=7),
+            T0 + timedelta(days=7),
+            ALICE,
+            Verdict.EXPIRED,
+        ),  # fmt: skip
         ("its token removed", T0, T0, None, Verdict.REVOKED),
         ("its token given another role", T0, T0, Principal("alice", "read"), Verdict.REVOKED),
         ("its token renamed", T0, T0, Principal("bob", "apply"), Verdict.REVOKED),
@@ -93,9 +98,11 @@ async def test_signing_in_starts_a_session_the_database_knows_only_by_its_hash(
             assert "secure" not in flags  # public_url is http here
             session_id = web.cookies[COOKIE]
             assert "alice" in (await web.get("/")).text
-        rows = sqlite3.connect(daemon.config.daemon.data_dir / "tfward.db").execute(
-            "SELECT id_sha256, token_name, role FROM web_sessions"
-        ).fetchall()
+        rows = (
+            sqlite3.connect(daemon.config.daemon.data_dir / "tfward.db")
+            .execute("SELECT id_sha256, token_name, role FROM web_sessions")
+            .fetchall()
+        )
     assert rows == [(digest(session_id), "alice", "apply")]
     stored = _tables(config)
     assert session_id.encode() not in stored
@@ -204,9 +211,10 @@ async def test_a_reload_that_removes_a_token_ends_its_sessions_and_keeps_the_oth
     config: Config,
 ) -> None:
     async with running_daemon(config) as (daemon, _):
-        async with session(daemon, token_for("alice", "apply")) as alice, session(
-            daemon, token_for("reader", "read")
-        ) as reader:
+        async with (
+            session(daemon, token_for("alice", "apply")) as alice,
+            session(daemon, token_for("reader", "read")) as reader,
+        ):
             text = config.path.read_text()
             start = text.index('name = "alice"')
             entry_start = text.rindex("[[api_token]]", 0, start)

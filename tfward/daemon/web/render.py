@@ -41,9 +41,9 @@ def when(value: datetime | str | None) -> str:
 
 
 def iso(value: datetime | str | None) -> str:
-    if not value or isinstance(value, str):
-        return value or ""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, str):
+        return value
+    return "" if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def took(seconds: float | None) -> str:
