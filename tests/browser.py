@@ -186,9 +186,17 @@ class Browser:
 
     async def sign_in(self, token: str) -> None:
         """Through the sign-in form, as a person would; ends on the page it led to."""
-        await self.get("/login")
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        if not (await self.path()).startswith("/login"):
+            await self.get("/login")
         await self.type("#token", token)
         await self.click("#sign-in")
-        await self.wait_path("/", timeout=30)
+
+        def answered(driver: Any) -> bool:
+            left = not driver.current_url.removeprefix(self.base).startswith("/login")
+            return left or bool(driver.find_elements("css selector", "#login-error"))
+
+        await self._run(WebDriverWait(self.driver, 30, 0.1).until, answered)
         if (await self.path()).startswith("/login"):
             raise AssertionError("signing in failed: " + await self.text("main"))
