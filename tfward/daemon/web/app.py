@@ -1,4 +1,4 @@
-"""The web page, served by the API's Quart app as the blueprint `web` (docs/architecture.md §13).
+"""The web page, served by the API's Quart app as the blueprint `web` (docs/architecture.md §14).
 
 Every page but the sign-in page and the static files needs a live session (sessions.py): a
 visit without one is sent to `/login?next=...` (a GET) or refused with 401 (anything else).

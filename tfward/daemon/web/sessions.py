@@ -1,4 +1,4 @@
-"""Sign-in sessions of the web page: what a browser's cookie is worth (docs/architecture.md §13).
+"""Sign-in sessions of the web page: what a browser's cookie is worth (docs/architecture.md §14).
 
 A person signs in with an API token, checked exactly as the API checks it (`TokenBook`). The
 daemon then starts a session: its browser gets a random id in a cookie (`HttpOnly`,
