@@ -59,6 +59,69 @@ async def opened(driver: Any, url: str) -> Browser:
     return browser
 
 
+async def test_a_plan_and_apply_started_confirmed_and_followed_live_in_the_browser(
+    driver: Any, tmp_path: Path
+) -> None:
+    workspaces = [demo_workspace(tmp_path, n, things=t) for n, t in (("demo", 3), ("network", 2))]
+    config = tokens(write_config(tmp_path, workspaces))
+    async with running_daemon(config) as (daemon, api):
+        api.http.headers.update(bearer("ann", "admin"))
+        browser = await opened(driver, daemon.addresses[0])
+        await browser.sign_in(token_for("alice", "apply"))
+        assert await browser.path() == "/"
+        await browser.click('a[href="/workspaces/demo"]')
+        await browser.wait_path("/workspaces/demo")
+        await browser.type('input[name="message"]', "three more things")
+        await browser.click("#start-apply")
+        run_id = (await browser.wait_path("/runs/")).removeprefix("/runs/")
+        # No reload from here on: the page follows the run's events.
+        await browser.wait_for("#log", r"demo_thing\.this\[2\] will be created")
+        await browser.wait_for("#status", r"apply pending")
+        await browser.wait_for("#plan", r"\+3")
+        assert await browser.visible("#action-confirm")
+        await browser.screenshot(screenshot_path(tmp_path, "screenshot-run-confirm.png"))
+        await browser.click("#action-confirm")
+        await browser.wait_path(f"/runs/{run_id}")
+        await browser.wait_for("#status", r"^applied$", timeout=90)
+        await browser.wait_for("#log", r"run finished: applied")
+        assert not await browser.visible("#action-confirm")
+        assert await browser.text("#confirmed-by") == "alice"
+        await browser.get("/workspaces/demo")
+        assert await browser.count("#states tr.state") == 1
+        assert "apply" in await browser.text("#states tr.state")
+        # The workspaces page, with another workspace's run waiting, for the README.
+        other = await api.create_run("network")
+        await api.wait(other["id"], "apply_pending")
+        await browser.get("/")
+        latest = await browser.text('tr[data-workspace="demo"] .c-run')
+        assert latest.startswith("applied")
+        await browser.screenshot(screenshot_path(tmp_path, "screenshot-workspaces.png"))
+
+
+async def test_a_slow_run_cancelled_from_its_page_ends_cancelled_and_unlocks(
+    driver: Any, tmp_path: Path
+) -> None:
+    workspace = demo_workspace(tmp_path, things=2, delay=60, auto_apply=True)
+    config = tokens(write_config(tmp_path, [workspace]))
+    async with running_daemon(config) as (daemon, api):
+        api.http.headers.update(bearer("ann", "admin"))
+        browser = await opened(driver, daemon.addresses[0])
+        await browser.sign_in(token_for("alice", "apply"))
+        await browser.get("/workspaces/demo")
+        await browser.click("#start-apply")
+        run_id = (await browser.wait_path("/runs/")).removeprefix("/runs/")
+        await browser.wait_for("#status", r"^applying$", timeout=90)
+        await browser.wait_for("#log", r"Creating\.\.\.")
+        await browser.click("#action-cancel")
+        await browser.wait_path(f"/runs/{run_id}")
+        await browser.wait_for("#status", r"^cancelled$", timeout=90)
+        await browser.get("/workspaces/demo")
+        assert await browser.text("#lock-state") == "unlocked"
+        await browser.get("/")
+        assert await browser.text('tr[data-workspace="demo"] .c-lock') == "unlocked"
+        assert (await api.run(run_id))["status"] == "cancelled"
+
+
 async def test_a_read_session_has_no_buttons_and_forged_forms_get_403_changing_nothing(
     driver: Any, tmp_path: Path
 ) -> None:
