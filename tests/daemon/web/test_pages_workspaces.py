@@ -3,6 +3,7 @@ show, what they cost the database, and their forms through the API's own functio
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,4 +181,22 @@ async def test_destroy_needs_the_workspaces_name_typed_and_an_apply_role(
             run_id = started.headers["location"].removeprefix("/runs/")
             run = await api.run(run_id)
             assert (run["operation"], run["created_by"]) == ("destroy", "alice")
-            await api.wait(run_id)
+            await api.wait(run_id, "planned_and_finished")
+
+
+async def test_configuration_versions_link_to_their_diff_with_the_one_before(
+    config: Config, tmp_path: Path
+) -> None:
+    async with running_daemon(config) as (daemon, api):
+        api.http.headers.update(bearer("ann", "admin"))
+        first = await api.create_run("demo", operation="plan")
+        await api.wait(first["id"], "planned_and_finished")
+        (tmp_path / "demo" / "extra.tf").write_text('output "hello" {\n  value = "<b>hi</b>"\n}\n')
+        second = await api.create_run("demo", operation="plan")
+        await api.wait(second["id"], "planned_and_finished")
+        async with session(daemon, token_for("reader", "read")) as web:
+            page = (await web.get("/workspaces/demo")).text
+            (link,) = re.findall(r'href="(/configuration-versions/[^"]+/diff/[^"]+)"', page)
+            diff = (await web.get(link)).text
+    assert "<code>extra.tf</code>" in diff and "added" in diff
+    assert '<span class="d-add">+  value = &#34;&lt;b&gt;hi&lt;/b&gt;&#34;</span>' in diff
