@@ -111,8 +111,11 @@ class Browser:
     async def text(self, css: str) -> str:
         from selenium.webdriver.common.by import By
 
-        found: str = await self._run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
-        return found
+        def read(driver: Any) -> tuple[str]:
+            return (str(driver.find_element(By.CSS_SELECTOR, css).text),)
+
+        (found,) = await self._run(self._waiter(10).until, read)
+        return str(found)
 
     async def count(self, css: str) -> int:
         from selenium.webdriver.common.by import By
@@ -122,11 +125,12 @@ class Browser:
     async def visible(self, css: str) -> bool:
         from selenium.webdriver.common.by import By
 
-        def shown() -> bool:
-            found = self.driver.find_elements(By.CSS_SELECTOR, css)
-            return bool(found) and bool(found[0].is_displayed())
+        def shown(driver: Any) -> tuple[bool]:
+            found = driver.find_elements(By.CSS_SELECTOR, css)
+            return (bool(found) and bool(found[0].is_displayed()),)
 
-        return bool(await self._run(shown))
+        (answer,) = await self._run(self._waiter(10).until, shown)
+        return bool(answer)
 
     async def type(self, css: str, text: str) -> None:
         from selenium.webdriver.common.by import By
@@ -141,7 +145,11 @@ class Browser:
     async def click(self, css: str) -> None:
         from selenium.webdriver.common.by import By
 
-        await self._run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+        def press(driver: Any) -> bool:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return True
+
+        await self._run(self._waiter(10).until, press)
 
     async def script(self, source: str, *args: Any) -> Any:
         """Run an async script in the page (its last argument is the callback)."""
@@ -150,15 +158,23 @@ class Browser:
     async def wait_for(self, css: str, pattern: str, timeout: float = 60) -> str:
         """Until the element's text matches `pattern` (a regular expression); its text."""
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
 
         def matched(driver: Any) -> str | bool:
             found = driver.find_elements(By.CSS_SELECTOR, css)
             text = found[0].text if found else ""
             return text if re.search(pattern, text) else False
 
-        wait = WebDriverWait(self.driver, timeout, poll_frequency=0.1)
-        return str(await self._run(wait.until, matched))
+        return str(await self._run(self._waiter(timeout).until, matched))
+
+    def _waiter(self, timeout: float) -> Any:
+        """Selenium's bounded polling; an element the page's script replaced meanwhile (a live
+        part swapped in) is looked up again at the next poll."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(
+            self.driver, timeout, 0.1, ignored_exceptions=(StaleElementReferenceException,)
+        )
 
     async def wait_path(self, prefix: str, timeout: float = 30) -> str:
         from selenium.webdriver.support.ui import WebDriverWait
@@ -182,7 +198,18 @@ class Browser:
         return bool(await self._run(probe))
 
     async def screenshot(self, path: Path) -> None:
-        await self._run(self.driver.save_screenshot, str(path))
+        """The whole page as a PNG: the window grows to the page's height for it."""
+
+        def take() -> None:
+            height = int(self.driver.execute_script("return document.body.scrollHeight"))
+            inner = int(self.driver.execute_script("return window.innerHeight"))
+            self.driver.set_window_size(WINDOW[0], WINDOW[1] + max(0, height - inner))
+            try:
+                self.driver.save_screenshot(str(path))
+            finally:
+                self.driver.set_window_size(*WINDOW)
+
+        await self._run(take)
 
     async def sign_in(self, token: str) -> None:
         """Through the sign-in form, as a person would; ends on the page it led to."""

@@ -87,10 +87,18 @@
     };
   }
 
+  // Swaps each live part for its fresh copy; what the person opened (a plan's details) stays
+  // open.
   function swapLive(fresh, scope) {
     for (const old of scope.querySelectorAll("[data-live][id]")) {
       const replacement = fresh.getElementById(old.id);
-      if (replacement) old.replaceWith(document.importNode(replacement, true));
+      if (!replacement) continue;
+      const opened = new Set([...old.querySelectorAll("details[open] > summary")].map((s) => s.textContent));
+      const next = document.importNode(replacement, true);
+      for (const summary of next.querySelectorAll("details > summary")) {
+        if (opened.has(summary.textContent)) summary.parentElement.open = true;
+      }
+      old.replaceWith(next);
     }
   }
 
@@ -109,9 +117,14 @@
       log.dataset.offset = event.lastEventId;
       if (following) log.scrollTop = log.scrollHeight;
     });
+    // The page was rendered as the run was: only a change of status or stage is news (the
+    // stream starts every connection with the run as it is).
+    let shown = root.dataset.status + "/" + root.dataset.stage;
     source.addEventListener("run", (event) => {
-      showRun(JSON.parse(event.data));
-      refresh();
+      const run = JSON.parse(event.data);
+      showRun(run);
+      const now = run.status + "/" + (run.stage || "");
+      if (now !== shown) { shown = now; refresh(); }
     });
     source.addEventListener("end", () => {
       source.close();
