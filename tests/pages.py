@@ -4,9 +4,12 @@ read the CSRF token a page carries, post forms. The browser tests use tests/brow
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
 
 import httpx
 
@@ -49,3 +52,33 @@ async def page_csrf(web: httpx.AsyncClient, path: str = "/") -> str:
     found = await web.get(path)
     assert found.status_code == 200, found.text
     return csrf_of(found.text)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A server-sent event (`kind` ":" for a comment, a heartbeat)."""
+
+    kind: str
+    data: Any = None
+    id: str | None = None
+
+
+async def events(answer: httpx.Response) -> AsyncIterator[Event]:
+    """The server-sent events of a streamed answer, until the server ends it."""
+    kind, ident, data = "message", None, cast(list[str], [])
+    async for line in answer.aiter_lines():
+        if line.startswith(":"):
+            yield Event(":")
+        elif not line:
+            if data:
+                yield Event(kind, json.loads("\n".join(data)), ident)
+            kind, ident, data = "message", None, cast(list[str], [])
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                ident = value

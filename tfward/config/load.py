@@ -60,6 +60,7 @@ _DAEMON_KEYS = frozenset(
         "secret_key_file",
         "disk_reserve_mb",
         "state_backups_keep",
+        "event_heartbeat",
     }
 )
 _TERRAFORM_KEYS = frozenset(
@@ -179,6 +180,7 @@ def _daemon(t: _Table) -> DaemonConfig:
         secret_key_file=attempt(lambda: t.path("secret_key_file"), None),
         disk_reserve_mb=attempt(lambda: _count(t, "disk_reserve_mb", 64), 64),
         state_backups_keep=attempt(lambda: _count(t, "state_backups_keep", 10, minimum=1), 10),
+        event_heartbeat=_default(attempt(lambda: t.duration("event_heartbeat"), None), 15.0),
     )
 
 

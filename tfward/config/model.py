@@ -67,6 +67,9 @@ class DaemonConfig:
     disk_reserve_mb: int = 64
     # Backups of stored states kept per workspace (backups of states not stored are all kept).
     state_backups_keep: int = 10
+    # An event stream of the API sends a comment this often when it has nothing to say, so
+    # proxies and clients see a live connection (docs/architecture.md §13).
+    event_heartbeat: float = 15.0
 
     @property
     def listen(self) -> str:

@@ -59,6 +59,8 @@ from . import datadir
 from .api.app import MAX_BODY, create_app
 from .api.asgi import wrap
 from .api.auth import TokenBook, local_admin_token
+from .api.fastpath import FastPath
+from .api.runviews import RunViews
 from .sdnotify import Notifier
 from .web.sessions import SessionBook
 
@@ -76,6 +78,8 @@ class Daemon:
         self.config = config
         self.faults = faults or NoFaults()
         self.store = Store(config.daemon.database_url)
+        # Run views built once per change, for the API's reads and streams (api/runviews.py).
+        self.run_views = RunViews(self.store)
         self.stopping = False
         self.stop_reason = "the daemon is shutting down"
         self.addresses: list[str] = []
@@ -92,6 +96,7 @@ class Daemon:
         self.releases: ReleaseExecutor | None = None
         self.outbox: OutboxWorker
         self.drift: DriftScheduler
+        self.fast_path: FastPath
         self.tokens = TokenBook({})  # nobody until the start has read the tokens
         self.sessions = SessionBook(self)  # the web page's sign-ins (web/sessions.py)
 
@@ -191,6 +196,9 @@ class Daemon:
             self.outbox.stop()
             await self.outbox.stopped.wait()
             watchdog.cancel()
+            # Event streams and long-polls end now (runs have drained), so the API's graceful
+            # stop does not wait for them (STACK-NOTES trap 3).
+            self.store.changes.close()
             self._api_stop.set()
 
     async def _at_start(self, what: str, step: Callable[[], T]) -> T:
@@ -292,7 +300,9 @@ class Daemon:
         # daemon's log (JSON lines), once (obs/logs.py).
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.graceful_timeout = 5.0
-        app = wrap(create_app(self), max_body=MAX_BODY)
+        # The plain GET of a run is answered in front of the app (api/fastpath.py).
+        self.fast_path = FastPath(wrap(create_app(self), max_body=MAX_BODY), self)
+        app = self.fast_path
         await hypercorn_serve(
             app,
             hc,

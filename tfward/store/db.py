@@ -33,7 +33,9 @@ from sqlalchemy.exc import OperationalError
 from tfward.errors import StorageUnavailable
 from tfward.ids import now
 
+from . import changes
 from . import health as health_mod
+from .changes import ChangeHub
 from .health import Problem, StorageHealth, classify, current_patience, patiently
 from .sealing import INFO_KEY, Sealer
 
@@ -93,8 +95,10 @@ class Store:
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
-        # Set (and replaced) after every committed write: long-polling readers wait on it.
-        self.committed = trio.Event()
+        # What committed writes changed, told to those waiting for it (changes.py).
+        self.changes = ChangeHub()
+        # Transactions started by `read` and `write` (tests and benchmarks count them).
+        self.reads = self.writes = 0
         self.health = StorageHealth()
 
     def migrate(self) -> None:
@@ -119,11 +123,24 @@ class Store:
             )
 
     def run_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
+        """Run `fn` in one transaction on the calling thread (tests, tools). What it changed
+        is published when the calling thread is the trio thread; from another thread it is
+        not (waiters see it at their fallback re-check, changes.py)."""
+        result, keys = self._transaction(fn)
+        if keys and trio.lowlevel.in_trio_run():
+            self.changes.publish(keys)
+        return result
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> tuple[T, frozenset[changes.Key]]:
+        """Run `fn` in one transaction on this thread; its result and the change keys it
+        recorded (meaningful only once the transaction has committed, i.e. on return)."""
         with self.engine.begin() as conn:
+            changes.take(conn)  # a transaction that failed before may have left some
             if self.sealer is not None:
                 conn.info[INFO_KEY] = self.sealer
-            return fn(conn)
+            result = fn(conn)
+            keys = changes.take(conn)
+        return result, keys
 
     async def read(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
         """Run a read-only `fn` in a worker thread. On cancellation the thread is abandoned (it
@@ -132,9 +149,13 @@ class Store:
         propagate."""
 
         async def attempt() -> T:
+            self.reads += 1
             async with self._read_limiter:
                 try:
-                    return await trio.to_thread.run_sync(self.run_sync, fn, abandon_on_cancel=True)
+                    result, _ = await trio.to_thread.run_sync(
+                        self._transaction, fn, abandon_on_cancel=True
+                    )
+                    return result
                 except OperationalError as exc:
                     raise self._fault(exc) from exc
 
@@ -156,8 +177,9 @@ class Store:
         async with self._write_limiter:
             retries = 0 if self.health.failing else self._write_retries
             for attempt in range(retries + 1):
+                self.writes += 1
                 try:
-                    result = await trio.to_thread.run_sync(self.run_sync, fn)
+                    result, keys = await trio.to_thread.run_sync(self._transaction, fn)
                 except OperationalError as exc:
                     if not is_transient(exc) or attempt == retries:
                         raise self._fault(exc) from exc
@@ -166,8 +188,7 @@ class Store:
                     await trio.sleep(delay)
                     continue
                 self.health.succeeded()
-                self.committed.set()
-                self.committed = trio.Event()
+                self.changes.publish(keys)  # committed: tell whoever waits for these
                 return result
             raise AssertionError("unreachable")
 

@@ -21,6 +21,7 @@ from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
 from tfward.runs.model import Run
 
+from .changes import OUTBOX, touch
 from .tables import outbox, workspaces
 
 QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
@@ -76,6 +77,7 @@ def enqueue(
             created_at=created,
         )
     )
+    touch(conn, OUTBOX)  # due now: the worker looks
     return True
 
 
@@ -268,6 +270,8 @@ def reclaim_running(conn: Connection, when: datetime) -> int:
         .where(outbox.c.status == RUNNING)
         .values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
     )
+    if result.rowcount:
+        touch(conn, OUTBOX)
     return int(result.rowcount)
 
 
@@ -283,6 +287,7 @@ def retry_dead(conn: Connection, row_id: str, when: datetime) -> dict[str, Any]:
         .where(outbox.c.id == row_id, outbox.c.status == DEAD)
         .values(status=QUEUED, attempts=0, next_attempt_at=when, lease_expires_at=None)
     )
+    touch(conn, OUTBOX)
     return get_row(conn, row_id)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from tfward.errors import NotFound, WorkspaceLocked
 from tfward.ids import new_id, now
 
+from .changes import Key, touch
 from .tables import workspace_locks, workspaces
 
 
@@ -67,6 +68,7 @@ def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
             )
         )
     conn.execute(update(workspaces).values(configured=workspaces.c.name.in_(wanted)))
+    touch(conn, *(Key.workspace(ws_id) for ws_id in existing.values()))  # some came or went
     return {name: ws_id for name, ws_id in existing.items() if name in wanted}
 
 
@@ -88,15 +90,11 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     row = conn.execute(
         select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
     ).first()
-    return None if row is None else _lock(row)
+    return None if row is None else lock_from_row(row)
 
 
-def all_locks(conn: Connection) -> dict[str, Lock]:
-    """Every lock held now, by workspace id (one query, for the web page's overview)."""
-    return {row.workspace_id: _lock(row) for row in conn.execute(select(workspace_locks))}
-
-
-def _lock(row: Any) -> Lock:
+def lock_from_row(row: Any) -> Lock:
+    """A `workspace_locks` row as a Lock."""
     terraform = (
         None
         if row.lock_id is None
@@ -142,6 +140,7 @@ def acquire_lock(
     except IntegrityError:
         holder = get_lock(conn, ws_id)
         raise WorkspaceLocked(holder.describe() if holder else "The workspace is locked") from None
+    touch(conn, Key.workspace(ws_id))
     return lock
 
 
@@ -176,6 +175,7 @@ def release_lock(
     if not (mine or force):
         raise WorkspaceLocked(held.describe() + "; only its holder can unlock it (or force-unlock)")
     conn.execute(delete(workspace_locks).where(workspace_locks.c.workspace_id == ws_id))
+    touch(conn, Key.workspace(ws_id))
     return True
 
 

@@ -81,9 +81,9 @@ async def test_the_workspaces_page_costs_the_same_few_queries_for_three_or_a_tho
         queries, html = await _page_queries(daemon, token_for("ann", "admin"))
     assert html.count('data-workspace="') == count
     assert html.count("pending") >= 2 and "locked by ann" in html
-    # BEGIN and the session's row; BEGIN and the page's seven grouped reads (store/overview.py):
+    # BEGIN and the session's row; BEGIN and the page's eight grouped reads (store/overview.py):
     # the same for three workspaces as for a thousand, never one per workspace.
-    assert len(queries) == 2 + 8, "\n".join(queries)
+    assert len(queries) == 2 + 9, "\n".join(queries)
 
 
 def _client(daemon: Daemon, name: str, role: str) -> Any:

@@ -1,9 +1,11 @@
-"""Workspace endpoints: list, show (lock holder, current run, latest state), lock actions."""
+"""Workspace endpoints: list, show (lock holder, current run, latest state), lock actions, and
+the stream of workspace events for overview pages (streams.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
@@ -18,7 +20,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction
 
-from . import audited, auth
+from . import audited, auth, streams
 from .body import json_object
 from .routes_inventory import followup_views
 from .views import lock_view, run_view, secret_mask, state_version_view
@@ -69,6 +71,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             )
 
         return {"data": await store.read(load)}
+
+    @app.get("/api/v1/events")
+    async def workspace_events() -> Response:
+        """Every configured workspace's summary, then each again when it changes."""
+        return streams.response(streams.workspace_events(daemon))
 
     @app.post("/api/v1/workspaces/<name>/actions/<action>")
     async def workspace_action(name: str, action: str) -> tuple[dict[str, Any], int]:

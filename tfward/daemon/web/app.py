@@ -36,7 +36,15 @@ from tfward.errors import (
 
 from ..api import query
 from ..api.query import Param
-from . import forms, pages_login, pages_other, pages_runs, pages_workspaces, sessions
+from . import (
+    forms,
+    pages_events,
+    pages_login,
+    pages_other,
+    pages_runs,
+    pages_workspaces,
+    sessions,
+)
 from .common import see_other
 from .render import page
 
@@ -66,6 +74,7 @@ QUERY: Mapping[str, Sequence[Param]] = {
     "run": (LIVE,),
     "release": (LIVE,),
     "releases": (LIVE,),
+    "run_events": (pages_events.AFTER,),
 }
 
 
@@ -78,7 +87,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         return await _check_session(daemon)
 
     _error_pages(web)
-    for module in (pages_login, pages_workspaces, pages_runs, pages_other):
+    for module in (pages_login, pages_workspaces, pages_runs, pages_other, pages_events):
         module.register(web, daemon)
     app.register_blueprint(web)
 

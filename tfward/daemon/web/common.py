@@ -19,6 +19,8 @@ API_RULES: Mapping[str, tuple[str, str]] = {
     "download": ("GET", "/api/v1/state-versions/<sv_id>/download"),
     "outbox": ("POST", "/api/v1/outbox/<row_id>/actions/<action>"),
     "release": ("POST", "/api/v1/releases/<release_id>/actions/<action>"),
+    "run_events": ("GET", "/api/v1/runs/<run_id>/events"),
+    "events": ("GET", "/api/v1/events"),
 }
 
 

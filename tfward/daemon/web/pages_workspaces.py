@@ -60,7 +60,7 @@ def register(web: Blueprint, daemon: Daemon) -> None:
     @web.get("/")
     async def workspaces() -> Response:
         wanted: str = query.args()["name"] or ""
-        found = await store.read(overview.summaries)
+        found = [ws for ws in await store.read(overview.summaries) if ws.configured]
         shown = [ws for ws in found if wanted.lower() in ws.name.lower()]
         values = context("workspaces", workspaces=shown, total=len(found), name=wanted)
         return await page("workspaces.html", values)

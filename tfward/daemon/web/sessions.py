@@ -136,10 +136,11 @@ class SessionBook:
         log.info("web session started for %s (%s)", principal.name, principal.role)
         return session_id, Signed(principal, csrf_token(session_id), session_id)
 
-    async def find(self, session_id: str) -> Signed | None:
+    async def find(self, session_id: str, *, use: bool = True) -> Signed | None:
         """The live session whose cookie holds `session_id`, or None. A session found ended is
-        deleted; its last use is recorded now and then. Writes are best effort while storage
-        fails (a read of a page still works; an ended session is refused all the same)."""
+        deleted; its last use is recorded now and then (`use`: this is a use of it, not a live
+        stream checking it is still there). Writes are best effort while storage fails (a read
+        of a page still works; an ended session is refused all the same)."""
         key = digest(session_id)
         session = await self.daemon.store.read(lambda c: session_store.get(c, key))
         if session is None:
@@ -151,7 +152,7 @@ class SessionBook:
             log.info("web session of %s ended: %s", session.token_name, verdict)
             await self._best_effort(lambda c: session_store.end(c, key))
             return None
-        if needs_touch(session, when, idle=idle):
+        if use and needs_touch(session, when, idle=idle):
             await self._best_effort(lambda c: session_store.touch(c, key, when))
         principal = Principal(session.token_name, session.role)
         return Signed(principal, csrf_token(session_id), session_id)

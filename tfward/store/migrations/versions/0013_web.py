@@ -7,7 +7,7 @@ of a run's status or stage, written in the transaction that saves the change, so
 can show each stage with its duration.
 
 Revision ID: 0013_web
-Revises: 0010_storage
+Revises: 0011_events
 Create Date: 2026-12-01 09:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_web"
-down_revision = "0010_storage"
+down_revision = "0011_events"
 branch_labels = None
 depends_on = None
 
