@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -61,15 +62,24 @@ def _alembic() -> AlembicConfig:
     return cfg
 
 
+def _downgrade(store: Store, cfg: AlembicConfig, target: str) -> None:
+    """Alembic's downgrade to `target`. SQLite rebuilds `runs` to drop a column (0012_speed):
+    as its documentation says, with the foreign keys off, outside the transaction."""
+    with store.engine.connect() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        raw.execute("PRAGMA foreign_keys=OFF")
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, target)
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
 def test_migration_0011_counts_the_offsets_of_chunks_stored_before_it(tmp_path: Path) -> None:
     old = Store(sqlite_url(tmp_path / "old.db"))
-    cfg = _alembic()
     old.migrate()
-    # The runs are made with today's columns, then the schema goes back to before 0011.
-    runs = [old.run_sync(_run), old.run_sync(_run)]
-    with old.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0010_storage")
+    runs = [old.run_sync(_run), old.run_sync(_run)]  # as today's code stores them
+    cfg = _alembic()
+    _downgrade(old, cfg, "0010_storage")  # the runs stay; chunks as stored before 0011
     chunks_0010 = table(
         "run_log_chunks",
         column("run_id", String), column("seq", Integer), column("data", LargeBinary),
@@ -108,14 +118,7 @@ def test_a_plan_stored_before_its_json_gets_it_later_and_migration_0012_goes_bot
     with pytest.raises(NotFound, match="has no plan JSON yet"):
         store.run_sync(lambda c: artifacts.get_plan_json(c, run_id))
     cfg = _alembic()
-    with store.engine.connect() as conn:
-        # SQLite rebuilds `runs` to drop a column: as its documentation says, with the foreign
-        # keys off (outside a transaction), as an operator's `alembic downgrade` would.
-        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0011_events")
-        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+    _downgrade(store, cfg, "0013_web")
     assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == b"null"
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn

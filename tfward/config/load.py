@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import TypeVar
 
-from tfward.config import hooks, integrations, tokens
+from tfward.config import hooks, integrations, tokens, web
 from tfward.config.model import (
     Config,
     DaemonConfig,
@@ -45,7 +45,8 @@ __all__ = ["load_config", "parse_config"]
 _T = TypeVar("_T")
 
 _TOP_KEYS = (
-    frozenset({"daemon", "terraform", "workspace", tokens.TOP_KEY}) | integrations.TOP_KEYS
+    frozenset({"daemon", "terraform", "workspace", tokens.TOP_KEY, web.TOP_KEY})
+    | integrations.TOP_KEYS
 )
 _DAEMON_KEYS = frozenset(
     {
@@ -140,6 +141,7 @@ def parse_config(text: str, path: Path) -> Config:
     linked = integrations.parse_integrations(root)
     workspaces = _workspaces(root, terraform)
     api_tokens = tokens.parse_api_tokens(root)
+    web_settings = web.parse_web(root)
     integrations.check_links(root, linked, workspaces)  # once every table has been read
     ctx.check()  # every problem found above, at once
     return Config(
@@ -152,6 +154,7 @@ def parse_config(text: str, path: Path) -> Config:
         outbox=linked.outbox,
         releases=linked.releases,
         api_tokens=api_tokens,
+        web=web_settings,
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "DaemonConfig",
     "ModuleRef",
     "TerraformConfig",
+    "WebConfig",
     "WorkspaceConfig",
     "freeze",
     "thaw",
@@ -183,6 +184,14 @@ class ReleasesConfig:
     max_parallel_per_batch: int = 0  # 0: every item of a batch at once
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """``[web]``: the web page's sessions (daemon/web/sessions.py)."""
+
+    session_idle: float = 12 * 3600.0  # a session not used for this long ends
+    session_max: float = 7 * 86400.0  # and every session ends this long after sign-in
+
+
 API_ROLES = ("read", "plan", "apply", "admin")  # each role may do what the ones before it may
 
 
@@ -263,6 +272,7 @@ class Config:
     outbox: OutboxConfig = OutboxConfig()
     releases: ReleasesConfig = ReleasesConfig()
     api_tokens: tuple[ApiTokenConfig, ...] = ()
+    web: WebConfig = WebConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspaces", tuple(self.workspaces))

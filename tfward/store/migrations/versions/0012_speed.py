@@ -7,7 +7,7 @@ so `plan_artifacts.plan_json` (and its sha256) may be NULL: the JSON has not bee
 plan JSON (a speculative plan's, or one beside the apply, whose `show -json` failed).
 
 Revision ID: 0012_speed
-Revises: 0011_events
+Revises: 0013_web
 Create Date: 2026-11-30 16:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_speed"
-down_revision = "0011_events"
+down_revision = "0013_web"
 branch_labels = None
 depends_on = None
 
