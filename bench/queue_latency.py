@@ -21,9 +21,14 @@ not counted.
 
 A client waits for its run to end with the API's long-poll (`--wait longpoll`, the default, as
 tests/harness.py `Api.wait` does) or with a plain GET every --poll-interval (`--wait poll`).
-The clients run in this process, next to the daemon, as in the tests; their waiting is part of
-the load. The daemon's database calls during the measurement are counted (per run) and the
-process's CPU time is reported, to tell the daemon's own work from the clients'.
+
+The daemon is a real `tfward serve` process (bench/_daemon.py), as an operator runs it: the
+clients in this process do not share its GIL, and its own CPU time per run is read from
+/proc/<pid>/stat. Its database calls per run are counted from a cProfile of the daemon with
+`--count-db` (the profiler slows it: the latencies of such a run are not the daemon's). With
+`--in-process` the daemon runs in this process's trio loop instead, next to the clients, as in
+the tests; its `Store.read`/`Store.write` are then counted directly, and the CPU reported is the
+whole process's (daemon and clients).
 
 Times are wall-clock (time.time() in this process, $EPOCHREALTIME in the fake: same clock).
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import random
 import resource
 import sys
@@ -39,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from _common import (
     TIMED_FAKE,
@@ -52,84 +59,147 @@ from _common import (
     workdir,
     write_results,
 )
+from _daemon import DaemonProcess, cpu_seconds, free_port, tf_env
 
 TARGET_P99_MS = 50.0
 
 
-async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    check_timed_fake()
-    times = root / "tf-starts.txt"
+def _setup(args: argparse.Namespace, root: Path, times: Path,
+           listen: str | None = None) -> Any:
     tables = []
     for w in range(args.workspaces):
         t = harness.demo_workspace(root, f"ws{w}", things=1)
         t["env"] = {**t["env"], "BENCH_TF_TIMES": str(times), "BENCH_PYTHON": sys.executable,
                     "BENCH_FAKE_TF": str(harness.FAKE_TERRAFORM)}
         tables.append(t)
-    config = harness.write_config(root, tables, terraform={"binary": str(TIMED_FAKE)},
-                                  daemon={"max_concurrent_runs": args.max_concurrent})
+    daemon = {"max_concurrent_runs": args.max_concurrent, **({"listen": listen} if listen else {})}
+    return harness.write_config(root, tables, terraform={"binary": str(TIMED_FAKE)},
+                                daemon=daemon)
+
+
+async def clients(args: argparse.Namespace, api: harness.Api) -> list[dict[str, Any]]:
+    """One loop per workspace, each creating its next run once the last one ended."""
     per_client = -(-args.runs // args.workspaces)
     samples: list[dict[str, Any]] = []
     rng = random.Random(args.seed)
 
+    async def wait(run_id: str, final: str) -> None:
+        if args.wait == "longpoll":
+            await api.wait(run_id, final, timeout=args.timeout)
+            return
+        with trio.fail_after(args.timeout):
+            while True:
+                run = await api.run(run_id)
+                if run["status"] == final:
+                    return
+                if run["timestamps"]["finished_at"]:
+                    raise SystemExit(f"run {run_id} ended {run['status']}: "
+                                     f"{run['error_message']}")
+                await trio.sleep(args.poll_interval)
+
+    async def client(w: int) -> None:
+        name = f"ws{w}"
+        for k in range(per_client + args.warmup):
+            speculative = (k + w) % 2 == 0
+            body = {"operation": "plan"} if speculative else \
+                {"operation": "plan_and_apply", "auto_apply": True}
+            sent = time.time()
+            response = await api.http.post(f"/api/v1/workspaces/{name}/runs", json=body)
+            received = time.time()
+            if response.status_code != 201:
+                raise SystemExit(f"POST failed: {response.status_code} {response.text}")
+            run = response.json()["data"]
+            final = "planned_and_finished" if speculative else "applied"
+            await wait(run["id"], final)
+            if k >= args.warmup:
+                samples.append({"run_id": run["id"], "workspace": name, "speculative":
+                                speculative, "sent": sent, "received": received, "k": k})
+            await trio.sleep(rng.uniform(0, args.pause))
+
+    async with trio.open_nursery() as nursery:
+        for w in range(args.workspaces):
+            nursery.start_soon(client, w)
+    return samples
+
+
+async def in_process(args: argparse.Namespace, root: Path, times: Path) -> dict[str, Any]:
+    """The daemon in this trio loop; its database calls counted by wrapping its store."""
     counts = {"db_reads": 0, "db_writes": 0}
-    async with harness.running_daemon(config) as (daemon, api):
+    async with harness.running_daemon(_setup(args, root, times)) as (daemon, api):
         store = daemon.store
         real_read, real_write = store.read, store.write
 
-        async def counted_read(fn: Any) -> Any:
+        async def counted_read(fn: Any, **kwargs: Any) -> Any:
             counts["db_reads"] += 1
-            return await real_read(fn)
+            return await real_read(fn, **kwargs)
 
-        async def counted_write(fn: Any) -> Any:
+        async def counted_write(fn: Any, **kwargs: Any) -> Any:
             counts["db_writes"] += 1
-            return await real_write(fn)
+            return await real_write(fn, **kwargs)
 
         store.read, store.write = counted_read, counted_write  # type: ignore[method-assign]
-
-        async def wait(run_id: str, final: str) -> None:
-            if args.wait == "longpoll":
-                await api.wait(run_id, final, timeout=args.timeout)
-                return
-            with trio.fail_after(args.timeout):
-                while True:
-                    run = await api.run(run_id)
-                    if run["status"] == final:
-                        return
-                    if run["timestamps"]["finished_at"]:
-                        raise SystemExit(f"run {run_id} ended {run['status']}: "
-                                         f"{run['error_message']}")
-                    await trio.sleep(args.poll_interval)
-
-        async def client(w: int) -> None:
-            name = f"ws{w}"
-            for k in range(per_client + args.warmup):
-                speculative = (k + w) % 2 == 0
-                body = {"operation": "plan"} if speculative else \
-                    {"operation": "plan_and_apply", "auto_apply": True}
-                sent = time.time()
-                response = await api.http.post(f"/api/v1/workspaces/{name}/runs", json=body)
-                received = time.time()
-                if response.status_code != 201:
-                    raise SystemExit(f"POST failed: {response.status_code} {response.text}")
-                run = response.json()["data"]
-                final = "planned_and_finished" if speculative else "applied"
-                await wait(run["id"], final)
-                if k >= args.warmup:
-                    samples.append({"run_id": run["id"], "workspace": name, "speculative":
-                                    speculative, "sent": sent, "received": received, "k": k})
-                await trio.sleep(rng.uniform(0, args.pause))
-
         started = time.perf_counter()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        async with trio.open_nursery() as nursery:
-            for w in range(args.workspaces):
-                nursery.start_soon(client, w)
+        samples = await clients(args, api)
         elapsed = time.perf_counter() - started
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         store.read, store.write = real_read, real_write  # type: ignore[method-assign]
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    total_runs = args.workspaces * (per_client + args.warmup)
+    return {"samples": samples, "elapsed": elapsed, "cpu_seconds": cpu, **counts}
 
+
+async def _against(daemon: DaemonProcess, args: argparse.Namespace) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.headers,
+                                 timeout=args.timeout + 10) as http:
+        started = time.perf_counter()
+        cpu0 = cpu_seconds(daemon.pid)
+        samples = await clients(args, harness.Api(http))
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(daemon.pid) - cpu0
+    return {"samples": samples, "elapsed": elapsed, "cpu_seconds": cpu}
+
+
+def as_process(args: argparse.Namespace, root: Path, times: Path) -> dict[str, Any]:
+    """The daemon as its own process; with --count-db under cProfile, whose call counts of
+    `Store.read`/`Store.write` are its database calls."""
+    port = free_port()
+    config = _setup(args, root, times, listen=f"127.0.0.1:{port}")
+    profile = root / "daemon.prof" if args.count_db else None
+    daemon = DaemonProcess(config.path, f"http://127.0.0.1:{port}", root / "daemon.log",
+                           env=tf_env(), profile=profile)
+    daemon.start()
+    try:
+        result = trio.run(_against, daemon, args)
+    finally:
+        daemon.stop()
+    if profile is not None:
+        result.update(store_calls(profile))
+    return result
+
+
+def store_calls(profile: Path) -> dict[str, int]:
+    """`Store.read` and `Store.write` calls in a cProfile of the daemon (the whole run).
+
+    cProfile counts every resumption of a coroutine as a call, so the coroutines' own counts
+    are inflated (a write resumes about four times); each read and write calls the plain
+    function `Store._patience` exactly once, and its callers' counts are the calls."""
+    found = {"db_reads": 0, "db_writes": 0}
+    table = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    for (filename, _line, name), stats in table.items():
+        if filename.endswith("tfward/store/db.py") and name == "_patience":
+            for (_file, _l, caller), (_cc, calls, *_rest) in stats[4].items():
+                if caller in ("read", "write"):
+                    found["db_reads" if caller == "read" else "db_writes"] += calls
+    return found
+
+
+def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    check_timed_fake()
+    times = root / "tf-starts.txt"
+    raw = (trio.run(in_process, args, root, times) if args.in_process
+           else as_process(args, root, times))
+    samples = raw.pop("samples")
+    total_runs = args.workspaces * (-(-args.runs // args.workspaces) + args.warmup)
     first: dict[str, tuple[float, str]] = {}
     for line in times.read_text().splitlines():
         kind, ts, command, _pid, cwd = line.split(" ", 4)
@@ -144,10 +214,9 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         s["latency_ms"] = (ts - s["received"]) * 1000
         s["from_sent_ms"] = (ts - s["sent"]) * 1000
         s["post_ms"] = (s["received"] - s["sent"]) * 1000
-    return {"samples": samples[: args.runs] if len(samples) > args.runs else samples,
-            "elapsed": elapsed, "process_cpu_seconds": cpu, "runs_started": total_runs,
-            "db_reads_per_run": counts["db_reads"] / total_runs,
-            "db_writes_per_run": counts["db_writes"] / total_runs}
+    counted = {f"{k}_per_run": raw.pop(k) / total_runs for k in ("db_reads", "db_writes")
+               if k in raw}
+    return {"samples": samples[: args.runs], "runs_started": total_runs, **raw, **counted}
 
 
 def _dist(values: list[float]) -> dict[str, float]:
@@ -177,11 +246,15 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
     print(f"p99 {p99:.1f} ms, target < {TARGET_P99_MS:.0f} ms: {verdict(p99 < TARGET_P99_MS)}"
           + (f"  ({negative} runs had terraform start before the POST's answer arrived)"
              if negative else ""))
-    cpu = raw["process_cpu_seconds"]
-    print(f"load: {raw['runs_started']} runs in {raw['elapsed']:.1f}s; daemon+clients process CPU "
-          f"{cpu:.1f}s ({100 * cpu / raw['elapsed']:.0f}% of one core); "
-          f"per run {raw['db_writes_per_run']:.1f} DB writes, "
-          f"{raw['db_reads_per_run']:.1f} DB reads")
+    cpu = raw["cpu_seconds"]
+    who = "daemon+clients process" if args.in_process else "daemon process"
+    line = (f"load: {raw['runs_started']} runs in {raw['elapsed']:.1f}s; {who} CPU {cpu:.1f}s "
+            f"({100 * cpu / raw['elapsed']:.0f}% of one core), "
+            f"{1000 * cpu / raw['runs_started']:.1f} ms per run")
+    if "db_writes_per_run" in raw:
+        line += (f"; per run {raw['db_writes_per_run']:.1f} DB writes, "
+                 f"{raw['db_reads_per_run']:.1f} DB reads")
+    print(line)
     return {"latency_ms": dists, "from_post_sent_ms": sent, "post_round_trip_ms": post,
             "target_p99_ms": TARGET_P99_MS, "pass": p99 < TARGET_P99_MS,
             "first_commands": sorted({s["first_command"] for s in samples})}
@@ -203,11 +276,17 @@ def main() -> None:
                         help="seconds between GETs with --wait poll (0.1)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60, help="per run, seconds")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the daemon in this process's trio loop, next to the clients "
+                             "(and count its database calls directly)")
+    parser.add_argument("--count-db", action="store_true",
+                        help="count the daemon process's database calls (under cProfile: "
+                             "its latencies are then not the daemon's)")
     add_common_args(parser)
     args = parser.parse_args()
     meter = LoadMeter()
     with workdir(args.keep, args.tmp) as root:
-        raw = trio.run(bench, args, root)
+        raw = bench(args, root)
     load = meter.stop()
     summary = report(args, raw)
     print(LoadMeter.describe(load))

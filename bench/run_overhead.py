@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,12 +108,27 @@ def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
+_STAGE_SUM = re.compile(
+    r'^tfward_stage_duration_seconds_sum\{outcome="(\w+)",stage="(\w+)"\} (\S+)$', re.M)
+
+
+async def stage_seconds(api: harness.Api) -> dict[str, float]:
+    """Seconds spent in each pipeline stage so far (all runs), from the daemon's /metrics."""
+    text = (await api.http.get("/metrics")).text
+    found: dict[str, float] = {}
+    for _outcome, stage, value in _STAGE_SUM.findall(text):
+        found[stage] = found.get(stage, 0.0) + float(value)
+    return found
+
+
 async def daemon_run(api: harness.Api, ws: WorkspaceConfig, operation: str,
                      expect: dict[str, int], wait_limit: float) -> dict[str, Any]:
+    before = await stage_seconds(api)
     t0 = time.perf_counter()
     run = await api.create_run(ws.name, operation=operation, auto_apply=True)
     run = await api.wait(run["id"], "applied", timeout=wait_limit)
     t1 = time.perf_counter()
+    after = await stage_seconds(api)
     if run["resource_changes"] != expect:
         sys.exit(f"run {run['id']} in {ws.name}: changes {run['resource_changes']}, "
                  f"expected {expect}")
@@ -123,7 +139,8 @@ async def daemon_run(api: harness.Api, ws: WorkspaceConfig, operation: str,
                   "queued": (ts["started_at"] or 0) - ts["created_at"],
                   "plan_phase": (ts["planned_at"] or 0) - (ts["started_at"] or 0),
                   "apply_phase": ts["finished_at"] - (ts["apply_started_at"] or 0)}
-    return {"run_id": run["id"], "seconds": t1 - t0, **phases}
+    stages = {stage: seconds - before.get(stage, 0.0) for stage, seconds in after.items()}
+    return {"run_id": run["id"], "seconds": t1 - t0, **phases, "stages": stages}
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -207,6 +224,12 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
     print("daemon-side phases (median s, from the run's timestamps): "
           + "; ".join(f"{side}: " + ", ".join(f"{k} {v:.3f}" for k, v in p.items())
                       for side, p in phases.items()))
+    stage_medians = {side: {stage: median([r["stages"].get(stage, 0.0) for r in raw[side]])
+                            for stage in raw[side][0]["stages"]} for side in ("cold", "warm")}
+    for side, stages in stage_medians.items():
+        shown = ", ".join(f"{stage} {1000 * v:.0f}" for stage, v in stages.items() if v >= 0.0005)
+        print(f"stage medians, {side} (ms, tfward_stage_duration_seconds): {shown}; "
+              f"sum {1000 * sum(stages.values()):.0f}")
     print(f"daemon overhead beyond bare+show: new ws {cold - bare - show:+.3f}s, "
           f"repeat {warm - bare - show:+.3f}s")
     return {"median_seconds": {"bare": bare, "bare_show_json": show, "daemon_new_workspace": cold,
@@ -216,7 +239,7 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
             "targets": {"new_workspace": TARGET_COLD, "repeat_below": TARGET_WARM},
             "pass": {"new_workspace": cold / bare <= TARGET_COLD,
                      "repeat": warm / bare < TARGET_WARM},
-            "daemon_phases_median": phases}
+            "daemon_phases_median": phases, "daemon_stage_medians": stage_medians}
 
 
 def main() -> None:

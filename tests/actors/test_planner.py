@@ -7,15 +7,16 @@ demand: the fake terraform prints no JSON (`show.invalid_json`) or exits 1."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
-from harness import FAKE_TERRAFORM, demo_workspace, facts, running_daemon, write_config
+from fakeshow import FAKE, MESSAGES, commands, fake_show_workspace
+from harness import demo_workspace, facts, running_daemon, write_config
 from taskservice import TaskService, callback_body, task_table, write_task_config
+
+from tfward.actors.planner import summary_changes
 
 GATE = [{"task": "gate", "stages": ["post_plan"], "enforcement": "mandatory"}]
 
@@ -60,31 +61,6 @@ async def test_a_user_lock_taken_while_a_run_plans_ends_the_run_failed_lock(
     assert "run:needs_attention" not in found["triggers"]
     assert "[tfward] run finished: failed (lock)" in found["log"]
     assert not list((tmp_path / "demo-store").iterdir())
-
-
-FAKE = {"binary": str(FAKE_TERRAFORM)}
-
-
-def fake_show_workspace(tmp_path: Path, failure: str, **settings: Any) -> dict[str, Any]:
-    """A workspace for the fake terraform (`FAKE`), whose `show -json` fails as `failure`
-    says; every call is recorded in `calls.jsonl`."""
-    script = tmp_path / "fake-script.json"
-    show = {"invalid_json": True} if failure == "invalid_json" else {"exit": 1}
-    script.write_text(json.dumps({"show": show}))
-    ws = demo_workspace(tmp_path, things=1, **settings)
-    ws["env"] |= {"FAKE_TF_SCRIPT": str(script), "FAKE_TF_CALLS": str(tmp_path / "calls.jsonl")}
-    return ws
-
-
-MESSAGES = {
-    "invalid_json": "terraform show -json printed no JSON document: the plan cannot be reviewed",
-    "exit_1": "terraform show -json failed (exit 1): the plan cannot be reviewed",
-}
-
-
-def commands(tmp_path: Path) -> list[str]:
-    lines = (tmp_path / "calls.jsonl").read_text().splitlines()
-    return [json.loads(line)["command"] for line in lines]
 
 
 @pytest.mark.parametrize("failure", ["invalid_json", "exit_1"])
@@ -133,3 +109,19 @@ async def test_a_speculative_plan_whose_show_json_fails_still_finishes_and_says_
         plan = await api.http.get(f"/api/v1/runs/{run['id']}/plan")
     assert plan.json() is None
     assert MESSAGES["exit_1"] in (await facts(daemon, run["id"]))["log"]
+
+
+@pytest.mark.parametrize(
+    ("line", "counts"),
+    [
+        ("Plan: 3 to add, 0 to change, 1 to destroy.", (3, 0, 1)),
+        ("Plan: 0 to add, 12 to change, 0 to destroy.", (0, 12, 0)),
+        (None, (0, 0, 0)),
+        ("No changes. Your infrastructure matches the configuration.", (0, 0, 0)),
+    ],
+)
+def test_the_counts_of_a_plan_whose_json_comes_later_are_terraforms_plan_line(
+    line: str | None, counts: tuple[int, int, int]
+) -> None:
+    found = summary_changes(line)
+    assert (found.add, found.change, found.destroy) == counts

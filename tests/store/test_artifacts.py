@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -14,12 +15,14 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, Integer, LargeBinary, String, column, insert, table
 
+from tfward.errors import NotFound
 from tfward.runs.model import Operation
 from tfward.store import artifacts
 from tfward.store import db as db_module
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store, sqlite_url
+from tfward.store.sealing import Sealer
 from tfward.store.tables import metadata
 
 
@@ -59,14 +62,24 @@ def _alembic() -> AlembicConfig:
     return cfg
 
 
+def _downgrade(store: Store, cfg: AlembicConfig, target: str) -> None:
+    """Alembic's downgrade to `target`. SQLite rebuilds `runs` to drop a column (0012_speed):
+    as its documentation says, with the foreign keys off, outside the transaction."""
+    with store.engine.connect() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        raw.execute("PRAGMA foreign_keys=OFF")
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, target)
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
 def test_migration_0011_counts_the_offsets_of_chunks_stored_before_it(tmp_path: Path) -> None:
     old = Store(sqlite_url(tmp_path / "old.db"))
     old.migrate()
     runs = [old.run_sync(_run), old.run_sync(_run)]  # as today's code stores them
     cfg = _alembic()
-    with old.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0010_storage")  # the runs stay; chunks as stored before 0011
+    _downgrade(old, cfg, "0010_storage")  # the runs stay; chunks as stored before 0011
     chunks_0010 = table(
         "run_log_chunks",
         column("run_id", String), column("seq", Integer), column("data", LargeBinary),
@@ -90,3 +103,34 @@ def test_migration_0011_counts_the_offsets_of_chunks_stored_before_it(tmp_path: 
 
     assert old.run_sync(diff) == []
     old.close()
+
+
+def test_a_plan_stored_before_its_json_gets_it_later_and_migration_0012_goes_both_ways(
+    tmp_path: Path,
+) -> None:
+    """`show -json` beside the apply: the plan is stored first (`plan_json` NULL until
+    `put_plan_json`); migration 0012_speed allows that and adds `runs.plan_json_error`, and its
+    downgrade gives a plan still without JSON the document a failed `show -json` leaves."""
+    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store.migrate()
+    run_id = store.run_sync(_run)
+    store.run_sync(lambda c: artifacts.put_plan(c, run_id, b"plan", None))
+    with pytest.raises(NotFound, match="has no plan JSON yet"):
+        store.run_sync(lambda c: artifacts.get_plan_json(c, run_id))
+    cfg = _alembic()
+    _downgrade(store, cfg, "0013_web")
+    assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == b"null"
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    store.run_sync(lambda c: artifacts.put_plan_json(c, run_id, b'{"format_version": "1.0"}'))
+    assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == (
+        b'{"format_version": "1.0"}'
+    )
+
+    def diff(conn: Connection) -> list[object]:
+        found = compare_metadata(MigrationContext.configure(conn), metadata)
+        return [d for d in found if "plan_artifacts" in repr(d) or "plan_json_error" in repr(d)]
+
+    assert store.run_sync(diff) == []
+    store.close()

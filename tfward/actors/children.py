@@ -3,11 +3,17 @@
 Both are run by the driver (`terraform.py`): a session and process group of their own, output
 to files read as they grow and into the run log (masked there), and on cancel SIGINT to the
 group, the grace period, SIGKILL; the group is reaped before the call returns. The child's PID
-and the stage are recorded on the run right after the spawn and cleared once it is reaped, so
-recovery can find what a killed daemon left. Terraform commands also hold the daemon's process
-limit (`max_concurrent_runs`); a hook does not (it is not terraform, and a run has at most one
-child at a time). The last part of each terraform command's output is kept in memory, for the
-classifier (`runs/classify.py`) to judge a failure by.
+and the stage are recorded on the run right after the spawn (beside the process), so recovery
+can find what a killed daemon left; once the child is reaped its PID is cleared by the run's
+next write (`forget_process`: a stage, the plan's record, the funnel) rather than by a write of
+its own — a recorded PID whose group is gone is harmless, recovery signals it only while it
+leads a live terraform group (docs/architecture.md §2, §5). Terraform commands also hold the
+daemon's process limit (`max_concurrent_runs`); a hook does not (it is not terraform). A run
+has one child at a time, except `terraform show -json` beside the apply
+(docs/architecture.md §3): that one runs `beside`, in a directory of its own, its PID not
+recorded (the apply's is; recovery finds it by its working directory, under the run's) and its
+output not kept for the classifier. The last part of each other terraform command's output is
+kept in memory, for the classifier (`runs/classify.py`) to judge a failure by.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import trio
+from sqlalchemy import Connection
 
-from tfward.errors import StageFailed, StorageUnavailable
+from tfward.errors import StageFailed
 from tfward.runs.classify import Verdict, classify
 from tfward.runs.model import ErrorKind, Stage
 from tfward.store import runs as run_store
@@ -32,9 +38,7 @@ from .remote_state import RemoteStateAccess
 from .runlog import RunLog
 from .terraform import FileOutput, OutputSink, StopControl, run_terraform
 
-TAIL_BYTES = 64 << 10
-# How long clearing a finished child's pid may wait for storage (shielded: bounded).
-CLEAR_PID_WAIT = 10.0  # terraform's diagnostics come last; this holds many of them
+TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
 
 
 class TaskOutput:
@@ -51,9 +55,17 @@ class TaskOutput:
 
 
 class Terraform(Protocol):
-    """Runs terraform in the run directory; its output goes to the log, or to `stdout`."""
+    """Runs terraform in the run directory (or `beside` another command of the run); its output
+    goes to the log, or to `stdout`; `on_spawn` is called once its process runs."""
 
-    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int: ...
+    async def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        stdout: TaskOutput | None = None,
+        beside: Path | None = None,
+        on_spawn: Callable[[], None] | None = None,
+    ) -> int: ...
 
     def verdict(self, code: int) -> Verdict: ...
 
@@ -105,19 +117,30 @@ class RunChildren:
     stage: Callable[[], Stage | None]
     # The run's credential for other workspaces' state; terraform commands get it, hooks not.
     remote_state: RemoteStateAccess | None = None
+    # A PID is recorded on the run that no write has cleared since its child ended.
+    process_recorded: bool = False
     _tail: bytes = field(default=b"", repr=False)
 
-    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
-        """Run terraform in the run directory under the global process limit. On cancellation
-        terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors propagate.
-        The workspace's own terraform binary runs, with the run's remote-state credential."""
+    async def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        stdout: TaskOutput | None = None,
+        beside: Path | None = None,
+        on_spawn: Callable[[], None] | None = None,
+    ) -> int:
+        """Run terraform in the run directory (with `beside`: in that directory, while another
+        command of the run runs; see the module's docstring) under the global process limit.
+        On cancellation terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors
+        propagate. The workspace's own terraform binary runs, with the run's remote-state
+        credential."""
         env = self.env()
         if self.remote_state is not None:
             await self.remote_state.issue()
             env.update(self.remote_state.env())
         async with self.ctx.rt.process_limiter:
             await disk_ready(self.ctx.rt.store.health)
-            self.ctx.log.note(f"terraform {' '.join(args)}")
+            self.ctx.log.note(f"terraform {' '.join(args)}" + (" (beside)" if beside else ""))
             tail = _Tail(self.ctx.log)
             try:
                 with self.ctx.rt.metrics.terraform_running(args[0]):
@@ -127,9 +150,12 @@ class RunChildren:
                         sink=stdout or tail,
                         stderr_sink=tail if stdout else None,
                         label=args[0],  # recovery reads the exit code of `*-apply`
+                        cwd=beside,
+                        on_spawn=on_spawn,
                     )
             finally:
-                self._tail = bytes(tail.data[-TAIL_BYTES:])
+                if beside is None:
+                    self._tail = bytes(tail.data[-TAIL_BYTES:])
 
     def verdict(self, code: int) -> Verdict:
         """What the classifier makes of the last terraform command, which exited `code`."""
@@ -156,25 +182,36 @@ class RunChildren:
         sink: OutputSink,
         label: str,
         stderr_sink: OutputSink | None = None,
+        cwd: Path | None = None,
+        on_spawn: Callable[[], None] | None = None,
     ) -> int:
+        """Run one child to its end (`run_terraform`). Its PID is recorded beside it unless it
+        runs in a directory of its own (`cwd`: beside another child, whose PID is the one
+        recorded); the record is cleared later, by `forget_process`."""
         stage, store, run_id = self.stage(), self.ctx.rt.store, self.ctx.run_id
 
         async def started(pid: int) -> None:
-            await store.write(lambda c: run_store.set_process(c, run_id, pid, stage))
+            if on_spawn is not None:
+                on_spawn()
+            if cwd is None:
+                self.process_recorded = True  # before: a write cancelled after its commit
+                await store.write(lambda c: run_store.set_process(c, run_id, pid, stage))
 
-        try:
-            return await run_terraform(
-                argv, cwd=self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
-                control=self.control, on_start=started, label=label,
-            )  # fmt: skip
-        finally:
-            # The group is dead and reaped: forget its pid so nothing kills a reused one.
-            # Bounded: with storage down the funnel's transaction clears it as well.
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEAR_PID_WAIT):
-                try:
-                    await store.write(lambda c: run_store.set_process(c, run_id, None, None))
-                except StorageUnavailable:
-                    pass  # the daemon gave up waiting; recovery checks the pid anyway
+        return await run_terraform(
+            argv, cwd=cwd or self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
+            control=self.control, on_start=started, label=label,
+            output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
+        )  # fmt: skip
+
+    def forget_process(self, conn: Connection) -> None:
+        """In the caller's transaction (the run's next write, while no recorded child runs):
+        clear the PID recorded for a child that has ended. The caller calls `forgotten` once
+        it committed."""
+        if self.process_recorded:
+            run_store.set_process(conn, self.ctx.run_id, None, None)
+
+    def forgotten(self) -> None:
+        self.process_recorded = False
 
     def env(self) -> dict[str, str]:
         """The environment of every child: the daemon's, terraform's automation settings, the

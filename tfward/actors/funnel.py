@@ -35,6 +35,7 @@ be stored keeps the directory (its output files hold the lines; recovery appends
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -211,9 +212,15 @@ async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
     """The one transaction that makes the outcome visible. Storage faults are waited out (a
     patient write); another error is retried a few times, then recovery finishes the run."""
     downstream = _downstream(rt, ending.workspace)
+
+    def wanted(trigger: str, run: Run) -> bool:  # a row no destination wants is written done
+        return rt.notifies(ending.workspace, trigger, refresh_only=run.refresh_only)
+
     for attempt in range(TX_ATTEMPTS):
         try:
-            return await rt.store.write(lambda c: _record_tx(c, ending, outcome, downstream))
+            return await rt.store.write(
+                lambda c: _record_tx(c, ending, outcome, downstream, wanted)
+            )
         except StorageUnavailable:
             raise
         except Exception:  # retried; recovery finishes the run if all fail
@@ -236,7 +243,11 @@ def _downstream(rt: Runtime, workspace: str) -> tuple[str, ...]:
 
 
 def _record_tx(
-    conn: Connection, ending: Ending, outcome: Outcome, downstream: tuple[str, ...] = ()
+    conn: Connection,
+    ending: Ending,
+    outcome: Outcome,
+    downstream: tuple[str, ...] = (),
+    wanted: Callable[[str, Run], bool] = lambda trigger, run: True,
 ) -> Run:
     when = now()
     run = before = run_store.get_run(conn, ending.run_id)
@@ -269,13 +280,20 @@ def _record_tx(
             ws_store.release_lock(conn, ending.workspace_id, run_id=run.id)
     tasks.revoke_for_run(conn, run.id, when)
     credentials.revoke_for_run(conn, run.id, when)
-    _notify(conn, ending, run, final, outcome)
+    _notify(conn, ending, run, final, outcome, wanted)
     # An apply that stored a new state: run triggers downstream and drift clear (seed H5).
     followups.after_finish(conn, final, ending.workspace_id, downstream)
     return final
 
 
-def _notify(conn: Connection, ending: Ending, before: Run, final: Run, outcome: Outcome) -> None:
+def _notify(
+    conn: Connection,
+    ending: Ending,
+    before: Run,
+    final: Run,
+    outcome: Outcome,
+    wanted: Callable[[str, Run], bool],
+) -> None:
     if outcome.requeue is not None:
         if before.status is Status.PLANNING:
             return  # a shutdown re-queue: nothing for a human to do
@@ -290,4 +308,5 @@ def _notify(conn: Connection, ending: Ending, before: Run, final: Run, outcome: 
         workspace=ending.workspace,
         run=final,
         message=outcome.describe(),
+        wanted=wanted(trigger, final),
     )

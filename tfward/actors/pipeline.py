@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import trio
 from sqlalchemy import Connection
@@ -46,13 +47,14 @@ from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store.health import patient
 
-from . import workdir
+from . import rundir, workdir
 from .children import RunChildren
 from .context import RunContext
 from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import Decision, Phase, RunHandle, StopReason
 from .hooks import StageHooks
+from .planjson import PlanJsonBeside
 from .planner import Planner
 from .remote_state import RemoteStateAccess, new_token
 from .rundir import RunDirectory
@@ -69,6 +71,16 @@ _TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
 
 # Run-task (and hook) stages: without a task or hook they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What the run's first transaction found: the run, where its log goes on, and for a run
+    that starts planning now what `fetching` needs from the store."""
+
+    run: Run
+    log_end: tuple[int, int]  # the next chunk's seq, the stored log's length
+    inputs: rundir.Inputs | None
 
 
 class RunPipeline:
@@ -99,6 +111,8 @@ class RunPipeline:
             self.children,
         )
         self.planner = Planner(self.ctx, self.children)
+        # `show -json` beside the apply, when nothing reviews the plan before it (planjson.py).
+        self.plan_json: PlanJsonBeside | None = None
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -110,13 +124,10 @@ class RunPipeline:
         logs.bind(run_id=self.run_id, workspace=self.ws.name, stage=None)
         try:
             with patient(self.rt.give_up):
-                await self.log.open()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.log.flusher, name=f"log-flusher-{self.run_id}")
                     outcome = await self._guarded()
                     nursery.cancel_scope.cancel()
-        except StorageUnavailable:
-            pass  # the log could not even be opened before the daemon gave up: stopped
         finally:
             if outcome is None:
                 outcome = self._stopped_outcome()
@@ -184,9 +195,10 @@ class RunPipeline:
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def _lifecycle(self) -> Outcome:
-        run = await self.rt.store.read(lambda c: run_store.get_run(c, self.run_id))
-        if run.status is Status.PENDING:
-            run = await self._plan_phase()
+        start = await self._begin()
+        run = start.run
+        if start.inputs is not None:
+            run = await self._plan_phase(run, start.inputs)
             if run.status is Status.PLANNING:
                 return Outcome(Status.PLANNED_AND_FINISHED)
         if run.status is Status.APPLY_PENDING:
@@ -198,20 +210,64 @@ class RunPipeline:
             raise StageFailed(
                 ErrorKind.INTERNAL, f"run {self.run_id} cannot continue from {run.status}"
             )
-        return await self._apply_phase(run)
+        async with trio.open_nursery() as beside:
+            if self.plan_json is not None:
+                beside.start_soon(self.plan_json.run, name=f"show-json-{self.run_id}")
+            try:
+                return await self._apply_phase(run)
+            except Exception:
+                # The apply phase failed by itself: its plan JSON is stored first. (A stopped
+                # run stops `show -json` with it: the nursery is cancelled.)
+                if self.plan_json is not None:
+                    await self.plan_json.settle()
+                raise
 
-    async def _plan_phase(self) -> Run:
-        run = await self._transition(lambda r: model.start_planning(r, now()), "run:planning")
-        self.phase = Phase.PLANNING
+    async def _begin(self) -> _Start:
+        """The run's first transaction: the run as stored and where its log goes on; for a
+        pending run also the start of its plan phase — `planning` (stage `fetching`), its
+        `run:planning` notification, its remote-state credential — and what `fetching`
+        reads (the current state, a pinned configuration). One write on the way from "run
+        accepted" to "terraform started" instead of three reads and two writes. Cancellation:
+        the write commits or rolls back before this returns."""
+        ws_id, run_id = self.ws_id, self.run_id
+
+        def tx(conn: Connection) -> _Start:
+            end = artifacts.log_end(conn, run_id)
+            run = run_store.get_run(conn, run_id)
+            if run.status is not Status.PENDING:
+                return _Start(run, end, None)
+            planning = run_store.save(conn, run, model.start_planning(run, now()))
+            outbox_store.notify_status(
+                conn, planning, ws_id, "run:planning", wanted=self._notifies(run, "run:planning")
+            )
+            self.remote_state.issue_in(conn)
+            pinned = run.pinned_configuration_version_id
+            return _Start(planning, end, rundir.read_inputs(conn, ws_id, pinned))
+
+        start = await self.rt.store.write(tx)
+        await self.log.open(start.log_end)
+        if start.inputs is not None:
+            self.remote_state.issued = True
+            self.phase = Phase.PLANNING
+        self._recorded_stage = start.run.stage
+        return start
+
+    async def _plan_phase(self, run: Run, inputs: rundir.Inputs) -> Run:
+        """From `fetching` to the recorded plan. The stage `init` is recorded with the
+        configuration version (the last write of `fetching`)."""
         self.log.note(f"run {run.id}: {run.operation} of workspace {self.ws.name}")
         async with self._stage(Stage.FETCHING):
-            cv_sha, archive = await self.dir.fetch(run)
+            cv_sha = await self.dir.fetch(run, inputs, self._entering(Stage.INIT))
+            self._recorded_stage = Stage.INIT
         async with self._stage(Stage.INIT):
             await self.dir.init(cv_sha)
         async with self._stage(Stage.PRE_PLAN):
             await self._checks(Stage.PRE_PLAN)
         async with self._stage(Stage.PLANNING):
-            has_changes, plan_json = await self.planner.plan(run)
+            has_changes = await self.planner.plan(run)
+            reviewed = self.planner.reviewed_before_apply(run, has_changes)
+            # Nothing reads the plan JSON before the apply: `show -json` runs beside it.
+            plan_json = await self.planner.show(run) if reviewed else None
         async with self._stage(Stage.SAVING_PLAN):
             plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
             plan_hash = await self.rt.store.write(
@@ -220,7 +276,13 @@ class RunPipeline:
         async with self._stage(Stage.POST_PLAN):
             await self._checks(Stage.POST_PLAN)
         self.stage = None
-        return await self.planner.record(has_changes, plan_hash, plan_json)
+        run = await self.planner.record(
+            has_changes, plan_hash, plan_json, also=self.children.forget_process
+        )
+        self.children.forgotten()
+        if plan_json is None and run.status is Status.APPLYING:
+            self.plan_json = PlanJsonBeside(self.ctx, self.planner)
+        return run
 
     async def _apply_phase(self, run: Run) -> Outcome:
         self.phase = Phase.APPLYING
@@ -231,7 +293,8 @@ class RunPipeline:
         async with self._stage(Stage.APPLYING):
             self.ending.apply_started = True
             code = await self.children(
-                ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE]
+                ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE],
+                on_spawn=self.plan_json.go.set if self.plan_json else None,
             )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
@@ -240,6 +303,8 @@ class RunPipeline:
                 raise self.children.failed(ErrorKind.APPLY, "terraform apply", code)
         async with self._stage(Stage.SAVING_STATE):
             await self.keeper.keep_state(self.ending, "apply")
+        if self.plan_json is not None:
+            await self.plan_json.settle()  # post_apply's hooks and tasks may read it
         async with self._stage(Stage.POST_APPLY):
             await self._checks(Stage.POST_APPLY)
         self.stage = None
@@ -319,15 +384,35 @@ class RunPipeline:
     # ---- helpers ------------------------------------------------------------------------------
 
     async def _transition(self, fn: Callable[[Run], Run], trigger: str | None = None) -> Run:
+        """One transition of the run (load, transition, save), with its notification; a PID
+        recorded for a child that has ended is cleared in the same transaction."""
+
         def tx(conn: Connection) -> Run:
             _, after = run_store.transition(conn, self.run_id, fn)
             if trigger:
-                outbox_store.notify_status(conn, after, self.ws_id, trigger)
+                wanted = self._notifies(after, trigger)
+                outbox_store.notify_status(conn, after, self.ws_id, trigger, wanted=wanted)
+            self.children.forget_process(conn)
             return after
 
         run = await self.rt.store.write(tx)
+        self.children.forgotten()
         self._recorded_stage = run.stage
         return run
+
+    def _notifies(self, run: Run, trigger: str) -> bool:
+        return self.rt.notifies(self.ws.name, trigger, refresh_only=run.refresh_only)
+
+    def _entering(self, stage: Stage) -> Callable[[Connection], object]:
+        """`stage` entered in another write's transaction (its caller records it as the
+        stage the database shows once that committed)."""
+
+        def tx(conn: Connection) -> object:
+            run_store.transition(conn, self.run_id, lambda r: model.enter_stage(r, stage))
+            self.children.forget_process(conn)
+            return None
+
+        return tx
 
 
 def _leaf(exc: BaseException) -> BaseException:

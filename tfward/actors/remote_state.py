@@ -21,6 +21,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection
+
 from tfward.config.tokens import token_sha256
 from tfward.ids import now
 from tfward.store import credentials
@@ -47,19 +49,27 @@ class RemoteStateAccess:
     issued: bool = False
 
     async def issue(self) -> None:
-        """Record the credential (its digest and scope) once, then wait until the API listens,
-        since terraform reaches it there. Cancellation: the write commits or rolls back before
-        this returns (Store.write); a database error propagates and fails the stage."""
+        """Record the credential (its digest and scope) once — unless the run's first
+        transaction did (`issue_in`) — then wait until the API listens, since terraform
+        reaches it there. Cancellation: the write commits or rolls back before this returns
+        (Store.write); a database error propagates and fails the stage."""
         if not self.issued:
-            ctx = self.ctx
-            digest, scope = token_sha256(self.token), ctx.ws.remote_state_from
-            await ctx.rt.store.write(
-                lambda c: credentials.issue(
-                    c, digest, run_id=ctx.run_id, ws_id=ctx.ws_id, scope=scope, when=now()
-                )
-            )
+            await self.ctx.rt.store.write(self.issue_in)
             self.issued = True
         await self.ctx.rt.api_listening.wait()
+
+    def issue_in(self, conn: Connection) -> None:
+        """Record the credential in the caller's transaction; the caller sets `issued` once it
+        committed."""
+        ctx = self.ctx
+        credentials.issue(
+            conn,
+            token_sha256(self.token),
+            run_id=ctx.run_id,
+            ws_id=ctx.ws_id,
+            scope=ctx.ws.remote_state_from,
+            when=now(),
+        )
 
     def env(self) -> dict[str, str]:
         """What terraform's environment gets: it overrides the workspace's `env`."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,26 @@ def retry_delay(interval: float, attempt: int, jitter: float) -> float:
     return min(RETRY_CAP, interval * 2.0 ** (attempt - 1)) * jitter
 
 
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What `fetching` takes from the store, read in the run's first transaction: the current
+    state (the plan is made against the version `state_id`) and a pinned configuration
+    (sha256, archive)."""
+
+    state_id: str | None
+    state: bytes | None
+    pinned: tuple[str, bytes] | None
+
+
+def read_inputs(conn: Connection, ws_id: str, pinned: str | None) -> Inputs:
+    current = states.current(conn, ws_id)
+    return Inputs(
+        current.id if current else None,
+        states.current_raw(conn, ws_id) if current else None,
+        artifacts.configuration_archive(conn, pinned) if pinned else None,
+    )
+
+
 @dataclass
 class RunDirectory:
     """`terraform` runs a terraform command in the directory and returns its exit code."""
@@ -47,36 +67,44 @@ class RunDirectory:
     def path(self) -> Path:
         return self.ctx.run_dir
 
-    async def fetch(self, run: Run) -> tuple[str, bytes]:
+    async def fetch(
+        self, run: Run, inputs: Inputs, then: Callable[[Connection], object] | None = None
+    ) -> str:
         """Snapshot the workspace's source into a configuration version, or, for a run that
-        pins one (a release rolling out a configuration version), use exactly that one."""
+        pins one (a release rolling out a configuration version), use exactly that one; lay
+        the run directory out; then record the version and the state the plan is made against
+        on the run, with `then` (the next stage) in the same transaction. Returns the
+        configuration's sha256. `inputs` were read in the run's first transaction."""
         pinned = run.pinned_configuration_version_id
         ws_id, run_id = self.ctx.ws_id, self.ctx.run_id
         snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ctx.ws)
+        if snap is not None:
+            sha, archive = snap.sha256, snap.archive
+        else:
+            assert inputs.pinned is not None
+            sha, archive = inputs.pinned
+        await self._prepare(archive, inputs.state, run.variable_overrides)
 
-        def record(conn: Connection) -> tuple[str, str, bytes, bytes | None]:
+        def record(conn: Connection) -> str:
+            cv_id = pinned
             if snap is not None:
-                cv = artifacts.put_configuration(
+                cv_id = artifacts.put_configuration(
                     conn, ws_id, snap.archive, snap.file_count, snap.sha256
-                )
-                cv_id, sha, archive = cv.id, snap.sha256, snap.archive
-            else:
-                assert pinned is not None
-                cv_id = pinned
-                sha, archive = artifacts.configuration_archive(conn, pinned)
-            current = states.current(conn, ws_id)
-            run_store.set_configuration(conn, run_id, cv_id, current.id if current else None)
-            return cv_id, sha, archive, states.current_raw(conn, ws_id)
+                ).id
+            assert cv_id is not None
+            run_store.set_configuration(conn, run_id, cv_id, inputs.state_id)
+            if then is not None:
+                then(conn)
+            return cv_id
 
-        cv_id, sha, archive, state = await self.ctx.rt.store.write(record)
+        cv_id = await self.ctx.rt.store.write(record)
         self.ctx.log.note(
             f"configuration {sha[:12]} "
             + (f"({snap.file_count} files)" if snap else f"(pinned: {cv_id})")
         )
         if run.variable_overrides:
             self.ctx.log.note("variables overridden: " + ", ".join(sorted(run.variable_overrides)))
-        await self._prepare(archive, state, run.variable_overrides)
-        return sha, archive
+        return sha
 
     async def _prepare(
         self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None
@@ -99,7 +127,7 @@ class RunDirectory:
         workdir.unpack(archive, self.path)
         workdir.write_inputs(self.path, self.ctx.ws, self.cli_config, overrides)
         if state is not None:
-            workdir.write_file_atomic(self.path / workdir.STATE_FILE, state)
+            workdir.write_private(self.path / workdir.STATE_FILE, state)
 
     async def init(self, config_sha: str) -> None:
         cache = self.ctx.rt.init_cache(self.ctx.ws.name)
@@ -197,7 +225,7 @@ class RunDirectory:
         await self.init(sha)
         await file_op(
             self.ctx.rt.store.health,
-            workdir.write_file_atomic,
+            workdir.write_private,
             on_disk,
             plan_file,
             where=f"run directory {self.path}",

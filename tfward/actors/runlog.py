@@ -107,7 +107,7 @@ class RunLog:
     _pending: list[_Piece] = field(default_factory=list)
     _memory: int = 0  # bytes of `_pending` held in memory
     _files: list[OutputFile] = field(default_factory=list)
-    _next_seq: int = 0
+    _next_seq: int | None = None  # where the stored log goes on; None until opened
     _masker: SecretMask = field(default_factory=SecretMask)
     _secrets: set[str] = field(default_factory=set)
     window: LogWindow = field(default_factory=LogWindow)
@@ -135,11 +135,16 @@ class RunLog:
         """Every secret this log masks (the plan JSON of the run masks the same)."""
         return sorted(self._secrets)
 
-    async def open(self) -> None:
-        """Continue after the chunks already stored (an apply appends to its plan's log).
-        Waits for storage in a patient context."""
-        self._next_seq, end = await self.store.read(lambda c: artifacts.log_end(c, self.run_id))
-        self.window.reset(end)
+    async def open(self, end: tuple[int, int] | None = None) -> None:
+        """Continue after the chunks already stored (an apply appends to its plan's log):
+        `end` — the next chunk's seq and the stored log's length (`artifacts.log_end`) — when
+        the caller read it in a transaction of its own (the pipeline's first), else read now.
+        Waits for storage in a patient context. A log never opened opens before its first
+        flush."""
+        if end is None:
+            end = await self.store.read(lambda c: artifacts.log_end(c, self.run_id))
+        self._next_seq, offset = end
+        self.window.reset(offset)
 
     # ---- input ----------------------------------------------------------------------------
 
@@ -268,11 +273,15 @@ class RunLog:
         `patient` as patient as the calling context (`store.health.patient`); on error every
         byte stays pending."""
         while self._pending:
+            if self._next_seq is None:
+                await self.open()
+            assert self._next_seq is not None
+            first_seq = self._next_seq
             batch = self._take(self.flush_bytes)
             try:
                 chunks, rest = await trio.to_thread.run_sync(self._chunks, batch, self.flush_bytes)
                 append = functools.partial(
-                    artifacts.append_log, run_id=self.run_id, first_seq=self._next_seq,
+                    artifacts.append_log, run_id=self.run_id, first_seq=first_seq,
                     chunks=chunks, first_offset=self.window.end,
                 )
                 await self.store.write(append, patient=None if patient else False)
@@ -284,7 +293,7 @@ class RunLog:
                 raise
             if rest is not None:
                 self._pending.insert(0, rest)  # a range read only in part this time
-            self._next_seq += len(chunks)
+            self._next_seq = first_seq + len(chunks)
             for chunk in chunks:
                 self.window.add(chunk.data)  # stored: followers may read it from memory
                 for source in self._files:

@@ -119,6 +119,15 @@ class Runtime:
         """Concurrent `terraform init` on one plugin cache fails ("text file busy")."""
         return self._init_locks.setdefault(plugin_cache, trio.Lock())
 
+    def notifies(self, workspace: str, trigger: str, *, refresh_only: bool = False) -> bool:
+        """Whether a notification goes anywhere, as the outbox's fan-out decides it: a
+        destination of the workspace wants the trigger, and it is not a `run:*` trigger of a
+        drift check (which notifies only `assessment:drifted`). A row nobody wants is written
+        `done` (docs/architecture.md §7)."""
+        if refresh_only and trigger.startswith("run:"):
+            return False
+        return self.config.notifies(workspace, trigger)
+
     def workspace(self, name: str) -> WorkspaceConfig:
         try:
             return self.config.workspace(name)

@@ -207,19 +207,23 @@ def write_inputs(
     `_module_files`). The tfvars file may hold secrets, so only the daemon's user reads it."""
     values = {**thaw(ws.vars), **thaw(overrides or {}), **sensitive_inputs(ws)}
     text = json.dumps(values, indent=2, sort_keys=True) + "\n"
-    _write_private(run_dir / TFVARS, text.encode())
+    write_private(run_dir / TFVARS, text.encode())
     # The operator's CLI config may hold credentials (registry tokens): private as well.
-    _write_private(run_dir / CLI_CONFIG, cli_config.encode())
+    write_private(run_dir / CLI_CONFIG, cli_config.encode())
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write `path`, readable by the daemon's user alone. No fsync: what a run directory holds
+    is a working copy of what the database keeps (a state, a plan), or made again from it
+    (docs/architecture.md §3), so a power loss costs nothing that recovery cannot redo."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "wb") as fh:
         fh.write(data)
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write `path` (0600: a state or a plan) through a temporary file and a rename."""
+    """Write `path` (0600) durably: through a temporary file, fsync and a rename (a state
+    backup: it may be the only copy of a state the database refused)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "wb") as fh:
@@ -253,7 +257,7 @@ def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     a half-copied init that looks complete."""
     # A configuration with no providers or modules gets no .terraform from init.
     (run_dir / ".terraform").mkdir(mode=0o700, exist_ok=True)
-    _write_private(run_dir / INIT_MARKER, (json.dumps({"key": key}) + "\n").encode())
+    write_private(run_dir / INIT_MARKER, (json.dumps({"key": key}) + "\n").encode())
     final = cache_root / key
     if final.exists():
         return

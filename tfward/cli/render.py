@@ -121,6 +121,8 @@ def outcome(run: Mapping[str, Any]) -> str:
     if run.get("error_message"):
         kind = f" ({run['error_kind']})" if run.get("error_kind") else ""
         text += f"{kind}: {run['error_message']}"
+    if run.get("plan_json_error"):
+        text += f" (no plan JSON: {run['plan_json_error']})"
     return text
 
 

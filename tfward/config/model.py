@@ -291,6 +291,16 @@ class Config:
                 return destination
         raise KeyError(name)
 
+    def notifies(self, workspace: str, trigger: str) -> bool:
+        """Whether a notification of ``trigger`` about ``workspace`` goes anywhere: some
+        destination the workspace names (and this config defines) wants the trigger. The
+        outbox's fan-out sends it to exactly those (outbox/jobs.py)."""
+        try:
+            names = self.workspace(workspace).notifications
+        except KeyError:
+            return False
+        return any(d.name in names and trigger in d.triggers for d in self.notifications)
+
     def workspace(self, name: str) -> WorkspaceConfig:
         """The workspace called ``name``; KeyError if there is none."""
         for workspace in self.workspaces:

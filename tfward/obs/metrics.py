@@ -2,8 +2,8 @@
 
 Two sources, one registry:
 - what only this process sees happen (stage durations, terraform processes running now, saved
-  plans found unusable, recovery actions) is recorded here as it happens, by the pipeline and
-  by recovery, which reach this object as `Runtime.metrics`;
+  plans found unusable, `show -json` failures, recovery actions) is recorded here as it
+  happens, by the pipeline and by recovery, which reach this object as `Runtime.metrics`;
 - what the database already knows (runs by status, queue depth, outbox rows, run-task results,
   notification delivery attempts) is read at scrape time (store/tallies.py), so it survives
   restarts and cannot drift from the API.
@@ -44,6 +44,15 @@ class PlanReason(enum.StrEnum):
     STATE_MOVED = "state_moved"  # the workspace state changed since the plan
     TERRAFORM_STALE = "terraform_stale"  # terraform itself refused the saved plan as stale
     OTHER = "other"
+
+
+class PlanJsonFailure(enum.StrEnum):
+    """How `terraform show -json` failed (the `reason` label of tfward_plan_json_failures)."""
+
+    EXIT = "exit"  # it exited non-zero
+    NOT_JSON = "not_json"  # it exited 0 without a JSON document
+    TIMEOUT = "timeout"  # beside the apply: it outlived the plan timeout
+    NOT_RUN = "not_run"  # beside the apply: it could not be started
 
 
 # The commands the pipeline runs, present at zero so a dashboard has a series before the first.
@@ -106,10 +115,21 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.plan_json_failures = Counter(
+            "tfward_plan_json_failures",
+            "`terraform show -json` failures, by reason (exit, not_json, timeout, not_run). A run "
+            "someone reviews before its apply fails for it (seed M1); a speculative plan, or an "
+            "auto-applied run whose show -json ran beside the apply, goes on and says why on the "
+            "run (plan_json_error).",
+            ["reason"],
+            registry=self.registry,
+        )
         for command in TERRAFORM_COMMANDS:
             self.terraform_processes.labels(command)
         for reason in PlanReason:
             self.plan_failures.labels(str(reason))
+        for failure in PlanJsonFailure:
+            self.plan_json_failures.labels(str(failure))
         self._database = _DatabaseCollector()
         self.registry.register(self._database)
 
@@ -123,6 +143,9 @@ class Metrics:
 
     def plan_unusable(self, reason: PlanReason) -> None:
         self.plan_failures.labels(str(reason)).inc()
+
+    def plan_json_failed(self, reason: PlanJsonFailure) -> None:
+        self.plan_json_failures.labels(str(reason)).inc()
 
     def recovered(self, actions: Mapping[str, Sized]) -> None:
         """Count a recovery report: action -> what it was done to."""

@@ -186,6 +186,9 @@ class Run:
     discard_requested_at: datetime | None = None
     discard_requested_by: str | None = None
     discard_reason: str | None = None
+    # Why the run went on without its plan JSON: `terraform show -json` failed for a
+    # speculative plan, or alongside the apply of an auto-applied run (docs/architecture.md §3).
+    plan_json_error: str | None = None
 
     @property
     def is_speculative(self) -> bool:
@@ -224,14 +227,21 @@ def plan_finished(
     has_changes: bool,
     plan_hash: str,
     expires_at: datetime,
+    plan_json_error: str | None = None,
 ) -> Run:
     """Record a finished plan. The run becomes `apply_pending` when someone must confirm, or
     `applying` when it applies by itself; a plan that will not be applied stays `planning` for
-    the termination funnel to finish as `planned_and_finished` (see `needs_apply`)."""
+    the termination funnel to finish as `planned_and_finished` (see `needs_apply`).
+    `plan_json_error`: a speculative plan whose `show -json` failed says so."""
     if run.status is not Status.PLANNING:
         raise _refuse(run, "finish planning")
     recorded = dataclasses.replace(
-        run, changes=changes, has_changes=has_changes, plan_hash=plan_hash, planned_at=now
+        run,
+        changes=changes,
+        has_changes=has_changes,
+        plan_hash=plan_hash,
+        planned_at=now,
+        plan_json_error=plan_json_error,
     )
     if not needs_apply(recorded):
         return recorded
@@ -246,6 +256,22 @@ def plan_finished(
             confirmed_by="auto-apply",
         )
     return _to(recorded, now, Status.APPLY_PENDING, stage=None, plan_expires_at=expires_at)
+
+
+def plan_json_stored(run: Run, changes: ResourceChanges) -> Run:
+    """The plan JSON that `show -json` produced alongside the apply is stored: the change counts
+    are the JSON's from now on (until then they came from terraform's `Plan:` line)."""
+    if run.status is not Status.APPLYING:
+        raise _refuse(run, "store the plan JSON of")
+    return dataclasses.replace(run, changes=changes, plan_json_error=None)
+
+
+def plan_json_failed(run: Run, error: str) -> Run:
+    """`show -json` failed alongside the apply: the run goes on, and says why it has no plan
+    JSON (nothing waited for it: docs/architecture.md §3)."""
+    if run.status is not Status.APPLYING:
+        raise _refuse(run, "record the plan JSON failure of")
+    return dataclasses.replace(run, plan_json_error=error)
 
 
 def needs_apply(run: Run) -> bool:
@@ -364,6 +390,7 @@ def requeue(run: Run, now: datetime, *, reason: str, nothing_applied: bool = Fal
         apply_started_at=None,
         cancel_requested_at=None,
         force_cancel_requested_at=None,
+        plan_json_error=None,
         warnings=(*run.warnings, f"re-planned: {reason}"),
     )
 

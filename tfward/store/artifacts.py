@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from tfward.errors import BadRequest, NotFound, PlanUnusable
 from tfward.ids import new_id, now
@@ -105,8 +105,9 @@ def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:
     return row.sha256, bytes(row.archive)
 
 
-def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) -> str:
-    """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash)."""
+def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes | None) -> str:
+    """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash).
+    `plan_json` None: `show -json` runs beside the apply and `put_plan_json` stores it later."""
     plan_sha = hashlib.sha256(plan_file).hexdigest()
     conn.execute(plan_artifacts.delete().where(plan_artifacts.c.run_id == run_id))
     conn.execute(
@@ -114,12 +115,31 @@ def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes) 
             run_id=run_id,
             plan_file=sealing.seal(conn, plan_file, "plan_file"),
             plan_sha256=plan_sha,
-            plan_json=sealing.seal(conn, plan_json, "plan_json"),
-            plan_json_sha256=hashlib.sha256(plan_json).hexdigest(),
             created_at=now(),
+            **_plan_json_values(conn, plan_json),
         )
     )
     return plan_sha
+
+
+def put_plan_json(conn: Connection, run_id: str, plan_json: bytes) -> None:
+    """Store the plan JSON of a plan stored without it (`show -json` ran beside the apply)."""
+    result = conn.execute(
+        update(plan_artifacts)
+        .where(plan_artifacts.c.run_id == run_id)
+        .values(**_plan_json_values(conn, plan_json))
+    )
+    if result.rowcount != 1:
+        raise NotFound(f"run {run_id} has no plan")
+
+
+def _plan_json_values(conn: Connection, plan_json: bytes | None) -> dict[str, object]:
+    if plan_json is None:
+        return {"plan_json": None, "plan_json_sha256": None}
+    return {
+        "plan_json": sealing.seal(conn, plan_json, "plan_json"),
+        "plan_json_sha256": hashlib.sha256(plan_json).hexdigest(),
+    }
 
 
 def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
@@ -139,12 +159,20 @@ def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
 
 
 def get_plan_json(conn: Connection, run_id: str) -> bytes:
-    raw = conn.execute(
+    """The stored plan JSON (`null` when `show -json` failed and the run went on without it).
+    NotFound for a run without a plan, or whose JSON is not stored: `show -json` still runs
+    beside the apply, or was stopped with its run."""
+    row = conn.execute(
         select(plan_artifacts.c.plan_json).where(plan_artifacts.c.run_id == run_id)
-    ).scalar()
-    if raw is None:
+    ).first()
+    if row is None:
         raise NotFound(f"run {run_id} has no plan")
-    return sealing.unseal(conn, raw, "plan_json")
+    if row.plan_json is None:
+        raise NotFound(
+            f"run {run_id} has no plan JSON yet: terraform show -json runs beside its apply "
+            "(or was stopped with the run)"
+        )
+    return sealing.unseal(conn, row.plan_json, "plan_json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Follow-up outbox rows, written in the caller's transaction (the one that causes them).
 
-- `notify_created`: a new run (`run:created`), from `runs.create_run`;
+- `notify_created`: a new run (`run:created`), from `runs.create_run` (written `done` when no
+  destination wants it);
 - `after_finish`: an applied run that stored a new state version queues a `run_trigger` per
   downstream workspace and a `drift_clear`, from the termination funnel's final transaction;
 - `inventory_sync`: every stored state version, from `states.store`.
@@ -21,9 +22,14 @@ from . import outbox as outbox_store
 from .tables import state_versions
 
 
-def notify_created(conn: Connection, run: Run, workspace_id: str) -> None:
+def notify_created(conn: Connection, run: Run, workspace_id: str, *, wanted: bool = True) -> None:
     outbox_store.notify(
-        conn, "run:created", key=f"notify:{run.id}:run:created", workspace_id=workspace_id, run=run
+        conn,
+        "run:created",
+        key=f"notify:{run.id}:run:created",
+        workspace_id=workspace_id,
+        run=run,
+        wanted=wanted,
     )
 
 

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
@@ -46,6 +57,12 @@ class Job:
 
 # ---- writing rows (in the caller's transaction) ---------------------------------------------
 
+# Built once, with bind parameters: every run writes several rows and the worker looks at the
+# queue after every burst of commits; building these statements cost more than running them.
+_BY_KEY = select(outbox.c.id).where(outbox.c.idempotency_key == bindparam("key"))
+_NEXT_SEQ = select(func.coalesce(func.max(outbox.c.seq), 0) + 1)
+_INSERT = insert(outbox)
+
 
 def enqueue(
     conn: Connection,
@@ -55,29 +72,35 @@ def enqueue(
     key: str,
     run_id: str | None = None,
     workspace_id: str | None = None,
+    done: bool = False,
 ) -> bool:
     """Add an outbox row in the caller's transaction. The idempotency key makes a repeat a
-    no-op; returns whether a row was added."""
-    if conn.execute(select(outbox.c.id).where(outbox.c.idempotency_key == key)).first():
+    no-op; returns whether a row was added. `done`: there is nothing to do (a notification no
+    destination wants): the row is written `done`, a record of the event the worker never
+    claims."""
+    if conn.execute(_BY_KEY, {"key": key}).first():
         return False
-    seq = conn.execute(select(func.coalesce(func.max(outbox.c.seq), 0) + 1)).scalar_one()
+    seq = conn.execute(_NEXT_SEQ).scalar_one()
     created = now()
     conn.execute(
-        insert(outbox).values(
-            id=new_id("ob"),
-            seq=seq,
-            kind=kind,
-            payload=payload,
-            run_id=run_id,
-            workspace_id=workspace_id,
-            status="queued",
-            attempts=0,
-            next_attempt_at=created,
-            idempotency_key=key,
-            created_at=created,
-        )
+        _INSERT,
+        {
+            "id": new_id("ob"),
+            "seq": seq,
+            "kind": kind,
+            "payload": payload,
+            "run_id": run_id,
+            "workspace_id": workspace_id,
+            "status": DONE if done else QUEUED,
+            "attempts": 0,
+            "next_attempt_at": created,
+            "idempotency_key": key,
+            "created_at": created,
+            "done_at": created if done else None,
+        },
     )
-    touch(conn, OUTBOX)  # due now: the worker looks
+    if not done:
+        touch(conn, OUTBOX)  # due now: the worker looks
     return True
 
 
@@ -116,11 +139,13 @@ def notify(
     run: Run | None = None,
     run_id: str | None = None,
     message: str | None = None,
+    wanted: bool = True,
     **extra: Any,
 ) -> bool:
     """Queue a notification (a `notify` row, fanned out to destinations by the worker) in the
     caller's transaction; see `notification` for the payload. Returns whether a row was added
-    (the idempotency `key` makes a repeat a no-op)."""
+    (the idempotency `key` makes a repeat a no-op). `wanted` False: no destination wants it
+    (`Config.notifies`): the row records the event, `done` at once, with nothing to send."""
     payload = notification(
         trigger, workspace=workspace, run=run, run_id=run_id, message=message, **extra
     )
@@ -131,12 +156,15 @@ def notify(
         key=key,
         run_id=run.id if run is not None else run_id,
         workspace_id=workspace_id,
+        done=not wanted,
     )
 
 
-def notify_status(conn: Connection, run: Run, workspace_id: str, trigger: str) -> bool:
+def notify_status(
+    conn: Connection, run: Run, workspace_id: str, trigger: str, *, wanted: bool = True
+) -> bool:
     """A run reached a status a destination may watch (`run:planning`, `run:needs_attention`,
-    `run:applying`); one row per status change."""
+    `run:applying`); one row per status change (`wanted`: see `notify`)."""
     changed = run.status_changed_at.isoformat() if run.status_changed_at else None
     return notify(
         conn,
@@ -144,10 +172,11 @@ def notify_status(conn: Connection, run: Run, workspace_id: str, trigger: str) -
         key=f"notify:{run.id}:{trigger}:{changed}",
         workspace_id=workspace_id,
         run=run,
+        wanted=wanted,
     )
 
 
-def _due(when: datetime) -> Any:
+def _due(when: Any) -> Any:
     return or_(
         and_(outbox.c.status == QUEUED, outbox.c.next_attempt_at <= when),
         # A lease that ran out: the process that held it died or hung (seed H6).
@@ -165,25 +194,35 @@ def _in_order() -> Any:
     return or_(outbox.c.workspace_id.is_(None), ~blocked)
 
 
+# The worker's look at the queue, built once: `when` and the rows to leave out (`exclude`, the
+# worker's own jobs in flight) are bound at each call.
+_CLAIMABLE = (
+    _due(bindparam("when")),
+    _in_order(),
+    outbox.c.id.not_in(bindparam("exclude", expanding=True)),
+)
+_HAS_DUE = select(outbox.c.id).where(*_CLAIMABLE).limit(1)
+_DUE_ROWS = select(outbox).where(*_CLAIMABLE).order_by(outbox.c.seq).limit(bindparam("limit"))
+_NEXT_RETRY = select(func.min(outbox.c.next_attempt_at)).where(
+    outbox.c.status == QUEUED, _in_order()
+)
+_NEXT_LEASE_END = select(func.min(outbox.c.lease_expires_at)).where(
+    outbox.c.status == RUNNING, outbox.c.id.not_in(bindparam("exclude", expanding=True))
+)
+
+
 def has_due(conn: Connection, when: datetime, exclude: frozenset[str] = frozenset()) -> bool:
     """Whether some row could be claimed now (a cheap read before a write)."""
-    query = select(outbox.c.id).where(_due(when), _in_order())
-    if exclude:
-        query = query.where(outbox.c.id.not_in(exclude))
-    return conn.execute(query.limit(1)).first() is not None
+    found = conn.execute(_HAS_DUE, {"when": when, "exclude": sorted(exclude)}).first()
+    return found is not None
 
 
 def next_due(conn: Connection, exclude: frozenset[str] = frozenset()) -> datetime | None:
     """When the next row becomes claimable by time alone: the earliest retry of a row not
     waiting behind an earlier one, or the earliest lease end of a row not in `exclude` (the
     caller's own jobs in flight)."""
-    retry = conn.execute(
-        select(func.min(outbox.c.next_attempt_at)).where(outbox.c.status == QUEUED, _in_order())
-    ).scalar()
-    running = select(func.min(outbox.c.lease_expires_at)).where(outbox.c.status == RUNNING)
-    if exclude:
-        running = running.where(outbox.c.id.not_in(exclude))
-    lease = conn.execute(running).scalar()
+    retry = conn.execute(_NEXT_RETRY).scalar()
+    lease = conn.execute(_NEXT_LEASE_END, {"exclude": sorted(exclude)}).scalar()
     # min() keeps the column's type: these come back as aware datetimes.
     found: list[datetime] = [v for v in (retry, lease) if v is not None]
     return min(found) if found else None
@@ -198,10 +237,9 @@ def claim(
 ) -> list[Job]:
     """Claim up to `limit` due rows, oldest first, each by compare-and-set: status `running`,
     one more attempt, lease until `when + lease`."""
-    query = select(outbox).where(_due(when), _in_order())
-    if exclude:
-        query = query.where(outbox.c.id.not_in(exclude))
-    rows = conn.execute(query.order_by(outbox.c.seq).limit(limit)).all()
+    rows = conn.execute(
+        _DUE_ROWS, {"when": when, "exclude": sorted(exclude), "limit": limit}
+    ).all()
     until = when + timedelta(seconds=lease)
     claimed: list[Job] = []
     for row in rows:

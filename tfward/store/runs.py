@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
@@ -67,6 +67,7 @@ def run_from_row(row: Row[Any], workspace_name: str) -> Run:
         discard_requested_at=m["discard_requested_at"],
         discard_requested_by=m["discard_requested_by"],
         discard_reason=m["discard_reason"],
+        plan_json_error=m["plan_json_error"],
     )
 
 
@@ -97,26 +98,29 @@ def _values(run: Run) -> dict[str, Any]:
         "discard_requested_at": run.discard_requested_at,
         "discard_requested_by": run.discard_requested_by,
         "discard_reason": run.discard_reason,
+        "plan_json_error": run.plan_json_error,
     }
 
 
-def _select() -> Any:
-    return (
-        select(
-            runs,
-            workspaces.c.name.label("workspace_name"),
-            configuration_versions.c.sha256.label("configuration_sha256"),
-        )
-        .join(workspaces, workspaces.c.id == runs.c.workspace_id)
-        .outerjoin(
-            configuration_versions,
-            configuration_versions.c.id == runs.c.configuration_version_id,
-        )
+# Built once: a run is read on every step of a run and every API call about one, and building
+# the joined select each time cost more than running it.
+_SELECT = (
+    select(
+        runs,
+        workspaces.c.name.label("workspace_name"),
+        configuration_versions.c.sha256.label("configuration_sha256"),
     )
+    .join(workspaces, workspaces.c.id == runs.c.workspace_id)
+    .outerjoin(
+        configuration_versions,
+        configuration_versions.c.id == runs.c.configuration_version_id,
+    )
+)
+_BY_ID = _SELECT.where(runs.c.id == bindparam("run_id"))
 
 
 def get_run(conn: Connection, run_id: str) -> Run:
-    row = conn.execute(_select().where(runs.c.id == run_id)).first()
+    row = conn.execute(_BY_ID, {"run_id": run_id}).first()
     if row is None:
         raise NotFound(f"run {run_id} not found")
     return run_from_row(row, row.workspace_name)
@@ -145,10 +149,12 @@ def create_run(
     variable_overrides: Mapping[str, Any] | None = None,
     source_run_id: str | None = None,
     refresh_only: bool = False,
+    notified: bool = True,
 ) -> Run:
-    """Insert a pending run, with its `run:created` notification in the same transaction. A
-    pinned configuration version (a release's, or one a caller chose) is the run's from the
-    start; the pipeline applies exactly that instead of a new snapshot."""
+    """Insert a pending run, with its `run:created` notification in the same transaction
+    (`notified` False: no destination wants it, the row is written done). A pinned
+    configuration version (a release's, or one a caller chose) is the run's from the start;
+    the pipeline applies exactly that instead of a new snapshot."""
     seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
     created = now()
     run = Run(
@@ -192,7 +198,7 @@ def create_run(
         )
     )
     _record_timeline(conn, run.id, run.status, None, created)
-    followups.notify_created(conn, run, workspace_id)
+    followups.notify_created(conn, run, workspace_id, wanted=notified)
     touch(conn, Key.run(run.id), Key.workspace(workspace_id))
     return run
 
@@ -222,15 +228,27 @@ def save_final(conn: Connection, before: Run, after: Run) -> Run:
     return _compare_and_set(conn, before, after)
 
 
+# Hot statements are built once, with bind parameters: building an UPDATE of a run's columns
+# took ten times as long as running it (docs/architecture.md §12, bench/README.md).
+_UPDATE_IF = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_id"), runs.c.status == bindparam("b_status"))
+    .returning(runs.c.workspace_id)
+)
+_UPDATE = update(runs).where(runs.c.id == bindparam("b_id"))
+_UPDATE_RETURNING = _UPDATE.returning(runs.c.workspace_id)
+
+
 def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     if before == after:
         return after
-    ws_id = conn.execute(
-        update(runs)
-        .where(runs.c.id == before.id, runs.c.status == str(before.status))
-        .values(**_values(after))
-        .returning(runs.c.workspace_id)
-    ).scalar()
+    old, new = _values(before), _values(after)
+    # Only what changed: the SET clause is made from these keys (one compiled form per set).
+    changed = {key: value for key, value in new.items() if old[key] != value}
+    if not changed:
+        return after  # what only the read knows differs (the configuration's sha256)
+    params = {**changed, "b_id": before.id, "b_status": str(before.status)}
+    ws_id = conn.execute(_UPDATE_IF, params).scalar()
     if ws_id is None:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
     _touch_run(conn, after, str(ws_id))
@@ -295,21 +313,19 @@ def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple
 def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | None) -> None:
     """Record the terraform PID and its stage before it matters after a crash
     (docs/architecture.md §2)."""
-    conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(pid=pid, pid_stage=str(stage) if stage else None)
-    )
+    conn.execute(_UPDATE, {"b_id": run_id, "pid": pid, "pid_stage": str(stage) if stage else None})
 
 
 def set_configuration(
     conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
 ) -> None:
     ws_id = conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(configuration_version_id=cv_id, planned_state_version_id=state_version_id)
-        .returning(runs.c.workspace_id)
+        _UPDATE_RETURNING,
+        {
+            "b_id": run_id,
+            "configuration_version_id": cv_id,
+            "planned_state_version_id": state_version_id,
+        },
     ).scalar()
     if ws_id is not None:  # the run shows its configuration version
         touch(conn, Key.run(run_id), Key.workspace(str(ws_id)))
@@ -331,7 +347,7 @@ def list_runs(
     oldest_first: bool = False,
     offset: int = 0,
 ) -> list[Run]:
-    query = _select()
+    query = _SELECT
     if workspace_id is not None:
         query = query.where(runs.c.workspace_id == workspace_id)
     if statuses:

@@ -103,7 +103,8 @@ def seal_plain_rows(conn: Connection) -> int:
         values = {
             name: seal(conn, bytes(getattr(plan, name)), name)
             for name in ("plan_file", "plan_json")
-            if not is_sealed(getattr(plan, name))
+            # A NULL plan JSON: `show -json` ran beside the apply and never finished.
+            if getattr(plan, name) is not None and not is_sealed(getattr(plan, name))
         }
         conn.execute(
             update(plan_artifacts).where(plan_artifacts.c.run_id == plan.run_id).values(values)

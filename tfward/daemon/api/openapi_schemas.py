@@ -95,6 +95,7 @@ _RUN: Schema = record(
         "has_changes": nullable(BOOLEAN),
         "resource_changes": record({"add": INTEGER, "change": INTEGER, "destroy": INTEGER}),
         "plan_hash": nullable(STRING),
+        "plan_json_error": nullable(STRING),
         "configuration_version_id": nullable(STRING),
         "configuration_sha256": nullable(STRING),
         "configuration_pinned": BOOLEAN,

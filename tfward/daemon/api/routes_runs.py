@@ -129,7 +129,10 @@ async def start_run(daemon: Daemon, name: str, body: Mapping[str, Any]) -> Run:
         ) from None
     auth.require_role(auth.OPERATION_ROLES[operation])  # `plan` was the route's own check
     targets, replace = string_list(body, "targets"), string_list(body, "replace")
-    ws_id = await daemon.store.read(lambda c: ws_store.workspace_id(c, name))
+    # A configured workspace's id is known in memory: no read on the way to the run.
+    ws_id = daemon.rt.workspace_ids.get(name)
+    if ws_id is None:  # not configured: 404, as the database names it
+        ws_id = await daemon.store.read(lambda c: ws_store.workspace_id(c, name))
     ws = daemon.rt.workspace(name)
     auto_apply, by = body.get("auto_apply"), auth.caller()
     cv_id = body.get("configuration_version_id")
@@ -148,6 +151,7 @@ async def start_run(daemon: Daemon, name: str, body: Mapping[str, Any]) -> Run:
             replace=replace,
             created_by=by,
             pinned_configuration_version_id=cv_id,
+            notified=daemon.rt.notifies(name, "run:created"),
         )
 
     run = await daemon.store.write(tx)
