@@ -63,7 +63,7 @@ def _alembic() -> AlembicConfig:
 
 
 def _downgrade(store: Store, cfg: AlembicConfig, target: str) -> None:
-    """Alembic's downgrade to `target`. SQLite rebuilds `runs` to drop a column (0012_speed):
+    """Alembic's downgrade to `target`. SQLite rebuilds `runs` to drop a column (0013_speed):
     as its documentation says, with the foreign keys off, outside the transaction."""
     with store.engine.connect() as conn:
         raw: Any = conn.connection.dbapi_connection
@@ -109,7 +109,7 @@ def test_a_plan_stored_before_its_json_gets_it_later_and_migration_0012_goes_bot
     tmp_path: Path,
 ) -> None:
     """`show -json` beside the apply: the plan is stored first (`plan_json` NULL until
-    `put_plan_json`); migration 0012_speed allows that and adds `runs.plan_json_error`, and its
+    `put_plan_json`); migration 0013_speed allows that and adds `runs.plan_json_error`, and its
     downgrade gives a plan still without JSON the document a failed `show -json` leaves."""
     store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
     store.migrate()
@@ -118,7 +118,7 @@ def test_a_plan_stored_before_its_json_gets_it_later_and_migration_0012_goes_bot
     with pytest.raises(NotFound, match="has no plan JSON yet"):
         store.run_sync(lambda c: artifacts.get_plan_json(c, run_id))
     cfg = _alembic()
-    _downgrade(store, cfg, "0013_web")
+    _downgrade(store, cfg, "0012_web")
     assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == b"null"
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -291,7 +291,7 @@ def _record_timeline(
 
 def timeline(conn: Connection, run_id: str) -> list[TimelineEntry]:
     """Every status and stage the run entered, in order (runs created before migration
-    0013_web have none)."""
+    0012_web have none)."""
     rows = conn.execute(
         select(run_timeline.c.status, run_timeline.c.stage, run_timeline.c.at)
         .where(run_timeline.c.run_id == run_id)

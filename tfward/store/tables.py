@@ -435,7 +435,7 @@ run_credentials = Table(
     Index("ix_run_credentials_run", "run_id"),
 )
 
-# ---- migration 0013_web: the web page --------------------------------------------------
+# ---- migration 0012_web: the web page --------------------------------------------------
 
 # One row per signed-in browser (daemon/web/sessions.py): the cookie carries a random id, the
 # database only its SHA-256, with the API token the session was started with (its SHA-256,

@@ -6,16 +6,16 @@ so `plan_artifacts.plan_json` (and its sha256) may be NULL: the JSON has not bee
 `show -json` was stopped with its run. `runs.plan_json_error` says why a run went on without its
 plan JSON (a speculative plan's, or one beside the apply, whose `show -json` failed).
 
-Revision ID: 0012_speed
-Revises: 0013_web
+Revision ID: 0013_speed
+Revises: 0012_web
 Create Date: 2026-11-30 16:00:00.000000
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_speed"
-down_revision = "0013_web"
+revision = "0013_speed"
+down_revision = "0012_web"
 branch_labels = None
 depends_on = None
 

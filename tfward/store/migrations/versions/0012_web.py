@@ -6,7 +6,7 @@ was created, last seen and when it ends at the latest. `run_timeline` holds one 
 of a run's status or stage, written in the transaction that saves the change, so the run page
 can show each stage with its duration.
 
-Revision ID: 0013_web
+Revision ID: 0012_web
 Revises: 0011_events
 Create Date: 2026-12-01 09:00:00.000000
 """
@@ -14,7 +14,7 @@ Create Date: 2026-12-01 09:00:00.000000
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_web"
+revision = "0012_web"
 down_revision = "0011_events"
 branch_labels = None
 depends_on = None
