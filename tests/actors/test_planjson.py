@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 from fakeshow import FAKE, MESSAGES, commands, fake_show_workspace
-from harness import demo_workspace, facts, running_daemon, stray_processes, write_config
+from harness import Api, demo_workspace, facts, running_daemon, stray_processes, write_config
 
 BESIDE = "terraform show -json"
 
@@ -73,6 +73,7 @@ async def test_a_run_cancelled_while_show_json_runs_beside_it_ends_through_the_f
     async with running_daemon(config) as (daemon, api):
         run = await api.create_run("demo")
         await _until_called(calls, "show")
+        await _until_state_stored(api)  # the apply has finished; `show -json` still sleeps
         answer = await api.action(run["id"], "cancel")
         assert answer.status_code in (200, 202), answer.text
         with trio.fail_after(60):
@@ -104,6 +105,13 @@ async def test_a_failed_show_json_fails_an_auto_applied_run_whose_hook_reads_the
     assert (run["error_kind"], run["error_message"]) == ("plan", MESSAGES["invalid_json"])
     assert commands(tmp_path) == ["init", "plan", "show"]
     assert found["lock"] is None and found["triggers"][-1] == "run:errored"
+
+
+async def _until_state_stored(api: Api, within: float = 60) -> None:
+    """Until the workspace has a stored state version (the apply's state was kept)."""
+    with trio.fail_after(within):
+        while not (await api.http.get("/api/v1/workspaces/demo/state-versions")).json()["data"]:
+            await trio.sleep(0.05)
 
 
 async def _until_called(calls: Path, command: str, within: float = 60) -> dict[str, Any]:
