@@ -37,3 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         where = Path(str(item.path)).relative_to(HERE).as_posix()
         if where.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # The PostgreSQL server of this process (tests/postgres.py), if a test started one: its
+    # postmaster detached from us and would outlive the run.
+    import postgres
+
+    postgres.stop()

@@ -2,8 +2,15 @@
 
 aiosqlite and SQLAlchemy's asyncio extension need asyncio and do not run under trio, so every
 database call is a short synchronous function run with `trio.to_thread.run_sync`. Writes go
-through a limiter of one (SQLite has one writer; queueing in trio is cheaper than SQLITE_BUSY),
-reads through a wider one. Each call is one transaction.
+through a limiter of one on SQLite (it has one writer; queueing in trio is cheaper than
+SQLITE_BUSY) and of a few on PostgreSQL, whose write transactions run SERIALIZABLE
+(store/dialect.py); reads through a wider one. Each call is one transaction; a transaction
+another one conflicted with (a serialization failure, a deadlock) is run again at once.
+
+Fencing (docs/architecture.md §13): a write made under a fence (`fencing.fenced`, set by the
+workspace actor for everything it and its runs do) first checks, in the same transaction, that
+this daemon still holds the workspace's lease with the same epoch; otherwise it raises
+FencedOut and writes nothing.
 
 Storage faults (store/health.py, docs/architecture.md §10): a write that fails because the
 database is full, read-only, locked by another process or failing is retried a few times at
@@ -27,12 +34,13 @@ import trio
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from tfward.errors import StorageUnavailable
 from tfward.ids import now
 
+from . import dialect, fencing
 from . import health as health_mod
 from .health import Problem, StorageHealth, classify, current_patience, patiently
 from .sealing import INFO_KEY, Sealer
@@ -42,12 +50,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-# Transient SQLite errors worth another try at once: the disk momentarily full or failing.
-# "database is locked" is not retried here: SQLite's busy handler has waited BUSY_TIMEOUT already.
-_TRANSIENT = (
-    "disk I/O error",
-    "database or disk is full",
-)
+# Conflicts between daemons writing at once (PostgreSQL) are retried this often before the
+# error propagates: each retry is a fresh transaction that sees the winner's commit.
+CONFLICT_RETRIES = 12
 # How long a write waits for another process's write lock before it counts as failing.
 BUSY_TIMEOUT = 5.0
 _MIGRATING = threading.Lock()
@@ -70,12 +75,8 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
-def _begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
-
-
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and any(t in str(exc.orig) for t in _TRANSIENT)
+    return dialect.retryable(exc)
 
 
 class Store:
@@ -90,7 +91,8 @@ class Store:
         self.url = url
         self.sealer = sealer
         self.engine: Engine = _make_engine(url)
-        self._write_limiter = trio.CapacityLimiter(1)
+        self.dialect = dialect.Dialect(self.engine.dialect.name)
+        self._write_limiter = trio.CapacityLimiter(dialect.writers(self.engine))
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
         # Set (and replaced) after every committed write: long-polling readers wait on it.
@@ -118,12 +120,24 @@ class Store:
                 ", ".join(sorted(after)),
             )
 
-    def run_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests)."""
-        with self.engine.begin() as conn:
+    def run_sync(self, fn: Callable[[Connection], T], *, reading: bool = False) -> T:
+        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests).
+        `reading`: a read-only transaction (REPEATABLE READ on PostgreSQL)."""
+        options = dialect.read_options(self.engine) if reading else {}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             if self.sealer is not None:
                 conn.info[INFO_KEY] = self.sealer
             return fn(conn)
+
+    def _run_fenced(self, fn: Callable[[Connection], T], fence: fencing.Fence | None) -> T:
+        if fence is None:
+            return self.run_sync(fn)
+
+        def checked(conn: Connection) -> T:
+            fencing.check(conn, fence)
+            return fn(conn)
+
+        return self.run_sync(checked)
 
     async def read(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
         """Run a read-only `fn` in a worker thread. On cancellation the thread is abandoned (it
@@ -134,9 +148,13 @@ class Store:
         async def attempt() -> T:
             async with self._read_limiter:
                 try:
-                    return await trio.to_thread.run_sync(self.run_sync, fn, abandon_on_cancel=True)
-                except OperationalError as exc:
-                    raise self._fault(exc) from exc
+                    return await trio.to_thread.run_sync(
+                        lambda: self.run_sync(fn, reading=True), abandon_on_cancel=True
+                    )
+                except DBAPIError as exc:
+                    if (fault := self._fault(exc)) is None:
+                        raise
+                    raise fault from exc
 
         return await patiently(self.health, attempt, self._patience(patient))
 
@@ -147,20 +165,34 @@ class Store:
 
         A storage fault is retried a few times at once (not while storage is known to fail),
         then raised as StorageUnavailable, or waited out in a patient context (`patient=True`
-        or `health.patient()`; `patient=False` makes one attempt whatever the context)."""
-        return await patiently(self.health, lambda: self._write(fn), self._patience(patient))
+        or `health.patient()`; `patient=False` makes one attempt whatever the context).
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        Under a fence (`fencing.fenced`), the lease is checked in the same transaction: a
+        daemon that lost the workspace raises FencedOut and writes nothing."""
+        fence = fencing.current()
+        return await patiently(
+            self.health, lambda: self._write(fn, fence), self._patience(patient)
+        )
+
+    async def _write(self, fn: Callable[[Connection], T], fence: fencing.Fence | None) -> T:
         if self.health.held is not None:
             raise StorageUnavailable(self.health.held.problem, self.health.held.reason)
         async with self._write_limiter:
             retries = 0 if self.health.failing else self._write_retries
-            for attempt in range(retries + 1):
+            attempt = conflicts = 0
+            while True:
                 try:
-                    result = await trio.to_thread.run_sync(self.run_sync, fn)
-                except OperationalError as exc:
-                    if not is_transient(exc) or attempt == retries:
-                        raise self._fault(exc) from exc
+                    result = await trio.to_thread.run_sync(self._run_fenced, fn, fence)
+                except DBAPIError as exc:
+                    if dialect.is_conflict(exc) and conflicts < CONFLICT_RETRIES:
+                        conflicts += 1  # another daemon's transaction won: run it again
+                        await trio.sleep(min(0.5, 0.005 * 2**conflicts) * random.random())
+                        continue
+                    if not is_transient(exc) or attempt >= retries:
+                        if (fault := self._fault(exc)) is None:
+                            raise
+                        raise fault from exc
+                    attempt += 1
                     delay = min(1.0, 0.05 * 2**attempt) * (0.5 + random.random())
                     log.debug("transient database error, retrying in %.2fs: %s", delay, exc.orig)
                     await trio.sleep(delay)
@@ -169,11 +201,13 @@ class Store:
                 self.committed.set()
                 self.committed = trio.Event()
                 return result
-            raise AssertionError("unreachable")
 
-    def _fault(self, exc: OperationalError) -> StorageUnavailable:
+    def _fault(self, exc: DBAPIError) -> StorageUnavailable | None:
+        """The storage fault `exc` is (health noted), or None for another error (a
+        constraint, a conflict retried too often: not for waiting)."""
         fault = classify(exc)
-        assert fault is not None  # every OperationalError is a storage fault
+        if fault is None:
+            return None
         self.health.failed(fault)
         if fault.problem in (Problem.READ_ONLY, Problem.UNAVAILABLE):
             # SQLite opens a file it may not write read-only, and such a connection stays
@@ -209,14 +243,7 @@ def _touch_probe(conn: Connection) -> None:
 
 
 def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return dialect.make_engine(url, busy_timeout=BUSY_TIMEOUT, on_connect=_sqlite_pragmas)
 
 
 def sqlite_url(path: Path) -> str:
