@@ -2,9 +2,9 @@
 it does at each tick of its lease loop (`decide`), table-tested without a database or a clock
 (tests/cluster/test_model.py).
 
-    a workspace's lease:   free ──take──> owned by N (epoch e+1) ──release──> free
-                                            │  renew: expires_at = now + ttl
-                                            └─ expires (N dead or paused) ──take by M──> owned by M (e+2)
+    free ──take──> owned by N (epoch e+1) ──release──> free
+                     │  renew: expires_at = now + ttl
+                     └─ expires (N dead or paused) ──take by M──> owned by M (epoch e+2)
 
 A daemon is live while its heartbeat is younger than the lease TTL and it has not left. Each
 tick a daemon renews what it owns, takes free or expired leases up to its fair share (the

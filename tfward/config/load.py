@@ -181,8 +181,11 @@ def _daemon(t: _Table) -> DaemonConfig:
         secret_key_file=attempt(lambda: t.path("secret_key_file"), None),
         disk_reserve_mb=attempt(lambda: _count(t, "disk_reserve_mb", 64), 64),
         state_backups_keep=attempt(lambda: _count(t, "state_backups_keep", 10, minimum=1), 10),
-        **attempt(lambda: _leases(t, data_dir), {}),
+        **attempt(lambda: _leases(t, data_dir), _NO_LEASE_KEYS),
     )
+
+
+_NO_LEASE_KEYS: dict[str, Any] = {}
 
 
 def _leases(t: _Table, data_dir: Path) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection
 
 from tfward.actors import backups, workdir
-from tfward.actors.recovery import RecoveryReport, recover
+from tfward.actors.recovery import recover
 from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
 from tfward.actors.supervisor import Supervisor
+from tfward.actors.takeover import RecoveryReport
 from tfward.config import Config, load_config
 from tfward.errors import ConfigError, StorageUnavailable
 from tfward.outbox.worker import OutboxWorker

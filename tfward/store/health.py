@@ -86,8 +86,8 @@ def classify(exc: BaseException, where: str = "database") -> StorageUnavailable 
     not one (a bug, a refused state, a missing row: waiting cures none of those)."""
     if isinstance(exc, StorageUnavailable):
         return exc
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None):
-        state = str(getattr(exc.orig, "sqlstate"))
+    state = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    if isinstance(exc, DBAPIError) and state:
         problem = next((p for prefix, p in _PG if state.startswith(prefix)), None)
         return None if problem is None else StorageUnavailable(problem, f"{where}: {exc.orig}")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
