@@ -109,3 +109,11 @@ def decide(view: View, me: str, ttl: float, busy: frozenset[str] = frozenset()) 
     ]
     take = tuple(sorted(free, key=lambda ws: rank(me, ws))[: share - len(mine)])
     return Plan(renew=tuple(mine), take=take)
+
+
+def hold(view: View, me: str) -> Plan:
+    """Renew what this daemon owns and take nothing (while its start-up recovery runs)."""
+    configured = set(view.workspaces)
+    return Plan(renew=tuple(sorted(
+        ws for ws, lease in view.leases.items() if lease.owner == me and ws in configured
+    )))  # fmt: skip

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from tfward.cluster.model import Lease, Node, Plan, View
 
 from . import dialect
-from .tables import cluster_nodes, outbox, workspace_leases, workspaces
+from .tables import cluster_nodes, workspace_leases, workspaces
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +207,6 @@ def owner_of(conn: Connection, workspace_id: str) -> str | None:
         select(workspace_leases.c.owner).where(workspace_leases.c.workspace_id == workspace_id)
     ).scalar()
     return None if value is None else str(value)
-
-
-def release_outbox_claims(conn: Connection, node_id: str) -> int:
-    """Outbox rows this daemon's earlier life left `running`: queued again at once (rows of
-    other live daemons keep their lease)."""
-    result = conn.execute(
-        update(outbox)
-        .where(outbox.c.status == "running", outbox.c.claimed_by == node_id)
-        .values(status="queued", lease_expires_at=None)
-    )
-    return int(result.rowcount)
 
 
 # ---- nudges between daemons (PostgreSQL NOTIFY / LISTEN) ------------------------------------

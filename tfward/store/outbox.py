@@ -193,13 +193,19 @@ def claim(
     limit: int,
     lease: float,
     exclude: frozenset[str] = frozenset(),
+    claimed_by: str | None = None,
 ) -> list[Job]:
     """Claim up to `limit` due rows, oldest first, each by compare-and-set: status `running`,
-    one more attempt, lease until `when + lease`."""
+    one more attempt, lease until `when + lease`, `claimed_by` this daemon. On PostgreSQL the
+    rows are read `FOR UPDATE SKIP LOCKED`: daemons claiming at once take different rows
+    instead of queueing behind each other (docs/architecture.md §13)."""
     query = select(outbox).where(_due(when), _in_order())
     if exclude:
         query = query.where(outbox.c.id.not_in(exclude))
-    rows = conn.execute(query.order_by(outbox.c.seq).limit(limit)).all()
+    query = query.order_by(outbox.c.seq).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=outbox)
+    rows = conn.execute(query).all()
     until = when + timedelta(seconds=lease)
     claimed: list[Job] = []
     for row in rows:
@@ -210,8 +216,11 @@ def claim(
                 outbox.c.status == row.status,
                 outbox.c.attempts == row.attempts,
             )
-            .values(status=RUNNING, attempts=row.attempts + 1, lease_expires_at=until)
-        )
+            .values(
+                status=RUNNING, attempts=row.attempts + 1, lease_expires_at=until,
+                claimed_by=claimed_by,
+            )
+        )  # fmt: skip
         if result.rowcount == 1:
             claimed.append(
                 Job(
@@ -260,13 +269,15 @@ def still_mine(conn: Connection, job: Job) -> bool:
     return conn.execute(select(outbox.c.id).where(_mine(job))).first() is not None
 
 
-def reclaim_running(conn: Connection, when: datetime) -> int:
-    """At daemon start no process holds any row: every `running` row goes back to the queue
-    now instead of waiting for its lease. The interrupted attempt still counts."""
+def reclaim_running(conn: Connection, when: datetime, node_id: str | None = None) -> int:
+    """At daemon start no process of this daemon holds any row: every `running` row it (or
+    a daemon before claims were signed) claimed goes back to the queue now instead of waiting
+    for its lease; other daemons' rows keep theirs. The interrupted attempt still counts."""
+    query = update(outbox).where(outbox.c.status == RUNNING)
+    if node_id is not None:
+        query = query.where(or_(outbox.c.claimed_by == node_id, outbox.c.claimed_by.is_(None)))
     result = conn.execute(
-        update(outbox)
-        .where(outbox.c.status == RUNNING)
-        .values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
+        query.values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
     )
     return int(result.rowcount)
 
