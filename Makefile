@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tfward serve examples/tfward.toml
 
-# Everything, as CI runs it: lint, types, then every test (about 14 minutes on 2 cores; the
-# storage-fault tests need root, as CI runs).
+# Everything, as CI runs it: lint, types, then every test, three at a time (pytest-xdist: most
+# tests wait on terraform and real processes, so three share two cores well). The storage-fault
+# tests need root, as CI runs.
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3
 
 # The developer's loop (under 2 minutes): every test but the long real-terraform suites
 # marked `slow` (tests/conftest.py says which).
