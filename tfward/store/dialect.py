@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from tfward.ids import now
 
@@ -130,3 +131,28 @@ def clock(conn: Connection) -> datetime:
 
 def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
+
+
+def shown(url: str) -> str:
+    """The URL as check-config and logs print it: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def connection_problem(url: str, *, timeout: float = 5) -> str | None:
+    """Why a PostgreSQL database cannot be used now (unreachable, refused, wrong credentials,
+    no such database), in one line; None when a connection opens and answers (and always for
+    SQLite: its file is checked as a file). Synchronous; waits at most about `timeout`."""
+    if dialect_of(url) is Dialect.SQLITE:
+        return None
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout})
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(1))
+    except DBAPIError as exc:
+        lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+        return f"{shown(url)} cannot be used: {lines[0]}"
+    finally:
+        engine.dispose()
+    return None
