@@ -242,21 +242,24 @@ class LeaseKeeper:
                 log.warning("a nudge for %s was not sent: %s", nudge.workspace, exc)
 
     async def _receive_nudges(self) -> None:
-        """LISTEN for nudges and hand them to our actors (those of others are ignored)."""
+        """LISTEN for nudges, handed to our actors (those of others are ignored), and for
+        other daemons' commits, which wake this daemon's `Store.committed` waiters."""
         assert self.supervisor is not None
-        listener = cluster_store.Listener(self.rt.store.engine)
+        listener = cluster_store.Listener(self.rt.store.engine, self.rt.store.origin)
         backoff = Backoff(first=0.5)
         try:
             while True:
                 try:
-                    found = await trio.to_thread.run_sync(listener.receive, 1.0)
+                    heard = await trio.to_thread.run_sync(listener.receive, 1.0)
                 except Exception as exc:  # noqa: BLE001 — a lost connection (psycopg's or
                     # SQLAlchemy's error): LISTEN again after a wait; the re-check covers it
                     log.warning("listening for nudges failed: %s", exc)
                     await trio.sleep(backoff.next())
                     continue
                 backoff.reset()
-                for payload in found:
+                if heard.commits:  # another daemon wrote: long-polls and waiters look again
+                    self.rt.store.wake()
+                for payload in heard.nudges:
                     actor = self.supervisor.actors.get(str(payload.get("workspace")))
                     if actor is not None and (msg := decode(payload)) is not None:
                         actor.tell(msg)

@@ -220,34 +220,53 @@ def nudge(conn: Connection, workspace: str, message: dict[str, Any]) -> None:
     conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
 
-class Listener:
-    """This daemon's LISTEN connection (PostgreSQL only). `receive` blocks (run it in a worker
-    thread) for up to `timeout` seconds and returns the nudges that came; a lost connection
-    raises, and the next call opens a new one."""
+@dataclass
+class Heard:
+    """What one `Listener.receive` brought: nudges for actors, and whether another daemon's
+    write committed (store/db.py announces each one)."""
 
-    def __init__(self, engine: Engine) -> None:
+    nudges: list[dict[str, Any]] = field(default_factory=list)
+    commits: bool = False
+
+
+class Listener:
+    """This daemon's LISTEN connection (PostgreSQL only): nudges (`tfward_actor`) and commits
+    (`tfward_commit`). `receive` blocks (run it in a worker thread) for up to `timeout`
+    seconds; a lost connection raises, and the next call opens a new one. `origin`: this
+    daemon's store, whose own commits are not news."""
+
+    def __init__(self, engine: Engine, origin: str) -> None:
         self._engine = engine
+        self._origin = origin
         self._raw: Any = None
 
-    def receive(self, timeout: float) -> list[dict[str, Any]]:
+    def receive(self, timeout: float) -> Heard:
         if self._raw is None:
             raw = self._engine.raw_connection()
             driver: Any = raw.driver_connection
             driver.autocommit = True
             driver.execute(f"LISTEN {CHANNEL}")
+            driver.execute(f"LISTEN {dialect.COMMITS}")
             self._raw = raw
         try:
-            notes = list(self._raw.driver_connection.notifies(timeout=timeout, stop_after=64))
+            driver = self._raw.driver_connection
+            # Wait for the first one only, then take what has come with it: no added latency.
+            notes = list(driver.notifies(timeout=timeout, stop_after=1))
+            if notes:
+                notes += driver.notifies(timeout=0.01, stop_after=255)
         except Exception:  # a lost connection: dropped here, opened again by the next call
             self.close()
             raise
-        found = []
+        heard = Heard()
         for note in notes:
+            if note.channel == dialect.COMMITS:
+                heard.commits = heard.commits or note.payload != self._origin
+                continue
             try:
-                found.append(json.loads(note.payload))
+                heard.nudges.append(json.loads(note.payload))
             except ValueError:
                 log.warning("ignored a malformed nudge: %r", note.payload[:200])
-        return found
+        return heard
 
     def close(self) -> None:
         if self._raw is not None:

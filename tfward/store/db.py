@@ -12,6 +12,12 @@ workspace actor for everything it and its runs do) first checks, in the same tra
 this daemon still holds the workspace's lease with the same epoch; otherwise it raises
 FencedOut and writes nothing.
 
+Commits across daemons (docs/architecture.md §13): on PostgreSQL every write transaction also
+sends NOTIFY `tfward_commit` (delivered only once it commits); each daemon's listener wakes its
+`committed` waiters (API long-polls, the outbox worker, the release executor), so a run that
+another daemon drives is seen as soon as it changes. Waiters keep their own timeouts as the
+fallback re-check should a notification be lost.
+
 Storage faults (store/health.py, docs/architecture.md §10): a write that fails because the
 database is full, read-only, locked by another process or failing is retried a few times at
 once, then reported to `Store.health` and raised as StorageUnavailable — unless the caller
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -95,8 +102,11 @@ class Store:
         self._write_limiter = trio.CapacityLimiter(dialect.writers(self.engine))
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
-        # Set (and replaced) after every committed write: long-polling readers wait on it.
+        # Set (and replaced) after every committed write: long-polling readers wait on it. On
+        # PostgreSQL also after another daemon's (each write announces itself, NOTIFY in its
+        # transaction, signed with `origin` so a daemon skips its own).
         self.committed = trio.Event()
+        self.origin = secrets.token_hex(8)
         self.health = StorageHealth()
 
     def migrate(self) -> None:
@@ -130,14 +140,21 @@ class Store:
             return fn(conn)
 
     def _run_fenced(self, fn: Callable[[Connection], T], fence: fencing.Fence | None) -> T:
-        if fence is None:
-            return self.run_sync(fn)
-
         def checked(conn: Connection) -> T:
-            fencing.check(conn, fence)
-            return fn(conn)
+            if fence is not None:
+                fencing.check(conn, fence)
+            result = fn(conn)
+            if self.dialect is dialect.Dialect.POSTGRESQL:
+                dialect.announce_commit(conn, self.origin)
+            return result
 
         return self.run_sync(checked)
+
+    def wake(self) -> None:
+        """Wake whoever waits on `committed`: a write committed here, or (PostgreSQL) another
+        daemon's write was announced (the lease loop's listener calls this)."""
+        self.committed.set()
+        self.committed = trio.Event()
 
     async def read(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
         """Run a read-only `fn` in a worker thread. On cancellation the thread is abandoned (it
@@ -198,8 +215,7 @@ class Store:
                     await trio.sleep(delay)
                     continue
                 self.health.succeeded()
-                self.committed.set()
-                self.committed = trio.Event()
+                self.wake()
                 return result
 
     def _fault(self, exc: DBAPIError) -> StorageUnavailable | None:

@@ -129,6 +129,18 @@ def clock(conn: Connection) -> datetime:
     return value.astimezone(UTC)
 
 
+# NOTIFY channel a write transaction announces itself on (store/db.py), payload its store's
+# origin; PostgreSQL folds duplicates within a transaction and delivers after the commit.
+COMMITS = "tfward_commit"
+
+
+def announce_commit(conn: Connection, origin: str) -> None:
+    """Tell every daemon LISTENing that this transaction committed (sent at the commit)."""
+    from sqlalchemy import func
+
+    conn.execute(select(func.pg_notify(COMMITS, origin)))
+
+
 def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
