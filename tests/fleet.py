@@ -72,6 +72,8 @@ class Fleet:
                 with trio.CancelScope(shield=True), trio.move_on_after(30):
                     for i in left:
                         await self.procs[i].wait()
+                for proc in self.procs:  # what each said, for a failed test's reader
+                    (proc.config.path.parent / "output.log").write_bytes(bytes(proc.output))
 
     def node(self, node_id: str) -> int:
         return int(node_id.removeprefix("node"))

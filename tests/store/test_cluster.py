@@ -55,7 +55,7 @@ def me(node_id: str) -> model.Node:
 
 async def tick(store: Store, node_id: str, ttl: float = 15) -> cluster.Tick:
     decide = functools.partial(lambda v, n: model.decide(v, n, ttl), n=node_id)
-    return await store.write(lambda c: cluster.tick(c, node_id, ttl, decide))
+    return await store.write(lambda c: cluster.tick(c, node_id, ttl, decide), lease=True)
 
 
 def test_every_migration_runs_on_an_empty_postgresql_database_and_ends_at_tables_py() -> None:

@@ -19,9 +19,12 @@ tick has worked `lease_ttl - self_fence_margin` after the last good one (the dat
 unreachable, the daemon starved), the daemon stops every actor at once — no terraform starts,
 running terraform gets SIGINT and its runs keep their partial state in their directories,
 waiting for storage — before any other daemon can take a lease over. A later good tick adopts
-again whatever is still ours (recovery finishes the interrupted runs).
+again whatever is still ours (recovery finishes the interrupted runs). Ticks have a write
+lane of their own (`Store.write(lease=True)`, READ COMMITTED on PostgreSQL): they never queue
+behind the runs' writes, nor abort one another.
 
-With SQLite the same loop runs, alone: it owns every workspace.
+With SQLite the same loop runs, alone: it owns every workspace, and does not self-fence
+(nobody could take a workspace over; storage faults are waited out as §10 says).
 """
 
 from __future__ import annotations
@@ -116,8 +119,10 @@ class LeaseKeeper:
         self-fencing (above) takes over when ticks keep failing."""
         self.supervisor = supervisor
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._fence_watch, name="leases-self-fence")
             if self.rt.store.dialect == "postgresql":
+                # Alone on SQLite nobody can take a lease over: a storage fault is waited out
+                # with the runs going on (docs/architecture.md §10), not self-fenced.
+                nursery.start_soon(self._fence_watch, name="leases-self-fence")
                 nursery.start_soon(self._send_nudges, name="leases-nudge-out")
                 nursery.start_soon(self._receive_nudges, name="leases-nudge-in")
             task_status.started()
@@ -156,7 +161,9 @@ class LeaseKeeper:
     async def _tick(self, decide: Callable[[cluster.View], cluster.Plan]) -> cluster_store.Tick:
         began = trio.current_time()
         tick = await self.rt.store.write(
-            lambda c: cluster_store.tick(c, self.rt.node_id, self.ttl, decide), patient=False
+            lambda c: cluster_store.tick(c, self.rt.node_id, self.ttl, decide),
+            patient=False,
+            lease=True,
         )
         self._valid_until = began + self.ttl - self.margin
         self.owned = {self._name(ws): epoch for ws, epoch in tick.owned.items()}

@@ -2,10 +2,12 @@
 
 A lease loop's tick is ONE short transaction (`tick`): the database's clock, this daemon's
 heartbeat, every node and lease read, the pure decision (`cluster/model.py::decide`) made on
-what was read, and its renewals and takes written — each a compare-and-set on the epoch it
-read, in a SERIALIZABLE transaction on PostgreSQL, so of two daemons taking one workspace
-exactly one wins and the other's transaction is run again and sees it. Releases happen in
-their own transaction once the workspace's actor has stopped (`release`).
+what was read, and its renewals and takes written — each a compare-and-set on the epoch (and
+owner) it read, so of two daemons taking one workspace exactly one wins; the other's tick
+raises LeaseConflict, is rolled back whole, and the next tick sees the winner. On PostgreSQL
+the tick runs READ COMMITTED (`Store.write(lease=True)`): the compare-and-sets make it safe,
+and the ticks of several daemons, which all read every lease, do not abort one another.
+Releases happen in their own transaction once the workspace's actor has stopped (`release`).
 
 `nudge` carries a message for a workspace's actor to the daemon that owns it: PostgreSQL's
 NOTIFY on channel `tfward_actor`, sent in the caller's transaction, so it arrives only after
@@ -23,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tfward.cluster.model import Lease, Node, Plan, View
 
@@ -117,12 +120,15 @@ def tick(
     for ws in plan.take:
         old = seen.leases.get(ws)
         if old is None:
-            conn.execute(
-                insert(workspace_leases).values(
-                    workspace_id=ws, owner=node_id, epoch=1, expires_at=expires,
-                    acquired_at=seen.now, taken_from=None,
-                )
-            )  # fmt: skip
+            try:
+                conn.execute(
+                    insert(workspace_leases).values(
+                        workspace_id=ws, owner=node_id, epoch=1, expires_at=expires,
+                        acquired_at=seen.now, taken_from=None,
+                    )
+                )  # fmt: skip
+            except IntegrityError:  # another daemon inserted it first: this tick is void
+                raise LeaseConflict(ws) from None
             owned[ws], taken[ws] = 1, None
             continue
         # The owner that did not let go (it died or was paused) is the one to recover from.

@@ -58,8 +58,10 @@ T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Conflicts between daemons writing at once (PostgreSQL) are retried this often before the
-# error propagates: each retry is a fresh transaction that sees the winner's commit.
-CONFLICT_RETRIES = 12
+# error propagates: each retry is a fresh transaction that sees the winner's commit. Hot rows
+# (the `max(seq) + 1` of the outbox and runs) conflict often under load: the backoff grows to
+# a second, so the retries span about half a minute.
+CONFLICT_RETRIES = 40
 # How long a write waits for another process's write lock before it counts as failing.
 BUSY_TIMEOUT = 5.0
 _MIGRATING = threading.Lock()
@@ -100,6 +102,13 @@ class Store:
         self.engine: Engine = _make_engine(url)
         self.dialect = dialect.Dialect(self.engine.dialect.name)
         self._write_limiter = trio.CapacityLimiter(dialect.writers(self.engine))
+        # The lease loop's own lane on PostgreSQL (`write(..., lease=True)`): its renewals
+        # never queue behind the runs' writes. SQLite has one writer: one lane.
+        self._lease_limiter = (
+            trio.CapacityLimiter(1)
+            if self.dialect is dialect.Dialect.POSTGRESQL
+            else self._write_limiter
+        )
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
         # Set (and replaced) after every committed write: long-polling readers wait on it. On
@@ -130,16 +139,24 @@ class Store:
                 ", ".join(sorted(after)),
             )
 
-    def run_sync(self, fn: Callable[[Connection], T], *, reading: bool = False) -> T:
+    def run_sync(
+        self, fn: Callable[[Connection], T], *, reading: bool = False, lease: bool = False
+    ) -> T:
         """Run `fn` in one transaction on the calling thread (start-up, recovery, tests).
         `reading`: a read-only transaction (REPEATABLE READ on PostgreSQL)."""
-        options = dialect.read_options(self.engine) if reading else {}
+        options = (
+            dialect.read_options(self.engine) if reading
+            else dialect.lease_options(self.engine) if lease
+            else {}
+        )  # fmt: skip
         with self.engine.connect().execution_options(**options) as conn, conn.begin():
             if self.sealer is not None:
                 conn.info[INFO_KEY] = self.sealer
             return fn(conn)
 
-    def _run_fenced(self, fn: Callable[[Connection], T], fence: fencing.Fence | None) -> T:
+    def _run_fenced(
+        self, fn: Callable[[Connection], T], fence: fencing.Fence | None, lease: bool
+    ) -> T:
         def checked(conn: Connection) -> T:
             if fence is not None:
                 fencing.check(conn, fence)
@@ -148,7 +165,7 @@ class Store:
                 dialect.announce_commit(conn, self.origin)
             return result
 
-        return self.run_sync(checked)
+        return self.run_sync(checked, lease=lease)
 
     def wake(self) -> None:
         """Wake whoever waits on `committed`: a write committed here, or (PostgreSQL) another
@@ -175,7 +192,9 @@ class Store:
 
         return await patiently(self.health, attempt, self._patience(patient))
 
-    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
+    async def write(
+        self, fn: Callable[[Connection], T], *, patient: bool | None = None, lease: bool = False
+    ) -> T:
         """Run `fn` in one write transaction. The thread is not abandoned on cancellation: a
         write either commits or rolls back before this returns, so callers never guess
         whether it happened.
@@ -185,25 +204,33 @@ class Store:
         or `health.patient()`; `patient=False` makes one attempt whatever the context).
 
         Under a fence (`fencing.fenced`), the lease is checked in the same transaction: a
-        daemon that lost the workspace raises FencedOut and writes nothing."""
+        daemon that lost the workspace raises FencedOut and writes nothing. `lease`: the lease
+        loop's ticks, in a lane of their own and READ COMMITTED on PostgreSQL (every lease
+        change is a compare-and-set on the epoch: SERIALIZABLE would only make the ticks of
+        several daemons, which all read every lease, abort one another)."""
         fence = fencing.current()
         return await patiently(
-            self.health, lambda: self._write(fn, fence), self._patience(patient)
+            self.health, lambda: self._write(fn, fence, lease), self._patience(patient)
         )
 
-    async def _write(self, fn: Callable[[Connection], T], fence: fencing.Fence | None) -> T:
+    async def _write(
+        self,
+        fn: Callable[[Connection], T],
+        fence: fencing.Fence | None,
+        lease: bool,
+    ) -> T:
         if self.health.held is not None:
             raise StorageUnavailable(self.health.held.problem, self.health.held.reason)
-        async with self._write_limiter:
+        async with self._lease_limiter if lease else self._write_limiter:
             retries = 0 if self.health.failing else self._write_retries
             attempt = conflicts = 0
             while True:
                 try:
-                    result = await trio.to_thread.run_sync(self._run_fenced, fn, fence)
+                    result = await trio.to_thread.run_sync(self._run_fenced, fn, fence, lease)
                 except DBAPIError as exc:
                     if dialect.is_conflict(exc) and conflicts < CONFLICT_RETRIES:
                         conflicts += 1  # another daemon's transaction won: run it again
-                        await trio.sleep(min(0.5, 0.005 * 2**conflicts) * random.random())
+                        await trio.sleep(min(1.0, 0.005 * 2**conflicts) * random.random())
                         continue
                     if not is_transient(exc) or attempt >= retries:
                         if (fault := self._fault(exc)) is None:

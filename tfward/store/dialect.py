@@ -46,7 +46,7 @@ _SQLITE_RETRY = ("disk I/O error", "database or disk is full")
 # PostgreSQL: serialization_failure, deadlock_detected (class 40, transaction rollback).
 _PG_RETRY = ("40001", "40P01")
 # How many connections a PostgreSQL daemon keeps: writers and readers run at once up to this.
-PG_POOL = 8
+PG_POOL = 10  # readers (4), writers, the lease lane and the LISTEN connection
 PG_WRITERS = 4
 
 
@@ -93,6 +93,14 @@ def read_options(engine: Engine) -> dict[str, Any]:
     if engine.dialect.name == "sqlite":
         return {}
     return {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+
+
+def lease_options(engine: Engine) -> dict[str, Any]:
+    """Execution options of a lease tick: READ COMMITTED on PostgreSQL, its changes each a
+    compare-and-set (store/cluster.py), its row locks ordered with the fenced writes'."""
+    if engine.dialect.name == "sqlite":
+        return {}
+    return {"isolation_level": "READ COMMITTED"}
 
 
 def sqlstate(exc: BaseException) -> str | None:
