@@ -44,8 +44,10 @@ class WatchedStore(Store):
         self.events = events
         self.run_dir = run_dir
 
-    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
-        result = await super().write(fn, patient=patient)
+    async def write(
+        self, fn: Callable[[Connection], T], *, patient: bool | None = None, lease: bool = False
+    ) -> T:
+        result = await super().write(fn, patient=patient, lease=lease)
         if isinstance(result, Run) and result.status.is_terminal:
             self.events.append(("record", {"dir": self.run_dir.exists()}))
         return result

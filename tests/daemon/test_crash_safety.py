@@ -172,7 +172,7 @@ async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(
         assert await daemon.reload() is False
         assert [w.name for w in daemon.config.workspaces] == ["a", "b"]
         c = demo_workspace(tmp_path, "c", things=1)
-        write_config(tmp_path, [a, c])
+        write_config(tmp_path, [a, c], daemon={"database_url": config.daemon.database_url})
         assert await daemon.reload() is True
         run = await api.wait(queued, "cancelled")
         assert "removed from the config" in run["error_message"]
