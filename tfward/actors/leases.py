@@ -142,8 +142,11 @@ class LeaseKeeper:
         if self.fenced:
             log.warning("leases renewed again after self-fencing: resuming what is still ours")
             self.fenced = False
+        configured = {ws.name for ws in self.rt.config.workspaces}
         for name in list(sup.actors):
-            if name not in self.owned and name not in self._adopting:
+            # A workspace removed from the config is not renewed, but its actor retires on
+            # its own (its active run finishes first): nobody else may take it.
+            if name not in self.owned and name not in self._adopting and name in configured:
                 sup.drop(name)
         for ws_id in tick.release:
             nursery.start_soon(self._give_back, self._name(ws_id), tick.owned[ws_id])
