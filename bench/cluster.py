@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import postgres  # tests/postgres.py, on the path through _common
 import trio
 from _common import (
     TIMED_FAKE,
@@ -40,6 +39,8 @@ from _common import (
     write_results,
 )
 from _daemon import DaemonProcess, free_port, tf_env
+
+postgres = harness.postgres  # tests/postgres.py: the tests' PostgreSQL server
 
 TERMINAL = ("planned_and_finished", "applied", "applied_state_error", "failed", "cancelled",
             "force_cancelled", "discarded")
