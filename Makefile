@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/scale_workspaces.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/throughput.py
+	$(PY) bench/cluster.py
 
 soak: $(STAMP)
 	$(PY) bench/soak.py --kills 50
