@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ import trio
 from tfward.actors.runtime import FaultInjector
 from tfward.config import Config, load_config
 from tfward.daemon.service import Daemon
+from tfward.store.changes import Key, Subscription, Topic
+from tfward.store.db import Store
 
 REPO = Path(__file__).resolve().parents[1]
 PROVIDER_DIR = REPO / "examples" / "provider"
@@ -256,16 +258,21 @@ def stray_processes(marker: str) -> list[str]:
     return found
 
 
+def any_change(store: Store) -> AbstractContextManager[Subscription]:
+    """A subscription to every change the store publishes (store/changes.py): what a test
+    waits on where it cannot name the one key it expects. Take it before reading."""
+    return store.changes.subscribe(*(Key.every(topic) for topic in Topic))
+
+
 async def until(daemon: Daemon, check: Any, within: float = 90) -> Any:
     """Until the async `check()` returns something truthy, woken by the daemon's commits."""
-    with trio.fail_after(within):
+    with trio.fail_after(within), any_change(daemon.store) as changed:
         while True:
-            committed = daemon.store.committed
             value = await check()
             if value:
                 return value
             with trio.move_on_after(0.5):
-                await committed.wait()
+                await changed.wait()
 
 
 async def facts(daemon: Daemon, run_id: str) -> dict[str, Any]:

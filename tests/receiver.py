@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import loopback
 import trio
-from harness import open_store, toml_value, write_config
+from harness import any_change, open_store, toml_value, write_config
 from sqlalchemy import Connection
 
 from tfward.actors.runtime import Runtime
@@ -186,14 +186,13 @@ class WorkerEnv:
     async def until(self, check: Callable[[Connection], T | None], within: float = 30) -> T:
         """Until `check` (run in a read transaction) returns something truthy; waits on the
         store's commits in between, so no polling interval is needed."""
-        with trio.fail_after(within):
+        with trio.fail_after(within), any_change(self.store) as changed:
             while True:
-                committed = self.store.committed
                 value = await self.store.read(check)
                 if value:
                     return value
                 with trio.move_on_after(0.5):  # time alone (a lease running out) commits nothing
-                    await committed.wait()
+                    await changed.wait()
 
 
 @asynccontextmanager

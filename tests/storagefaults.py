@@ -7,6 +7,8 @@ the fault matrix's storage column and the long outages.
   write to a mapped immutable file is SIGBUS, which no process survives (README, "Storage
   faults"). Needs root and a filesystem with the immutable flag (ext4 `/tmp` here; not tmpfs).
 - `HeldWriteLock`: another process holds `BEGIN EXCLUSIVE` on the database.
+- `UnreadableDatabase`: another process holds the database in SQLite's exclusive locking
+  mode: nobody else reads it either (WAL mode included); reads fail after the busy timeout.
 - `FullDisk`: a file fills the filesystem (a small tmpfs, `tmpfs()`) to the last byte.
 - `tmpfs(path, size)`: mounts one (root only).
 
@@ -137,6 +139,68 @@ class HeldWriteLock:
             self.active = False
 
     def __enter__(self) -> HeldWriteLock:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_EXCLUSIVE_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0.2)
+try:
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    conn.execute("BEGIN EXCLUSIVE")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+except sqlite3.OperationalError as exc:
+    print("busy:", exc, flush=True)
+    sys.exit(1)
+print("locked", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+class UnreadableDatabase:
+    """Another process holding the database in SQLite's exclusive locking mode, so the
+    daemon cannot even read it. A connection the daemon keeps open would keep that process
+    out, so `start` closes the store's idle connections first and tries again until it holds
+    the database (it blocks the caller meanwhile: call it from the test's own task, so the
+    daemon in the same loop opens none in between)."""
+
+    name = "locked"
+
+    def __init__(self, db: Path, store: Any) -> None:
+        self.db, self.store = db, store
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        for _ in range(50):
+            self.store.engine.dispose()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _EXCLUSIVE_HOLDER, str(self.db)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            if proc.stdout.readline() == b"locked\n":  # a test helper: blocks until it knows
+                self.proc = proc
+                return
+            proc.wait(10)
+            proc.stdout.close()
+            assert proc.stdin is not None
+            proc.stdin.close()
+        raise AssertionError("could not take the database in exclusive mode")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.close()
+            self.proc.wait(30)
+            self.proc.stdout.close()
+            self.proc = None
+
+    def __enter__(self) -> UnreadableDatabase:
         self.start()
         return self
 

@@ -22,6 +22,7 @@ from tfward.runs.model import Operation
 from tfward.store import artifacts
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
+from tfward.store.changes import Key
 from tfward.store.db import Store, sqlite_url
 
 T = TypeVar("T")
@@ -255,23 +256,38 @@ async def test_the_trailing_partial_line_is_held_back_until_close_stores_it(
     assert log.closed
 
 
-async def test_close_wakes_live_readers(store: Store, run_id: str) -> None:
-    log = RunLog(run_id, store)
-    await log.open()
-    changed = log.changed
-    await log.close()
-    assert changed.is_set() and log.closed
-
-
-async def test_a_write_wakes_live_readers_only_when_a_line_is_complete(
-    store: Store, run_id: str
+async def test_a_flush_tells_followers_only_once_it_committed_and_they_read_it_from_memory(
+    store: FlakyStore, run_id: str
 ) -> None:
     log = RunLog(run_id, store)
-    changed = log.changed
-    log.write(b"no newline yet")
-    assert not changed.is_set()
-    log.write(b"\n")
-    assert changed.is_set()
+    await log.open()
+    with store.changes.subscribe(Key.log(run_id)) as followers:
+        log.write(b"first line\nhalf")
+        assert not followers.pending  # nothing stored yet
+        store.fail_writes = 1
+        with pytest.raises(StorageUnavailable):
+            await log.flush()
+        assert not followers.pending and log.window.end == 0  # refused: nothing to tell
+        await log.flush()
+        assert followers.pending
+        assert log.window.read(0, 1 << 20) == b"first line\n" == stored(store, run_id)
+
+
+async def test_a_log_opened_again_continues_the_byte_offsets_of_the_stored_log(
+    store: Store, run_id: str
+) -> None:
+    plan_log = RunLog(run_id, store)
+    await plan_log.open()
+    plan_log.write(b"planned\n")
+    await plan_log.close()
+    apply_log = RunLog(run_id, store)
+    await apply_log.open()
+    assert apply_log.window.read(0, 100) is None  # the plan's lines are the store's
+    apply_log.write(b"applied\n")
+    await apply_log.close()
+    assert apply_log.window.read(8, 100) == b"applied\n"
+    start, data = store.run_sync(lambda c: artifacts.read_log_at(c, run_id, 8, 100))
+    assert (start, data) == (8, b"applied\n")
 
 
 # ---- parser failures (seed H4) ----------------------------------------------------------------

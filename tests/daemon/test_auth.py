@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +53,8 @@ EXPECTED: dict[tuple[str, str], str | dict[str, str]] = {
     },
     ("GET", "/api/v1/runs/<run_id>/plan"): "read",
     ("GET", "/api/v1/runs/<run_id>/logs"): "read",
+    ("GET", "/api/v1/runs/<run_id>/events"): "read",
+    ("GET", "/api/v1/events"): "read",
     ("GET", "/api/v1/runs/<run_id>/task-results"): "read",
     ("GET", "/api/v1/workspaces/<name>/state-versions"): "read",
     ("GET", "/api/v1/state-versions/<sv_id>"): "read",
@@ -148,13 +151,25 @@ async def test_every_endpoint_refuses_no_token_an_unknown_one_and_a_weaker_role(
                 assert "Authorization: Bearer" in anonymous.json()["error"]["message"], where
                 assert forged.status_code == 401, where
                 for role in ROLES:
-                    got = await http.request(method, path, json=body, headers=bearer(role, role))
+                    got = await _answer(http, method, path, body, bearer(role, role))
                     if ROLES.index(role) < ROLES.index(need):
                         assert got.status_code == 403, f"{where} as {role}: {got.text}"
                         # (A read token is refused a run at the gate, where `plan` is named.)
                         assert "needs " in got.json()["error"]["message"], where
                     else:
                         assert got.status_code not in (401, 403), f"{where} as {role}: {got.text}"
+
+
+async def _answer(
+    http: httpx.AsyncClient, method: str, path: str, body: Any, headers: dict[str, str]
+) -> httpx.Response:
+    """The answer, its body read, except an event stream's (it goes on until the daemon stops):
+    for those, the status and headers."""
+    async with http.stream(method, path, json=body, headers=headers) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response
+        await response.aread()
+        return response
 
 
 async def test_the_open_endpoints_need_no_api_token_and_take_none_for_a_run_task_token(

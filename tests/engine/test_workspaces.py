@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 import trio
-from harness import DEMO_WORKSPACE, Api, demo_workspace, facts, running_daemon, write_config
+from harness import (
+    DEMO_WORKSPACE,
+    Api,
+    any_change,
+    demo_workspace,
+    facts,
+    running_daemon,
+    write_config,
+)
 
 from tfward.daemon.service import Daemon
 from tfward.store import artifacts
@@ -142,14 +150,13 @@ async def test_a_referenced_module_input_stays_out_of_the_stored_configuration(
 
 async def synced_resources(daemon: Daemon, api: Api, name: str) -> list[dict[str, Any]]:
     """The workspace's inventory once synced; woken by the daemon's commits, not a timer."""
-    with trio.fail_after(60):
+    with trio.fail_after(60), any_change(daemon.store) as changed:
         while True:
-            committed = daemon.store.committed
             if ((await api.workspace(name))["inventory"] or {}).get("status") == "synced":
                 response = await api.http.get(f"/api/v1/workspaces/{name}/resources")
                 return list(response.json()["data"])
             with trio.move_on_after(0.5):  # the outbox worker also wakes on time, not commits
-                await committed.wait()
+                await changed.wait()
 
 
 OTHER_TERRAFORM = Path(__file__).resolve().parents[1] / "fakes" / "other_terraform.py"

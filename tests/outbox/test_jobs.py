@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from harness import Api, demo_workspace, running_daemon
+from harness import Api, any_change, demo_workspace, running_daemon
 from receiver import Receiver, followups_config, serving
 
 from tfward.config import Config, load_config
@@ -198,11 +198,10 @@ async def test_a_release_end_reaches_each_destination_of_its_workspaces_once(
 
 async def _wait_rows(api: Api, daemon: Any, **params: str) -> list[dict[str, Any]]:
     """Until the outbox has rows matching `params` (woken by the daemon's commits)."""
-    with trio.fail_after(30):
+    with trio.fail_after(30), any_change(daemon.store) as changed:
         while True:
-            committed = daemon.store.committed
             rows = await outbox(api, **params)
             if rows:
                 return rows
             with trio.move_on_after(0.5):
-                await committed.wait()
+                await changed.wait()

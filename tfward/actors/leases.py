@@ -1,4 +1,4 @@
-"""The lease loop: this daemon's membership and workspace ownership (docs/architecture.md §13).
+"""The lease loop: this daemon's membership and workspace ownership (docs/architecture.md §14).
 
 A thin loop around a pure decision (`cluster/model.py::decide`, table-tested): every
 `[daemon] lease_renew` (5 s), one short transaction heartbeats, renews this daemon's leases,
@@ -253,7 +253,7 @@ class LeaseKeeper:
 
     async def _receive_nudges(self) -> None:
         """LISTEN for nudges, handed to our actors (those of others are ignored), and for
-        other daemons' commits, which wake this daemon's `Store.committed` waiters."""
+        what other daemons' writes changed, published to this daemon's ChangeHub."""
         assert self.supervisor is not None
         listener = cluster_store.Listener(self.rt.store.engine, self.rt.store.origin)
         backoff = Backoff(first=0.5)
@@ -267,8 +267,8 @@ class LeaseKeeper:
                     await trio.sleep(backoff.next())
                     continue
                 backoff.reset()
-                if heard.commits:  # another daemon wrote: long-polls and waiters look again
-                    self.rt.store.wake()
+                if heard.changes:  # another daemon's write: its waiters here look again
+                    self.rt.store.changes.publish(heard.changes)
                 for payload in heard.nudges:
                     actor = self.supervisor.actors.get(str(payload.get("workspace")))
                     if actor is not None and (msg := decode(payload)) is not None:

@@ -17,6 +17,10 @@ when it is stored (masked like live output). Each stored chunk records which out
 holds and how far into it the log has got (`LogChunk.source_end`), so recovery after a crash
 appends exactly the rest of each file. Output files stay in the run directory until it goes
 (the state keeper also reads the state terraform prints there when it can write it nowhere).
+
+Followers (docs/architecture.md §13): each flush that committed is added to the log's `window`
+(logtail.py) at its byte offset in the stored log, and the store publishes the run's log key;
+followers of a live run read new lines from the window, not from the store.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tfward.store.artifacts import LogChunk
 from tfward.store.db import Store
 from tfward.store.health import Backoff
 
+from .logtail import LogWindow
 from .output import INTERESTING, OutputParser
 
 log = logging.getLogger(__name__)
@@ -90,7 +95,7 @@ class _Piece:
 
 @dataclass
 class RunLog:
-    """The log of one run; live readers wait on `changed`."""
+    """The log of one run; followers read what it stored last from `window`."""
 
     run_id: str
     store: Store
@@ -105,7 +110,7 @@ class RunLog:
     _next_seq: int = 0
     _masker: SecretMask = field(default_factory=SecretMask)
     _secrets: set[str] = field(default_factory=set)
-    changed: trio.Event = field(default_factory=trio.Event)
+    window: LogWindow = field(default_factory=LogWindow)
     closed: bool = False
     total_bytes: int = 0
     parser_errors: int = 0
@@ -133,7 +138,8 @@ class RunLog:
     async def open(self) -> None:
         """Continue after the chunks already stored (an apply appends to its plan's log).
         Waits for storage in a patient context."""
-        self._next_seq = await self.store.read(lambda c: artifacts.next_log_seq(c, self.run_id))
+        self._next_seq, end = await self.store.read(lambda c: artifacts.log_end(c, self.run_id))
+        self.window.reset(end)
 
     # ---- input ----------------------------------------------------------------------------
 
@@ -195,7 +201,6 @@ class RunLog:
         self.total_bytes += len(lines)
         if self._memory > self.memory_bound:
             self._spill()
-        self._wake()
 
     def _mask(self, lines: bytes) -> bytes:
         return self._masker.data(lines)
@@ -238,10 +243,6 @@ class RunLog:
         self._pending = merged
         self._memory = sum(len(p.data) for p in merged if p.data is not None)
 
-    def _wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
     # ---- storing --------------------------------------------------------------------------
 
     async def flusher(self) -> None:
@@ -277,7 +278,7 @@ class RunLog:
                 chunks, rest = await trio.to_thread.run_sync(self._chunks, batch, self.flush_bytes)
                 append = functools.partial(
                     artifacts.append_log, run_id=self.run_id, first_seq=self._next_seq,
-                    chunks=chunks,
+                    chunks=chunks, first_offset=self.window.end,
                 )
                 await self.store.write(append, patient=None if patient else False)
             except BaseException:
@@ -290,6 +291,7 @@ class RunLog:
                 self._pending.insert(0, rest)  # a range read only in part this time
             self._next_seq += len(chunks)
             for chunk in chunks:
+                self.window.add(chunk.data)  # stored: followers may read it from memory
                 for source in self._files:
                     if source.name == chunk.source and chunk.source_end is not None:
                         source.stored = max(source.stored, chunk.source_end)
@@ -378,7 +380,6 @@ class RunLog:
             self._partial = b""
         await self.flush(patient=True)
         self.closed = True
-        self._wake()
 
     async def recover_output(self, output_dir: Path) -> int:
         """Append to the log whatever of the output files in `output_dir` it does not hold yet

@@ -168,6 +168,7 @@ async def _supervise(
                 kill_group(proc.pid)
                 if proc.returncode is None:
                     await proc.wait()
+                await _killed(proc.pid)
                 exited.set()
 
 
@@ -291,6 +292,15 @@ async def _outlived(pgid: int, control: StopControl) -> None:
             while group_running(pgid) and not control.force.is_set():  # noqa: ASYNC110
                 await trio.sleep(GROUP_POLL)
     kill_group(pgid)
+
+
+async def _killed(pgid: int) -> None:
+    """Wait (at most SETTLE) until the SIGKILLed group's members have died: a signal is
+    delivered when the kernel next runs its target, so without this the run could be reported
+    ended while a member of its group is still on its way out."""
+    with trio.move_on_after(SETTLE):
+        while group_running(pgid):  # noqa: ASYNC110
+            await trio.sleep(GROUP_POLL)
 
 
 TAIL_POLL = 0.02

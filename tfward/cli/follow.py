@@ -1,15 +1,20 @@
-"""Following a run live: its log streams while its status is watched, until it ends or waits.
+"""Following a run live through its event stream, until it ends or waits for a decision.
 
-`follow` runs under trio: one task streams `GET /runs/{id}/logs?follow=true` into
-`Progress.log`, one redraws the status line on a TTY, and the calling task long-polls the run.
-It returns when the run is terminal (once the rest of its log has arrived) or when the run
-waits for a decision (`apply_pending`, not yet confirmed) once its plan output has been shown.
+`follow` runs under trio: one task reads `GET /api/v1/runs/{id}/events` (server-sent events:
+`log`, `run`, `end`) into a channel, one redraws the status line on a TTY, and the calling task
+takes the events in order — log lines to `Progress.log`, each new view of the run to the
+status line. It returns when the run is terminal (the stream's `end`: every log line has been
+sent before it) or when the run waits for a decision (`apply_pending`, not yet confirmed) once
+its plan output has been shown. A stream that breaks is opened again with `Last-Event-ID` (the
+log offset shown so far): no line is lost or shown twice. A daemon that is gone is exit 4.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,17 +25,14 @@ from tfward.runs.model import Status
 from .client import TIMEOUT, CliError, Settings, refused, unreachable
 from .render import Progress
 
-LONG_POLL = 0.5  # the status is refreshed this often; a status change returns at once
 TICK = 0.25  # redraw of the live status line (elapsed time, spinner)
 QUEUE_NOTE_EVERY = 2.0  # while pending: how often to ask what the run waits for
-DRAIN = 10.0  # how long to wait for the end of the log once the run has ended
 # apply_pending: let the plan output arrive first. The marker line normally comes within a
 # flush (0.2 s); the quiet bound only matters when it never comes, so it can be generous.
 SETTLE_QUIET, SETTLE_MAX = 2.0, 6.0
 RECONNECT = 0.5
 # The daemon's own log line once a run waits in apply_pending: the plan output is all there.
 WAIT_MARKER = b"[tfward] waiting for confirmation"
-_OTHER = {str(s): ",".join(str(o) for o in Status if o is not s) for s in Status}
 
 
 def is_terminal(run: Mapping[str, Any]) -> bool:
@@ -48,30 +50,38 @@ def needs_decision(run: Mapping[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One server-sent event: its name, its data (JSON), its id (a log offset) if it had one."""
+
+    kind: str
+    data: Any
+    id: int | None = None
+
+
 @dataclass
 class _Log:
-    """What the log stream has shown; survives reconnects (the stream restarts at byte 0)."""
+    """What the stream has shown; `shown` is the log offset to resume from (from an earlier
+    `follow` too)."""
 
     progress: Progress
-    shown: int  # bytes of the stream already on screen (from an earlier `follow` too)
+    shown: int
     marker: bool = False
     tail: bytes = b""
-    ended: trio.Event = field(default_factory=trio.Event)
-    arrived: trio.Event = field(default_factory=trio.Event)
 
-    def take(self, chunk: bytes, pos: int) -> int:
-        """Show the part of `chunk` (at stream offset `pos`) not shown yet; the next offset."""
-        end = pos + len(chunk)
-        if end > self.shown:
-            new = chunk[max(0, self.shown - pos) :]
-            self.shown = end
-            self.progress.log(new)
-            window = self.tail + new
-            self.marker = self.marker or WAIT_MARKER in window
-            self.tail = window[-len(WAIT_MARKER) :]
-            self.arrived.set()
-            self.arrived = trio.Event()
-        return end
+    def take(self, event: Event) -> None:
+        """Show a `log` event's lines unless they were shown already."""
+        end = event.id if event.id is not None else self.shown
+        if end <= self.shown:
+            return
+        new = event.data["lines"].encode()
+        if event.data["offset"] < self.shown:  # overlaps what was shown (not from the daemon)
+            new = new[self.shown - event.data["offset"] :]
+        self.shown = end
+        self.progress.log(new)
+        window = self.tail + new
+        self.marker = self.marker or WAIT_MARKER in window
+        self.tail = window[-len(WAIT_MARKER) :]
 
 
 async def follow(
@@ -83,26 +93,22 @@ async def follow(
     stop_for_decision: bool = True,
 ) -> tuple[dict[str, Any], int]:
     """Show the run live until it ends or (`stop_for_decision`) waits for a decision; return
-    its view and how many log bytes have been shown (pass that as `skip` to go on without
-    repeating the log).
+    its view and the log offset shown up to (pass that as `skip` to go on without repeating
+    the log).
 
     Cancellation (Ctrl-C) stops following and leaves the run alone. Raises `CliError` when the
-    daemon cannot be reached or refuses; a broken log stream alone is reconnected."""
+    daemon cannot be reached or refuses; a broken stream alone is opened again."""
     log = _Log(progress, skip)
     async with httpx.AsyncClient(
         base_url=settings.url, headers=settings.headers(), timeout=TIMEOUT
     ) as http:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stream, http, settings, run_id, log, name=f"log {run_id}")
+                send, receive = trio.open_memory_channel[Event](math.inf)
+                nursery.start_soon(_read, http, settings, run_id, log, send, name=f"run {run_id}")
                 if progress.live:
                     nursery.start_soon(_tick, progress, name="status line")
-                run = await _watch(http, settings, run_id, log, stop_for_decision)
-                if needs_decision(run):
-                    await _settle(log)
-                else:
-                    with trio.move_on_after(DRAIN):
-                        await log.ended.wait()
+                run = await _watch(http, settings, log, receive, stop_for_decision)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
@@ -111,48 +117,58 @@ async def follow(
     return run, log.shown
 
 
-async def _get(http: httpx.AsyncClient, settings: Settings, path: str, **params: Any) -> Any:
-    try:
-        response = await http.get(path, params=params, timeout=TIMEOUT + LONG_POLL)
-    except httpx.TransportError as exc:
-        raise unreachable(settings, exc) from None
-    if not response.is_success:
-        raise refused(settings, response)
-    return response.json()["data"]
-
-
 async def _watch(
-    http: httpx.AsyncClient, settings: Settings, run_id: str, log: _Log, stop_for_decision: bool
+    http: httpx.AsyncClient,
+    settings: Settings,
+    log: _Log,
+    receive: trio.MemoryReceiveChannel[Event],
+    stop_for_decision: bool,
 ) -> dict[str, Any]:
-    """Long-poll the run, updating the status line, until it is terminal (or needs a
-    decision, when `stop_for_decision`)."""
-    run: dict[str, Any] = await _get(http, settings, f"/api/v1/runs/{run_id}")
-    note, note_at = "", -QUEUE_NOTE_EVERY
+    """Take the stream's events until the run ends (or needs a decision, when
+    `stop_for_decision`); its last view. While it is queued, what it waits for is asked every
+    QUEUE_NOTE_EVERY seconds."""
+    run: dict[str, Any] | None = None
     while True:
-        if run["status"] == "pending":
-            if trio.current_time() - note_at >= QUEUE_NOTE_EVERY:
-                note, note_at = await _queue_note(http, settings, run), trio.current_time()
-        elif needs_decision(run) and not stop_for_decision:
-            note = f"waits for `tfward confirm {run_id}` or `tfward discard {run_id}`"
-        else:
-            note = ""
+        queued = run is not None and run["status"] == "pending"
+        with trio.move_on_after(QUEUE_NOTE_EVERY if queued else math.inf):
+            event = await receive.receive()
+            if event.kind == "log":
+                log.take(event)
+                continue
+            if event.kind == "end" and run is not None:
+                return run
+            if event.kind != "run":
+                continue
+            run = event.data
+        assert run is not None  # a timeout only happens once a run was seen
+        note = await _note(http, settings, run, stop_for_decision)
         if run["status"] != "apply_pending":
             log.marker = False  # a marker seen so far belongs to an earlier plan
         log.progress.update(run, note)
-        if is_terminal(run) or (stop_for_decision and needs_decision(run)):
+        if stop_for_decision and needs_decision(run):
+            await _settle(log, receive)
             return run
-        run = await _get(
-            http,
-            settings,
-            f"/api/v1/runs/{run_id}",
-            wait_status=_OTHER[run["status"]],
-            wait_timeout=LONG_POLL,
-        )
+
+
+async def _note(
+    http: httpx.AsyncClient, settings: Settings, run: Mapping[str, Any], stop_for_decision: bool
+) -> str:
+    if run["status"] == "pending":
+        return await _queue_note(http, settings, run)
+    if needs_decision(run) and not stop_for_decision:
+        return f"waits for `tfward confirm {run['id']}` or `tfward discard {run['id']}`"
+    return ""
 
 
 async def _queue_note(http: httpx.AsyncClient, settings: Settings, run: Mapping[str, Any]) -> str:
     """What a pending run waits for: the workspace's current run, or a user's lock."""
-    ws = await _get(http, settings, f"/api/v1/workspaces/{run['workspace']}")
+    try:
+        response = await http.get(f"/api/v1/workspaces/{run['workspace']}")
+    except httpx.TransportError as exc:
+        raise unreachable(settings, exc) from None
+    if not response.is_success:
+        raise refused(settings, response)
+    ws = response.json()["data"]
     current, lock = ws.get("current_run"), ws.get("lock")
     if current and current["id"] != run["id"]:
         return f"queued behind {current['id']} ({current['status']})"
@@ -161,27 +177,72 @@ async def _queue_note(http: httpx.AsyncClient, settings: Settings, run: Mapping[
     return "queued"
 
 
-async def _stream(http: httpx.AsyncClient, settings: Settings, run_id: str, log: _Log) -> None:
-    """Stream the log into `log` until the daemon ends it; reconnect when it breaks (the
-    watcher notices a daemon that is gone). Cancelled when `follow` is done."""
+async def _read(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    run_id: str,
+    log: _Log,
+    send: trio.MemorySendChannel[Event],
+) -> None:
+    """Read the run's event stream into `send` until its `end`. A stream that breaks or ends
+    without it (the daemon stopped) is opened again from the last log offset received; a
+    daemon that cannot be reached raises CliError (exit 4), one that refuses CliError too."""
+    offset = log.shown
     while True:
-        pos = 0
+        resume = {"Last-Event-ID": str(offset)} if offset else {}
         try:
             async with http.stream(
                 "GET",
-                f"/api/v1/runs/{run_id}/logs",
-                params={"follow": "true"},
+                f"/api/v1/runs/{run_id}/events",
+                headers=resume,
                 timeout=httpx.Timeout(TIMEOUT, read=None),
             ) as response:
                 if not response.is_success:
                     await response.aread()
                     raise refused(settings, response)
-                async for chunk in response.aiter_bytes():
-                    pos = log.take(chunk, pos)
-            log.ended.set()
-            return
+                parser, ended = _Parser(), False
+                # Read to the stream's end (it closes after `end`), so no iterator is
+                # left half-read.
+                async for line in response.aiter_lines():
+                    if (event := parser.feed(line)) is not None:
+                        await send.send(event)
+                        ended = ended or event.kind == "end"
+                        offset = max(offset, event.id or 0)
+                if ended:
+                    return
+        except httpx.ConnectError as exc:
+            raise unreachable(settings, exc) from None
         except httpx.TransportError:
-            await trio.sleep(RECONNECT)
+            pass  # broken mid-stream: open it again
+        await trio.sleep(RECONNECT)
+
+
+class _Parser:
+    """Server-sent events from the stream's lines, one line at a time (comments, such as the
+    heartbeat, are skipped)."""
+
+    def __init__(self) -> None:
+        self.kind = "message"
+        self.id: int | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        """The event this line completes, if any."""
+        if not line:
+            event = (
+                Event(self.kind, json.loads("\n".join(self.data)), self.id) if self.data else None
+            )
+            self.kind, self.id, self.data = "message", None, []
+            return event
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self.kind = value
+        elif name == "data":
+            self.data.append(value)
+        elif name == "id" and value.isdecimal():
+            self.id = int(value)
+        return None
 
 
 async def _tick(progress: Progress) -> None:
@@ -190,15 +251,17 @@ async def _tick(progress: Progress) -> None:
         await trio.sleep(TICK)
 
 
-async def _settle(log: _Log) -> None:
-    """Wait until the plan output is on screen: the daemon's marker line, or the log has been
-    quiet for a moment (bounded)."""
+async def _settle(log: _Log, receive: trio.MemoryReceiveChannel[Event]) -> None:
+    """Wait until the plan output is on screen: the daemon's marker line, or the stream has
+    been quiet for a moment (bounded)."""
     with trio.move_on_after(SETTLE_MAX):
         while not log.marker:
             with trio.move_on_after(SETTLE_QUIET) as quiet:
-                await log.arrived.wait()
+                event = await receive.receive()
             if quiet.cancelled_caught:
                 return
+            if event.kind == "log":
+                log.take(event)
 
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -64,6 +64,7 @@ _DAEMON_KEYS = frozenset(
         "lease_ttl",
         "lease_renew",
         "self_fence_margin",
+        "event_heartbeat",
     }
 )
 _TERRAFORM_KEYS = frozenset(
@@ -182,6 +183,7 @@ def _daemon(t: _Table) -> DaemonConfig:
         disk_reserve_mb=attempt(lambda: _count(t, "disk_reserve_mb", 64), 64),
         state_backups_keep=attempt(lambda: _count(t, "state_backups_keep", 10, minimum=1), 10),
         **attempt(lambda: _leases(t, data_dir), _NO_LEASE_KEYS),
+        event_heartbeat=_default(attempt(lambda: t.duration("event_heartbeat"), None), 15.0),
     )
 
 
@@ -190,7 +192,7 @@ _NO_LEASE_KEYS: dict[str, Any] = {}
 
 def _leases(t: _Table, data_dir: Path) -> dict[str, Any]:
     """`node_id` (default: host name and data dir) and the lease timings of several daemons
-    on one database (docs/architecture.md §13): renewal, then self-fencing, before expiry."""
+    on one database (docs/architecture.md §14): renewal, then self-fencing, before expiry."""
     node_id = _default(t.string("node_id"), f"{socket.gethostname()}:{data_dir}")
     if not node_id.strip() or len(node_id) > 200:
         raise t.fail("node_id", f"expected 1-200 characters, got {_quote(node_id)}")

@@ -62,6 +62,8 @@ from . import datadir
 from .api.app import MAX_BODY, create_app
 from .api.asgi import wrap
 from .api.auth import TokenBook, local_admin_token
+from .api.fastpath import FastPath
+from .api.runviews import RunViews
 from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ class Daemon:
         self.config = config
         self.faults = faults or NoFaults()
         self.store = Store(config.daemon.database_url)
+        # Run views built once per change, for the API's reads and streams (api/runviews.py).
+        self.run_views = RunViews(self.store)
         self.stopping = False
         self.stop_reason = "the daemon is shutting down"
         self.addresses: list[str] = []
@@ -95,6 +99,7 @@ class Daemon:
         self.outbox: OutboxWorker
         self.drift: DriftScheduler
         self.leases: LeaseKeeper
+        self.fast_path: FastPath
         self.tokens = TokenBook({})  # nobody until the start has read the tokens
 
     async def serve(
@@ -157,7 +162,7 @@ class Daemon:
         self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
         await self._at_start("create the local admin token", self._read_api_tokens)
         # Membership first: recovery finishes the runs of the workspaces this daemon owns,
-        # renewing their leases meanwhile (docs/architecture.md §13).
+        # renewing their leases meanwhile (docs/architecture.md §14).
         self.leases = LeaseKeeper(self.rt)
         origins = await self.leases.join()
         self.recovery = await self.leases.hold_while(lambda: recover(self.rt, origins))
@@ -205,6 +210,9 @@ class Daemon:
             self.outbox.stop()
             await self.outbox.stopped.wait()
             watchdog.cancel()
+            # Event streams and long-polls end now (runs have drained), so the API's graceful
+            # stop does not wait for them (STACK-NOTES trap 3).
+            self.store.changes.close()
             self._api_stop.set()
 
     async def _lease_loop(self, scope: trio.CancelScope) -> None:
@@ -301,7 +309,9 @@ class Daemon:
         # daemon's log (JSON lines), once (obs/logs.py).
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.graceful_timeout = 5.0
-        app = wrap(create_app(self), max_body=MAX_BODY)
+        # The plain GET of a run is answered in front of the app (api/fastpath.py).
+        self.fast_path = FastPath(wrap(create_app(self), max_body=MAX_BODY), self)
+        app = self.fast_path
         await hypercorn_serve(
             app,
             hc,

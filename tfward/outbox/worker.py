@@ -13,8 +13,10 @@
   its workspace is queued or running (seed H5).
 - A job never outlives half its lease; a row whose lease ran out (its process died or hung) is
   claimable again, and every write about an attempt checks the attempt still owns the row.
-- The worker wakes as soon as a write commits (`Store.committed`) and otherwise at the next
-  due time.
+- The worker wakes when a row becomes due (the store publishes the outbox's change key when a
+  row is queued, retried or re-queued: store/changes.py), when one of its jobs ends, and
+  otherwise at the next due time (at most MAX_IDLE, which also catches rows another process
+  queued).
 - Rows done, and notification delivery attempts, older than `[outbox] keep` are deleted in
   short batches, hourly; queued, running and dead rows are never deleted.
 Stopping: no new claims; jobs in flight get `stop_grace` seconds, then are cancelled and left
@@ -40,6 +42,7 @@ from tfward.ids import now
 from tfward.obs import logs
 from tfward.store import deliveries
 from tfward.store import outbox as outbox_store
+from tfward.store.changes import OUTBOX
 from tfward.store.health import Backoff
 
 from . import followups, jobs, notifications
@@ -47,8 +50,6 @@ from .jobs import Handler, JobContext, JobFailed, LeaseLost, PermanentFailure, T
 from .policy import policy_for
 
 log = logging.getLogger(__name__)
-
-COMMIT_DEBOUNCE = 0.05
 
 HANDLERS: Mapping[str, Handler] = {
     "notify": jobs.notify,
@@ -105,7 +106,7 @@ class OutboxWorker:
             async with httpx.AsyncClient(headers=headers) as client:
                 self._client = client
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_commits, name="outbox-commit-watch")
+                    nursery.start_soon(self._watch_queue, name="outbox-queue-watch")
                     nursery.start_soon(self._prune, name="outbox-prune")
                     task_status.started()
                     await self._loop(nursery)
@@ -121,12 +122,14 @@ class OutboxWorker:
         finally:
             self.stopped.set()
 
-    async def _watch_commits(self) -> None:
-        while True:
-            await self.rt.store.committed.wait()
-            # A run commits several times in a row: one look at the queue per burst is enough.
-            await trio.sleep(COMMIT_DEBOUNCE)
-            self._wake.set()
+    async def _watch_queue(self) -> None:
+        """Wake the loop whenever a row became due (the outbox's change key). Ends when the
+        hub closes (the daemon stops serving; the worker has stopped before that)."""
+        hub = self.rt.store.changes
+        with hub.subscribe(OUTBOX) as queued:
+            while not hub.closed:
+                if await queued.wait():
+                    self._wake.set()
 
     async def _prune(self) -> None:
         """Delete what `[outbox] keep` no longer keeps, now and then every PRUNE_EVERY (or a

@@ -2,8 +2,10 @@
 
 Each release task is a thin loop around a pure decision (`decide.next_actions`): read the release
 and the runs of its running items, decide, perform each action in its own short transaction,
-then wait for the next commit to the store (`Store.committed`: a run ending, an item claimed, a
-cancel asked) and look again. Nothing polls on a timer.
+then wait until the release's change key is published (store/changes.py: a write to the
+release or its items — a claim, a cancel asked — or to the run of one of its items) and look
+again. The executor's own loop wakes when a release is created. Nothing polls on a timer (the
+hub's fallback re-check aside, docs/architecture.md §13).
 
 Every action is a compare-and-set on what it read, so two loops driving one release (two
 executors, or a new daemon after a restart) never act twice: a loop that loses a race gets
@@ -29,6 +31,7 @@ from tfward.releases import model
 from tfward.releases.decide import Action, CancelRun, Claim, Settle, Start, next_actions
 from tfward.releases.model import ItemStatus, Release
 from tfward.store import releases as release_store
+from tfward.store.changes import RELEASES, Key, Subscription
 from tfward.store.health import Backoff
 
 log = logging.getLogger(__name__)
@@ -71,16 +74,15 @@ class ReleaseExecutor:
         self._cancels_sent: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Drive every unfinished release until `stop()`. After each commit to the store, start
-        a task for any release not driven yet. On cancellation (stop, daemon hard stop) the
+        """Drive every unfinished release until `stop()`. When a release is created, start a
+        task for any release not driven yet. On cancellation (stop, daemon hard stop) the
         release tasks stop between transactions (a write in flight commits or rolls back
         first); whatever they claimed is resumed by the next executor."""
         storage = Backoff(first=0.5, cap=MAX_BACKOFF)
-        with self._scope:
+        with self._scope, self.rt.store.changes.subscribe(RELEASES) as created:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
-                    committed = self.rt.store.committed  # taken before reading: no missed wake
                     try:
                         unfinished = await self.rt.store.read(release_store.unfinished)
                     except StorageUnavailable:  # logged once by the store's health
@@ -93,7 +95,9 @@ class ReleaseExecutor:
                             nursery.start_soon(
                                 self._drive, release_id, name=f"release-{release_id}"
                             )
-                    await committed.wait()
+                    if self.rt.store.changes.closed:
+                        self.stop()  # the daemon stops serving (a shutdown stopped us before)
+                    await created.wait()
 
     def stop(self) -> None:
         self._scope.cancel()
@@ -108,39 +112,44 @@ class ReleaseExecutor:
 
     async def _drive(self, release_id: str) -> None:
         """Drive one release until it ends. A lost race (InvalidTransition) means another loop
-        acted first: look again after the next commit. Any other error is logged and the pass
-        retried with backoff; the release is never left half-written, since every action is
-        one transaction."""
+        acted first: look again after the release's next change. Any other error is logged
+        and the pass retried with backoff; the release is never left half-written, since
+        every action is one transaction."""
+        with self.rt.store.changes.subscribe(Key.release(release_id)) as changed:
+            try:
+                await self._drive_loop(release_id, changed)
+            finally:
+                self._driving.discard(release_id)
+
+    async def _drive_loop(self, release_id: str, changed: Subscription) -> None:
+        """`_drive`'s loop: a pass, then a wait on the release's key (subscribed before the
+        first read, so no change is missed)."""
         backoff = 0.0
-        try:
-            while True:
-                committed = self.rt.store.committed
-                try:
-                    outcome = await self._pass(release_id)
-                    backoff = 0.0
-                except InvalidTransition as exc:
-                    log.debug("release %s: %s", release_id, exc)
-                    await committed.wait()
-                    continue
-                except StorageUnavailable:  # logged once by the store's health
-                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
-                    await self.rt.store.health.wait(backoff)
-                    continue
-                except Exception:
-                    # A failed pass (e.g. the database briefly unavailable) changes nothing it
-                    # had not committed; the loop retries with backoff. Cancelled is not caught.
-                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
-                    log.exception(
-                        "release %s: executor pass failed; retrying in %.1fs", release_id, backoff
-                    )
-                    await trio.sleep(backoff)
-                    continue
-                if outcome is _Pass.DONE:
-                    return
-                if outcome is _Pass.IDLE:
-                    await committed.wait()
-        finally:
-            self._driving.discard(release_id)
+        while True:
+            try:
+                outcome = await self._pass(release_id)
+                backoff = 0.0
+            except InvalidTransition as exc:
+                log.debug("release %s: %s", release_id, exc)
+                await changed.wait()
+                continue
+            except StorageUnavailable:  # logged once by the store's health
+                backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                await self.rt.store.health.wait(backoff)
+                continue
+            except Exception:
+                # A failed pass (e.g. the database briefly unavailable) changes nothing it
+                # had not committed; the loop retries with backoff. Cancelled is not caught.
+                backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                log.exception(
+                    "release %s: executor pass failed; retrying in %.1fs", release_id, backoff
+                )
+                await trio.sleep(backoff)
+                continue
+            if outcome is _Pass.DONE:
+                return
+            if outcome is _Pass.IDLE:
+                await changed.wait()
 
     async def _pass(self, release_id: str) -> _Pass:
         release, runs = await self.rt.store.read(lambda c: release_store.snapshot(c, release_id))
@@ -179,7 +188,7 @@ class ReleaseExecutor:
     async def _claim(self, release: Release, item_id: str) -> None:
         """Claim an item and queue its run. An item whose workspace is no longer configured
         cannot start: it fails, and so stops the release. The run goes to the workspace's
-        actor, on this daemon or on the one that owns the workspace (§13)."""
+        actor, on this daemon or on the one that owns the workspace (§14)."""
         item = release.item(item_id)
         ws_id = self.rt.workspace_ids.get(item.workspace)
         if ws_id is None or not any(w.name == item.workspace for w in self.rt.config.workspaces):

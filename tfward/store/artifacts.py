@@ -14,6 +14,7 @@ from tfward.ids import new_id, now
 from tfward.obs.metrics import PlanReason
 
 from . import sealing
+from .changes import Key, touch
 from .tables import configuration_versions, plan_artifacts, run_log_chunks
 
 
@@ -157,9 +158,18 @@ class LogChunk:
 
 
 def append_log(
-    conn: Connection, run_id: str, first_seq: int, chunks: Sequence[LogChunk | bytes]
+    conn: Connection,
+    run_id: str,
+    first_seq: int,
+    chunks: Sequence[LogChunk | bytes],
+    first_offset: int | None = None,
 ) -> None:
+    """Store chunks of a run's log from `first_seq` on. `first_offset` is the byte offset in
+    the log where the first starts (None: read it, from the end of what is stored)."""
+    if first_offset is None:
+        first_offset = log_end(conn, run_id)[1]
     rows = []
+    offset = first_offset
     for i, chunk in enumerate(chunks):
         if isinstance(chunk, bytes):
             chunk = LogChunk(chunk)
@@ -171,9 +181,12 @@ def append_log(
                 "created_at": now(),
                 "source": chunk.source,
                 "source_end": chunk.source_end,
+                "log_offset": offset,
             }
         )
+        offset += len(chunk.data)
     conn.execute(insert(run_log_chunks), rows)
+    touch(conn, Key.log(run_id))
 
 
 def log_sources(conn: Connection, run_id: str) -> dict[str, int]:
@@ -187,14 +200,23 @@ def log_sources(conn: Connection, run_id: str) -> dict[str, int]:
     return {str(source): int(end) for source, end in rows}
 
 
+def log_end(conn: Connection, run_id: str) -> tuple[int, int]:
+    """(the next chunk's seq, the byte length of the stored log) of a run."""
+    row = conn.execute(
+        select(
+            run_log_chunks.c.seq, run_log_chunks.c.log_offset, func.length(run_log_chunks.c.data)
+        )
+        .where(run_log_chunks.c.run_id == run_id)
+        .order_by(run_log_chunks.c.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return 0, 0
+    return int(row[0]) + 1, int(row[1] or 0) + int(row[2])
+
+
 def next_log_seq(conn: Connection, run_id: str) -> int:
-    return int(
-        conn.execute(
-            select(func.coalesce(func.max(run_log_chunks.c.seq), -1) + 1).where(
-                run_log_chunks.c.run_id == run_id
-            )
-        ).scalar_one()
-    )
+    return log_end(conn, run_id)[0]
 
 
 def read_log(
@@ -207,6 +229,41 @@ def read_log(
         .limit(limit)
     )
     return [(r.seq, bytes(r.data)) for r in rows]
+
+
+_CHUNKS_PER_READ = 256
+
+
+def read_log_at(conn: Connection, run_id: str, offset: int, limit: int) -> tuple[int, bytes]:
+    """The stored log of a run from byte `offset` on, about `limit` bytes of it (whole chunks
+    after the first, at most _CHUNKS_PER_READ chunks): (where the bytes start, the bytes). The
+    start is `offset`; nothing when the stored log ends there (or before)."""
+    first = conn.execute(
+        select(func.max(run_log_chunks.c.seq)).where(
+            run_log_chunks.c.run_id == run_id, run_log_chunks.c.log_offset <= offset
+        )
+    ).scalar()
+    rows = conn.execute(
+        select(run_log_chunks.c.log_offset, run_log_chunks.c.data)
+        .where(run_log_chunks.c.run_id == run_id, run_log_chunks.c.seq >= (first or 0))
+        .order_by(run_log_chunks.c.seq)
+        .limit(_CHUNKS_PER_READ)
+    )
+    parts: list[bytes] = []
+    start, size = offset, 0
+    for row in rows:
+        data = bytes(row.data)
+        begin = int(row.log_offset or 0)
+        if begin + len(data) <= offset:
+            continue  # the chunk ends before the offset (offset at its very end)
+        if not parts:
+            start = max(begin, offset)
+            data = data[start - begin :]
+        parts.append(data)
+        size += len(data)
+        if size >= limit:
+            break
+    return start, b"".join(parts)
 
 
 # plan_problem's answers, and what /metrics counts each under (tfward_plan_integrity_failures).

@@ -1,4 +1,4 @@
-"""Persistence of membership and workspace leases (docs/architecture.md §13).
+"""Persistence of membership and workspace leases (docs/architecture.md §14).
 
 A lease loop's tick is ONE short transaction (`tick`): the database's clock, this daemon's
 heartbeat, every node and lease read, the pure decision (`cluster/model.py::decide`) made on
@@ -8,6 +8,11 @@ raises LeaseConflict, is rolled back whole, and the next tick sees the winner. O
 the tick runs READ COMMITTED (`Store.write(lease=True)`): the compare-and-sets make it safe,
 and the ticks of several daemons, which all read every lease, do not abort one another.
 Releases happen in their own transaction once the workspace's actor has stopped (`release`).
+
+`announce` sends, in a write transaction, the change keys it recorded (store/changes.py) on
+channel `tfward_changes`; every daemon's listener publishes those of other daemons to its own
+ChangeHub, so waiters there (API long-polls and streams, the outbox worker, the release
+executor) wake as if the write were local. Too many keys for one payload go as whole topics.
 
 `nudge` carries a message for a workspace's actor to the daemon that owns it: PostgreSQL's
 NOTIFY on channel `tfward_actor`, sent in the caller's transaction, so it arrives only after
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,11 +35,16 @@ from sqlalchemy.exc import IntegrityError
 from tfward.cluster.model import Lease, Node, Plan, View
 
 from . import dialect
+from .changes import ANY, Key, Topic
 from .tables import cluster_nodes, workspace_leases, workspaces
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "tfward_actor"
+# What a committed write changed (changes.py's keys), for the other daemons' ChangeHubs.
+CHANGES = "tfward_changes"
+# PostgreSQL's NOTIFY payload holds at most 8000 bytes: more keys go as whole topics.
+_PAYLOAD_MAX = 7000
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,20 +236,42 @@ def nudge(conn: Connection, workspace: str, message: dict[str, Any]) -> None:
     conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
 
+def announce(conn: Connection, origin: str, keys: Iterable[Key]) -> None:
+    """Tell every daemon LISTENing what this transaction changed (sent at its commit)."""
+    found = sorted(set(keys))
+    payload = json.dumps({"o": origin, "k": [[str(k.topic), k.id] for k in found]})
+    if len(payload) > _PAYLOAD_MAX:
+        topics = sorted({str(k.topic) for k in found})
+        payload = json.dumps({"o": origin, "k": [[t, ANY] for t in topics]})
+    conn.execute(select(func.pg_notify(CHANGES, payload)))
+
+
+def _keys(payload: str, origin: str) -> set[Key]:
+    """The keys another daemon announced (none for our own, or a payload not understood)."""
+    try:
+        found = json.loads(payload)
+        if found.get("o") == origin:
+            return set()
+        return {Key(Topic(topic), str(id_)) for topic, id_ in found["k"]}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        log.warning("ignored a malformed change announcement: %r", payload[:200])
+        return set()
+
+
 @dataclass
 class Heard:
-    """What one `Listener.receive` brought: nudges for actors, and whether another daemon's
-    write committed (store/db.py announces each one)."""
+    """What one `Listener.receive` brought: nudges for actors, and the keys other daemons'
+    committed writes changed."""
 
     nudges: list[dict[str, Any]] = field(default_factory=list)
-    commits: bool = False
+    changes: set[Key] = field(default_factory=set)
 
 
 class Listener:
-    """This daemon's LISTEN connection (PostgreSQL only): nudges (`tfward_actor`) and commits
-    (`tfward_commit`). `receive` blocks (run it in a worker thread) for up to `timeout`
+    """This daemon's LISTEN connection (PostgreSQL only): nudges (`tfward_actor`) and changes
+    (`tfward_changes`). `receive` blocks (run it in a worker thread) for up to `timeout`
     seconds; a lost connection raises, and the next call opens a new one. `origin`: this
-    daemon's store, whose own commits are not news."""
+    daemon's store, whose own changes are not news."""
 
     def __init__(self, engine: Engine, origin: str) -> None:
         self._engine = engine
@@ -252,7 +284,7 @@ class Listener:
             driver: Any = raw.driver_connection
             driver.autocommit = True
             driver.execute(f"LISTEN {CHANNEL}")
-            driver.execute(f"LISTEN {dialect.COMMITS}")
+            driver.execute(f"LISTEN {CHANGES}")
             self._raw = raw
         try:
             driver = self._raw.driver_connection
@@ -265,8 +297,8 @@ class Listener:
             raise
         heard = Heard()
         for note in notes:
-            if note.channel == dialect.COMMITS:
-                heard.commits = heard.commits or note.payload != self._origin
+            if note.channel == CHANGES:
+                heard.changes |= _keys(note.payload, self._origin)
                 continue
             try:
                 heard.nudges.append(json.loads(note.payload))

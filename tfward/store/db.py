@@ -7,16 +7,16 @@ SQLITE_BUSY) and of a few on PostgreSQL, whose write transactions run SERIALIZAB
 (store/dialect.py); reads through a wider one. Each call is one transaction; a transaction
 another one conflicted with (a serialization failure, a deadlock) is run again at once.
 
-Fencing (docs/architecture.md §13): a write made under a fence (`fencing.fenced`, set by the
+Fencing (docs/architecture.md §14): a write made under a fence (`fencing.fenced`, set by the
 workspace actor for everything it and its runs do) first checks, in the same transaction, that
 this daemon still holds the workspace's lease with the same epoch; otherwise it raises
 FencedOut and writes nothing.
 
-Commits across daemons (docs/architecture.md §13): on PostgreSQL every write transaction also
-sends NOTIFY `tfward_commit` (delivered only once it commits); each daemon's listener wakes its
-`committed` waiters (API long-polls, the outbox worker, the release executor), so a run that
-another daemon drives is seen as soon as it changes. Waiters keep their own timeouts as the
-fallback re-check should a notification be lost.
+Changes across daemons (docs/architecture.md §14): on PostgreSQL every write transaction also
+sends its change keys (changes.py) with NOTIFY `tfward_changes` (delivered only once it
+commits); each daemon's listener publishes them to its own ChangeHub, so a run that another
+daemon drives is seen as soon as it changes. The hub's fallback re-check covers a lost
+notification.
 
 Storage faults (store/health.py, docs/architecture.md §10): a write that fails because the
 database is full, read-only, locked by another process or failing is retried a few times at
@@ -47,8 +47,10 @@ from sqlalchemy.exc import DBAPIError
 from tfward.errors import StorageUnavailable
 from tfward.ids import now
 
-from . import dialect, fencing
+from . import changes, dialect, fencing
+from . import cluster as cluster_store
 from . import health as health_mod
+from .changes import ChangeHub
 from .health import Problem, StorageHealth, classify, current_patience, patiently
 from .sealing import INFO_KEY, Sealer
 
@@ -111,11 +113,13 @@ class Store:
         )
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
-        # Set (and replaced) after every committed write: long-polling readers wait on it. On
-        # PostgreSQL also after another daemon's (each write announces itself, NOTIFY in its
-        # transaction, signed with `origin` so a daemon skips its own).
-        self.committed = trio.Event()
+        # What committed writes changed, told to those waiting for it (changes.py). On
+        # PostgreSQL also what other daemons' writes changed: each write announces its keys
+        # (NOTIFY in its transaction, signed with `origin` so a daemon skips its own).
+        self.changes = ChangeHub()
         self.origin = secrets.token_hex(8)
+        # Transactions started by `read` and `write` (tests and benchmarks count them).
+        self.reads = self.writes = 0
         self.health = StorageHealth()
 
     def migrate(self) -> None:
@@ -142,36 +146,43 @@ class Store:
     def run_sync(
         self, fn: Callable[[Connection], T], *, reading: bool = False, lease: bool = False
     ) -> T:
-        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests).
-        `reading`: a read-only transaction (REPEATABLE READ on PostgreSQL)."""
+        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests, tools).
+        `reading`: a read-only transaction (REPEATABLE READ on PostgreSQL). What it changed is
+        published when the calling thread is the trio thread; from another thread it is not
+        (waiters see it at their fallback re-check, changes.py)."""
+        result, keys = self._transaction(fn, reading=reading, lease=lease)
+        if keys and trio.lowlevel.in_trio_run():
+            self.changes.publish(keys)
+        return result
+
+    def _transaction(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        reading: bool = False,
+        lease: bool = False,
+        fence: fencing.Fence | None = None,
+    ) -> tuple[T, frozenset[changes.Key]]:
+        """Run `fn` in one transaction on this thread; its result and the change keys it
+        recorded (meaningful only once the transaction has committed, i.e. on return). Under
+        `fence`, the lease is checked first, in the transaction. On PostgreSQL a write
+        announces its keys to the other daemons (NOTIFY: delivered only after the commit)."""
         options = (
             dialect.read_options(self.engine) if reading
             else dialect.lease_options(self.engine) if lease
             else {}
         )  # fmt: skip
         with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            changes.take(conn)  # a transaction that failed before may have left some
             if self.sealer is not None:
                 conn.info[INFO_KEY] = self.sealer
-            return fn(conn)
-
-    def _run_fenced(
-        self, fn: Callable[[Connection], T], fence: fencing.Fence | None, lease: bool
-    ) -> T:
-        def checked(conn: Connection) -> T:
             if fence is not None:
                 fencing.check(conn, fence)
             result = fn(conn)
-            if self.dialect is dialect.Dialect.POSTGRESQL:
-                dialect.announce_commit(conn, self.origin)
-            return result
-
-        return self.run_sync(checked, lease=lease)
-
-    def wake(self) -> None:
-        """Wake whoever waits on `committed`: a write committed here, or (PostgreSQL) another
-        daemon's write was announced (the lease loop's listener calls this)."""
-        self.committed.set()
-        self.committed = trio.Event()
+            keys = changes.take(conn)
+            if keys and not reading and self.dialect is dialect.Dialect.POSTGRESQL:
+                cluster_store.announce(conn, self.origin, keys)
+        return result, keys
 
     async def read(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
         """Run a read-only `fn` in a worker thread. On cancellation the thread is abandoned (it
@@ -180,11 +191,13 @@ class Store:
         propagate."""
 
         async def attempt() -> T:
+            self.reads += 1
             async with self._read_limiter:
                 try:
-                    return await trio.to_thread.run_sync(
-                        lambda: self.run_sync(fn, reading=True), abandon_on_cancel=True
+                    result, _ = await trio.to_thread.run_sync(
+                        lambda: self._transaction(fn, reading=True), abandon_on_cancel=True
                     )
+                    return result
                 except DBAPIError as exc:
                     if (fault := self._fault(exc)) is None:
                         raise
@@ -225,8 +238,11 @@ class Store:
             retries = 0 if self.health.failing else self._write_retries
             attempt = conflicts = 0
             while True:
+                self.writes += 1
                 try:
-                    result = await trio.to_thread.run_sync(self._run_fenced, fn, fence, lease)
+                    result, keys = await trio.to_thread.run_sync(
+                        lambda: self._transaction(fn, lease=lease, fence=fence)
+                    )
                 except DBAPIError as exc:
                     if dialect.is_conflict(exc) and conflicts < CONFLICT_RETRIES:
                         conflicts += 1  # another daemon's transaction won: run it again
@@ -242,7 +258,7 @@ class Store:
                     await trio.sleep(delay)
                     continue
                 self.health.succeeded()
-                self.wake()
+                self.changes.publish(keys)  # committed: tell whoever waits for these
                 return result
 
     def _fault(self, exc: DBAPIError) -> StorageUnavailable | None:

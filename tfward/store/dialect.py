@@ -1,5 +1,5 @@
 """What differs between the two databases tfward runs on: SQLite (one daemon, the default) and
-PostgreSQL (several daemons sharing one database, docs/architecture.md §13).
+PostgreSQL (several daemons sharing one database, docs/architecture.md §14).
 
 - **Engines.** SQLite gets its pragmas (WAL, busy timeout, secure_delete) and one writer at a
   time: SQLite has one writer, and queueing in trio is cheaper than SQLITE_BUSY. PostgreSQL
@@ -135,18 +135,6 @@ def clock(conn: Connection) -> datetime:
     value = conn.execute(select(func.clock_timestamp())).scalar_one()
     assert isinstance(value, datetime)
     return value.astimezone(UTC)
-
-
-# NOTIFY channel a write transaction announces itself on (store/db.py), payload its store's
-# origin; PostgreSQL folds duplicates within a transaction and delivers after the commit.
-COMMITS = "tfward_commit"
-
-
-def announce_commit(conn: Connection, origin: str) -> None:
-    """Tell every daemon LISTENing that this transaction committed (sent at the commit)."""
-    from sqlalchemy import func
-
-    conn.execute(select(func.pg_notify(COMMITS, origin)))
 
 
 def is_postgresql(conn: Connection) -> bool:

@@ -19,6 +19,7 @@ from tfward.runs.model import ACTIVE, TERMINAL, Operation, Status
 from . import outbox as outbox_store
 from . import runs as run_store
 from . import states
+from .changes import Key, touch
 from .tables import runs, workspace_drift
 
 
@@ -65,6 +66,7 @@ def record_check(
         conn.execute(
             update(workspace_drift).where(workspace_drift.c.workspace_id == ws_id).values(**values)
         )
+    touch(conn, Key.workspace(ws_id))
     if drifted and was != (True, found):
         shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
         outbox_store.notify(
@@ -93,6 +95,7 @@ def clear(conn: Connection, ws_id: str, run_id: str, serial: int, when: datetime
         .where(workspace_drift.c.workspace_id == ws_id)
         .values(drifted=False, addresses=[], cleared_at=when, cleared_by_run_id=run_id)
     )
+    touch(conn, Key.workspace(ws_id))
     return True
 
 

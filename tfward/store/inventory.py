@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from .changes import Key, touch
 from .tables import inventory_resources, inventory_syncs, workspaces
 
 SYNCING, SYNCED, FAILED, INTERRUPTED = "syncing", "synced", "failed", "interrupted"
@@ -46,6 +47,7 @@ def begin_sync(
     """Mark the workspace `syncing` state `sv_id`. False when a state at least as new is
     already synced (nothing to do)."""
     row = _status_row(conn, ws_id)
+    touch(conn, Key.workspace(ws_id))  # the workspace shows its inventory's sync status
     values = {
         "status": SYNCING,
         "syncing_state_version_id": sv_id,
@@ -75,6 +77,7 @@ def complete_sync(
 ) -> bool:
     """Replace the workspace's resources with those of state `sv_id`, unless a newer state was
     synced meanwhile. Returns whether the inventory now shows `sv_id`."""
+    touch(conn, Key.workspace(ws_id))
     row = _status_row(conn, ws_id)
     if row is not None and row.synced_serial is not None and row.synced_serial >= serial:
         _end_syncing(conn, ws_id, sv_id, SYNCED, None)
@@ -124,6 +127,7 @@ def fail_sync(conn: Connection, ws_id: str, sv_id: str, error: str) -> None:
 
 
 def _end_syncing(conn: Connection, ws_id: str, sv_id: str, status: str, error: str | None) -> None:
+    touch(conn, Key.workspace(ws_id))
     conn.execute(
         update(inventory_syncs)
         .where(

@@ -21,6 +21,7 @@ from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import new_id, now
 from tfward.runs.model import Run
 
+from .changes import OUTBOX, touch
 from .tables import outbox, workspaces
 
 QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
@@ -76,6 +77,7 @@ def enqueue(
             created_at=created,
         )
     )
+    touch(conn, OUTBOX)  # due now: the worker looks
     return True
 
 
@@ -198,7 +200,7 @@ def claim(
     """Claim up to `limit` due rows, oldest first, each by compare-and-set: status `running`,
     one more attempt, lease until `when + lease`, `claimed_by` this daemon. On PostgreSQL the
     rows are read `FOR UPDATE SKIP LOCKED`: daemons claiming at once take different rows
-    instead of queueing behind each other (docs/architecture.md §13)."""
+    instead of queueing behind each other (docs/architecture.md §14)."""
     query = select(outbox).where(_due(when), _in_order())
     if exclude:
         query = query.where(outbox.c.id.not_in(exclude))
@@ -279,6 +281,8 @@ def reclaim_running(conn: Connection, when: datetime, node_id: str | None = None
     result = conn.execute(
         query.values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
     )
+    if result.rowcount:
+        touch(conn, OUTBOX)
     return int(result.rowcount)
 
 
@@ -294,6 +298,7 @@ def retry_dead(conn: Connection, row_id: str, when: datetime) -> dict[str, Any]:
         .where(outbox.c.id == row_id, outbox.c.status == DEAD)
         .values(status=QUEUED, attempts=0, next_attempt_at=when, lease_expires_at=None)
     )
+    touch(conn, OUTBOX)
     return get_row(conn, row_id)
 
 

@@ -30,6 +30,7 @@ from tfward.runs.model import Status as RunStatus
 from . import artifacts
 from . import outbox as outbox_store
 from . import runs as run_store
+from .changes import RELEASES, Key, touch
 from .tables import configuration_versions, release_items, releases, runs, workspaces
 
 TRIGGERS = {
@@ -94,6 +95,7 @@ def create_release(
             for item in release.items
         ],
     )
+    touch(conn, RELEASES, Key.release(release.id))
     return release
 
 
@@ -155,6 +157,7 @@ def save(conn: Connection, before: Release, after: Release) -> Release:
             raise InvalidTransition(f"release item {item.id} changed underneath; look again")
     if after.status.is_terminal and not before.status.is_terminal:
         _notify(conn, after)
+    touch(conn, Key.release(after.id))
     return after
 
 

@@ -20,7 +20,8 @@ from tfward.runs.model import (
 )
 
 from . import followups
-from .tables import configuration_versions, runs, workspaces
+from .changes import Key, touch
+from .tables import configuration_versions, release_items, runs, workspaces
 
 
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
@@ -189,6 +190,7 @@ def create_run(
         )
     )
     followups.notify_created(conn, run, workspace_id)
+    touch(conn, Key.run(run.id), Key.workspace(workspace_id))
     return run
 
 
@@ -220,14 +222,28 @@ def save_final(conn: Connection, before: Run, after: Run) -> Run:
 def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     if before == after:
         return after
-    result = conn.execute(
+    ws_id = conn.execute(
         update(runs)
         .where(runs.c.id == before.id, runs.c.status == str(before.status))
         .values(**_values(after))
-    )
-    if result.rowcount != 1:
+        .returning(runs.c.workspace_id)
+    ).scalar()
+    if ws_id is None:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
+    _touch_run(conn, after, str(ws_id))
     return after
+
+
+def _touch_run(conn: Connection, run: Run, ws_id: str) -> None:
+    """A run's row changed: so did its workspace's view (current and latest run, queue) and,
+    for a release item's run, its release's (changes.py)."""
+    touch(conn, Key.run(run.id), Key.workspace(ws_id))
+    if run.release_item_id is not None:
+        release_id = conn.execute(
+            select(release_items.c.release_id).where(release_items.c.id == run.release_item_id)
+        ).scalar()
+        if release_id is not None:
+            touch(conn, Key.release(str(release_id)))
 
 
 def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple[Run, Run]:
@@ -251,11 +267,14 @@ def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | N
 def set_configuration(
     conn: Connection, run_id: str, cv_id: str, state_version_id: str | None
 ) -> None:
-    conn.execute(
+    ws_id = conn.execute(
         update(runs)
         .where(runs.c.id == run_id)
         .values(configuration_version_id=cv_id, planned_state_version_id=state_version_id)
-    )
+        .returning(runs.c.workspace_id)
+    ).scalar()
+    if ws_id is not None:  # the run shows its configuration version
+        touch(conn, Key.run(run_id), Key.workspace(str(ws_id)))
 
 
 def planned_state_version(conn: Connection, run_id: str) -> str | None:

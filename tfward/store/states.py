@@ -24,6 +24,7 @@ from tfward.ids import new_id, now
 from tfward.runs.masking import SecretMask
 
 from . import followups, sealing
+from .changes import Key, touch
 from .tables import state_versions
 
 
@@ -232,6 +233,7 @@ def store(
     )
     # Every stored version (apply, partial, rollback, ...) refreshes the inventory.
     followups.inventory_sync(conn, ws_id, version.id, version.serial, run_id)
+    touch(conn, Key.workspace(ws_id))  # its latest state version
     return version
 
 

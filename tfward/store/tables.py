@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -152,6 +153,10 @@ run_log_chunks = Table(
     # it the log holds that file up to `source_end` (a byte offset): recovery appends the rest.
     Column("source", String(128)),
     Column("source_end", Integer),
+    # Migration 0011: the byte offset in the run's log where this chunk starts (the id of a
+    # log event: a follower resumes from an offset). Nullable only so the migration need not
+    # copy the table; every chunk written has it.
+    Column("log_offset", BigInteger),
 )
 
 # One row, rewritten by the storage probe while storage fails: a write that reaches the file.
@@ -426,7 +431,7 @@ run_credentials = Table(
 
 # ---- migration 0014_cluster: several daemons on one database ------------------------------
 
-# One row per daemon that ever joined (docs/architecture.md §13): its heartbeat says it lives.
+# One row per daemon that ever joined (docs/architecture.md §14): its heartbeat says it lives.
 # `host` and `data_dir` tell a survivor whether the run directories of a dead daemon are
 # reachable from where it runs (the same host, or a data dir shared at the same path).
 cluster_nodes = Table(

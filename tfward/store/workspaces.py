@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from tfward.errors import NotFound, WorkspaceLocked
 from tfward.ids import new_id, now
 
+from .changes import Key, touch
 from .tables import workspace_locks, workspaces
 
 
@@ -66,6 +68,7 @@ def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
             )
         )
     conn.execute(update(workspaces).values(configured=workspaces.c.name.in_(wanted)))
+    touch(conn, *(Key.workspace(ws_id) for ws_id in existing.values()))  # some came or went
     return {name: ws_id for name, ws_id in existing.items() if name in wanted}
 
 
@@ -87,8 +90,11 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     row = conn.execute(
         select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
     ).first()
-    if row is None:
-        return None
+    return None if row is None else lock_from_row(row)
+
+
+def lock_from_row(row: Any) -> Lock:
+    """A `workspace_locks` row as a Lock."""
     terraform = (
         None
         if row.lock_id is None
@@ -134,12 +140,13 @@ def acquire_lock(
     except IntegrityError:
         holder = get_lock(conn, ws_id)
         raise WorkspaceLocked(holder.describe() if holder else "The workspace is locked") from None
+    touch(conn, Key.workspace(ws_id))
     return lock
 
 
 def keep_lock_for(conn: Connection, ws_id: str, run_id: str, reason: str) -> None:
     """Keep the workspace locked by a run that ends without its lock released (its owner was
-    lost mid-apply, docs/architecture.md §13), saying why: the lock it held gets `reason`, or
+    lost mid-apply, docs/architecture.md §14), saying why: the lock it held gets `reason`, or
     it is taken now if the run held none. Only force-unlock releases it."""
     held = get_lock(conn, ws_id)
     if held is not None and held.run_id == run_id:
@@ -183,6 +190,7 @@ def release_lock(
     if not (mine or force):
         raise WorkspaceLocked(held.describe() + "; only its holder can unlock it (or force-unlock)")
     conn.execute(delete(workspace_locks).where(workspace_locks.c.workspace_id == ws_id))
+    touch(conn, Key.workspace(ws_id))
     return True
 
 

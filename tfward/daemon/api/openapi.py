@@ -1,8 +1,8 @@
 """The API's OpenAPI 3.1 document, served at `GET /api/v1/openapi.json`.
 
 It is plain data built from three sources, so it cannot drift far from what the daemon does:
-- the routes, one `Paths.add` per method and rule, in openapi_paths.py (terraform's http
-  backend in openapi_backend.py);
+- the routes, one `Paths.add` per method and rule, in openapi_paths.py (the event streams in
+  openapi_streams.py, terraform's http backend in openapi_backend.py);
   tests/daemon/test_openapi.py fails when a route of the app is missing there or a documented
   path is not a route;
 - the component schemas in openapi_schemas.py (enumerations read from the models);
@@ -35,6 +35,7 @@ from . import auth, query
 from .openapi_backend import backend
 from .openapi_paths import SECTIONS
 from .openapi_schemas import JSON, SCHEMAS, Schema, enum, ref
+from .openapi_streams import streams
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -119,12 +120,14 @@ class Paths:
         notes: str = "",
         responses: Mapping[int, Any] | None = None,
         raw_body: Schema | None = None,
+        headers: Sequence[Schema] = (),
     ) -> None:
         """One operation. `body` names a schema json_object checks; `document` one that the
         handler parses itself (no envelope, required); `raw_body` a JSON body read as it is
-        (not required); `actions` the values of `<action>`; `responses` more answers."""
+        (not required); `actions` the values of `<action>`; `responses` more answers;
+        `headers` request header parameters the handler reads."""
         security, who, denials = _security(method, rule)
-        params = [p.schema() for p in query.params_of(method, rule)]
+        params = [*(p.schema() for p in query.params_of(method, rule)), *headers]
         # Any route refuses a bad or unknown query parameter with 422 (query.py).
         errors = {*errors, 422}
         answers: dict[str, Any] = {
@@ -227,7 +230,7 @@ def _body(name: str) -> Schema:
 def build(workspaces: Sequence[str] = ()) -> dict[str, Any]:
     """The document; `workspaces` are the configured names, shown as examples."""
     paths = Paths(workspaces)
-    for section in (*SECTIONS, backend):
+    for section in (*SECTIONS, streams, backend):
         section(paths)
     schemas = copy.deepcopy(SCHEMAS)
     if workspaces:  # a release of every workspace, one per batch

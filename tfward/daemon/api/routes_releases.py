@@ -3,7 +3,8 @@
 `GET /api/v1/releases/{id}?wait_after=REVISION&wait_timeout=30` long-polls: it answers once
 the release looks different from the view whose `revision` was given (an item or its run moved
 on), or when the timeout passes. The revision is a digest of the view, so a client that watches
-sees every change without polling on a timer.
+sees every change without polling on a timer; the wait wakes only when the release's change
+key is published (a write to it, its items or their runs: store/changes.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tfward.services.releases import cancel_item_run
 from tfward.store import audit
 from tfward.store import releases as release_store
 from tfward.store.audit import AuditAction
+from tfward.store.changes import Key
 
 from . import audited, query
 from .body import json_object
@@ -82,12 +84,14 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         view = await store.read(load)
         seen: str | None = query.args()["wait_after"]
         timeout: float = query.args()["wait_timeout"]  # checked: 0 to 300 (query.py)
-        with trio.move_on_after(timeout):
-            while seen and view["revision"] == seen and view["status"] not in _TERMINAL:
-                committed = store.committed  # taken before reading: no wake-up is missed
-                view = await store.read(load)
-                if view["revision"] == seen:
-                    await committed.wait()
+        if not seen or view["revision"] != seen or view["status"] in _TERMINAL:
+            return {"data": view}
+        # The release's key changes with it, its items and their runs (store/changes.py).
+        with trio.move_on_after(timeout), store.changes.subscribe(Key.release(release_id)) as sub:
+            while (view := await store.read(load))["revision"] == seen:
+                if store.changes.closed:
+                    break
+                await sub.wait()
         return {"data": view}
 
     @app.post("/api/v1/releases/<release_id>/actions/<action>")

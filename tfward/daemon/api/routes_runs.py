@@ -1,4 +1,6 @@
-"""Run endpoints: create, list, show, actions, logs (optionally followed), plan JSON."""
+"""Run endpoints: create, list, show (long-polled), actions, logs (optionally followed), the run's
+event stream, plan JSON. The streams are in streams.py; the view of a run comes from RunViews
+(runviews.py), and fastpath.py answers the plain `GET /api/v1/runs/{id}` without Quart."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 from werkzeug.exceptions import NotFound as HTTPNotFound
@@ -21,10 +23,12 @@ from tfward.store import artifacts
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import AuditAction
+from tfward.store.changes import Key
 
-from . import audited, auth, query
+from . import audited, auth, query, streams
 from .body import json_object, string_list
 from .plans import masked_plan_json
+from .runviews import RunEntry
 from .views import run_view
 
 if TYPE_CHECKING:
@@ -38,8 +42,6 @@ _CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "replace": list,
     "configuration_version_id": str,
 }
-LOG_POLL = 0.5
-COMMIT_DEBOUNCE = 0.01
 
 
 def register(app: QuartTrio, daemon: Daemon) -> None:
@@ -96,21 +98,20 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         return {"data": [run_view(r) for r in await store.read(load)]}
 
     @app.get("/api/v1/runs/<run_id>")
-    async def show_run(run_id: str) -> dict[str, Any]:
+    async def show_run(run_id: str) -> Response:
         """`?wait_status=a,b&wait_timeout=30` long-polls until the run is in one of the
         statuses (or is terminal), or the timeout passes; the run is returned either way."""
-        run = await store.read(lambda c: run_store.get_run(c, run_id))
+        entry = await daemon.run_views.get(run_id)
         wanted: set[str] = set(query.args()["wait_status"] or ())
-        timeout: float = query.args()["wait_timeout"]  # checked: 0 to 300 (query.py)
-        with trio.move_on_after(timeout):
-            while wanted and str(run.status) not in wanted and not run.status.is_terminal:
-                committed = store.committed  # taken before reading: no wake-up is missed
-                run = await store.read(lambda c: run_store.get_run(c, run_id))
-                if str(run.status) not in wanted and not run.status.is_terminal:
-                    await committed.wait()
-                    # Writes come in bursts (a stage change, its outbox row): read once per burst.
-                    await trio.sleep(COMMIT_DEBOUNCE)
-        return {"data": run_view(run)}
+        if wanted and not _reached(entry, wanted):
+            timeout: float = query.args()["wait_timeout"]  # checked: 0 to 300 (query.py)
+            with trio.move_on_after(timeout), store.changes.subscribe(Key.run(run_id)) as sub:
+                # Subscribed before reading: a change after this read wakes the wait.
+                while not _reached(entry := await daemon.run_views.get(run_id), wanted):
+                    if store.changes.closed:
+                        break  # the daemon stops serving: answer with what is
+                    await sub.wait()
+        return Response(entry.body, content_type="application/json")
 
     @app.post("/api/v1/runs/<run_id>/actions/<action>")
     async def run_action(run_id: str, action: str) -> tuple[dict[str, Any], int]:
@@ -137,12 +138,27 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
 
     @app.get("/api/v1/runs/<run_id>/logs")
     async def logs(run_id: str) -> Response:
-        await store.read(lambda c: run_store.get_run(c, run_id))  # 404 for an unknown run
+        await daemon.run_views.get(run_id)  # 404 for an unknown run
         follow: bool = query.args()["follow"]
-        body = _follow(daemon, run_id) if follow else _stored(daemon, run_id)
+        body = streams.followed_log(daemon, run_id) if follow else _stored(daemon, run_id)
         response = Response(body, content_type="text/plain")
         response.timeout = None
         return response
+
+    @app.get("/api/v1/runs/<run_id>/events")
+    async def run_events(run_id: str) -> Response:
+        """The run's event stream (streams.py); `Last-Event-ID` resumes the log."""
+        offset = streams.last_event_id(request.headers.get("Last-Event-ID"))
+        await daemon.run_views.get(run_id)  # 404 for an unknown run, before the stream
+        body = streams.run_events(daemon, run_id, offset)
+        response = Response(body, content_type=streams.EVENT_STREAM, headers=streams.HEADERS)
+        response.timeout = None  # STACK-NOTES trap 2; the stream ends with the daemon
+        return response
+
+
+def _reached(entry: RunEntry, wanted: set[str]) -> bool:
+    status = entry.run.status
+    return str(status) in wanted or status.is_terminal
 
 
 LOG_BATCH = 8  # chunks per read: a large log streams without being held in memory
@@ -160,25 +176,3 @@ async def _stored(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
         after = batch[-1][0]
         for _, data in batch:
             yield data
-
-
-async def _follow(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
-    """Stream the log from the start until the run ends (or the daemon stops)."""
-    last = -1
-    while True:
-        # Whether it had ended is read before draining: what it stored before ending is sent.
-        run = await daemon.store.read(lambda c: run_store.get_run(c, run_id))
-        live = daemon.rt.live_logs.get(run_id)
-        ended = run.status.is_terminal and live is None
-        while batch := await _chunks(daemon, run_id, last):
-            last = batch[-1][0]
-            for _, data in batch:
-                yield data
-        if ended or (daemon.stopping and daemon.supervisor.stopped.is_set()):
-            return
-        with trio.move_on_after(LOG_POLL):
-            if live is not None:
-                await live.changed.wait()
-                await trio.sleep(0.2)  # let the flusher store what just arrived
-            else:
-                await trio.sleep_forever()

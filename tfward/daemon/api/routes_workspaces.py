@@ -1,9 +1,11 @@
-"""Workspace endpoints: list, show (lock holder, current run, latest state), lock actions."""
+"""Workspace endpoints: list, show (lock holder, current run, latest state), lock actions, and
+the stream of workspace events for overview pages (streams.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
@@ -18,7 +20,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction
 
-from . import audited, auth
+from . import audited, auth, streams
 from .body import json_object
 from .routes_inventory import followup_views
 from .views import lock_view, run_view, secret_mask, state_version_view
@@ -40,7 +42,7 @@ def workspace_view(conn: Connection, ws_id: str, name: str, mask: SecretMask) ->
         "id": ws_id,
         "name": name,
         "lock": lock_view(ws_store.get_lock(conn, ws_id)),
-        # The daemon that drives the workspace now (docs/architecture.md §13).
+        # The daemon that drives the workspace now (docs/architecture.md §14).
         "owner": cluster_store.owner_of(conn, ws_id),
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
@@ -71,6 +73,14 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             )
 
         return {"data": await store.read(load)}
+
+    @app.get("/api/v1/events")
+    async def workspace_events() -> Response:
+        """Every configured workspace's summary, then each again when it changes."""
+        body = streams.workspace_events(daemon)
+        response = Response(body, content_type=streams.EVENT_STREAM, headers=streams.HEADERS)
+        response.timeout = None  # STACK-NOTES trap 2; the stream ends with the daemon
+        return response
 
     @app.post("/api/v1/workspaces/<name>/actions/<action>")
     async def lock_action(name: str, action: str) -> tuple[dict[str, Any], int]:

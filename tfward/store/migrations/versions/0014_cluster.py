@@ -1,5 +1,5 @@
 """Several daemons on one database: daemons and their heartbeats, workspace leases (owner,
-epoch, expiry), and which daemon claimed an outbox row (docs/architecture.md §13).
+epoch, expiry), and which daemon claimed an outbox row (docs/architecture.md §14).
 
 Revision ID: 0014_cluster
 Revises: 0010_storage
