@@ -22,6 +22,7 @@ from tfward.cluster import model
 from tfward.errors import FencedOut
 from tfward.store import cluster
 from tfward.store import workspaces as ws_store
+from tfward.store.changes import Key
 from tfward.store.db import Store
 from tfward.store.fencing import Fence, fenced
 from tfward.store.sealing import Sealer
@@ -141,3 +142,22 @@ async def test_a_daemon_whose_lease_was_taken_over_can_never_write_for_the_works
         await store.write(lambda c: ws_store.acquire_lock(c, ws, run_id=None, by="b's run"))
     # a's next tick renews nothing of it: the workspace is b's.
     assert ws not in (await tick(store, "a")).owned
+
+
+async def test_what_one_daemon_writes_is_heard_by_the_others_after_the_commit_not_its_own(
+    pg_url: str,
+) -> None:
+    writer, other = open_store(pg_url), open_store(pg_url)
+    listeners = [cluster.Listener(s.engine, s.origin) for s in (writer, other)]
+    try:
+        for listener in listeners:
+            await trio.to_thread.run_sync(listener.receive, 0.01)  # LISTEN from now on
+        ws = writer.run_sync(lambda c: ws_store.sync_configured(c, ["demo"]))["demo"]
+        await writer.write(lambda c: ws_store.acquire_lock(c, ws, run_id=None, by="someone"))
+        mine, theirs = [await trio.to_thread.run_sync(li.receive, 5.0) for li in listeners]
+        assert Key.workspace(ws) in theirs.changes and mine.changes == set()
+    finally:
+        for listener in listeners:
+            listener.close()
+        writer.close()
+        other.close()
