@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast fuzz bench soak check-config lint clean
+.PHONY: run test test-fast browser fuzz bench soak check-config lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 # Everything, as CI runs it: lint, types, then every test, three at a time (pytest-xdist: most
 # tests wait on terraform and real processes, so three share two cores well). The storage-fault
 # tests need root, as CI runs.
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q -n 3
 	TFWARD_TEST_DATABASE=postgresql $(PY) -m pytest -q -n 3 $(PG_SUITES)
 
@@ -32,6 +32,19 @@ PG_SUITES := tests/store tests/releases/test_store.py tests/daemon/test_crash_sa
 # marked `slow` (tests/conftest.py says which).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 3
+
+# The web page's browser tests (tests/daemon/web/test_browser.py) drive Debian's chromium with
+# chromium-driver: installed here when missing and make runs as root (as CI does); otherwise make
+# stops with one line saying what to install. Under CI=true a missing browser fails the tests.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "the browser tests need Debian's chromium and chromium-driver: run 'sudo apt-get install chromium chromium-driver', then make test again" >&2; \
+		exit 2; \
+	fi
 
 # schemathesis against a daemon on a copy of the example config (scripts/fuzz.py), with every
 # check schemathesis has; bounded to a few minutes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Several daemons on one PostgreSQL database (docs/architecture.md §14): runs/s and queue
+"""Several daemons on one PostgreSQL database (docs/architecture.md §15): runs/s and queue
 latency with one daemon on SQLite, one daemon on PostgreSQL and three daemons on PostgreSQL.
 
 Each setup gets --workspaces workspaces and a fast fake terraform (`bench/fake_tf_timed.sh`:

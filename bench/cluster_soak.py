@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Chaos soak of several daemons on one PostgreSQL database (docs/architecture.md §14): three
+"""Chaos soak of several daemons on one PostgreSQL database (docs/architecture.md §15): three
 real daemons share six workspaces whose applies create a chain of demo things slowly; each
 round runs an apply on every workspace, `kill -9`s a random daemon while they apply (its
 terraform lives on, on this host: the survivors' recovery stops it), and restarts it. After

@@ -3,7 +3,8 @@
 `make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
 terraform listed in SLOW below (the fault matrix, the soak, crash safety, the long storage
 outages, the run-task stage matrix, the demo provider against terraform, terraform run by hand
-against the http backend, outputs read between workspaces, several daemons on PostgreSQL),
+against the http backend, outputs read between workspaces, the web page in a real browser,
+several daemons on PostgreSQL),
 marked here by path so a new test in those files is slow too. `make test` runs everything.
 """
 
@@ -29,6 +30,7 @@ SLOW = (
     "outbox/test_restart.py",
     "daemon/test_backend_terraform.py",
     "actors/test_remote_state.py",
+    "daemon/web/test_browser.py",
     "daemon/test_cluster.py",
 )
 

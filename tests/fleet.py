@@ -1,4 +1,4 @@
-"""Several real `tfward serve` processes on one PostgreSQL database (docs/architecture.md §14),
+"""Several real `tfward serve` processes on one PostgreSQL database (docs/architecture.md §15),
 for the cluster tests and the cluster soak and bench: each daemon its own data dir and node id
 (`node0`, `node1`, ...), all of them one database and one secret key (sealed states and plans
 are read by whichever daemon drives the workspace next), the same workspaces."""

@@ -311,7 +311,7 @@ async def test_a_daemon_that_gives_up_waiting_leaves_the_run_to_recovery_with_di
 async def test_a_daemon_that_lost_the_workspace_writes_nothing_and_keeps_the_directory(
     config: Config, store: WatchedStore, events: list[Event], run_dir: Path
 ) -> None:
-    """Fencing (docs/architecture.md §14): another daemon took the workspace over (epoch 2);
+    """Fencing (docs/architecture.md §15): another daemon took the workspace over (epoch 2);
     the funnel of the old owner's run (fenced at epoch 1) stops at its first write."""
     run_id, ws_id = store.run_sync(_applying_run)
 

@@ -24,6 +24,7 @@ from harness import (
 
 from tfward.config import Config
 from tfward.daemon.api.app import create_app
+from tfward.daemon.web.app import is_web_page
 
 # Every route, what each method needs. Written out by hand (not read from auth.py) so that a
 # change of the daemon's table, or a route added without an entry here, fails this test.
@@ -124,7 +125,7 @@ async def test_the_table_here_names_every_route_the_daemon_serves(config: Config
             (method, rule.rule)
             for rule in app.url_map.iter_rules()
             for method in rule.methods or ()
-            if method not in ("HEAD", "OPTIONS") and rule.endpoint != "static"
+            if method not in ("HEAD", "OPTIONS") and not is_web_page(rule.endpoint)
         }
     assert served == set(EXPECTED)
 

@@ -1,4 +1,4 @@
-"""Several daemons on one PostgreSQL database (docs/architecture.md §14; issue 18), as real
+"""Several daemons on one PostgreSQL database (docs/architecture.md §15; issue 18), as real
 `tfward serve` processes with real terraform: every workspace has exactly one owner and runs
 submitted to any daemon reach `applied`; `kill -9` of an owner mid-apply moves its workspaces
 to the survivors within 30 s, its runs end as recovery or `owner_lost` says, and new runs

@@ -18,6 +18,7 @@ from tfward.config import API_ROLES, Config
 from tfward.daemon.api import auth
 from tfward.daemon.api.app import create_app
 from tfward.daemon.api.openapi import X_METHODS, build, openapi_path
+from tfward.daemon.web.app import is_web_page
 
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -67,7 +68,7 @@ async def test_every_route_the_daemon_serves_is_documented_and_no_other(config: 
             (method, openapi_path(rule.rule))
             for rule in create_app(daemon).url_map.iter_rules()
             for method in rule.methods or ()
-            if method not in ("HEAD", "OPTIONS") and rule.endpoint != "static"
+            if method not in ("HEAD", "OPTIONS") and not is_web_page(rule.endpoint)
         }
     assert served - documented(spec) == set(), "served but not in the document"
     assert documented(spec) - served == set(), "in the document but not served"

@@ -31,7 +31,7 @@ the run is left as it is — directory, lock, status — for recovery at the nex
 error in a step is logged and does not stop the later steps, except that a log that could not
 be stored keeps the directory (its output files hold the lines; recovery appends them).
 
-Fencing (docs/architecture.md §14): every write here checks the workspace's lease (the actor's
+Fencing (docs/architecture.md §15): every write here checks the workspace's lease (the actor's
 fence). A daemon that lost the workspace gets FencedOut at its first write: the funnel stops
 there, writes nothing, keeps the directory (the new owner's recovery reads it if it can reach
 it) and returns None. A run that ends `failed` / `owner_lost` keeps the workspace locked, with

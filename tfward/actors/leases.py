@@ -1,4 +1,4 @@
-"""The lease loop: this daemon's membership and workspace ownership (docs/architecture.md §14).
+"""The lease loop: this daemon's membership and workspace ownership (docs/architecture.md §15).
 
 A thin loop around a pure decision (`cluster/model.py::decide`, table-tested): every
 `[daemon] lease_renew` (5 s), one short transaction heartbeats, renews this daemon's leases,

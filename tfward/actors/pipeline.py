@@ -139,7 +139,7 @@ class RunPipeline:
             return self._stopped_outcome()
         if isinstance(exc, FencedOut):
             # Another daemon took the workspace over; the funnel's first write stops too,
-            # leaving the run (and its directory) to the new owner (docs/architecture.md §14).
+            # leaving the run (and its directory) to the new owner (docs/architecture.md §15).
             log.warning("run %s: %s", self.run_id, exc)
             return Outcome(None, detach=True)
         if isinstance(exc, PlanUnusable):

@@ -66,7 +66,7 @@ async def recover(
     their runs ran: this daemon's earlier life, or the daemon they were taken from; None:
     every configured workspace, from this daemon). At start it runs before any actor or the
     API starts, and also removes orphan directories of this data dir; when the lease loop
-    takes workspaces over, for those alone (docs/architecture.md §14). Returns the report
+    takes workspaces over, for those alone (docs/architecture.md §15). Returns the report
     (logged, served at GET /api/v1/recovery). Patient with storage; under the new owner's
     fence, so a daemon that loses the workspaces again meanwhile stops (FencedOut)."""
     if owned is None:

@@ -91,7 +91,7 @@ class Runtime:
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
     # Run directories of runs taken over from another daemon, in its data dir (same host, or a
-    # data dir shared at the same path): recovery reads and removes them there (§14).
+    # data dir shared at the same path): recovery reads and removes them there (§15).
     adopted_dirs: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

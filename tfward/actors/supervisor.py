@@ -1,7 +1,7 @@
 """The supervisor: one workspace actor per workspace this daemon owns, all in one nursery.
 
 Which workspaces a daemon owns is the lease loop's to say (actors/leases.py, docs/architecture.md
-§14): with SQLite, or alone on PostgreSQL, that is every configured workspace; with several
+§15): with SQLite, or alone on PostgreSQL, that is every configured workspace; with several
 daemons on one database, its share. `adopt` starts an actor under the workspace's fence (its
 lease epoch: every write it and its runs make checks it), `drop` stops one whose lease was
 lost (its runs are interrupted: the new owner recovers them), `hand_over` stops an idle one

@@ -1,4 +1,4 @@
-"""Taking a workspace over from a daemon that died (docs/architecture.md §14): where its runs
+"""Taking a workspace over from a daemon that died (docs/architecture.md §15): where its runs
 ran, whether their directories can be reached from here, and how a run ends whose apply was
 in flight when they cannot (`failed` / `owner_lost`).
 

@@ -91,7 +91,7 @@ class Retire:
 class Recheck:
     """Read the workspace's runs and lock from the database and act on what a lost message
     would have said (several daemons: a nudge from another daemon's API may be lost; the
-    lease loop sends this every tick, docs/architecture.md §14). Handled by the loop, which
+    lease loop sends this every tick, docs/architecture.md §15). Handled by the loop, which
     reads, then passes the messages the database implies through `decide`."""
 
 

@@ -1,2 +1,2 @@
 """Several daemons on one database: the pure model of membership and workspace leases
-(docs/architecture.md §14)."""
+(docs/architecture.md §15)."""

@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tfward.config import hooks, integrations, tokens
+from tfward.config import hooks, integrations, tokens, web
 from tfward.config.model import (
     Config,
     DaemonConfig,
@@ -46,7 +46,8 @@ __all__ = ["load_config", "parse_config"]
 _T = TypeVar("_T")
 
 _TOP_KEYS = (
-    frozenset({"daemon", "terraform", "workspace", tokens.TOP_KEY}) | integrations.TOP_KEYS
+    frozenset({"daemon", "terraform", "workspace", tokens.TOP_KEY, web.TOP_KEY})
+    | integrations.TOP_KEYS
 )
 _DAEMON_KEYS = frozenset(
     {
@@ -145,6 +146,7 @@ def parse_config(text: str, path: Path) -> Config:
     linked = integrations.parse_integrations(root)
     workspaces = _workspaces(root, terraform)
     api_tokens = tokens.parse_api_tokens(root)
+    web_settings = web.parse_web(root)
     integrations.check_links(root, linked, workspaces)  # once every table has been read
     ctx.check()  # every problem found above, at once
     return Config(
@@ -157,6 +159,7 @@ def parse_config(text: str, path: Path) -> Config:
         outbox=linked.outbox,
         releases=linked.releases,
         api_tokens=api_tokens,
+        web=web_settings,
     )
 
 
@@ -192,7 +195,7 @@ _NO_LEASE_KEYS: dict[str, Any] = {}
 
 def _leases(t: _Table, data_dir: Path) -> dict[str, Any]:
     """`node_id` (default: host name and data dir) and the lease timings of several daemons
-    on one database (docs/architecture.md §14): renewal, then self-fencing, before expiry."""
+    on one database (docs/architecture.md §15): renewal, then self-fencing, before expiry."""
     node_id = _default(t.string("node_id"), f"{socket.gethostname()}:{data_dir}")
     if not node_id.strip() or len(node_id) > 200:
         raise t.fail("node_id", f"expected 1-200 characters, got {_quote(node_id)}")

@@ -24,6 +24,7 @@ __all__ = [
     "DaemonConfig",
     "ModuleRef",
     "TerraformConfig",
+    "WebConfig",
     "WorkspaceConfig",
     "freeze",
     "thaw",
@@ -66,7 +67,7 @@ class DaemonConfig:
     disk_reserve_mb: int = 64
     # Backups of stored states kept per workspace (backups of states not stored are all kept).
     state_backups_keep: int = 10
-    # Several daemons on one database (docs/architecture.md §14): this daemon's id, how long a
+    # Several daemons on one database (docs/architecture.md §15): this daemon's id, how long a
     # workspace lease lasts, how often it is renewed, and how long before it would expire a
     # daemon that could not renew stops its terraform (self-fencing).
     node_id: str = "tfward"
@@ -190,6 +191,14 @@ class ReleasesConfig:
     max_parallel_per_batch: int = 0  # 0: every item of a batch at once
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """``[web]``: the web page's sessions (daemon/web/sessions.py)."""
+
+    session_idle: float = 12 * 3600.0  # a session not used for this long ends
+    session_max: float = 7 * 86400.0  # and every session ends this long after sign-in
+
+
 API_ROLES = ("read", "plan", "apply", "admin")  # each role may do what the ones before it may
 
 
@@ -270,6 +279,7 @@ class Config:
     outbox: OutboxConfig = OutboxConfig()
     releases: ReleasesConfig = ReleasesConfig()
     api_tokens: tuple[ApiTokenConfig, ...] = ()
+    web: WebConfig = WebConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspaces", tuple(self.workspaces))

@@ -65,6 +65,7 @@ from .api.auth import TokenBook, local_admin_token
 from .api.fastpath import FastPath
 from .api.runviews import RunViews
 from .sdnotify import Notifier
+from .web.sessions import SessionBook
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Daemon:
         self.leases: LeaseKeeper
         self.fast_path: FastPath
         self.tokens = TokenBook({})  # nobody until the start has read the tokens
+        self.sessions = SessionBook(self)  # the web page's sign-ins (web/sessions.py)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
@@ -161,8 +163,9 @@ class Daemon:
             log.info("sealed %d plain state backups written by an earlier version", sealed)
         self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
         await self._at_start("create the local admin token", self._read_api_tokens)
+        await self.sessions.end_unaccepted()  # the config may have changed while stopped
         # Membership first: recovery finishes the runs of the workspaces this daemon owns,
-        # renewing their leases meanwhile (docs/architecture.md §14).
+        # renewing their leases meanwhile (docs/architecture.md §15).
         self.leases = LeaseKeeper(self.rt)
         origins = await self.leases.join()
         self.recovery = await self.leases.hold_while(lambda: recover(self.rt, origins))
@@ -265,6 +268,15 @@ class Daemon:
         self.tokens = TokenBook.build(config, local)
         names = [f"{t.name} ({t.role})" for t in config.api_tokens] or ["the local admin token"]
         log.info("API tokens accepted: %s", ", ".join(names))
+
+    async def _end_unaccepted_sessions(self) -> None:
+        """After a reload: web sessions of tokens removed from the config (or given another
+        role) end now. Should storage refuse, each such session still ends at its next use
+        (the page checks its token every time)."""
+        try:
+            await self.sessions.end_unaccepted()
+        except StorageUnavailable as exc:
+            log.warning("could not end the web sessions of removed tokens now: %s", exc)
 
     def status_line(self) -> str:
         """systemd's STATUS=: what the daemon is doing, in one line (storage first if it is
@@ -380,6 +392,7 @@ class Daemon:
         self.rt.workspace_ids.update(ws_ids)
         self.rt.config = self.config = new
         await self._load_api_tokens(new)
+        await self._end_unaccepted_sessions()
         self.rt.process_limiter.total_tokens = new.daemon.max_concurrent_runs
         await trio.to_thread.run_sync(workdir.build_dev_mirror, new.terraform, self.rt.dev_mirror)
         await self.supervisor.reconfigure(added=added, removed=removed)

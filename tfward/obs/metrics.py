@@ -75,7 +75,7 @@ class Tallies:
 
 
 class LeaseMetrics:
-    """Several daemons on one database (docs/architecture.md §14): each daemon serves its own
+    """Several daemons on one database (docs/architecture.md §15): each daemon serves its own
     /metrics; `tfward_node_info{node_id}` says which one answered."""
 
     def __init__(self, registry: CollectorRegistry) -> None:

@@ -188,7 +188,7 @@ class ReleaseExecutor:
     async def _claim(self, release: Release, item_id: str) -> None:
         """Claim an item and queue its run. An item whose workspace is no longer configured
         cannot start: it fails, and so stops the release. The run goes to the workspace's
-        actor, on this daemon or on the one that owns the workspace (§14)."""
+        actor, on this daemon or on the one that owns the workspace (§15)."""
         item = release.item(item_id)
         ws_id = self.rt.workspace_ids.get(item.workspace)
         if ws_id is None or not any(w.name == item.workspace for w in self.rt.config.workspaces):

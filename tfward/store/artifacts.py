@@ -231,6 +231,45 @@ def read_log(
     return [(r.seq, bytes(r.data)) for r in rows]
 
 
+def log_size(conn: Connection, run_id: str) -> int:
+    """How many bytes the run's stored log holds (SQLite reads a blob's length from its
+    header, not its content)."""
+    total = conn.execute(
+        select(func.coalesce(func.sum(func.length(run_log_chunks.c.data)), 0)).where(
+            run_log_chunks.c.run_id == run_id
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def read_log_tail(conn: Connection, run_id: str, max_bytes: int) -> tuple[int, int, bytes]:
+    """The last whole lines of the run's log, at most about `max_bytes` of them (a longer last
+    line is cut at its start): (offset of the first byte returned, size of the whole log,
+    the bytes). Only the chunks that hold the tail are read."""
+    sizes = conn.execute(
+        select(run_log_chunks.c.seq, func.length(run_log_chunks.c.data))
+        .where(run_log_chunks.c.run_id == run_id)
+        .order_by(run_log_chunks.c.seq.desc())
+    ).all()
+    total = sum(int(n) for _, n in sizes)
+    wanted, first = 0, None
+    for seq, n in sizes:
+        wanted += int(n)
+        first = seq
+        if wanted >= max_bytes:
+            break
+    if first is None:
+        return 0, 0, b""
+    data = b"".join(d for _, d in read_log(conn, run_id, after_seq=first - 1))
+    start = total - len(data)
+    if len(data) > max_bytes:
+        cut = len(data) - max_bytes
+        newline = data.find(b"\n", cut - 1)
+        cut = newline + 1 if 0 <= newline < len(data) - 1 else cut
+        data, start = data[cut:], start + cut
+    return start, total, data
+
+
 _CHUNKS_PER_READ = 256
 
 

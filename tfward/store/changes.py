@@ -16,7 +16,7 @@ daemon's whose announcement was lost — are caught by the fallback: a wait neve
 than `ChangeHub.fallback` (30 s), after which the waiter reads again anyway. Other daemons on
 one PostgreSQL database announce their keys with NOTIFY (store/cluster.py); the lease loop's
 listener calls `publish` with them, from a task of the daemon's trio loop
-(docs/architecture.md §14).
+(docs/architecture.md §15).
 
 Everything here runs in the trio thread (publishing sets trio events); `touch` and `take` are
 the only functions called in the store's worker threads, on their own connection.

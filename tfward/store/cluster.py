@@ -1,4 +1,4 @@
-"""Persistence of membership and workspace leases (docs/architecture.md §14).
+"""Persistence of membership and workspace leases (docs/architecture.md §15).
 
 A lease loop's tick is ONE short transaction (`tick`): the database's clock, this daemon's
 heartbeat, every node and lease read, the pure decision (`cluster/model.py::decide`) made on

@@ -7,12 +7,12 @@ SQLITE_BUSY) and of a few on PostgreSQL, whose write transactions run SERIALIZAB
 (store/dialect.py); reads through a wider one. Each call is one transaction; a transaction
 another one conflicted with (a serialization failure, a deadlock) is run again at once.
 
-Fencing (docs/architecture.md §14): a write made under a fence (`fencing.fenced`, set by the
+Fencing (docs/architecture.md §15): a write made under a fence (`fencing.fenced`, set by the
 workspace actor for everything it and its runs do) first checks, in the same transaction, that
 this daemon still holds the workspace's lease with the same epoch; otherwise it raises
 FencedOut and writes nothing.
 
-Changes across daemons (docs/architecture.md §14): on PostgreSQL every write transaction also
+Changes across daemons (docs/architecture.md §15): on PostgreSQL every write transaction also
 sends its change keys (changes.py) with NOTIFY `tfward_changes` (delivered only once it
 commits); each daemon's listener publishes them to its own ChangeHub, so a run that another
 daemon drives is seen as soon as it changes. The hub's fallback re-check covers a lost

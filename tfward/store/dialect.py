@@ -1,5 +1,5 @@
 """What differs between the two databases tfward runs on: SQLite (one daemon, the default) and
-PostgreSQL (several daemons sharing one database, docs/architecture.md §14).
+PostgreSQL (several daemons sharing one database, docs/architecture.md §15).
 
 - **Engines.** SQLite gets its pragmas (WAL, busy timeout, secure_delete) and one writer at a
   time: SQLite has one writer, and queueing in trio is cheaper than SQLITE_BUSY. PostgreSQL

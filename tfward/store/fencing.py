@@ -1,5 +1,5 @@
 """Fencing: a daemon that lost a workspace's lease can never write its execution again
-(docs/architecture.md §14).
+(docs/architecture.md §15).
 
 The workspace actor runs under `fenced(Fence(workspace, node, epoch))`: a contextvar, so the
 actor, every run task it starts, their log flushers, state keepers and the termination funnel

@@ -200,7 +200,7 @@ def claim(
     """Claim up to `limit` due rows, oldest first, each by compare-and-set: status `running`,
     one more attempt, lease until `when + lease`, `claimed_by` this daemon. On PostgreSQL the
     rows are read `FOR UPDATE SKIP LOCKED`: daemons claiming at once take different rows
-    instead of queueing behind each other (docs/architecture.md §14)."""
+    instead of queueing behind each other (docs/architecture.md §15)."""
     query = select(outbox).where(_due(when), _in_order())
     if exclude:
         query = query.where(outbox.c.id.not_in(exclude))

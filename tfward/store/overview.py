@@ -1,9 +1,10 @@
 """What an overview page shows of each workspace, for many workspaces in a few statements.
 
 One row per workspace (`Summary`): its newest run and the run holding its slot (status,
-stage), how many runs wait in its queue, its lock, its drift, its latest state version. The
-event stream `GET /api/v1/events` reads these for the workspaces a change named
-(docs/architecture.md §13); six statements whatever the number of workspaces.
+stage), how many runs wait in its queue, its lock, its drift, its latest state version, when
+it last applied. The event stream `GET /api/v1/events` reads these for the workspaces a change
+named (docs/architecture.md §13), the web page's list for all of them (§14); seven statements
+whatever the number of workspaces, never one per workspace.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Summary:
     lock: Lock | None = None
     drift: dict[str, Any] | None = None
     latest_state: dict[str, Any] | None = None
+    last_applied_at: datetime | None = None
 
 
 def summaries(conn: Connection, ws_ids: Sequence[str] | None = None) -> list[Summary]:
@@ -75,6 +77,7 @@ def summaries(conn: Connection, ws_ids: Sequence[str] | None = None) -> list[Sum
         )
     }
     states = _latest_states(conn, ids)
+    applied = _last_applied(conn, ids)
     return [
         Summary(
             id=ws_id,
@@ -86,6 +89,7 @@ def summaries(conn: Connection, ws_ids: Sequence[str] | None = None) -> list[Sum
             lock=locks.get(ws_id),
             drift=drift.get(ws_id),
             latest_state=states.get(ws_id),
+            last_applied_at=applied.get(ws_id),
         )
         for ws_id, row in zip(ids, rows, strict=True)
     ]
@@ -138,6 +142,16 @@ def _runs(conn: Connection, ids: list[str]) -> tuple[dict[str, RunBrief], dict[s
 def _locks(conn: Connection, ids: list[str]) -> dict[str, Lock]:
     rows = conn.execute(select(workspace_locks).where(workspace_locks.c.workspace_id.in_(ids)))
     return {row.workspace_id: lock_from_row(row) for row in rows}
+
+
+def _last_applied(conn: Connection, ids: list[str]) -> dict[str, datetime]:
+    """When each workspace's newest applied run finished."""
+    rows = conn.execute(
+        select(runs.c.workspace_id, func.max(runs.c.finished_at))
+        .where(runs.c.workspace_id.in_(ids), runs.c.status == str(Status.APPLIED))
+        .group_by(runs.c.workspace_id)
+    )
+    return {ws_id: at for ws_id, at in rows if at is not None}
 
 
 def _latest_states(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:

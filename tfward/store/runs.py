@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
@@ -21,7 +23,7 @@ from tfward.runs.model import (
 
 from . import followups
 from .changes import Key, touch
-from .tables import configuration_versions, release_items, runs, workspaces
+from .tables import configuration_versions, release_items, run_timeline, runs, workspaces
 
 
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
@@ -189,6 +191,7 @@ def create_run(
             **_values(run),
         )
     )
+    _record_timeline(conn, run.id, run.status, None, created)
     followups.notify_created(conn, run, workspace_id)
     touch(conn, Key.run(run.id), Key.workspace(workspace_id))
     return run
@@ -231,6 +234,9 @@ def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     if ws_id is None:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
     _touch_run(conn, after, str(ws_id))
+    if (before.status, before.stage) != (after.status, after.stage):
+        moved = after.status_changed_at if before.status != after.status else None
+        _record_timeline(conn, after.id, after.status, after.stage, moved or now())
     return after
 
 
@@ -244,6 +250,38 @@ def _touch_run(conn: Connection, run: Run, ws_id: str) -> None:
         ).scalar()
         if release_id is not None:
             touch(conn, Key.release(str(release_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """A status or stage a run entered, and when (`stage` None: the status has none)."""
+
+    status: Status
+    stage: Stage | None
+    at: datetime
+
+
+def _record_timeline(
+    conn: Connection, run_id: str, status: Status, stage: Stage | None, at: datetime
+) -> None:
+    conn.execute(
+        insert(run_timeline).values(
+            run_id=run_id, status=str(status), stage=str(stage) if stage else None, at=at
+        )
+    )
+
+
+def timeline(conn: Connection, run_id: str) -> list[TimelineEntry]:
+    """Every status and stage the run entered, in order (runs created before migration
+    0013_web have none)."""
+    rows = conn.execute(
+        select(run_timeline.c.status, run_timeline.c.stage, run_timeline.c.at)
+        .where(run_timeline.c.run_id == run_id)
+        .order_by(run_timeline.c.id)
+    )
+    return [
+        TimelineEntry(Status(r.status), Stage(r.stage) if r.stage else None, r.at) for r in rows
+    ]
 
 
 def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple[Run, Run]:
@@ -291,6 +329,7 @@ def list_runs(
     statuses: Sequence[Status] = (),
     limit: int | None = 100,
     oldest_first: bool = False,
+    offset: int = 0,
 ) -> list[Run]:
     query = _select()
     if workspace_id is not None:
@@ -298,6 +337,8 @@ def list_runs(
     if statuses:
         query = query.where(runs.c.status.in_([str(s) for s in statuses]))
     query = query.order_by(runs.c.seq.asc() if oldest_first else runs.c.seq.desc()).limit(limit)
+    if offset:
+        query = query.offset(offset)
     return [run_from_row(row, row.workspace_name) for row in conn.execute(query)]
 
 

@@ -429,9 +429,41 @@ run_credentials = Table(
     Index("ix_run_credentials_run", "run_id"),
 )
 
+# ---- migration 0013_web: the web page --------------------------------------------------
+
+# One row per signed-in browser (daemon/web/sessions.py): the cookie carries a random id, the
+# database only its SHA-256, with the API token the session was started with (its SHA-256,
+# name and role). A session ends `session_idle` after it was last seen, `session_max` after it
+# began (`expires_at`), at logout, or when its token leaves the config.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_sha256", String(64), nullable=False),
+    Column("token_name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_web_sessions_token", "token_sha256"),
+)
+
+# Every status or stage a run entered, and when: written by the transaction that saves the
+# change (store/runs.py), read by the run page's timeline.
+run_timeline = Table(
+    "run_timeline",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("stage", String(24), nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_run_timeline_run", "run_id", "id"),
+)
+
 # ---- migration 0014_cluster: several daemons on one database ------------------------------
 
-# One row per daemon that ever joined (docs/architecture.md §14): its heartbeat says it lives.
+# One row per daemon that ever joined (docs/architecture.md §15): its heartbeat says it lives.
 # `host` and `data_dir` tell a survivor whether the run directories of a dead daemon are
 # reachable from where it runs (the same host, or a data dir shared at the same path).
 cluster_nodes = Table(

@@ -146,7 +146,7 @@ def acquire_lock(
 
 def keep_lock_for(conn: Connection, ws_id: str, run_id: str, reason: str) -> None:
     """Keep the workspace locked by a run that ends without its lock released (its owner was
-    lost mid-apply, docs/architecture.md §14), saying why: the lock it held gets `reason`, or
+    lost mid-apply, docs/architecture.md §15), saying why: the lock it held gets `reason`, or
     it is taken now if the run held none. Only force-unlock releases it."""
     held = get_lock(conn, ws_id)
     if held is not None and held.run_id == run_id:

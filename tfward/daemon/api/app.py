@@ -30,6 +30,7 @@ from tfward.errors import (
     WorkspaceLocked,
 )
 
+from ..web import app as web
 from . import (
     auth,
     openapi,
@@ -86,7 +87,8 @@ class TfwardRequest(TrioRequest):
 
 
 def create_app(daemon: Daemon) -> QuartTrio:
-    app = QuartTrio("tfward")
+    # No static folder of the app's own: the web page serves its files (daemon/web/static).
+    app = QuartTrio("tfward", static_folder=None)
     app.request_class = TfwardRequest
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -97,8 +99,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.before_request
     async def authenticate() -> None:
-        await auth.authenticate(daemon.tokens, run_credential)
-        query.check()
+        # The web page's requests carry a session, not a token: its blueprint checks them.
+        if not web.is_page():
+            await auth.authenticate(daemon.tokens, run_credential)
+            query.check()
         degraded = daemon.store.health.degraded
         if degraded is not None and request.method not in _READS:
             raise StorageUnavailable(degraded.problem, degraded.reason)
@@ -152,6 +156,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     routes_metrics.register(app, daemon)
     routes_audit.register(app, daemon)
     openapi.register(app, daemon)
+    web.register(app, daemon)
     return app
 
 

@@ -90,6 +90,11 @@ ROLES: Mapping[tuple[str, str], str | Mapping[str, str]] = {
 }
 
 
+# What creating a run of each operation needs: the route takes `plan`; the handler asks for
+# more when the run may change infrastructure (routes_runs.start_run).
+OPERATION_ROLES: Mapping[str, str] = {"plan": "plan", "plan_and_apply": "apply", "destroy": "apply"}
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. A run's remote-state credential is one with `run_id` set and
@@ -125,6 +130,14 @@ class TokenBook:
     def lookup(self, token: str) -> Principal | None:
         # Keyed by the digest, so lookup timing says nothing usable about the token itself.
         return self._by_digest.get(token_sha256(token))
+
+    def by_digest(self, digest: str) -> Principal | None:
+        """The caller of the token whose SHA-256 is `digest` (a web session keeps only that)."""
+        return self._by_digest.get(digest)
+
+    def accepted(self) -> frozenset[tuple[str, str]]:
+        """(SHA-256, role) of every token accepted now: a web session of any other ends."""
+        return frozenset((digest, p.role) for digest, p in self._by_digest.items())
 
 
 def local_admin_token(config: Config) -> str | None:
@@ -222,6 +235,13 @@ def require_role(role: str) -> Principal:
             f"{request.method} {request.path} needs {role}",
         )
     return principal
+
+
+def require_as(method: str, rule: str, **view_args: str) -> Principal:
+    """The caller, if its role may do what the API route `method rule` (with `view_args`, such
+    as the `action`) does; AccessDenied(403) otherwise. The web page's forms ask this, so a
+    page action needs exactly the role its API twin needs (one table: `ROLES`)."""
+    return require_role(required_role(method, rule, view_args) or "read")
 
 
 def caller() -> str:

@@ -1,5 +1,5 @@
 """`GET /api/v1/cluster` (role `read`): the daemons sharing this database, their heartbeats and
-the workspaces each owns (docs/architecture.md §14). Any daemon answers it alike: it is read
+the workspaces each owns (docs/architecture.md §15). Any daemon answers it alike: it is read
 from the database, by the database's clock."""
 
 from __future__ import annotations

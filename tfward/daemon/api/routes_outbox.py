@@ -62,17 +62,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if action != "retry":
             raise HTTPNotFound(f"unknown outbox action {action!r}")
         await json_object({})
-        tried = audited.attempt(AuditAction.OUTBOX_RETRY, f"outbox row {row_id}")
-
-        def tx(conn: Connection) -> dict[str, Any]:
-            row = outbox_store.retry_dead(conn, row_id, now())
-            detail = {"kind": row["kind"], "run_id": row["run_id"], "last_error": row["last_error"]}
-            audit.record(conn, tried, detail=detail)
-            return row
-
-        async with audited.refusals_recorded(store, tried):
-            row = await store.write(tx)
-        return {"data": outbox_view(row)}, 202
+        return {"data": outbox_view(await retry_row(daemon, row_id))}, 202
 
     @app.get("/api/v1/notifications/deliveries")
     async def list_deliveries() -> dict[str, Any]:
@@ -85,3 +75,19 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             )
         )
         return {"data": [plain(r) for r in rows]}
+
+
+async def retry_row(daemon: Daemon, row_id: str) -> dict[str, Any]:
+    """Queue dead outbox row `row_id` again with fresh attempts, for the current caller (whose
+    role the route has checked), through the audit trail; the row. 409 unless it is dead, 404
+    if unknown. The API's route and the web page's button both come here."""
+    tried = audited.attempt(AuditAction.OUTBOX_RETRY, f"outbox row {row_id}")
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        row = outbox_store.retry_dead(conn, row_id, now())
+        detail = {"kind": row["kind"], "run_id": row["run_id"], "last_error": row["last_error"]}
+        audit.record(conn, tried, detail=detail)
+        return row
+
+    async with audited.refusals_recorded(daemon.store, tried):
+        return await daemon.store.write(tx)

@@ -99,26 +99,33 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if action != "cancel":
             raise HTTPNotFound(f"unknown release action {action!r}")
         await json_object({})
-        tried = audited.attempt(AuditAction.RELEASE_CANCEL, f"release {release_id}")
+        return {"data": await cancel_release(daemon, release_id)}, 202
 
-        def tx(conn: Connection) -> Release:
-            release = release_store.transition(
-                conn, release_id, lambda r: model.request_cancel(r, now())
-            )
-            running = [i.workspace for i in release.with_status(ItemStatus.RUNNING)]
-            audit.record(conn, tried, detail={"name": release.name, "running": running})
-            return release
 
-        async with audited.refusals_recorded(store, tried):
-            release = await store.write(tx)
-        # The same path as a run's cancel; the executor repeats it for any run it finds still
-        # running, so a cancel that lands while an item is being claimed is not lost.
-        for item in release.with_status(ItemStatus.RUNNING):
-            if item.run_id:
-                await cancel_item_run(daemon.supervisor, item.run_id)
+async def cancel_release(daemon: Daemon, release_id: str) -> dict[str, Any]:
+    """Cancel a release for the current caller (whose role the route has checked), through the
+    audit trail: what has not started is skipped, running items' runs are cancelled like a
+    run's cancel; the release's view. 409 once it has finished, 404 if unknown. The API's
+    route and the web page's button both come here."""
+    store = daemon.store
+    tried = audited.attempt(AuditAction.RELEASE_CANCEL, f"release {release_id}")
 
-        view = await store.read(lambda c: release_view(*release_store.snapshot(c, release_id)))
-        return {"data": view}, 202
+    def tx(conn: Connection) -> Release:
+        release = release_store.transition(
+            conn, release_id, lambda r: model.request_cancel(r, now())
+        )
+        running = [i.workspace for i in release.with_status(ItemStatus.RUNNING)]
+        audit.record(conn, tried, detail={"name": release.name, "running": running})
+        return release
+
+    async with audited.refusals_recorded(store, tried):
+        release = await store.write(tx)
+    # The same path as a run's cancel; the executor repeats it for any run it finds still
+    # running, so a cancel that lands while an item is being claimed is not lost.
+    for item in release.with_status(ItemStatus.RUNNING):
+        if item.run_id:
+            await cancel_item_run(daemon.supervisor, item.run_id)
+    return await store.read(lambda c: release_view(*release_store.snapshot(c, release_id)))
 
 
 _TERMINAL = {str(s) for s in ReleaseStatus if s.is_terminal}

@@ -5,7 +5,7 @@ event stream, plan JSON. The streams are in streams.py; the view of a run comes 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -51,39 +51,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def create_run(name: str) -> tuple[dict[str, Any], int]:
         if daemon.stopping:
             raise ServiceUnavailable(f"not accepting runs: {daemon.stop_reason}")
-        body = await json_object(_CREATE_FIELDS)
-        try:
-            operation = Operation(body.get("operation") or "plan_and_apply")
-        except ValueError:
-            raise BadRequest(
-                f"field 'operation': expected one of {', '.join(o.value for o in Operation)}"
-            ) from None
-        if operation is not Operation.PLAN:  # a speculative plan needs `plan`, the gate's check
-            auth.require_role("apply")
-        targets, replace = string_list(body, "targets"), string_list(body, "replace")
-        ws_id = await store.read(lambda c: ws_store.workspace_id(c, name))
-        ws = daemon.rt.workspace(name)
-        auto_apply, by = body.get("auto_apply"), auth.caller()
-        cv_id = body.get("configuration_version_id")
-
-        def tx(conn: Connection) -> Run:
-            if cv_id is not None:  # an older configuration of this workspace, applied as it is
-                artifacts.configuration_of_workspace(conn, cv_id, ws_id, name)
-            return run_store.create_run(
-                conn,
-                workspace_id=ws_id,
-                workspace_name=name,
-                operation=operation,
-                auto_apply=ws.auto_apply if auto_apply is None else auto_apply,
-                message=body.get("message") or "",
-                targets=targets,
-                replace=replace,
-                created_by=by,
-                pinned_configuration_version_id=cv_id,
-            )
-
-        run = await store.write(tx)
-        daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
+        run = await start_run(daemon, name, await json_object(_CREATE_FIELDS))
         return {"data": run_view(run)}, 201
 
     @app.get("/api/v1/workspaces/<name>/runs")
@@ -116,20 +84,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.post("/api/v1/runs/<run_id>/actions/<action>")
     async def run_action(run_id: str, action: str) -> tuple[dict[str, Any], int]:
         body = await json_object({"comment": str})
-        by = auth.caller()
-        if action == "confirm":
-            run = await confirm_run(daemon.supervisor, run_id, by=by)
-        elif action == "discard":
-            reason = body.get("comment") or f"discarded by {by}"
-            run = await discard_run(daemon.supervisor, run_id, by=by, reason=reason)
-        elif action == "cancel":
-            run = await cancel_run(daemon.supervisor, run_id)
-        elif action == "force-cancel":
-            tried = audited.attempt(AuditAction.FORCE_CANCEL, f"run {run_id}")
-            async with audited.refusals_recorded(store, tried):
-                run = await cancel_run(daemon.supervisor, run_id, force=True, audit=tried)
-        else:
-            raise HTTPNotFound(f"unknown run action {action!r}")
+        run = await act_on_run(daemon, run_id, action, body.get("comment"))
         return {"data": run_view(run)}, 202
 
     @app.get("/api/v1/runs/<run_id>/plan")
@@ -140,7 +95,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def logs(run_id: str) -> Response:
         await daemon.run_views.get(run_id)  # 404 for an unknown run
         follow: bool = query.args()["follow"]
-        body = streams.followed_log(daemon, run_id) if follow else _stored(daemon, run_id)
+        body = streams.followed_log(daemon, run_id) if follow else stored_log(daemon, run_id)
         response = Response(body, content_type="text/plain")
         response.timeout = None
         return response
@@ -150,15 +105,73 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         """The run's event stream (streams.py); `Last-Event-ID` resumes the log."""
         offset = streams.last_event_id(request.headers.get("Last-Event-ID"))
         await daemon.run_views.get(run_id)  # 404 for an unknown run, before the stream
-        body = streams.run_events(daemon, run_id, offset)
-        response = Response(body, content_type=streams.EVENT_STREAM, headers=streams.HEADERS)
-        response.timeout = None  # STACK-NOTES trap 2; the stream ends with the daemon
-        return response
+        return streams.response(streams.run_events(daemon, run_id, offset))
 
 
 def _reached(entry: RunEntry, wanted: set[str]) -> bool:
     status = entry.run.status
     return str(status) in wanted or status.is_terminal
+
+
+async def start_run(daemon: Daemon, name: str, body: Mapping[str, Any]) -> Run:
+    """Create a run of workspace `name` as `body` (the API's create fields, already checked for
+    their types) asks, for the current caller, and hand it to the workspace's actor. A
+    speculative plan needs the role `plan` (the route's), anything else `apply`
+    (AccessDenied). 422 for a bad value, 404 for an unknown workspace or configuration version;
+    503 while the daemon stops. The API's route and the web page's form both come here."""
+    if daemon.stopping:
+        raise ServiceUnavailable(f"not accepting runs: {daemon.stop_reason}")
+    try:
+        operation = Operation(body.get("operation") or "plan_and_apply")
+    except ValueError:
+        raise BadRequest(
+            f"field 'operation': expected one of {', '.join(o.value for o in Operation)}"
+        ) from None
+    auth.require_role(auth.OPERATION_ROLES[operation])  # `plan` was the route's own check
+    targets, replace = string_list(body, "targets"), string_list(body, "replace")
+    ws_id = await daemon.store.read(lambda c: ws_store.workspace_id(c, name))
+    ws = daemon.rt.workspace(name)
+    auto_apply, by = body.get("auto_apply"), auth.caller()
+    cv_id = body.get("configuration_version_id")
+
+    def tx(conn: Connection) -> Run:
+        if cv_id is not None:  # an older configuration of this workspace, applied as it is
+            artifacts.configuration_of_workspace(conn, cv_id, ws_id, name)
+        return run_store.create_run(
+            conn,
+            workspace_id=ws_id,
+            workspace_name=name,
+            operation=operation,
+            auto_apply=ws.auto_apply if auto_apply is None else auto_apply,
+            message=body.get("message") or "",
+            targets=targets,
+            replace=replace,
+            created_by=by,
+            pinned_configuration_version_id=cv_id,
+        )
+
+    run = await daemon.store.write(tx)
+    daemon.supervisor.tell(name, Submitted(run.id, run.is_speculative))
+    return run
+
+
+async def act_on_run(daemon: Daemon, run_id: str, action: str, comment: str | None) -> Run:
+    """Confirm, discard, cancel or force-cancel a run for the current caller (whose role the
+    route has checked): the actions of actors/actions.py, force-cancel through the audit
+    trail. 404 for an unknown action or run, 409 when the run's state machine refuses."""
+    by = auth.caller()
+    if action == "confirm":
+        return await confirm_run(daemon.supervisor, run_id, by=by)
+    if action == "discard":
+        reason = comment or f"discarded by {by}"
+        return await discard_run(daemon.supervisor, run_id, by=by, reason=reason)
+    if action == "cancel":
+        return await cancel_run(daemon.supervisor, run_id)
+    if action == "force-cancel":
+        tried = audited.attempt(AuditAction.FORCE_CANCEL, f"run {run_id}")
+        async with audited.refusals_recorded(daemon.store, tried):
+            return await cancel_run(daemon.supervisor, run_id, force=True, audit=tried)
+    raise HTTPNotFound(f"unknown run action {action!r}")
 
 
 LOG_BATCH = 8  # chunks per read: a large log streams without being held in memory
@@ -169,7 +182,7 @@ async def _chunks(daemon: Daemon, run_id: str, after: int) -> list[tuple[int, by
     return await daemon.store.read(read)
 
 
-async def _stored(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
+async def stored_log(daemon: Daemon, run_id: str) -> AsyncIterator[bytes]:
     """The log as stored now, chunk by chunk."""
     after = -1
     while batch := await _chunks(daemon, run_id, after):

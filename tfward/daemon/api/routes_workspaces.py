@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Response
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
+from werkzeug.exceptions import NotFound as HTTPNotFound
 
 from tfward.actors.workspace import LockChanged
 from tfward.errors import InvalidTransition
@@ -42,7 +43,7 @@ def workspace_view(conn: Connection, ws_id: str, name: str, mask: SecretMask) ->
         "id": ws_id,
         "name": name,
         "lock": lock_view(ws_store.get_lock(conn, ws_id)),
-        # The daemon that drives the workspace now (docs/architecture.md §14).
+        # The daemon that drives the workspace now (docs/architecture.md §15).
         "owner": cluster_store.owner_of(conn, ws_id),
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
@@ -77,42 +78,48 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/events")
     async def workspace_events() -> Response:
         """Every configured workspace's summary, then each again when it changes."""
-        body = streams.workspace_events(daemon)
-        response = Response(body, content_type=streams.EVENT_STREAM, headers=streams.HEADERS)
-        response.timeout = None  # STACK-NOTES trap 2; the stream ends with the daemon
-        return response
+        return streams.response(streams.workspace_events(daemon))
 
     @app.post("/api/v1/workspaces/<name>/actions/<action>")
-    async def lock_action(name: str, action: str) -> tuple[dict[str, Any], int]:
-        if action not in ("lock", "unlock", "force-unlock"):
-            from werkzeug.exceptions import NotFound as HTTPNotFound
-
+    async def workspace_action(name: str, action: str) -> tuple[dict[str, Any], int]:
+        if action not in LOCK_ACTIONS:
             raise HTTPNotFound(f"unknown workspace action {action!r}")
         body = await json_object({"reason": str})
-        user = auth.caller()
+        return {"data": await lock_action(daemon, name, action, body.get("reason"))}, 200
 
-        def tx(conn: Connection) -> dict[str, Any]:
-            ws_id = ws_store.workspace_id(conn, name)
-            if action == "lock":
-                ws_store.acquire_lock(conn, ws_id, run_id=None, by=user, reason=body.get("reason"))
-            else:
-                ws_store.release_lock(conn, ws_id, by=user)
-            return workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
 
-        if action == "force-unlock":
-            tried = audited.attempt(AuditAction.FORCE_UNLOCK, f"workspace {name}")
-            async with audited.refusals_recorded(store, tried):
-                mask = secret_mask(daemon.config, name)
-                view = await store.write(lambda c: _force_unlock(c, name, tried, body, mask))
+LOCK_ACTIONS = ("lock", "unlock", "force-unlock")
+
+
+async def lock_action(daemon: Daemon, name: str, action: str, reason: str | None) -> dict[str, Any]:
+    """Lock, unlock or force-unlock workspace `name` for the current caller (whose role the
+    route has checked; force-unlock through the audit trail), tell its actor, and return the
+    workspace's view. 404 for an unknown workspace, 409 when the lock says no. The API's route
+    and the web page's form both come here."""
+    user, store = auth.caller(), daemon.store
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        ws_id = ws_store.workspace_id(conn, name)
+        if action == "lock":
+            ws_store.acquire_lock(conn, ws_id, run_id=None, by=user, reason=reason)
         else:
-            view = await store.write(tx)
-        lock = view["lock"]
-        daemon.supervisor.tell(name, LockChanged(lock is not None and lock["run_id"] is None))
-        return {"data": view}, 200
+            ws_store.release_lock(conn, ws_id, by=user)
+        return workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
+
+    if action == "force-unlock":
+        tried = audited.attempt(AuditAction.FORCE_UNLOCK, f"workspace {name}")
+        async with audited.refusals_recorded(store, tried):
+            mask = secret_mask(daemon.config, name)
+            view = await store.write(lambda c: _force_unlock(c, name, tried, reason, mask))
+    else:
+        view = await store.write(tx)
+    lock = view["lock"]
+    daemon.supervisor.tell(name, LockChanged(lock is not None and lock["run_id"] is None))
+    return view
 
 
 def _force_unlock(
-    conn: Connection, name: str, tried: Attempt, body: dict[str, Any], mask: SecretMask
+    conn: Connection, name: str, tried: Attempt, reason: str | None, mask: SecretMask
 ) -> dict[str, Any]:
     """Remove whatever lock the workspace has, and say so in the audit trail; an unlocked
     workspace is refused (there is nothing to force)."""
@@ -127,5 +134,5 @@ def _force_unlock(
         "reason": held.reason,
         "locked_at": rfc3339(held.locked_at),
     }
-    audit.record(conn, tried, detail={"lock": lock, "reason": body.get("reason")})
+    audit.record(conn, tried, detail={"lock": lock, "reason": reason})
     return workspace_view(conn, ws_id, name, mask)

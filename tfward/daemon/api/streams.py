@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
+from quart import Response
 
 from tfward.actors import logtail
 from tfward.errors import BadRequest
@@ -58,6 +59,15 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 LOG_EVENT_BYTES = 64 << 10  # log lines per event at most (a longer line goes whole)
 HEARTBEAT = b": heartbeat\n\n"
 _OFFSET = re.compile(r"[0-9]{1,18}")
+
+
+def response(body: AsyncIterator[bytes]) -> Response:
+    """An event stream as the answer to a request: no response timeout (STACK-NOTES trap 2;
+    the stream ends with the daemon or the client). The API's routes and the web page's
+    (daemon/web/pages_events.py) answer with it."""
+    answer = Response(body, content_type=EVENT_STREAM, headers=HEADERS)
+    answer.timeout = None
+    return answer
 
 
 def sse(event: str, data: bytes, event_id: int | None = None) -> bytes:
@@ -125,7 +135,9 @@ async def _quietly(sub: Subscription, heartbeat: float) -> set[Key] | None:
     return changed
 
 
-async def run_events(daemon: Daemon, run_id: str, offset: int) -> AsyncIterator[bytes]:
+async def run_events(
+    daemon: Daemon, run_id: str, offset: int
+) -> AsyncGenerator[bytes, None]:
     """The run's event stream (see the module's docstring)."""
     async with aclosing(run_feed(daemon, run_id, offset)) as feed:
         async for item in feed:
@@ -187,7 +199,7 @@ def _times(found: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: rfc3339(v) if k.endswith("_at") else v for k, v in found.items()}
 
 
-async def workspace_events(daemon: Daemon) -> AsyncIterator[bytes]:
+async def workspace_events(daemon: Daemon) -> AsyncGenerator[bytes, None]:
     """Every configured workspace's summary, then each one again when it changed (see the
     module's docstring); until the hub closes."""
     hub = daemon.store.changes

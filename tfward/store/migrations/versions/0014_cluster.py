@@ -1,8 +1,8 @@
 """Several daemons on one database: daemons and their heartbeats, workspace leases (owner,
-epoch, expiry), and which daemon claimed an outbox row (docs/architecture.md §14).
+epoch, expiry), and which daemon claimed an outbox row (docs/architecture.md §15).
 
 Revision ID: 0014_cluster
-Revises: 0010_storage
+Revises: 0013_web
 Create Date: 2026-11-30 13:00:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_cluster"
-down_revision = "0010_storage"
+down_revision = "0013_web"
 branch_labels = None
 depends_on = None
 
