@@ -43,8 +43,8 @@ async def soak(root: Path, rounds: int, seed: int) -> list[str]:
     chains = chains_of(rounds)
     wss = [harness.demo_workspace(root, f"w{i}", things=0, extra_tf=chains, auto_apply=True)
            for i in range(WORKSPACES)]
-    fleet = fleet_mod.Fleet(root, wss, 3, daemon={"lease_ttl": "6s", "lease_renew": "1s",
-                                                  "self_fence_margin": "2s"})
+    fleet = fleet_mod.Fleet(root, wss, 3, daemon={"lease_ttl": "10s", "lease_renew": "1s",
+                                                  "self_fence_margin": "3s"})
     violations: list[str] = []
     versions: dict[str, list[int]] = {name: [] for name in fleet.names}
     async with fleet.running() as nursery:

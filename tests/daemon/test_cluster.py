@@ -27,7 +27,7 @@ def stamp(text: str) -> datetime:
 
 
 # Short leases, so the tests that do not measure takeover do not wait for the defaults.
-FAST = {"lease_ttl": "6s", "lease_renew": "1s", "self_fence_margin": "2s"}
+FAST = {"lease_ttl": "10s", "lease_renew": "1s", "self_fence_margin": "3s"}
 
 
 async def balanced(fleet: Fleet, i: int, nodes: set[str], within: float = 90) -> dict[str, str]:
