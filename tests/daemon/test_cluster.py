@@ -158,7 +158,7 @@ def snapshot(url: str, run_id: str, ws_id: str) -> dict[str, Any]:
 async def test_a_daemon_paused_longer_than_its_lease_writes_nothing_after_it_resumes(
     tmp_path: Path,
 ) -> None:
-    ws = demo_workspace(tmp_path, "w", things=0, extra_tf=chained_things(10, 1.0),
+    ws = demo_workspace(tmp_path, "w", things=0, extra_tf=chained_things(30, 1.0),
                         auto_apply=True)  # fmt: skip
     fleet = Fleet(tmp_path, [ws], 2, daemon=FAST)
     async with fleet.running() as nursery, AsyncExitStack() as stack:
