@@ -22,6 +22,11 @@ run: $(STAMP)
 # tests need root, as CI runs.
 test: $(STAMP) lint browser
 	$(PY) -m pytest -q -n 3
+	TFWARD_TEST_DATABASE=postgresql $(PY) -m pytest -q -n 3 $(PG_SUITES)
+
+# The suites that run a second time on PostgreSQL (a real server from the pgserver wheel,
+# tests/postgres.py); tests/daemon/test_cluster.py runs on it in the first pass.
+PG_SUITES := tests/store tests/releases/test_store.py tests/daemon/test_crash_safety.py
 
 # The developer's loop (under 2 minutes): every test but the long real-terraform suites
 # marked `slow` (tests/conftest.py says which).
@@ -64,6 +69,7 @@ bench: $(STAMP)
 	$(PY) bench/scale_workspaces.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/throughput.py
+	$(PY) bench/cluster.py
 
 soak: $(STAMP)
 	$(PY) bench/soak.py --kills 50

@@ -3,7 +3,8 @@
 `make test-fast` leaves out the tests marked `slow`: the long suites of real daemons with real
 terraform listed in SLOW below (the fault matrix, the soak, crash safety, the long storage
 outages, the run-task stage matrix, the demo provider against terraform, terraform run by hand
-against the http backend, outputs read between workspaces, the web page in a real browser),
+against the http backend, outputs read between workspaces, the web page in a real browser,
+several daemons on PostgreSQL),
 marked here by path so a new test in those files is slow too. `make test` runs everything.
 """
 
@@ -30,6 +31,7 @@ SLOW = (
     "daemon/test_backend_terraform.py",
     "actors/test_remote_state.py",
     "daemon/web/test_browser.py",
+    "daemon/test_cluster.py",
 )
 
 
@@ -38,3 +40,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         where = Path(str(item.path)).relative_to(HERE).as_posix()
         if where.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # The PostgreSQL server of this process (tests/postgres.py), if a test started one: its
+    # postmaster detached from us and would outlive the run.
+    import postgres
+
+    postgres.stop()

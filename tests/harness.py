@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import postgres
 import trio
 
 from tfward.actors.runtime import FaultInjector
@@ -59,7 +60,9 @@ def write_config(
     daemon: Mapping[str, Any] = {},
     terraform: Mapping[str, Any] = {},
 ) -> Config:
-    """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it."""
+    """Write `root/tfward.toml` (data in `root/data`, port chosen by the OS) and load it. The
+    database is a SQLite file in the data dir, or a fresh PostgreSQL database under
+    `TFWARD_TEST_DATABASE=postgresql` (tests/postgres.py), unless `daemon` names one."""
     # A small disk reserve: a test starts many daemons (the 64 MB default is for a host).
     d = {
         "listen": "127.0.0.1:0",
@@ -68,6 +71,8 @@ def write_config(
         "disk_reserve_mb": 4,
         **daemon,
     }
+    if "database_url" not in d and postgres.selected() == "postgresql":
+        d["database_url"] = postgres.fresh_database_url()
     t = {
         "dev_overrides": {"example.com/tfward/demo": str(PROVIDER_DIR)},
         "cancel_grace": "10s",

@@ -167,6 +167,9 @@ class Told:
     def tell(self, workspace: str, msg: Any) -> None:
         self.messages.append((workspace, msg))
 
+    def owns(self, workspace: str) -> bool:
+        return True  # one daemon: it drives every workspace
+
 
 @dataclass
 class WorkerEnv:

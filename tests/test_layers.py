@@ -26,6 +26,7 @@ FLOORS: dict[str, int] = {
     "config": 1,
     "runs": 1,
     "releases": 1,
+    "cluster": 1,
     "obs": 1,
     "store": 2,
     "actors": 3,

@@ -22,6 +22,9 @@ that is not a ``TfwardError`` is treated as a bug.
           ├── StorageUnavailable  the database or the data dir's disk does not take a write (or
           │                       a read) now: full, read-only, locked, failing (store/health.py;
           │                       API: 503)
+          ├── FencedOut           this daemon no longer holds the lease of the workspace a write
+          │                       belongs to: another daemon took it over (store/fencing.py);
+          │                       the run task ends quietly, the new owner finishes the run
           └── StageFailed         terraform or a stage of the pipeline failed; carries the
                                   run's error kind (actors/pipeline.py)
 
@@ -39,6 +42,7 @@ __all__ = [
     "AlreadyRunning",
     "BadRequest",
     "ConfigError",
+    "FencedOut",
     "InvalidTransition",
     "NotFound",
     "PlanUnusable",
@@ -175,6 +179,27 @@ class StorageUnavailable(TfwardError):
 
     def __str__(self) -> str:
         return f"storage degraded ({self.problem}): {self.reason}"
+
+
+class FencedOut(TfwardError):
+    """A write that belongs to a workspace's execution (a run's status, stage, log, state, plan,
+    lock or outbox rows) was refused because this daemon no longer holds the workspace's
+    lease with the epoch it started with: another daemon took the workspace over (it found
+    this one dead, or paused for longer than the lease). Raised by the store
+    (store/fencing.py) before the write, in its transaction, so nothing was written. Never a
+    storage fault: nothing waits for it; the run task ends without touching the run again."""
+
+    def __init__(self, workspace_id: str, node_id: str, epoch: int) -> None:
+        super().__init__(workspace_id, node_id, epoch)
+        self.workspace_id = workspace_id
+        self.node_id = node_id
+        self.epoch = epoch
+
+    def __str__(self) -> str:
+        return (
+            f"fenced out: {self.node_id} no longer holds the lease of workspace "
+            f"{self.workspace_id} (epoch {self.epoch}); another daemon took it over"
+        )
 
 
 class StageFailed(TfwardError):

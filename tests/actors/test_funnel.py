@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 from harness import write_config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert
 from storagefaults import ReadOnlyDatabase
 
 from tfward.actors.funnel import Ending, Outcome, finish_run
@@ -30,6 +30,8 @@ from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store, sqlite_url
+from tfward.store.fencing import Fence, fenced
+from tfward.store.tables import workspace_leases
 
 T = TypeVar("T")
 Event = tuple[str, dict[str, Any]]
@@ -44,8 +46,10 @@ class WatchedStore(Store):
         self.events = events
         self.run_dir = run_dir
 
-    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
-        result = await super().write(fn, patient=patient)
+    async def write(
+        self, fn: Callable[[Connection], T], *, patient: bool | None = None, lease: bool = False
+    ) -> T:
+        result = await super().write(fn, patient=patient, lease=lease)
         if isinstance(result, Run) and result.status.is_terminal:
             self.events.append(("record", {"dir": self.run_dir.exists()}))
         return result
@@ -302,3 +306,31 @@ async def test_a_daemon_that_gives_up_waiting_leaves_the_run_to_recovery_with_di
     found = _facts(store, run_id, ws_id)
     assert not found["run"].status.is_terminal
     assert found["lock"] is not None and found["lock"].run_id == run_id
+
+
+async def test_a_daemon_that_lost_the_workspace_writes_nothing_and_keeps_the_directory(
+    config: Config, store: WatchedStore, events: list[Event], run_dir: Path
+) -> None:
+    """Fencing (docs/architecture.md §15): another daemon took the workspace over (epoch 2);
+    the funnel of the old owner's run (fenced at epoch 1) stops at its first write."""
+    run_id, ws_id = store.run_sync(_applying_run)
+
+    def taken_over(conn: Connection) -> None:
+        conn.execute(
+            insert(workspace_leases).values(
+                workspace_id=ws_id, owner="other", epoch=2, expires_at=now(), acquired_at=now()
+            )
+        )
+
+    store.run_sync(taken_over)
+    before = _facts(store, run_id, ws_id)
+    rt = Runtime(config, store, {"demo": ws_id})
+    ending = _ending(store, events, run_dir, run_id, ws_id)
+    ending.log.write(b"Apply complete! Resources: 1 added, 0 changed, 0 destroyed.\n")
+
+    with fenced(Fence(ws_id, "me", 1)):
+        final = await finish_run(rt, ending, Outcome(Status.APPLIED), Keeper(events, store))
+
+    assert final is None and run_dir.is_dir()  # the new owner's recovery reads it
+    assert _facts(store, run_id, ws_id) == before
+    assert [name for name, _ in events if name == "record"] == []

@@ -34,11 +34,13 @@ class FlakyStore(Store):
 
     fail_writes = 0
 
-    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
+    async def write(
+        self, fn: Callable[[Connection], T], *, patient: bool | None = None, lease: bool = False
+    ) -> T:
         if self.fail_writes:
             self.fail_writes -= 1
             raise StorageUnavailable("io_error", "the disk went away")
-        return await super().write(fn, patient=patient)
+        return await super().write(fn, patient=patient, lease=lease)
 
 
 @pytest.fixture

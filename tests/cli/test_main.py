@@ -1,6 +1,7 @@
 """`tfward serve` and `tfward check-config` (cli/main.py): every config problem at once, one
 line each; a data directory the daemon cannot write named in one line by both; an empty config
-warned about; help for every command and argument, with one name for each kind of argument;
+warned about; a PostgreSQL database connected to, and one that cannot be used named in one
+line; help for every command and argument, with one name for each kind of argument;
 output closed early (`| head`) ends the command quietly."""
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import postgres
 import pytest
 from harness import REPO, demo_workspace, write_config
 
 from tfward.cli.main import EXIT_PIPE, _parser
+from tfward.store.dialect import shown
 
 BROKEN = """
 [daemon]
@@ -163,3 +166,27 @@ async def test_serve_help_says_what_it_does_and_what_its_argument_is(run_main: A
     text = " ".join(result.out.split())  # argparse wraps lines to the terminal's width
     assert "SIGHUP reloads the config" in text
     assert "CONFIG the config file (default: ./tfward.toml)" in text
+
+
+async def test_check_config_connects_to_a_postgresql_database_and_says_it_is_ok(
+    run_main: Any, tmp_path: Path
+) -> None:
+    url = postgres.fresh_database_url()
+    config = write_config(tmp_path, [], daemon={"database_url": url, "node_id": "n1"})
+    result = await run_main(["check-config", str(config.path)])
+    assert result.code == 0, result.err
+    assert f"  database {shown(url)}: ok, node n1\n" in result.out
+
+
+async def test_check_config_says_in_one_line_why_a_postgresql_database_cannot_be_used(
+    run_main: Any, tmp_path: Path
+) -> None:
+    url = postgres.fresh_database_url().replace("/t", "/nosuchdb_t", 1)
+    config = write_config(tmp_path, [], daemon={"database_url": url})
+    result = await run_main(["check-config", str(config.path)])
+    assert result.code == 2 and result.out == ""
+    [line] = result.err.splitlines()
+    assert line.startswith(
+        f"tfward: config error: {config.path}: daemon.database_url: {shown(url)} cannot be used: "
+    )
+    assert "nosuchdb_t" in line and "does not exist" in line

@@ -151,6 +151,16 @@ def test_database_url_default_follows_data_dir(load: Load) -> None:
     assert daemon.database_url == "sqlite:////srv/tfward/tfward.db"
 
 
+def test_node_id_defaults_to_the_host_and_data_dir_and_leases_to_15s_renewed_every_5s(
+    load: Load,
+) -> None:
+    import socket
+
+    daemon = load('[daemon]\ndata_dir = "/srv/tfward"\n').daemon
+    assert daemon.node_id == f"{socket.gethostname()}:/srv/tfward"
+    assert (daemon.lease_ttl, daemon.lease_renew, daemon.self_fence_margin) == (15.0, 5.0, 5.0)
+
+
 def test_plugin_cache_default_follows_data_dir(load: Load) -> None:
     config = load('[daemon]\ndata_dir = "/srv/tfward"\n')
     assert config.terraform.plugin_cache_dir == Path("/srv/tfward/plugin-cache")
@@ -165,7 +175,8 @@ def test_explicit_daemon_values_are_kept(load: Load) -> None:
         "max_concurrent_runs = 1\n"
         'shutdown_grace = "0s"\n'
     ).daemon
-    assert daemon.database_url == "postgresql://db/tfward"
+    # psycopg 3 is the driver tfward ships with: a plain postgresql:// URL means it.
+    assert daemon.database_url == "postgresql+psycopg://db/tfward"
     assert daemon.public_url == "https://tfward.example.com"
     assert daemon.organization == "Team_A-1"
     assert daemon.max_concurrent_runs == 1
@@ -561,6 +572,10 @@ def test_bad_listen_says_what_form_is_expected(error: Error, listen: str, expect
     ("toml", "key_path", "expected"),
     [
         ('database_url = "tfward.db"', "daemon.database_url", "expected a database URL"),
+        ('database_url = "mysql://db/t"', "daemon.database_url", "postgresql+psycopg://"),
+        ('node_id = ""', "daemon.node_id", "expected 1-200 characters"),
+        ('lease_ttl = "6s"\nlease_renew = "5s"', "daemon.lease_renew", "before it fences"),
+        ('lease_ttl = "soon"', "daemon.lease_ttl", "duration"),
         ('public_url = "tfward.example.com"', "daemon.public_url", "http:// or https://"),
         ('organization = "my org"', "daemon.organization", 'got "my org"'),
         ("max_concurrent_runs = 0", "daemon.max_concurrent_runs", "expected an integer >= 1"),

@@ -273,3 +273,16 @@ async def test_every_route_answers_a_method_it_does_not_take_with_405_and_allow(
                 assert response.status_code == 405, (method, rule, response.text)
                 shown = {m.strip() for m in response.headers.get("allow", "").split(",")}
                 assert shown == allowed, (method, rule)
+
+
+async def test_the_cluster_view_shows_the_one_daemon_owning_every_workspace(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_daemon(config) as (daemon, api):
+        response = await api.http.get("/api/v1/cluster")
+        assert response.status_code == 200, response.text
+        seen = response.json()["data"]
+        me = config.daemon.node_id
+        [node] = seen["daemons"]
+        assert seen["node_id"] == me and node["node_id"] == me and node["live"] is True
+        assert node["workspaces"] == ["demo"] and seen["unowned_workspaces"] == []
+        assert node["api_url"] == daemon.rt.api_url and node["left_at"] is None
+        assert (await api.workspace("demo"))["owner"] == me

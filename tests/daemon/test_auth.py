@@ -34,6 +34,7 @@ EXPECTED: dict[tuple[str, str], str | dict[str, str]] = {
     ("GET", "/metrics"): "read",
     ("GET", "/api/v1/openapi.json"): "read",
     ("GET", "/api/v1/recovery"): "read",
+    ("GET", "/api/v1/cluster"): "read",
     ("GET", "/api/v1/workspaces"): "read",
     ("GET", "/api/v1/workspaces/<name>"): "read",
     ("POST", "/api/v1/workspaces/<name>/actions/<action>"): {

@@ -172,7 +172,7 @@ async def test_reload_adds_and_retires_workspaces_and_keeps_a_bad_config_out(
         assert await daemon.reload() is False
         assert [w.name for w in daemon.config.workspaces] == ["a", "b"]
         c = demo_workspace(tmp_path, "c", things=1)
-        write_config(tmp_path, [a, c])
+        write_config(tmp_path, [a, c], daemon={"database_url": config.daemon.database_url})
         assert await daemon.reload() is True
         run = await api.wait(queued, "cancelled")
         assert "removed from the config" in run["error_message"]
@@ -196,8 +196,9 @@ async def test_a_kill_after_terraform_applied_but_before_the_state_was_saved_end
     process's write lock, had not reached saving_state when it was killed. Recovery reads the
     exit code the shim wrote: the run is applied, its state stored as `apply`."""
     ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(3, 0.5), auto_apply=True)
-    config = write_config(tmp_path, [ws])
-    db = config.daemon.data_dir / "tfward.db"
+    # SQLite's write lock holds the daemon up: SQLite whatever TFWARD_TEST_DATABASE says.
+    db = tmp_path / "data" / "tfward.db"
+    config = write_config(tmp_path, [ws], daemon={"database_url": f"sqlite:///{db}"})
     async with trio.open_nursery() as nursery:
         first = DaemonProcess(config)
         await first.start(nursery)

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from receiver import Receiver, followups_config, serving
 from sqlalchemy import delete, update
 
-from tfward.actors.recovery import RecoveryReport
+from tfward.actors.takeover import RecoveryReport
 from tfward.errors import StageFailed
 from tfward.obs.metrics import TERRAFORM_COMMANDS, Metrics, PlanReason
 from tfward.runs.model import ErrorKind

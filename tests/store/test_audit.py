@@ -8,6 +8,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import postgres
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,7 +17,7 @@ from sqlalchemy import Connection
 from tfward.store import audit
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction, AuditOutcome
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.sealing import Sealer
 from tfward.store.tables import metadata
 
@@ -25,7 +26,7 @@ PACKAGE = Path(audit.__file__).resolve().parents[1]
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

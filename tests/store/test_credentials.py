@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import postgres
 import pytest
 
 from tfward.ids import now
@@ -13,14 +14,14 @@ from tfward.runs.model import Operation
 from tfward.store import credentials
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.sealing import Sealer
 from tfward.store.tables import run_credentials, runs
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

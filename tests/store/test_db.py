@@ -35,8 +35,10 @@ async def test_a_write_that_finds_the_database_locked_is_retried_and_the_run_con
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tfward.store")
     ws = demo_workspace(tmp_path, things=2, vars={"delay": 2}, auto_apply=True)
-    config = write_config(tmp_path, [ws])
-    db = config.daemon.data_dir / "tfward.db"
+    # SQLite's write lock, by nature: this test runs on SQLite whatever TFWARD_TEST_DATABASE says
+    # (PostgreSQL's conflicts are retried the same way: tests/store/test_dialect.py).
+    db = tmp_path / "data" / "tfward.db"
+    config = write_config(tmp_path, [ws], daemon={"database_url": f"sqlite:///{db}"})
     async with running_daemon(config) as (daemon, api):
         run = await api.create_run("demo")
         await api.wait_stage(run["id"], "applying")

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import postgres
 import pytest
 from sqlalchemy import Connection, update
 
@@ -17,14 +18,14 @@ from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store import states
 from tfward.store import workspaces as ws_store
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.sealing import Sealer
 from tfward.store.tables import runs
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

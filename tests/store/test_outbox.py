@@ -8,19 +8,20 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import postgres
 import pytest
 
 from tfward.errors import InvalidTransition, NotFound
 from tfward.ids import now
 from tfward.store import outbox as ob
 from tfward.store import workspaces as ws_store
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.sealing import Sealer
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import postgres
 import pytest
 from sqlalchemy import Connection, update
 
@@ -18,13 +19,13 @@ from tfward.store import deliveries, tallies, tasks
 from tfward.store import outbox as ob
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.tables import runs
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(postgres.database_url(tmp_path))
     store.migrate()
     yield store
     store.close()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import postgres
 import pytest
 from sqlalchemy import Connection
 
@@ -14,13 +15,13 @@ from tfward.errors import NotFound, WorkspaceLocked
 from tfward.runs.model import Operation
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
-from tfward.store.db import Store, sqlite_url
+from tfward.store.db import Store
 from tfward.store.sealing import Sealer
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()

@@ -30,6 +30,12 @@ daemon gives up waiting (`Runtime.give_up`: a hard stop, or the end of the shutd
 the run is left as it is — directory, lock, status — for recovery at the next start. Another
 error in a step is logged and does not stop the later steps, except that a log that could not
 be stored keeps the directory (its output files hold the lines; recovery appends them).
+
+Fencing (docs/architecture.md §15): every write here checks the workspace's lease (the actor's
+fence). A daemon that lost the workspace gets FencedOut at its first write: the funnel stops
+there, writes nothing, keeps the directory (the new owner's recovery reads it if it can reach
+it) and returns None. A run that ends `failed` / `owner_lost` keeps the workspace locked, with
+the lock's reason saying what to check before unlocking.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from typing import Protocol
 import trio
 from sqlalchemy import Connection
 
-from tfward.errors import StorageUnavailable
+from tfward.errors import FencedOut, StorageUnavailable
 from tfward.ids import now
 from tfward.runs import model
 from tfward.runs.classify import class_of_kind
@@ -152,6 +158,15 @@ async def finish_run(
                 exc,
             )
             return None
+        except FencedOut as exc:
+            log.warning(
+                "run %s of %s left to the daemon that took the workspace over (its directory "
+                "kept): %s",
+                ending.run_id,
+                ending.workspace,
+                exc,
+            )
+            return None
         finally:
             rt.live_logs.pop(ending.run_id, None)
         log.info("run %s of %s finished: %s", ending.run_id, ending.workspace, outcome.describe())
@@ -164,8 +179,8 @@ async def _keep_state(ending: Ending, outcome: Outcome, keeper: StateKeeper | No
     kind = "apply" if outcome.status is Status.APPLIED else "partial"
     try:
         await keeper.keep_state(ending, kind)
-    except StorageUnavailable:
-        raise  # storage did not come back before the daemon gave up waiting
+    except (StorageUnavailable, FencedOut):
+        raise  # storage did not come back before the daemon gave up, or we lost the workspace
     except Exception as exc:  # a refused state (or a bug): the outcome records it (seed O5)
         log.exception("run %s: could not store the state terraform left", ending.run_id)
         ending.log.note(
@@ -193,7 +208,7 @@ async def _store_log(ending: Ending) -> bool:
     """Store the whole log; False (logged) when it failed for something else than storage."""
     try:
         await ending.log.close()
-    except StorageUnavailable:
+    except (StorageUnavailable, FencedOut):
         raise
     except Exception:  # the directory stays: its output files hold what the log lacks
         log.exception("run %s: failed to store the log", ending.run_id)
@@ -221,7 +236,7 @@ async def _record(rt: Runtime, ending: Ending, outcome: Outcome) -> Run | None:
             return await rt.store.write(
                 lambda c: _record_tx(c, ending, outcome, downstream, wanted)
             )
-        except StorageUnavailable:
+        except (StorageUnavailable, FencedOut):
             raise
         except Exception:  # retried; recovery finishes the run if all fail
             log.exception(
@@ -273,7 +288,9 @@ def _record_tx(
         )
         run_store.save_final(conn, before, final)
     run_store.set_process(conn, run.id, None, None)
-    if outcome.status is not Status.APPLIED_STATE_ERROR:
+    if outcome.error_kind is ErrorKind.OWNER_LOST:
+        ws_store.keep_lock_for(conn, ending.workspace_id, run.id, outcome.error_message or "")
+    elif outcome.status is not Status.APPLIED_STATE_ERROR:
         # A run releases only its own lock; a user's lock stays.
         lock = ws_store.get_lock(conn, ending.workspace_id)
         if lock is not None and lock.run_id == run.id:

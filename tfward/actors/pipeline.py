@@ -28,7 +28,7 @@ import trio
 from sqlalchemy import Connection
 
 from tfward.config import WorkspaceConfig
-from tfward.errors import PlanUnusable, StageFailed, StorageUnavailable
+from tfward.errors import FencedOut, PlanUnusable, StageFailed, StorageUnavailable
 from tfward.ids import now
 from tfward.obs import logs
 from tfward.obs.metrics import PlanReason
@@ -148,6 +148,11 @@ class RunPipeline:
         if isinstance(exc, StorageUnavailable):
             # Only once the daemon gave up waiting for storage (it is stopping for good).
             return self._stopped_outcome()
+        if isinstance(exc, FencedOut):
+            # Another daemon took the workspace over; the funnel's first write stops too,
+            # leaving the run (and its directory) to the new owner (docs/architecture.md §15).
+            log.warning("run %s: %s", self.run_id, exc)
+            return Outcome(None, detach=True)
         if isinstance(exc, PlanUnusable):
             self.log.note(f"the saved plan cannot be applied: {exc}; planning again")
             return Outcome.requeued(str(exc))

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import signal
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -39,7 +39,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.health import patient
 
-from . import workdir
+from . import takeover, workdir
 from .funnel import Outcome, finish_run
 from .handle import RunHandle
 from .pipeline import RunPipeline
@@ -53,65 +53,91 @@ from .procgroup import (
 from .runlog import RunLog
 from .runtime import Runtime
 from .statekeeper import RunStateKeeper
+from .takeover import Origin, RecoveryReport
 from .terraform import read_exit_code
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RecoveryReport:
-    requeued: list[str] = field(default_factory=list)
-    interrupted: list[str] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
-    kept_waiting: list[str] = field(default_factory=list)
-    stopped_processes: list[int] = field(default_factory=list)  # exited after SIGINT
-    killed_processes: list[int] = field(default_factory=list)  # needed SIGKILL
-    released_locks: list[str] = field(default_factory=list)
-    removed_directories: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list[str] | list[int]]:
-        return dict(self.__dict__)
-
-
-async def recover(rt: Runtime) -> RecoveryReport:
-    """Finish what a previous daemon left in flight. Runs before any actor or the API starts;
-    returns the report (also logged, and served at GET /api/v1/recovery)."""
+async def recover(
+    rt: Runtime, owned: Mapping[str, Origin] | None = None, *, at_start: bool = True
+) -> RecoveryReport:
+    """Finish what a previous daemon left in flight in the workspaces `owned` (name -> where
+    their runs ran: this daemon's earlier life, or the daemon they were taken from; None:
+    every configured workspace, from this daemon). At start it runs before any actor or the
+    API starts, and also removes orphan directories of this data dir; when the lease loop
+    takes workspaces over, for those alone (docs/architecture.md §15). Returns the report
+    (logged, served at GET /api/v1/recovery). Patient with storage; under the new owner's
+    fence, so a daemon that loses the workspaces again meanwhile stops (FencedOut)."""
+    if owned is None:
+        owned = dict.fromkeys(rt.workspace_ids, Origin.of_self(rt))
     with patient(rt.give_up):
-        return await _recover(rt)
+        return await _recover(rt, owned, at_start)
 
 
-async def _recover(rt: Runtime) -> RecoveryReport:
+async def _recover(rt: Runtime, owned: Mapping[str, Origin], at_start: bool) -> RecoveryReport:
     report = RecoveryReport()
-    in_flight = await rt.store.read(run_store.in_flight)
-    await stop_leftover_processes(
-        rt.data_dir / "runs",
-        [pid for _, pid in in_flight if pid],
-        rt.config.terraform.cancel_grace,
-        report,
-    )
+    found = await rt.store.read(run_store.in_flight)
+    in_flight = [(run, pid) for run, pid in found if run.workspace in owned]
+    await _stop_processes(rt, owned, in_flight, at_start, report)
     for run, _ in in_flight:
         if run.workspace not in rt.workspace_ids:
             continue  # removed from the config: left as it is until configured again
-        await _recover_run(rt, run, report)
-    await rt.store.write(lambda c: _release_stale_locks(c, report))
-    # No terraform of the previous process runs any more: its run credentials die with it.
-    await rt.store.write(lambda c: credentials.revoke_all(c, now()))
-    await _remove_orphan_dirs(rt, report)
+        origin = owned[run.workspace]
+        run_dir = origin.run_dir(run.id)
+        if await trio.to_thread.run_sync(takeover.reachable, origin, run_dir):
+            if run_dir != rt.run_dir(run.id):
+                rt.adopted_dirs[run.id] = run_dir
+            try:
+                await _recover_run(rt, run, report)
+            finally:
+                rt.adopted_dirs.pop(run.id, None)
+        elif takeover.needs_directory(run):
+            await takeover.finish_out_of_reach(rt, run, origin, report)
+        else:
+            await _recover_run(rt, run, report)  # nothing applied: no directory needed
+    ws_ids = [rt.workspace_ids[n] for n in owned if n in rt.workspace_ids]
+    await rt.store.write(lambda c: _release_stale_locks(c, report, set(ws_ids)))
+    # No terraform of the previous owner runs any more: its run credentials die with it.
+    await rt.store.write(lambda c: credentials.revoke_for_workspaces(c, ws_ids, now()))
+    if at_start:
+        await _remove_orphan_dirs(rt, report)
     rt.metrics.recovered(report.as_dict())
     if any(report.as_dict().values()):
         log.warning("recovery: %s", {k: v for k, v in report.as_dict().items() if v})
     return report
 
 
+async def _stop_processes(
+    rt: Runtime,
+    owned: Mapping[str, Origin],
+    in_flight: list[tuple[Run, int | None]],
+    at_start: bool,
+    report: RecoveryReport,
+) -> None:
+    """Terraform left running by the runs' previous owner, when it ran on this host (a pid
+    means nothing elsewhere): at start every process in this data dir's runs; at a takeover
+    those working in the taken runs' directories."""
+    here = [(run, pid) for run, pid in in_flight if owned[run.workspace].same_host]
+    roots = [owned[run.workspace].run_dir(run.id) for run, _ in here]
+    if at_start:
+        roots.append(rt.data_dir / "runs")
+    await stop_leftover_processes(
+        roots, [pid for _, pid in here if pid], rt.config.terraform.cancel_grace, report
+    )
+
+
 async def stop_leftover_processes(
-    runs_root: Path, recorded: list[int], grace: float, report: RecoveryReport
+    roots: list[Path], recorded: list[int], grace: float, report: RecoveryReport
 ) -> None:
     """Stop terraform process groups a previous daemon left running: those recorded on runs,
     and any process whose working directory is a run directory (it may have started just
     before the pid was recorded). They are stopped the way a cancel stops them — SIGINT to
     the group, `grace` seconds, then SIGKILL — so terraform lets in-flight operations finish
     and writes the state that recovery then stores."""
-    groups = {pid for pid in recorded if is_terraform_group(pid)} | groups_with_cwd_under(runs_root)
+    groups = {pid for pid in recorded if is_terraform_group(pid)}
+    for root in roots:
+        groups |= groups_with_cwd_under(root)
     groups.discard(os.getpgrp())
     if not groups:
         return
@@ -228,10 +254,12 @@ def _plan_problem(conn: Connection, run: Run, ws_id: str) -> str | None:
     return None
 
 
-def _release_stale_locks(conn: Connection, report: RecoveryReport) -> None:
+def _release_stale_locks(conn: Connection, report: RecoveryReport, ws_ids: set[str]) -> None:
     for ws_id, run_id in ws_store.locks_held_by_runs(conn):
+        if ws_id not in ws_ids:
+            continue  # another daemon's workspace
         run = run_store.get_run(conn, run_id)
-        if run.status.is_terminal and run.status is not Status.APPLIED_STATE_ERROR:
+        if run.status.is_terminal and not takeover.keeps_lock(run):
             ws_store.release_lock(conn, ws_id, run_id=run_id)
             report.released_locks.append(ws_id)
 

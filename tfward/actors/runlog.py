@@ -33,7 +33,7 @@ from pathlib import Path
 
 import trio
 
-from tfward.errors import StorageUnavailable
+from tfward.errors import FencedOut, StorageUnavailable
 from tfward.runs.masking import MASK as TEXT_MASK
 from tfward.runs.masking import SecretMask
 from tfward.store import artifacts
@@ -261,6 +261,11 @@ class RunLog:
                 await self.flush()
             except StorageUnavailable:
                 await self.store.health.wait(backoff.next())
+            except FencedOut:
+                # Another daemon took the workspace over: it finishes the run (and stores
+                # the rest of the output files, if it reaches them); this one stops writing.
+                log.warning("run %s: the workspace was taken over; log writes stop", self.run_id)
+                return
             except Exception:  # nothing may take terraform down through the flusher: the
                 # bytes stay pending, the run's close (in the funnel) tries them again
                 log.exception("run %s: storing its log failed; trying again", self.run_id)

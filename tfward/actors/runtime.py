@@ -90,6 +90,9 @@ class Runtime:
     give_up: trio.Event = field(default_factory=trio.Event)
     process_limiter: trio.CapacityLimiter = field(init=False)
     _init_locks: dict[Path, trio.Lock] = field(default_factory=dict)
+    # Run directories of runs taken over from another daemon, in its data dir (same host, or a
+    # data dir shared at the same path): recovery reads and removes them there (§15).
+    adopted_dirs: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.process_limiter = trio.CapacityLimiter(self.config.daemon.max_concurrent_runs)
@@ -98,8 +101,12 @@ class Runtime:
     def data_dir(self) -> Path:
         return self.config.daemon.data_dir
 
+    @property
+    def node_id(self) -> str:
+        return self.config.daemon.node_id
+
     def run_dir(self, run_id: str) -> Path:
-        return self.data_dir / "runs" / run_id
+        return self.adopted_dirs.get(run_id) or self.data_dir / "runs" / run_id
 
     @property
     def dev_mirror(self) -> Path:

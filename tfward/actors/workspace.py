@@ -56,6 +56,8 @@ class RunEnded:
 class Cancel:
     run_id: str
     force: bool = False
+    # The database shows the run pending (a re-check): finish it even if it was never queued.
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,15 @@ class Retire:
     finishes, then the actor stops."""
 
 
-Message = Submitted | RunEnded | Cancel | Decide | LockChanged | Stop | Retire
+@dataclass(frozen=True)
+class Recheck:
+    """Read the workspace's runs and lock from the database and act on what a lost message
+    would have said (several daemons: a nudge from another daemon's API may be lost; the
+    lease loop sends this every tick, docs/architecture.md §15). Handled by the loop, which
+    reads, then passes the messages the database implies through `decide`."""
+
+
+Message = Submitted | RunEnded | Cancel | Decide | LockChanged | Stop | Retire | Recheck
 
 
 # ---- effects -------------------------------------------------------------------------------
@@ -152,6 +162,8 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
     """What the actor does with a message: pure, and table-tested."""
     effects: list[Effect] = []
     match msg:
+        case Submitted(run_id, _) if run_id in state.queue or run_id in state.running:
+            return state, []  # known already (a re-check, or a nudge after a local tell)
         case Submitted(run_id, _) if state.retiring:
             return state, [FinishQueued(run_id, RETIRED)]
         case Submitted(run_id, True):
@@ -170,8 +182,10 @@ def decide(state: ActorState, msg: Message) -> tuple[ActorState, list[Effect]]:
                 elif requeued and not state.stopping:
                     state = dataclasses.replace(state, queue=(run_id, *state.queue))
             state = dataclasses.replace(state, speculative=state.speculative - {run_id})
-        case Cancel(run_id, force):
-            if run_id in state.queue:
+        case Cancel(run_id, force, pending):
+            if pending and run_id not in state.queue and run_id not in state.running:
+                effects.append(FinishQueued(run_id))
+            elif run_id in state.queue:
                 state = dataclasses.replace(
                     state, queue=tuple(r for r in state.queue if r != run_id)
                 )
@@ -216,6 +230,13 @@ class WorkspaceActor:
     send: trio.MemorySendChannel[Message] = field(init=False)
     _receive: trio.MemoryReceiveChannel[Message] = field(init=False)
     _pipelines: dict[str, RunPipeline] = field(default_factory=dict)
+    state: ActorState = field(default_factory=ActorState)
+
+    @property
+    def busy(self) -> bool:
+        """A run is in flight (planning, waiting for confirmation, applying): the workspace
+        is not handed to another daemon before it ends (drain)."""
+        return bool(self.state.running)
 
     def __post_init__(self) -> None:
         # Unbounded: run tasks post RunEnded to their own actor, which must never block.
@@ -238,13 +259,35 @@ class WorkspaceActor:
             return
         async with trio.open_nursery() as nursery:
             task_status.started()
-            state, effects = _resume(state)
+            self.state, effects = _resume(state)
             await self._perform(nursery, [*(FinishQueued(r) for r in cancelled), *effects])
             async for msg in self._receive:
-                state, effects = decide(state, msg)
-                await self._perform(nursery, effects)
-                if state.done:
+                for each in await self._recheck() if isinstance(msg, Recheck) else [msg]:
+                    self.state, effects = decide(self.state, each)
+                    await self._perform(nursery, effects)
+                if self.state.done:
                     break
+
+    async def _recheck(self) -> list[Message]:
+        """What the database says that the actor may not have heard: runs pending, cancels,
+        confirms and discards recorded, the user lock. Read when the message is handled, so
+        a run that ended before is terminal in the read (no double start). A read storage
+        refuses skips this re-check."""
+        ws_id = self.rt.workspace_ids[self.name]
+
+        def load(conn: Connection) -> tuple[list[model.Run], bool]:
+            active = (Status.PENDING, Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
+            found = run_store.list_runs(
+                conn, workspace_id=ws_id, oldest_first=True, statuses=active, limit=None
+            )
+            lock = ws_store.get_lock(conn, ws_id)
+            return found, lock is not None and lock.run_id is None
+
+        try:
+            found, user_locked = await self.rt.store.read(load, patient=False)
+        except StorageUnavailable:
+            return []
+        return [LockChanged(user_locked), *(m for run in found for m in implied(run))]
 
     async def _initial_state(self) -> tuple[ActorState, list[str]]:
         """The queue as the database has it, and the pending runs whose cancel was recorded
@@ -317,6 +360,20 @@ class WorkspaceActor:
         except StorageUnavailable:
             return  # the daemon gave up waiting for storage: the run is finished at next start
         await finish_run(self.rt, ending, Outcome(status, error_message=reason))
+
+
+def implied(run: model.Run) -> list[Message]:
+    """The messages a run's row implies for its actor (`Recheck`): pure."""
+    if run.cancel_requested_at is not None:
+        forced = run.force_cancel_requested_at is not None
+        return [Cancel(run.id, force=forced, pending=run.status is Status.PENDING)]
+    if run.status is Status.PENDING:
+        return [Submitted(run.id, run.is_speculative)]
+    if run.status is Status.APPLY_PENDING and run.discard_requested_at is not None:
+        return [Decide(run.id, Decision.DISCARD, run.discard_reason)]
+    if run.status is Status.APPLY_PENDING and run.confirmed_at is not None:
+        return [Decide(run.id, Decision.CONFIRM)]
+    return []
 
 
 def _resume(state: ActorState) -> tuple[ActorState, list[Effect]]:

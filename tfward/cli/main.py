@@ -38,6 +38,7 @@ from tfward.daemon.preflight import storage_problems
 from tfward.errors import AlreadyRunning, ConfigError
 from tfward.obs import logs
 from tfward.runtasks.verify import verify_run_tasks
+from tfward.store.dialect import shown
 
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
@@ -162,6 +163,8 @@ def check_config(path: str) -> int:
         f"  listen {config.daemon.listen_host}:{config.daemon.listen_port}, "
         f"data in {config.daemon.data_dir}, {config.daemon.max_concurrent_runs} concurrent runs"
     )
+    # load_checked has connected to a PostgreSQL database already (daemon/preflight.py).
+    print(f"  database {shown(config.daemon.database_url)}: ok, node {config.daemon.node_id}")
     print(
         f"  terraform {tf.binary}; timeouts init {format_duration(tf.init_timeout)}, "
         f"plan {format_duration(tf.plan_timeout)}, apply {format_duration(tf.apply_timeout)}"

@@ -19,9 +19,10 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tfward.config import hooks, integrations, tokens, web
 from tfward.config.model import (
@@ -60,6 +61,10 @@ _DAEMON_KEYS = frozenset(
         "secret_key_file",
         "disk_reserve_mb",
         "state_backups_keep",
+        "node_id",
+        "lease_ttl",
+        "lease_renew",
+        "self_fence_margin",
         "event_heartbeat",
     }
 )
@@ -180,8 +185,31 @@ def _daemon(t: _Table) -> DaemonConfig:
         secret_key_file=attempt(lambda: t.path("secret_key_file"), None),
         disk_reserve_mb=attempt(lambda: _count(t, "disk_reserve_mb", 64), 64),
         state_backups_keep=attempt(lambda: _count(t, "state_backups_keep", 10, minimum=1), 10),
+        **attempt(lambda: _leases(t, data_dir), _NO_LEASE_KEYS),
         event_heartbeat=_default(attempt(lambda: t.duration("event_heartbeat"), None), 15.0),
     )
+
+
+_NO_LEASE_KEYS: dict[str, Any] = {}
+
+
+def _leases(t: _Table, data_dir: Path) -> dict[str, Any]:
+    """`node_id` (default: host name and data dir) and the lease timings of several daemons
+    on one database (docs/architecture.md §15): renewal, then self-fencing, before expiry."""
+    node_id = _default(t.string("node_id"), f"{socket.gethostname()}:{data_dir}")
+    if not node_id.strip() or len(node_id) > 200:
+        raise t.fail("node_id", f"expected 1-200 characters, got {_quote(node_id)}")
+    ttl = _default(t.duration("lease_ttl"), 15.0)
+    renew = _default(t.duration("lease_renew"), 5.0)
+    margin = _default(t.duration("self_fence_margin"), 5.0)
+    if renew >= ttl - margin:
+        raise t.fail(
+            "lease_renew",
+            f"expected less than lease_ttl - self_fence_margin ({ttl - margin:g}s): a daemon "
+            f"must renew before it fences itself, got {renew:g}s",
+        )
+    return {"node_id": node_id, "lease_ttl": ttl, "lease_renew": renew,
+            "self_fence_margin": margin}  # fmt: skip
 
 
 def _listen(t: _Table, text: str) -> tuple[str, int]:
@@ -209,6 +237,13 @@ def _database_url(t: _Table, data_dir: Path) -> str:
     if not _URL_SCHEME.fullmatch(url):
         example = '"sqlite:////srv/tfward/tfward.db"'
         expected = f"expected a database URL such as {example}"
+        raise t.fail("database_url", f"{expected}, got {_quote(url)}")
+    # psycopg 3 is the PostgreSQL driver tfward ships with.
+    for short in ("postgresql://", "postgres://"):
+        if url.startswith(short):
+            url = "postgresql+psycopg://" + url.removeprefix(short)
+    if not url.startswith(("sqlite://", "postgresql+psycopg://")):
+        expected = "expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
         raise t.fail("database_url", f"{expected}, got {_quote(url)}")
     return url
 

@@ -67,6 +67,13 @@ class DaemonConfig:
     disk_reserve_mb: int = 64
     # Backups of stored states kept per workspace (backups of states not stored are all kept).
     state_backups_keep: int = 10
+    # Several daemons on one database (docs/architecture.md §15): this daemon's id, how long a
+    # workspace lease lasts, how often it is renewed, and how long before it would expire a
+    # daemon that could not renew stops its terraform (self-fencing).
+    node_id: str = "tfward"
+    lease_ttl: float = 15.0
+    lease_renew: float = 5.0
+    self_fence_margin: float = 5.0
     # An event stream of the API sends a comment this often when it has nothing to say, so
     # proxies and clients see a live connection (docs/architecture.md §13).
     event_heartbeat: float = 15.0

@@ -6,7 +6,7 @@ A storage fault that may pass — a full disk, a read-only file system, an immut
 (`chattr +i`), an I/O error — is not a reason to refuse a start: the daemon starts degraded and
 waits for storage (docs/architecture.md §10), so `serve` refuses only what will not pass by
 itself (permissions, ownership, a file where a directory should be); `check-config` reports
-both.
+both, and connects to a PostgreSQL database (one line: why it cannot be used).
 
 The checks leave nothing behind: a directory that exists is probed with an unnamed temporary
 file (`O_TMPFILE`), one that does not with a temporary directory created and removed in the
@@ -23,6 +23,7 @@ from pathlib import Path
 from tfward.config import Config
 from tfward.errors import ConfigError
 from tfward.store.db import sqlite_file
+from tfward.store.dialect import connection_problem
 
 # What a storage fault looks like from here: it may pass, and the daemon waits for it.
 PASSING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EPERM, errno.EIO})
@@ -40,6 +41,9 @@ def storage_problems(config: Config, *, passing: bool = True) -> list[ConfigErro
     if database is not None:
         places.append(("daemon.database_url", database.parent))
     problems: list[ConfigError] = []
+    # A PostgreSQL server that does not answer may come back: serve waits for it, degraded.
+    if passing and (why := connection_problem(config.daemon.database_url)) is not None:
+        problems.append(ConfigError(config.path, "daemon.database_url", why))
     failed: list[Path] = []
     for key, path in places:
         if any(path.is_relative_to(f) for f in failed):

@@ -36,9 +36,11 @@ from hypercorn.trio import serve as hypercorn_serve
 from sqlalchemy import Connection
 
 from tfward.actors import backups, workdir
-from tfward.actors.recovery import RecoveryReport, recover
+from tfward.actors.leases import LeaseKeeper
+from tfward.actors.recovery import recover
 from tfward.actors.runtime import FaultInjector, NoFaults, Runtime
 from tfward.actors.supervisor import Supervisor
+from tfward.actors.takeover import RecoveryReport
 from tfward.config import Config, load_config
 from tfward.errors import ConfigError, StorageUnavailable
 from tfward.outbox.worker import OutboxWorker
@@ -48,6 +50,7 @@ from tfward.runtasks.tokens import TokenService
 from tfward.services.drift import DriftScheduler
 from tfward.services.releases import ReleaseExecutor
 from tfward.store import audit
+from tfward.store import cluster as cluster_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction, AuditOutcome
 from tfward.store.db import Store
@@ -96,6 +99,7 @@ class Daemon:
         self.releases: ReleaseExecutor | None = None
         self.outbox: OutboxWorker
         self.drift: DriftScheduler
+        self.leases: LeaseKeeper
         self.fast_path: FastPath
         self.tokens = TokenBook({})  # nobody until the start has read the tokens
         self.sessions = SessionBook(self)  # the web page's sign-ins (web/sessions.py)
@@ -160,12 +164,18 @@ class Daemon:
         self.rt.run_tasks = RunTaskCoordinator(self.store, TokenService(keys))
         await self._at_start("create the local admin token", self._read_api_tokens)
         await self.sessions.end_unaccepted()  # the config may have changed while stopped
-        self.recovery = await recover(self.rt)
+        # Membership first: recovery finishes the runs of the workspaces this daemon owns,
+        # renewing their leases meanwhile (docs/architecture.md §15).
+        self.leases = LeaseKeeper(self.rt)
+        origins = await self.leases.join()
+        self.recovery = await self.leases.hold_while(lambda: recover(self.rt, origins))
 
     async def _run_services(self, task_status: trio.TaskStatus[Daemon]) -> None:
         self.supervisor = Supervisor(self.rt)
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.supervisor.run)
+            await nursery.start(self.supervisor.run, dict(self.leases.owned))
+            leases = trio.CancelScope()
+            nursery.start_soon(self._lease_loop, leases, name="leases")
             if self.config.releases.enabled:
                 self.releases = ReleaseExecutor(self.rt, self.supervisor)
                 await nursery.start(self.releases.run)
@@ -180,6 +190,9 @@ class Daemon:
             # workspace): the daemon's own listener, on the same host.
             self.rt.api_url = _local_url(self.addresses[0])
             self.rt.api_listening.set()
+            await self.store.write(
+                lambda c: cluster_store.set_api_url(c, self.rt.node_id, self.rt.api_url)
+            )
             self.notifier.ready(self.status_line())
             # Pings go on while draining (systemd's watchdog still runs during a stop).
             watchdog = trio.CancelScope()
@@ -191,6 +204,10 @@ class Daemon:
                 self.releases.stop()  # no new item starts; a new daemon resumes the release
             self.drift.stop()
             await self._drain()
+            # Every run has ended: the leases go back at once for other daemons to take.
+            leases.cancel()
+            if self.supervisor.stopped.is_set():
+                await self.leases.leave()
             # Runs ended (their notifications are queued): jobs in flight get a short grace,
             # then are abandoned with their lease and re-queued by the next start.
             self.outbox.stop()
@@ -200,6 +217,10 @@ class Daemon:
             # stop does not wait for them (STACK-NOTES trap 3).
             self.store.changes.close()
             self._api_stop.set()
+
+    async def _lease_loop(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self.leases.run(self.supervisor)
 
     async def _at_start(self, what: str, step: Callable[[], T]) -> T:
         """Run a synchronous start-up step that needs storage, in a worker thread. While storage

@@ -83,6 +83,42 @@ class Tallies:
     deliveries: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+class LeaseMetrics:
+    """Several daemons on one database (docs/architecture.md §15): each daemon serves its own
+    /metrics; `tfward_node_info{node_id}` says which one answered."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.node = Gauge(
+            "tfward_node_info", "This daemon's node_id (always 1).", ["node_id"],
+            registry=registry,
+        )  # fmt: skip
+        self.owned = Gauge(
+            "tfward_workspaces_owned", "Workspaces whose lease this daemon holds now.",
+            registry=registry,
+        )  # fmt: skip
+        self.live = Gauge(
+            "tfward_live_daemons", "Daemons with a fresh heartbeat, this one included.",
+            registry=registry,
+        )  # fmt: skip
+        self.takeovers = Counter(
+            "tfward_lease_takeovers",
+            "Workspaces this daemon took over from a daemon that did not let go (dead or paused).",
+            registry=registry,
+        )
+        self.renewal_failures = Counter(
+            "tfward_lease_renewal_failures", "Lease ticks that could not be written.",
+            registry=registry,
+        )  # fmt: skip
+        self.self_fenced = Counter(
+            "tfward_self_fenced",
+            "Times this daemon could not renew its leases in time and stopped its terraform.",
+            registry=registry,
+        )
+
+    def identify(self, node_id: str) -> None:
+        self.node.labels(node_id).set(1)
+
+
 class Metrics:
     """The metrics of one daemon. Recording never blocks and never raises."""
 
@@ -124,6 +160,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.leases = LeaseMetrics(self.registry)
         for command in TERRAFORM_COMMANDS:
             self.terraform_processes.labels(command)
         for reason in PlanReason:

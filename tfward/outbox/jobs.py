@@ -59,6 +59,10 @@ class Teller(Protocol):
 
     def tell(self, workspace: str, msg: Message) -> None: ...
 
+    def owns(self, workspace: str) -> bool:
+        """Whether this daemon drives the workspace now (its actor runs here)."""
+        ...
+
 
 @dataclass
 class JobContext:

@@ -194,7 +194,8 @@ class OutboxWorker:
 
     async def _reclaim(self) -> None:
         """Rows a previous process left `running` are queued again (nothing holds them)."""
-        count = await self.rt.store.write(lambda c: outbox_store.reclaim_running(c, now()))
+        node = self.rt.node_id
+        count = await self.rt.store.write(lambda c: outbox_store.reclaim_running(c, now(), node))
         if count:
             log.warning("outbox: %d rows a previous process left running re-queued", count)
 
@@ -204,7 +205,7 @@ class OutboxWorker:
             return 0
         lease = self.lease
         claimed = await self.rt.store.write(
-            lambda c: outbox_store.claim(c, now(), free, lease, exclude)
+            lambda c: outbox_store.claim(c, now(), free, lease, exclude, self.rt.node_id)
         )
         for job in claimed:
             self.limiter.acquire_on_behalf_of_nowait(job.id)

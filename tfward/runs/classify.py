@@ -146,6 +146,7 @@ _BY_KIND: dict[ErrorKind, ErrorClass] = {
     ErrorKind.TIMEOUT: TRANSIENT,  # a slow registry, provider or task
     ErrorKind.LOCK: TRANSIENT,  # a user held the lock; it may be released
     ErrorKind.INTERRUPTED: TRANSIENT,  # the daemon stopped mid-apply
+    ErrorKind.OWNER_LOST: PERMANENT,  # someone must check the state and unlock
 }
 
 

@@ -118,6 +118,10 @@ class ErrorKind(enum.StrEnum):
     INTERNAL = "internal"
     INTERRUPTED = "interrupted"
     HOOK = "hook"  # a script hook failed or timed out (docs/architecture.md §3)
+    # The daemon running the apply died, and its run directory is out of reach of the one
+    # that took the workspace over: the state may lack what terraform created since the last
+    # stored version; the workspace stays locked (docs/architecture.md §15).
+    OWNER_LOST = "owner_lost"
 
 
 class ErrorClass(enum.StrEnum):

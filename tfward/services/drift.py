@@ -66,6 +66,8 @@ class DriftScheduler:
         for ws in self.rt.config.workspaces:
             if ws.drift_check is None or ws.name not in self.rt.workspace_ids:
                 continue
+            if not self.teller.owns(ws.name):
+                continue  # the daemon that owns the workspace checks it (§15)
             wait = min(wait, await self._consider(ws, ws.drift_check))
         return max(wait, 0.05)
 

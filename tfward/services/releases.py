@@ -187,10 +187,11 @@ class ReleaseExecutor:
 
     async def _claim(self, release: Release, item_id: str) -> None:
         """Claim an item and queue its run. An item whose workspace is no longer configured
-        (no workspace actor) cannot start: it fails, and so stops the release."""
+        cannot start: it fails, and so stops the release. The run goes to the workspace's
+        actor, on this daemon or on the one that owns the workspace (§15)."""
         item = release.item(item_id)
         ws_id = self.rt.workspace_ids.get(item.workspace)
-        if ws_id is None or item.workspace not in self.supervisor.actors:
+        if ws_id is None or not any(w.name == item.workspace for w in self.rt.config.workspaces):
             error = f"workspace {item.workspace} is not configured"
             await self.rt.store.write(
                 lambda c: release_store.transition(

@@ -11,11 +11,12 @@ change to anything else never wakes it (a long-poll on run A sleeps through any 
 commits about run B). A subscription to a whole topic (`Key.every(Topic.WORKSPACE)`) hears
 every key of the topic and learns which ones changed.
 
-Writes the hub does not hear about — another process's (a second daemon on one database
-later), or a connection used outside `Store.write` — are caught by the fallback: a wait never
-lasts longer than `ChangeHub.fallback` (30 s), after which the waiter reads again anyway. A
-remote source (PostgreSQL's LISTEN/NOTIFY) plugs in by calling `publish` with the keys it
-heard, from a task of the daemon's trio loop.
+Writes the hub does not hear about — a connection used outside `Store.write`, or another
+daemon's whose announcement was lost — are caught by the fallback: a wait never lasts longer
+than `ChangeHub.fallback` (30 s), after which the waiter reads again anyway. Other daemons on
+one PostgreSQL database announce their keys with NOTIFY (store/cluster.py); the lease loop's
+listener calls `publish` with them, from a task of the daemon's trio loop
+(docs/architecture.md §15).
 
 Everything here runs in the trio thread (publishing sets trio events); `touch` and `take` are
 the only functions called in the store's worker threads, on their own connection.

@@ -76,6 +76,17 @@ def revoke_for_run(conn: Connection, run_id: str, when: datetime) -> int:
     return result.rowcount
 
 
+def revoke_for_workspaces(conn: Connection, ws_ids: list[str], when: datetime) -> int:
+    """When a daemon takes workspaces over (or starts): no terraform of theirs runs any more,
+    so every credential of their runs stops working; other daemons' runs keep theirs."""
+    result = conn.execute(
+        update(run_credentials)
+        .where(run_credentials.c.revoked_at.is_(None), run_credentials.c.workspace_id.in_(ws_ids))
+        .values(revoked_at=when)
+    )
+    return result.rowcount
+
+
 def revoke_all(conn: Connection, when: datetime) -> int:
     """At start: every credential an earlier process handed out stops working."""
     result = conn.execute(

@@ -2,8 +2,21 @@
 
 aiosqlite and SQLAlchemy's asyncio extension need asyncio and do not run under trio, so every
 database call is a short synchronous function run with `trio.to_thread.run_sync`. Writes go
-through a limiter of one (SQLite has one writer; queueing in trio is cheaper than SQLITE_BUSY),
-reads through a wider one. Each call is one transaction.
+through a limiter of one on SQLite (it has one writer; queueing in trio is cheaper than
+SQLITE_BUSY) and of a few on PostgreSQL, whose write transactions run SERIALIZABLE
+(store/dialect.py); reads through a wider one. Each call is one transaction; a transaction
+another one conflicted with (a serialization failure, a deadlock) is run again at once.
+
+Fencing (docs/architecture.md §15): a write made under a fence (`fencing.fenced`, set by the
+workspace actor for everything it and its runs do) first checks, in the same transaction, that
+this daemon still holds the workspace's lease with the same epoch; otherwise it raises
+FencedOut and writes nothing.
+
+Changes across daemons (docs/architecture.md §15): on PostgreSQL every write transaction also
+sends its change keys (changes.py) with NOTIFY `tfward_changes` (delivered only once it
+commits); each daemon's listener publishes them to its own ChangeHub, so a run that another
+daemon drives is seen as soon as it changes. The hub's fallback re-check covers a lost
+notification.
 
 Storage faults (store/health.py, docs/architecture.md §10): a write that fails because the
 database is full, read-only, locked by another process or failing is retried a few times at
@@ -17,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -27,13 +41,14 @@ import trio
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from tfward.errors import StorageUnavailable
 from tfward.ids import now
 
-from . import changes
+from . import changes, dialect, fencing
+from . import cluster as cluster_store
 from . import health as health_mod
 from .changes import ChangeHub
 from .health import Problem, StorageHealth, classify, current_patience, patiently
@@ -44,12 +59,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-# Transient SQLite errors worth another try at once: the disk momentarily full or failing.
-# "database is locked" is not retried here: SQLite's busy handler has waited BUSY_TIMEOUT already.
-_TRANSIENT = (
-    "disk I/O error",
-    "database or disk is full",
-)
+# Conflicts between daemons writing at once (PostgreSQL) are retried this often before the
+# error propagates: each retry is a fresh transaction that sees the winner's commit. Hot rows
+# (the `max(seq) + 1` of the outbox and runs) conflict often under load: the backoff grows to
+# a second, so the retries span about half a minute.
+CONFLICT_RETRIES = 40
 # How long a write waits for another process's write lock before it counts as failing.
 BUSY_TIMEOUT = 5.0
 _MIGRATING = threading.Lock()
@@ -72,12 +86,8 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
-def _begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
-
-
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and any(t in str(exc.orig) for t in _TRANSIENT)
+    return dialect.retryable(exc)
 
 
 class Store:
@@ -92,11 +102,22 @@ class Store:
         self.url = url
         self.sealer = sealer
         self.engine: Engine = _make_engine(url)
-        self._write_limiter = trio.CapacityLimiter(1)
+        self.dialect = dialect.Dialect(self.engine.dialect.name)
+        self._write_limiter = trio.CapacityLimiter(dialect.writers(self.engine))
+        # The lease loop's own lane on PostgreSQL (`write(..., lease=True)`): its renewals
+        # never queue behind the runs' writes. SQLite has one writer: one lane.
+        self._lease_limiter = (
+            trio.CapacityLimiter(1)
+            if self.dialect is dialect.Dialect.POSTGRESQL
+            else self._write_limiter
+        )
         self._read_limiter = trio.CapacityLimiter(readers)
         self._write_retries = write_retries
-        # What committed writes changed, told to those waiting for it (changes.py).
+        # What committed writes changed, told to those waiting for it (changes.py). On
+        # PostgreSQL also what other daemons' writes changed: each write announces its keys
+        # (NOTIFY in its transaction, signed with `origin` so a daemon skips its own).
         self.changes = ChangeHub()
+        self.origin = secrets.token_hex(8)
         # Transactions started by `read` and `write` (tests and benchmarks count them).
         self.reads = self.writes = 0
         self.health = StorageHealth()
@@ -122,24 +143,45 @@ class Store:
                 ", ".join(sorted(after)),
             )
 
-    def run_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in one transaction on the calling thread (tests, tools). What it changed
-        is published when the calling thread is the trio thread; from another thread it is
-        not (waiters see it at their fallback re-check, changes.py)."""
-        result, keys = self._transaction(fn)
+    def run_sync(
+        self, fn: Callable[[Connection], T], *, reading: bool = False, lease: bool = False
+    ) -> T:
+        """Run `fn` in one transaction on the calling thread (start-up, recovery, tests, tools).
+        `reading`: a read-only transaction (REPEATABLE READ on PostgreSQL). What it changed is
+        published when the calling thread is the trio thread; from another thread it is not
+        (waiters see it at their fallback re-check, changes.py)."""
+        result, keys = self._transaction(fn, reading=reading, lease=lease)
         if keys and trio.lowlevel.in_trio_run():
             self.changes.publish(keys)
         return result
 
-    def _transaction(self, fn: Callable[[Connection], T]) -> tuple[T, frozenset[changes.Key]]:
+    def _transaction(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        reading: bool = False,
+        lease: bool = False,
+        fence: fencing.Fence | None = None,
+    ) -> tuple[T, frozenset[changes.Key]]:
         """Run `fn` in one transaction on this thread; its result and the change keys it
-        recorded (meaningful only once the transaction has committed, i.e. on return)."""
-        with self.engine.begin() as conn:
+        recorded (meaningful only once the transaction has committed, i.e. on return). Under
+        `fence`, the lease is checked first, in the transaction. On PostgreSQL a write
+        announces its keys to the other daemons (NOTIFY: delivered only after the commit)."""
+        options = (
+            dialect.read_options(self.engine) if reading
+            else dialect.lease_options(self.engine) if lease
+            else {}
+        )  # fmt: skip
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             changes.take(conn)  # a transaction that failed before may have left some
             if self.sealer is not None:
                 conn.info[INFO_KEY] = self.sealer
+            if fence is not None:
+                fencing.check(conn, fence)
             result = fn(conn)
             keys = changes.take(conn)
+            if keys and not reading and self.dialect is dialect.Dialect.POSTGRESQL:
+                cluster_store.announce(conn, self.origin, keys)
         return result, keys
 
     async def read(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
@@ -153,36 +195,64 @@ class Store:
             async with self._read_limiter:
                 try:
                     result, _ = await trio.to_thread.run_sync(
-                        self._transaction, fn, abandon_on_cancel=True
+                        lambda: self._transaction(fn, reading=True), abandon_on_cancel=True
                     )
                     return result
-                except OperationalError as exc:
-                    raise self._fault(exc) from exc
+                except DBAPIError as exc:
+                    if (fault := self._fault(exc)) is None:
+                        raise
+                    raise fault from exc
 
         return await patiently(self.health, attempt, self._patience(patient))
 
-    async def write(self, fn: Callable[[Connection], T], *, patient: bool | None = None) -> T:
+    async def write(
+        self, fn: Callable[[Connection], T], *, patient: bool | None = None, lease: bool = False
+    ) -> T:
         """Run `fn` in one write transaction. The thread is not abandoned on cancellation: a
         write either commits or rolls back before this returns, so callers never guess
         whether it happened.
 
         A storage fault is retried a few times at once (not while storage is known to fail),
         then raised as StorageUnavailable, or waited out in a patient context (`patient=True`
-        or `health.patient()`; `patient=False` makes one attempt whatever the context)."""
-        return await patiently(self.health, lambda: self._write(fn), self._patience(patient))
+        or `health.patient()`; `patient=False` makes one attempt whatever the context).
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        Under a fence (`fencing.fenced`), the lease is checked in the same transaction: a
+        daemon that lost the workspace raises FencedOut and writes nothing. `lease`: the lease
+        loop's ticks, in a lane of their own and READ COMMITTED on PostgreSQL (every lease
+        change is a compare-and-set on the epoch: SERIALIZABLE would only make the ticks of
+        several daemons, which all read every lease, abort one another)."""
+        fence = fencing.current()
+        return await patiently(
+            self.health, lambda: self._write(fn, fence, lease), self._patience(patient)
+        )
+
+    async def _write(
+        self,
+        fn: Callable[[Connection], T],
+        fence: fencing.Fence | None,
+        lease: bool,
+    ) -> T:
         if self.health.held is not None:
             raise StorageUnavailable(self.health.held.problem, self.health.held.reason)
-        async with self._write_limiter:
+        async with self._lease_limiter if lease else self._write_limiter:
             retries = 0 if self.health.failing else self._write_retries
-            for attempt in range(retries + 1):
+            attempt = conflicts = 0
+            while True:
                 self.writes += 1
                 try:
-                    result, keys = await trio.to_thread.run_sync(self._transaction, fn)
-                except OperationalError as exc:
-                    if not is_transient(exc) or attempt == retries:
-                        raise self._fault(exc) from exc
+                    result, keys = await trio.to_thread.run_sync(
+                        lambda: self._transaction(fn, lease=lease, fence=fence)
+                    )
+                except DBAPIError as exc:
+                    if dialect.is_conflict(exc) and conflicts < CONFLICT_RETRIES:
+                        conflicts += 1  # another daemon's transaction won: run it again
+                        await trio.sleep(min(1.0, 0.005 * 2**conflicts) * random.random())
+                        continue
+                    if not is_transient(exc) or attempt >= retries:
+                        if (fault := self._fault(exc)) is None:
+                            raise
+                        raise fault from exc
+                    attempt += 1
                     delay = min(1.0, 0.05 * 2**attempt) * (0.5 + random.random())
                     log.debug("transient database error, retrying in %.2fs: %s", delay, exc.orig)
                     await trio.sleep(delay)
@@ -190,11 +260,13 @@ class Store:
                 self.health.succeeded()
                 self.changes.publish(keys)  # committed: tell whoever waits for these
                 return result
-            raise AssertionError("unreachable")
 
-    def _fault(self, exc: OperationalError) -> StorageUnavailable:
+    def _fault(self, exc: DBAPIError) -> StorageUnavailable | None:
+        """The storage fault `exc` is (health noted), or None for another error (a
+        constraint, a conflict retried too often: not for waiting)."""
         fault = classify(exc)
-        assert fault is not None  # every OperationalError is a storage fault
+        if fault is None:
+            return None
         self.health.failed(fault)
         if fault.problem in (Problem.READ_ONLY, Problem.UNAVAILABLE):
             # SQLite opens a file it may not write read-only, and such a connection stays
@@ -230,14 +302,7 @@ def _touch_probe(conn: Connection) -> None:
 
 
 def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return dialect.make_engine(url, busy_timeout=BUSY_TIMEOUT, on_connect=_sqlite_pragmas)
 
 
 def sqlite_url(path: Path) -> str:

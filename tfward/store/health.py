@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import trio
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tfward.errors import StorageUnavailable
 from tfward.ids import now
@@ -61,6 +61,16 @@ _SQLITE = {
     "SQLITE_IOERR": Problem.IO_ERROR,
     "SQLITE_CANTOPEN": Problem.UNAVAILABLE,
 }
+# PostgreSQL's SQLSTATEs (or their classes) that waiting can cure; anything else is no storage
+# fault (a serialization failure is retried by the store; a constraint is a bug or a refusal).
+_PG = (
+    ("08", Problem.UNAVAILABLE),  # connection exception: the server unreachable, dropped
+    ("57P", Problem.UNAVAILABLE),  # the server shutting down, starting, or gone
+    ("53100", Problem.DISK_FULL),
+    ("53", Problem.UNAVAILABLE),  # out of memory, too many connections
+    ("25006", Problem.READ_ONLY),  # a hot standby, or default_transaction_read_only
+    ("58", Problem.IO_ERROR),
+)
 _ERRNO = {
     errno.ENOSPC: Problem.DISK_FULL,
     errno.EDQUOT: Problem.DISK_FULL,
@@ -76,6 +86,12 @@ def classify(exc: BaseException, where: str = "database") -> StorageUnavailable 
     not one (a bug, a refused state, a missing row: waiting cures none of those)."""
     if isinstance(exc, StorageUnavailable):
         return exc
+    state = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    if isinstance(exc, DBAPIError) and state:
+        problem = next((p for prefix, p in _PG if state.startswith(prefix)), None)
+        return None if problem is None else StorageUnavailable(problem, f"{where}: {exc.orig}")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StorageUnavailable(Problem.UNAVAILABLE, f"{where}: {exc.orig}")
     if isinstance(exc, OperationalError):
         name = str(getattr(exc.orig, "sqlite_errorname", ""))
         problem = next(

@@ -203,6 +203,7 @@ _CLAIMABLE = (
 )
 _HAS_DUE = select(outbox.c.id).where(*_CLAIMABLE).limit(1)
 _DUE_ROWS = select(outbox).where(*_CLAIMABLE).order_by(outbox.c.seq).limit(bindparam("limit"))
+_DUE_ROWS_LOCKED = _DUE_ROWS.with_for_update(skip_locked=True, of=outbox)
 _NEXT_RETRY = select(func.min(outbox.c.next_attempt_at)).where(
     outbox.c.status == QUEUED, _in_order()
 )
@@ -234,12 +235,14 @@ def claim(
     limit: int,
     lease: float,
     exclude: frozenset[str] = frozenset(),
+    claimed_by: str | None = None,
 ) -> list[Job]:
     """Claim up to `limit` due rows, oldest first, each by compare-and-set: status `running`,
-    one more attempt, lease until `when + lease`."""
-    rows = conn.execute(
-        _DUE_ROWS, {"when": when, "exclude": sorted(exclude), "limit": limit}
-    ).all()
+    one more attempt, lease until `when + lease`, `claimed_by` this daemon. On PostgreSQL the
+    rows are read `FOR UPDATE SKIP LOCKED`: daemons claiming at once take different rows
+    instead of queueing behind each other (docs/architecture.md §15)."""
+    query = _DUE_ROWS_LOCKED if conn.dialect.name == "postgresql" else _DUE_ROWS
+    rows = conn.execute(query, {"when": when, "exclude": sorted(exclude), "limit": limit}).all()
     until = when + timedelta(seconds=lease)
     claimed: list[Job] = []
     for row in rows:
@@ -250,8 +253,11 @@ def claim(
                 outbox.c.status == row.status,
                 outbox.c.attempts == row.attempts,
             )
-            .values(status=RUNNING, attempts=row.attempts + 1, lease_expires_at=until)
-        )
+            .values(
+                status=RUNNING, attempts=row.attempts + 1, lease_expires_at=until,
+                claimed_by=claimed_by,
+            )
+        )  # fmt: skip
         if result.rowcount == 1:
             claimed.append(
                 Job(
@@ -300,13 +306,15 @@ def still_mine(conn: Connection, job: Job) -> bool:
     return conn.execute(select(outbox.c.id).where(_mine(job))).first() is not None
 
 
-def reclaim_running(conn: Connection, when: datetime) -> int:
-    """At daemon start no process holds any row: every `running` row goes back to the queue
-    now instead of waiting for its lease. The interrupted attempt still counts."""
+def reclaim_running(conn: Connection, when: datetime, node_id: str | None = None) -> int:
+    """At daemon start no process of this daemon holds any row: every `running` row it (or
+    a daemon before claims were signed) claimed goes back to the queue now instead of waiting
+    for its lease; other daemons' rows keep theirs. The interrupted attempt still counts."""
+    query = update(outbox).where(outbox.c.status == RUNNING)
+    if node_id is not None:
+        query = query.where(or_(outbox.c.claimed_by == node_id, outbox.c.claimed_by.is_(None)))
     result = conn.execute(
-        update(outbox)
-        .where(outbox.c.status == RUNNING)
-        .values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
+        query.values(status=QUEUED, next_attempt_at=when, lease_expires_at=None)
     )
     if result.rowcount:
         touch(conn, OUTBOX)

@@ -466,3 +466,41 @@ run_timeline = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_run_timeline_run", "run_id", "id"),
 )
+
+# ---- migration 0014_cluster: several daemons on one database ------------------------------
+
+# One row per daemon that ever joined (docs/architecture.md §15): its heartbeat says it lives.
+# `host` and `data_dir` tell a survivor whether the run directories of a dead daemon are
+# reachable from where it runs (the same host, or a data dir shared at the same path).
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("node_id", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("data_dir", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("api_url", Text, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    # Set when the daemon left cleanly (its leases released): not live, nothing to recover.
+    Column("left_at", UTCDateTime, nullable=True),
+)
+
+# One row per workspace: which daemon drives it. `epoch` goes up with every change of owner,
+# never down; every write of the workspace's execution checks owner and epoch in its own
+# transaction (store/fencing.py). `owner` NULL: released, free to take.
+workspace_leases = Table(
+    "workspace_leases",
+    metadata,
+    Column("workspace_id", String(32), ForeignKey("workspaces.id"), primary_key=True),
+    Column("owner", String(200), nullable=True),
+    Column("epoch", Integer, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("acquired_at", UTCDateTime, nullable=True),
+    # The owner before this one, when it did not release the lease (it died or was fenced):
+    # its runs in flight are the new owner's to recover.
+    Column("taken_from", String(200), nullable=True),
+)
+
+# The daemon whose outbox worker claimed a row: a restarting daemon re-queues only its own.
+outbox.append_column(Column("claimed_by", String(200), nullable=True))

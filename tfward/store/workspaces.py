@@ -144,6 +144,21 @@ def acquire_lock(
     return lock
 
 
+def keep_lock_for(conn: Connection, ws_id: str, run_id: str, reason: str) -> None:
+    """Keep the workspace locked by a run that ends without its lock released (its owner was
+    lost mid-apply, docs/architecture.md §15), saying why: the lock it held gets `reason`, or
+    it is taken now if the run held none. Only force-unlock releases it."""
+    held = get_lock(conn, ws_id)
+    if held is not None and held.run_id == run_id:
+        conn.execute(
+            update(workspace_locks)
+            .where(workspace_locks.c.workspace_id == ws_id)
+            .values(reason=reason)
+        )
+    elif held is None:
+        acquire_lock(conn, ws_id, run_id=run_id, by="tfward", reason=reason)
+
+
 def _retaken(held: Lock, run_id: str | None, by: str, terraform: LockInfo | None) -> bool:
     if run_id is not None:
         return held.run_id == run_id

@@ -37,6 +37,7 @@ from . import (
     query,
     routes_audit,
     routes_backend,
+    routes_cluster,
     routes_inventory,
     routes_metrics,
     routes_outbox,
@@ -144,6 +145,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
         return {"data": report}
 
     routes_workspaces.register(app, daemon)
+    routes_cluster.register(app, daemon)
     routes_runs.register(app, daemon)
     routes_state.register(app, daemon)
     routes_backend.register(app, daemon)

@@ -51,6 +51,14 @@ def service(p: Paths) -> None:
         tag="service",
         ok=data(ref("RecoveryReport")),
     )
+    p.add(
+        "GET",
+        "/api/v1/cluster",
+        "show_cluster",
+        "The daemons sharing this database, their heartbeats and what each owns",
+        tag="service",
+        ok=data(ref("Cluster")),
+    )
 
 
 def workspaces(p: Paths) -> None:

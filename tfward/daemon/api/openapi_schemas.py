@@ -228,11 +228,36 @@ _WORKSPACE: Schema = record(
         "id": STRING,
         "name": STRING,
         "lock": nullable(ref("Lock")),
+        "owner": nullable(STRING),
         "current_run": nullable(ref("Run")),
         "queued_runs": INTEGER,
         "latest_state_version": nullable(ref("StateVersion")),
         "inventory": nullable(ref("InventorySync")),
         "drift": ref("Drift"),
+    }
+)
+
+_DAEMON: Schema = record(
+    {
+        "node_id": STRING,
+        "host": STRING,
+        "data_dir": STRING,
+        "pid": INTEGER,
+        "api_url": nullable(STRING),
+        "started_at": STRING,
+        "heartbeat_at": STRING,
+        "left_at": nullable(STRING),
+        "live": BOOLEAN,
+        "workspaces": array(STRING),
+    }
+)
+
+_CLUSTER: Schema = record(
+    {
+        "node_id": STRING,
+        "now": STRING,
+        "daemons": array(ref("Daemon")),
+        "unowned_workspaces": array(STRING),
     }
 )
 
@@ -441,6 +466,8 @@ SCHEMAS: dict[str, Schema] = {
     "InventorySync": _INVENTORY_SYNC,
     "Drift": _DRIFT,
     "Workspace": _WORKSPACE,
+    "Daemon": _DAEMON,
+    "Cluster": _CLUSTER,
     "TaskResult": _TASK_RESULT,
     "Release": _RELEASE,
     "ReleaseItem": _RELEASE_ITEM,

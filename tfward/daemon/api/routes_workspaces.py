@@ -16,6 +16,7 @@ from tfward.ids import rfc3339
 from tfward.runs.masking import SecretMask
 from tfward.runs.model import Status
 from tfward.store import audit, states
+from tfward.store import cluster as cluster_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction
@@ -42,6 +43,8 @@ def workspace_view(conn: Connection, ws_id: str, name: str, mask: SecretMask) ->
         "id": ws_id,
         "name": name,
         "lock": lock_view(ws_store.get_lock(conn, ws_id)),
+        # The daemon that drives the workspace now (docs/architecture.md §15).
+        "owner": cluster_store.owner_of(conn, ws_id),
         "current_run": run_view(current[0]) if current else None,
         "queued_runs": len(queued),
         "latest_state_version": state_version_view(latest, mask) if latest else None,
