@@ -26,7 +26,8 @@ test: $(STAMP) lint browser
 
 # The suites that run a second time on PostgreSQL (a real server from the pgserver wheel,
 # tests/postgres.py); tests/daemon/test_cluster.py runs on it in the first pass.
-PG_SUITES := tests/store tests/releases/test_store.py tests/daemon/test_crash_safety.py
+PG_SUITES := tests/store tests/releases/test_store.py tests/engine tests/actors/test_fault_matrix.py \
+	tests/daemon/test_crash_safety.py
 
 # The developer's loop (under 2 minutes): every test but the long real-terraform suites
 # marked `slow` (tests/conftest.py says which).

@@ -11,11 +11,14 @@ marked here by path so a new test in those files is slow too. `make test` runs e
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+import harness  # importable once its folder is on the path
 
 HERE = Path(__file__).parent
 SLOW = (
@@ -40,6 +43,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         where = Path(str(item.path)).relative_to(HERE).as_posix()
         if where.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _close_stopped_stores() -> Iterator[None]:
+    yield
+    harness.close_stopped_stores()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

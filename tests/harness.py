@@ -184,8 +184,11 @@ class Api:
 async def running_daemon(
     config: Config, *, faults: FaultInjector | None = None, shutdown: bool = True
 ) -> AsyncIterator[tuple[Daemon, Api]]:
-    """Start the daemon in this trio loop; on exit shut it down gracefully (or the test did)."""
+    """Start the daemon in this trio loop; on exit shut it down gracefully (or the test did).
+    A test may read the stopped daemon's store afterwards (`facts`): that opens its engine
+    again, and the test's teardown closes it (`close_stopped_stores`)."""
     daemon = Daemon(config, faults=faults)
+    STOPPED_STORES.append(daemon.store)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.serve)
         async with httpx.AsyncClient(
@@ -194,6 +197,17 @@ async def running_daemon(
             yield daemon, Api(client)
         if shutdown:
             daemon.request_shutdown("test finished")
+
+
+STOPPED_STORES: list[Store] = []
+
+
+def close_stopped_stores() -> None:
+    """Close the stores of this test's daemons again: a read after the daemon stopped opened
+    a connection pool that nothing else closes (PostgreSQL's connections would be left to the
+    garbage collector, which warns)."""
+    while STOPPED_STORES:
+        STOPPED_STORES.pop().close()
 
 
 ROLES = ("read", "plan", "apply", "admin")

@@ -323,8 +323,14 @@ async def run_through_outage(root: Path, stage: str, fault: str, seconds: float)
             stack.enter_context(tmpfs(root / "data", 40))
         waiting = stage == "apply_pending"
         ws = demo_workspace(root, things=THINGS, delay=1, auto_apply=not waiting)
+        # The faults are those of the SQLite file and its data dir: SQLite whatever
+        # TFWARD_TEST_DATABASE says (PostgreSQL's own outage: tests/store/test_dialect.py).
+        db = root / "data" / "tfward.db"
         config = write_config(
-            root, [ws], daemon={"disk_reserve_mb": 4}, terraform={"cancel_grace": "5s"}
+            root,
+            [ws],
+            daemon={"disk_reserve_mb": 4, "database_url": f"sqlite:///{db}"},
+            terraform={"cancel_grace": "5s"},
         )
         the_fault = make_fault(fault, config.daemon.data_dir)
         async with trio.open_nursery() as outages:
