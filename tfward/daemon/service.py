@@ -214,7 +214,7 @@ class Daemon:
             await self.outbox.stopped.wait()
             watchdog.cancel()
             # Event streams and long-polls end now (runs have drained), so the API's graceful
-            # stop does not wait for them (STACK-NOTES trap 3).
+            # stop does not wait for them (docs/architecture.md §16, trap 3).
             self.store.changes.close()
             self._api_stop.set()
 

@@ -9,7 +9,7 @@ neither of them gets right on its own here. `wrap(app)` is what the daemon serve
   not arrive in time, or one declared over the size limit, gets `Connection: close` instead, and
   Hypercorn closes the connection after the response.
 - `ShieldFinalSend`: a `Connection: close` / HTTP/1.0 connection is closed after its response
-  (STACK-NOTES trap 1, hypercorn#330).
+  (docs/architecture.md §16, trap 1; hypercorn#330).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         follow: bool = query.args()["follow"]
         body = streams.followed_log(daemon, run_id) if follow else stored_log(daemon, run_id)
         response = Response(body, content_type="text/plain")
-        response.timeout = None
+        response.timeout = None  # a followed log ends with the run (docs/architecture.md §16)
         return response
 
     @app.get("/api/v1/runs/<run_id>/events")

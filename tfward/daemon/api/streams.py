@@ -24,8 +24,8 @@ lines stored after it was read. A workspace stream starts with
 every configured workspace on every connection, so it needs no id to resume.
 
 Streams end when the daemon has drained its runs and closes the hub, before the API stops
-(STACK-NOTES traps 2 and 3: the routes set no response timeout, and Hypercorn's graceful
-shutdown does not wait for them), and when the client goes away (cancellation; the
+(docs/architecture.md §16, traps 2 and 3: the routes set no response timeout, and Hypercorn's
+graceful shutdown does not wait for them), and when the client goes away (cancellation; the
 subscription is dropped with the generator).
 """
 
@@ -62,8 +62,8 @@ _OFFSET = re.compile(r"[0-9]{1,18}")
 
 
 def response(body: AsyncIterator[bytes]) -> Response:
-    """An event stream as the answer to a request: no response timeout (STACK-NOTES trap 2;
-    the stream ends with the daemon or the client). The API's routes and the web page's
+    """An event stream as the answer to a request: no response timeout (docs/architecture.md
+    §16, trap 2; the stream ends with the daemon or the client). The API's routes and the web page's
     (daemon/web/pages_events.py) answer with it."""
     answer = Response(body, content_type=EVENT_STREAM, headers=HEADERS)
     answer.timeout = None
