@@ -261,13 +261,13 @@ async def test_runs_queued_behind_a_backend_lock_start_once_it_is_force_unlocked
         # Time enough for a run that did not wait to start planning (it never may).
         waited = await wait(http, run_id, "planning", timeout=2)
         assert waited["status"] == "pending"
+        unlocking_at = now()  # before: the run may start before the answer arrives
         forced = await http.post(f"{W}/actions/force-unlock", headers=bearer("root", "admin"))
         assert forced.status_code == 200 and forced.json()["data"]["lock"] is None
-        unlocked_at = now()
         run = await wait(http, run_id, "apply_pending")
         assert run["status"] == "apply_pending"
         started = datetime.fromisoformat(run["timestamps"]["started_at"].replace("Z", "+00:00"))
-        assert started > unlocked_at
+        assert started > unlocking_at
 
 
 async def test_a_run_credential_reads_only_the_state_it_is_granted_and_dies_with_the_run(
