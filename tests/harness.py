@@ -136,7 +136,8 @@ class Api:
         """Long-poll until the run is in one of `statuses` (or terminal)."""
         with trio.fail_after(timeout + 5):
             while True:
-                params: dict[str, Any] = {"wait_timeout": timeout}
+                # The API waits 300 s at most per request (more is 422); the loop goes on.
+                params: dict[str, Any] = {"wait_timeout": min(timeout, 300)}
                 if statuses:  # an empty wait_status is refused (422): no statuses, no wait
                     params["wait_status"] = ",".join(statuses)
                 response = await self.http.get(
