@@ -113,6 +113,11 @@ async def test_kill_9_of_an_owner_mid_apply_moves_its_workspaces_and_ends_its_ru
         assert "may lack resources" in lock["reason"] and "force-unlock" in lock["reason"]
         assert ended["error_message"] == lock["reason"]
         assert created(lost_calls) == before_unlock  # nobody applied the lost run again
+        notes = await apis[2].http.get(
+            "/api/v1/outbox", params={"run_id": runs[lost], "kind": "notify"}
+        )
+        triggers = [row["payload"]["trigger"] for row in notes.json()["data"]]
+        assert triggers[-1] == "run:errored", triggers  # the funnel told the destinations
         unlocked = await apis[2].http.post(
             f"/api/v1/workspaces/{lost}/actions/force-unlock", json={"reason": "checked"}
         )

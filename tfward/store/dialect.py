@@ -48,6 +48,9 @@ _PG_RETRY = ("40001", "40P01")
 # How many connections a PostgreSQL daemon keeps: writers and readers run at once up to this.
 PG_POOL = 10  # readers (4), writers, the lease lane and the LISTEN connection
 PG_WRITERS = 4
+# How long PostgreSQL keeps a session that sits inside a transaction without sending anything
+# (ours send their statements back to back): then it ends the session and its locks go.
+IDLE_IN_TRANSACTION_MS = 5000
 
 
 def dialect_of(url: str) -> Dialect:
@@ -78,8 +81,13 @@ def make_engine(url: str, *, busy_timeout: float, on_connect: Any) -> Engine:
         pool_pre_ping=True,
         pool_timeout=30,
         isolation_level="SERIALIZABLE",
-        # A daemon whose database host vanished must not hang in connect().
-        connect_args={"connect_timeout": 5},
+        # A daemon whose database host vanished must not hang in connect(). A daemon paused
+        # (SIGSTOP, a frozen VM) inside a transaction must not hold its row locks for ever:
+        # the server ends such a session, so a survivor's lease take goes through.
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+        },
     )
 
 
