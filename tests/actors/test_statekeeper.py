@@ -99,8 +99,41 @@ def test_the_state_terraform_printed_when_it_could_write_it_nowhere_is_a_copy(
     )
     (tmp_path / "11-plan.log").write_bytes(b"{\n}\n")
     copy = printed_state(tmp_path)
-    assert copy is not None and "17-apply.log" in copy.where
+    assert copy is not None and "17-apply.log" in copy.where and copy.last_resort
     assert states.parse_state(copy.raw).resource_count == 4
+
+
+@pytest.mark.parametrize("last_resort", ["errored.tfstate", "printed"])
+def test_a_last_resort_copy_with_the_stored_serial_is_stored_with_the_next_one(
+    last_resort: str,
+) -> None:
+    # Terraform's first state write of the apply failed at the backup of the old state (a full
+    # disk): what it created is in errored.tfstate or printed, under the serial it read.
+    copies = [
+        Copy("terraform.tfstate", state(12, things=0)),
+        Copy(last_resort, state(12, things=1), last_resort=True),
+    ]
+    chosen = choose(copies, stored(state(12, things=0)))
+    assert chosen is not None and (chosen.serial, chosen.resource_count) == (13, 1)
+    assert json.loads(chosen.raw)["serial"] == 13 and chosen.lineage == "L1"
+
+
+def test_a_last_resort_copy_stored_before_under_the_next_serial_is_nothing_to_store() -> None:
+    # Recovery after a recovery that stored it: its backup file holds the renumbered state.
+    printed = Copy("printed", state(12, things=1), last_resort=True)
+    renumbered = choose([printed], stored(state(12, things=0)))
+    assert renumbered is not None
+    copies = [
+        Copy("terraform.tfstate", state(12, things=0)),
+        printed,
+        Copy("backup", renumbered.raw),
+    ]
+    assert choose(copies, stored(renumbered.raw)) is None
+
+
+def test_a_persisted_copy_with_the_stored_serial_but_other_content_is_still_refused() -> None:
+    with pytest.raises(StateRejected, match="not newer"):
+        choose([Copy("run dir", state(12, things=2))], stored(state(12, things=0)))
 
 
 def test_output_without_the_failure_holds_no_printed_state(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Crash safety (docs/architecture.md §2, §5): kill -9 and restart, SIGTERM during an apply, a plan
-lost while the daemon was down, a plan terraform calls stale, and config reload."""
+"""Crash safety (docs/architecture.md §2, §5): kill -9 and restart (also with the disk filled while
+the daemon is down), SIGTERM during an apply, a plan lost while the daemon was down, a plan
+terraform calls stale, and config reload."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from harness import (
     write_config,
 )
 from sqlalchemy import delete, select
-from storagefaults import HeldWriteLock
+from storagefaults import FullDisk, HeldWriteLock, tmpfs
 
 from tfward.store import runs as run_store
 from tfward.store.tables import outbox, plan_artifacts, runs
@@ -230,6 +231,55 @@ async def test_a_kill_after_terraform_applied_but_before_the_state_was_saved_end
             assert "Apply complete!" in await api.logs(run_id)
         second.signal(signal.SIGTERM)
         assert await second.wait() == 0
+
+
+async def test_a_disk_filled_while_the_daemon_is_down_loses_no_resource_of_the_apply(
+    tmp_path: Path,
+) -> None:
+    """The chaos soak's lost resource: kill -9 during an apply, then the data dir's disk fills
+    while no daemon is there to free its reserve. Terraform's first state write (the backup of
+    the old state) fails, so it halts after its first resource and prints the state under the
+    serial it read: the stored one. Recovery stores that state with the next serial."""
+    with tmpfs(tmp_path / "data", 30):
+        ws = demo_workspace(tmp_path, things=1, auto_apply=True)
+        config = write_config(tmp_path, [ws], daemon={"disk_reserve_mb": 4})
+        async with trio.open_nursery() as nursery:
+            first = DaemonProcess(config)
+            await first.start(nursery)
+            async with first.client() as http:
+                api = Api(http)
+                await api.wait((await api.create_run("demo"))["id"], "applied")
+                before = (await api.state_versions("demo"))[0]
+                (Path(ws["source"]) / "extra.tf").write_text(chained_things(2, 3.0))
+                run_id = (await api.create_run("demo"))["id"]
+                await api.wait_stage(run_id, "applying")
+                with trio.fail_after(60):  # chain0 takes 3 s: the kill lands before its end
+                    while "demo_thing.chain0: Creating..." not in await api.logs(run_id):
+                        await trio.sleep(0.05)
+            first.signal(signal.SIGKILL)
+            await first.wait()
+            run_dir = config.daemon.data_dir / "runs" / run_id
+            with FullDisk(config.daemon.data_dir):
+                with trio.fail_after(60):
+                    while not apply_exit_codes(run_dir):
+                        await trio.sleep(0.1)
+            assert created(tmp_path / "demo-calls.jsonl") == ["demo-0", "chain-0"]
+
+            second = DaemonProcess(config)
+            await second.start(nursery)
+            async with second.client() as http:
+                api = Api(http)
+                run = await api.run(run_id)
+                assert (run["status"], run["error_kind"]) == ("failed", "interrupted")
+                assert "Failed to persist state to backend" in await api.logs(run_id)
+                latest = (await api.state_versions("demo"))[0]
+                assert (latest["kind"], latest["run_id"]) == ("partial", run_id)
+                assert latest["serial"] == before["serial"] + 1
+                in_state = await addresses(api, latest["id"])
+                assert in_state == {"demo_thing.this", "demo_thing.chain0"}
+                assert (await api.workspace("demo"))["lock"] is None
+            second.signal(signal.SIGTERM)
+            assert await second.wait() == 0
 
 
 def children(pid: int) -> list[int]:

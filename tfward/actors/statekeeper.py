@@ -7,7 +7,13 @@ Every copy counts (docs/architecture.md §5, §10): `terraform.tfstate` in the r
 the `errored.tfstate` terraform writes when it cannot write that, the state it prints into its
 output when it can write neither (a full disk), and, in recovery, this run's backup files.
 They are compared by lineage and serial and the newest valid one that continues the stored
-lineage is stored.
+lineage is stored. The two last-resort copies (`errored.tfstate`, the printed state) carry the
+serial terraform's state manager holds, not a new one (terraform 1.0 exports the manager's file
+"to preserve the existing serial and lineage"), and the manager moves it only in a write that
+got past the backup of the old state. When the first write of an apply fails there (a full
+disk), such a copy holds the resources created so far under the serial of the state the run
+started from, the stored one: it is newer than any copy of that serial, and is stored with the
+next serial, as terraform would have written it.
 
 A storage fault (the backup or the database write) is waited out in a patient context (the
 pipeline and the funnel are); a state that cannot be stored because of what it is — another
@@ -101,10 +107,13 @@ async def _prune(rt: Runtime, workspace: str, ws_id: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """One copy of a state: where it was found and its bytes."""
+    """One copy of a state: where it was found and its bytes. `last_resort`: terraform wrote it
+    because it could not persist the state (`errored.tfstate`, the printed state), with the
+    serial of the last state it did persist."""
 
     where: str
     raw: bytes
+    last_resort: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,7 @@ class RunStateKeeper:
     def copies(self) -> list[Copy]:
         run_dir = self.ctx.run_dir
         found = [
-            Copy(name, raw)
+            Copy(name, raw, last_resort=name == ERRORED_STATE)
             for name in (workdir.STATE_FILE, ERRORED_STATE)
             if (raw := _read_if_exists(run_dir / name))
         ]
@@ -189,29 +198,36 @@ def choose(
     copies: list[Copy], current: StateVersion | None, mask: SecretMask | None = None
 ) -> ParsedState | None:
     """The copy to store: valid, of the stored lineage (any lineage if none is stored), the
-    highest serial; its shown outputs masked with `mask`. None when no copy is newer than the
+    highest serial, a last-resort copy before a persisted one of the same serial; its shown
+    outputs masked with `mask`. A last-resort copy with the stored serial but other content is
+    returned with the next serial (module docstring). None when no copy is newer than the
     stored state. Raises StateRejected when there are copies but none can be stored, saying
     why."""
-    valid: list[ParsedState] = []
+    valid: list[tuple[ParsedState, bool]] = []
     problems: list[str] = []
     for copy in copies:
         try:
-            valid.append(states.parse_state(copy.raw, mask))
+            valid.append((states.parse_state(copy.raw, mask), copy.last_resort))
         except StateRejected as exc:
             problems.append(f"{copy.where}: {exc}")
     if not valid:
         raise StateRejected("; ".join(problems))
     if current is not None:
-        same = [s for s in valid if s.lineage == current.lineage]
+        same = [v for v in valid if v[0].lineage == current.lineage]
         if not same:
             raise StateRejected(
-                f"state lineage {valid[0].lineage} differs from the workspace's {current.lineage}"
+                f"state lineage {valid[0][0].lineage} differs from the workspace's "
+                f"{current.lineage}"
             )
         valid = same
-    best = max(valid, key=lambda s: s.serial)
-    if current is not None and best.sha256 == current.sha256:
+    best, last_resort = max(valid, key=lambda v: (v[0].serial, v[1]))
+    if current is None:
+        return best
+    if best.sha256 == current.sha256:
         return None  # terraform wrote nothing newer than what is stored
-    if current is not None and best.serial <= current.serial:
+    if last_resort and best.serial == current.serial:
+        return states.with_serial(best.raw, current.serial + 1, mask)
+    if best.serial <= current.serial:
         raise StateRejected(
             f"state serial {best.serial} is not newer than the current serial {current.serial}"
         )
@@ -237,7 +253,7 @@ def printed_state(output_dir: Path) -> Copy | None:
         json.loads(raw)
     except ValueError:
         return None
-    return Copy(f"the state terraform printed in {newest.name}", raw)
+    return Copy(f"the state terraform printed in {newest.name}", raw, last_resort=True)
 
 
 def _read_if_exists(path: Path) -> bytes:

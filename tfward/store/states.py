@@ -86,6 +86,18 @@ def parse_state(raw: bytes, mask: SecretMask | None = None) -> ParsedState:
     return ParsedState(serial, lineage, shown, instances, hashlib.sha256(raw).hexdigest(), raw)
 
 
+def with_serial(raw: bytes, serial: int, mask: SecretMask | None = None) -> ParsedState:
+    """The state `raw` with its serial replaced by `serial`, parsed (a rollback's copy of an
+    old version; the state terraform could not persist, which it left with the serial of the
+    last one it did, docs/architecture.md §10). Raises StateRejected."""
+    try:
+        doc = json.loads(raw)
+        doc["serial"] = serial
+    except (ValueError, TypeError) as exc:
+        raise StateRejected(f"not a terraform state file: {exc}") from exc
+    return parse_state((json.dumps(doc, indent=2) + "\n").encode(), mask)
+
+
 def _shown_output(out: Any) -> Any:
     if isinstance(out, dict) and out.get("sensitive"):
         return {**out, "value": None}
@@ -256,13 +268,10 @@ def rollback(
     top = conn.execute(
         select(func.max(state_versions.c.serial)).where(state_versions.c.workspace_id == ws_id)
     ).scalar_one()
-    doc = json.loads(get_raw(conn, sv_id))
-    doc["serial"] = int(top) + 1
-    raw = (json.dumps(doc, indent=2) + "\n").encode()
     version = store(
         conn,
         ws_id,
-        parse_state(raw, mask),
+        with_serial(get_raw(conn, sv_id), int(top) + 1, mask),
         kind=StateKind.ROLLBACK,
         run_id=None,
         rolled_back_from=sv_id,
