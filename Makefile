@@ -29,7 +29,7 @@ test: $(STAMP) lint browser
 PG_SUITES := tests/store tests/releases/test_store.py tests/engine tests/actors/test_fault_matrix.py \
 	tests/daemon/test_crash_safety.py
 
-# The developer's loop (under 2 minutes): every test but the long real-terraform suites
+# The developer's loop (about 3 minutes on 2 cores): every test but the long real-terraform suites
 # marked `slow` (tests/conftest.py says which).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 3
