@@ -403,3 +403,20 @@ def chained_things(count: int, delay: float) -> str:
             f"  delay = {delay}{depends}\n}}\n"
         )
     return "\n".join(blocks)
+
+
+def create_demo_run(conn: Any, operation: str = "plan") -> str:
+    """A run of a workspace `demo` created straight in the store (the workspace is made
+    configured first); its id. For store and run-log tests without a daemon."""
+    from tfward.runs.model import Operation
+    from tfward.store import runs as run_store
+    from tfward.store import workspaces as ws_store
+
+    ws_id = ws_store.sync_configured(conn, ["demo"])["demo"]
+    return run_store.create_run(
+        conn,
+        workspace_id=ws_id,
+        workspace_name="demo",
+        operation=Operation(operation),
+        auto_apply=False,
+    ).id

@@ -7,14 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
+from harness import create_demo_run
 
 from tfward.actors.logtail import LogWindow, read_at, whole_lines
 from tfward.actors.runlog import RunLog
-from tfward.runs.model import Operation
 from tfward.store import artifacts
-from tfward.store import runs as run_store
-from tfward.store import workspaces as ws_store
 from tfward.store.db import Store, sqlite_url
 
 
@@ -28,17 +25,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def run_id(store: Store) -> str:
-    def create(conn: Connection) -> str:
-        ws_id = ws_store.sync_configured(conn, ["demo"])["demo"]
-        return run_store.create_run(
-            conn,
-            workspace_id=ws_id,
-            workspace_name="demo",
-            operation=Operation.PLAN,
-            auto_apply=False,
-        ).id
-
-    return store.run_sync(create)
+    return store.run_sync(lambda conn: create_demo_run(conn))
 
 
 def lines(first: int, count: int) -> bytes:

@@ -12,16 +12,14 @@ from typing import TypeVar
 import pytest
 import trio
 import trio.testing
+from harness import create_demo_run
 from sqlalchemy import Connection
 from storagefaults import ReadOnlyDatabase
 
 from tfward.actors.output import OutputParser
 from tfward.actors.runlog import MASK, RunLog
 from tfward.errors import StorageUnavailable
-from tfward.runs.model import Operation
 from tfward.store import artifacts
-from tfward.store import runs as run_store
-from tfward.store import workspaces as ws_store
 from tfward.store.changes import Key
 from tfward.store.db import Store, sqlite_url
 
@@ -53,17 +51,7 @@ def store(tmp_path: Path) -> Iterator[FlakyStore]:
 
 @pytest.fixture
 def run_id(store: Store) -> str:
-    def create(conn: Connection) -> str:
-        ws_id = ws_store.sync_configured(conn, ["demo"])["demo"]
-        return run_store.create_run(
-            conn,
-            workspace_id=ws_id,
-            workspace_name="demo",
-            operation=Operation.PLAN_AND_APPLY,
-            auto_apply=False,
-        ).id
-
-    return store.run_sync(create)
+    return store.run_sync(lambda conn: create_demo_run(conn, "plan_and_apply"))
 
 
 def stored(store: Store, run_id: str) -> bytes:
