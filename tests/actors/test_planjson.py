@@ -12,6 +12,7 @@ demand: the fake terraform (`show.invalid_json`, `show.exit`, `show.sleep`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,8 @@ async def test_a_run_cancelled_while_show_json_runs_beside_it_ends_through_the_f
         run = await api.create_run("demo")
         await _until_called(calls, "show")
         await _until_state_stored(api)  # the apply has finished; `show -json` still sleeps
+        beside = [line.split(":", 1)[0] for line in stray_processes(str(tmp_path))]
+        niceness = {os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in beside}
         answer = await api.action(run["id"], "cancel")
         assert answer.status_code in (200, 202), answer.text
         with trio.fail_after(60):
@@ -85,6 +88,8 @@ async def test_a_run_cancelled_while_show_json_runs_beside_it_ends_through_the_f
     # `show -json` was stopped with the run (nothing stored), and the funnel ran once it was
     # reaped: no process, no directory, no lock left behind.
     assert run["status"] == "applied" and len(found["states"]) == 1
+    # It ran at the lowest CPU priority, its shim and terraform alike: the apply comes first.
+    assert len(beside) >= 2 and niceness == {19}
     assert run["warnings"] == ["a stop request arrived after the apply finished"]
     assert plan.status_code == 404 and "was stopped with the run" in plan.text
     assert stray_processes(str(tmp_path)) == []

@@ -57,7 +57,7 @@ async def confirm_run(supervisor: Supervisor, run_id: str, *, by: str | None) ->
         run = run_store.get_run(conn, run_id)
         lock = ws_store.get_lock(conn, run_store.workspace_id_of(conn, run_id))
         after = model.confirm(run, now(), by=by, lock_holder=lock.run_id if lock else None)
-        return run_store.save(conn, run, after)
+        return run_store.save(conn, run, after, whole=True)
 
     run = await supervisor.rt.store.write(tx)
     supervisor.tell(run.workspace, Decide(run_id, Decision.CONFIRM))

@@ -11,8 +11,9 @@ leads a live terraform group (docs/architecture.md §2, §5). Terraform commands
 daemon's process limit (`max_concurrent_runs`); a hook does not (it is not terraform). A run
 has one child at a time, except `terraform show -json` beside the apply
 (docs/architecture.md §3): that one runs `beside`, in a directory of its own, its PID not
-recorded (the apply's is; recovery finds it by its working directory, under the run's) and its
-output not kept for the classifier. The last part of each other terraform command's output is
+recorded (the apply's is; recovery finds it by its working directory, under the run's), its
+output not kept for the classifier, and at the lowest CPU priority (`BESIDE_NICE`): it must not
+slow down the apply it runs beside. The last part of each other terraform command's output is
 kept in memory, for the classifier (`runs/classify.py`) to judge a failure by.
 """
 
@@ -39,6 +40,8 @@ from .runlog import RunLog
 from .terraform import FileOutput, OutputSink, StopControl, run_terraform
 
 TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
+# A command beside the apply takes the CPU the apply leaves (`nice` 19: the lowest priority).
+BESIDE_NICE = 19
 
 
 class TaskOutput:
@@ -152,6 +155,7 @@ class RunChildren:
                         label=args[0],  # recovery reads the exit code of `*-apply`
                         cwd=beside,
                         on_spawn=on_spawn,
+                        nice=BESIDE_NICE if beside else 0,
                     )
             finally:
                 if beside is None:
@@ -184,6 +188,7 @@ class RunChildren:
         stderr_sink: OutputSink | None = None,
         cwd: Path | None = None,
         on_spawn: Callable[[], None] | None = None,
+        nice: int = 0,
     ) -> int:
         """Run one child to its end (`run_terraform`). Its PID is recorded beside it unless it
         runs in a directory of its own (`cwd`: beside another child, whose PID is the one
@@ -199,7 +204,7 @@ class RunChildren:
 
         return await run_terraform(
             argv, cwd=cwd or self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
-            control=self.control, on_start=started, label=label,
+            control=self.control, on_start=started, label=label, nice=nice,
             output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
         )  # fmt: skip
 

@@ -272,7 +272,7 @@ def _record_tx(
         return run
     if outcome.requeue is not None:
         final = model.requeue(run, when, reason=outcome.requeue, nothing_applied=True)
-        run_store.save(conn, run, final)
+        run_store.save(conn, run, final, whole=True)
     else:
         assert outcome.status is not None
         if outcome.warning:
@@ -286,7 +286,7 @@ def _record_tx(
             error_class=outcome.error_class
             or (class_of_kind(outcome.error_kind) if outcome.error_kind else None),
         )
-        run_store.save_final(conn, before, final)
+        run_store.save_final(conn, before, final, whole=True)
     run_store.set_process(conn, run.id, None, None)
     if outcome.error_kind is ErrorKind.OWNER_LOST:
         ws_store.keep_lock_for(conn, ending.workspace_id, run.id, outcome.error_message or "")

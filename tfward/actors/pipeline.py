@@ -241,7 +241,7 @@ class RunPipeline:
             run = run_store.get_run(conn, run_id)
             if run.status is not Status.PENDING:
                 return _Start(run, end, None)
-            planning = run_store.save(conn, run, model.start_planning(run, now()))
+            planning = run_store.save(conn, run, model.start_planning(run, now()), whole=True)
             outbox_store.notify_status(
                 conn, planning, ws_id, "run:planning", wanted=self._notifies(run, "run:planning")
             )
@@ -285,6 +285,7 @@ class RunPipeline:
             has_changes, plan_hash, plan_json, also=self.children.forget_process
         )
         self.children.forgotten()
+        self._recorded_stage = run.stage  # an auto-apply: `restoring_plan`, entered with it
         if plan_json is None and run.status is Status.APPLYING:
             self.plan_json = PlanJsonBeside(self.ctx, self.planner)
         return run

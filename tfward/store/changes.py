@@ -83,16 +83,32 @@ OUTBOX = Key(Topic.OUTBOX)
 RELEASES = Key(Topic.RELEASES)
 
 
+# What a transaction changed: each key, with what it now holds when the writer knows it as a
+# whole (a run as the transaction left it), else None.
+Changes = dict[Key, object]
+
+
 def touch(conn: Connection, *keys: Key) -> None:
-    """Record in the caller's transaction that it changes `keys` (published after its commit)."""
-    found: set[Key] = conn.info.setdefault(INFO_KEY, set())
-    found.update(keys)
+    """Record in the caller's transaction that it changes `keys` (published after its commit).
+    What they hold afterwards is not known here: a value an earlier `touch_with` gave is
+    forgotten."""
+    found: Changes = conn.info.setdefault(INFO_KEY, {})
+    found.update(dict.fromkeys(keys))
 
 
-def take(conn: Connection) -> frozenset[Key]:
-    """The keys the transaction on `conn` recorded, forgotten on the connection (which the pool
-    hands to the next transaction)."""
-    return frozenset(conn.info.pop(INFO_KEY, ()))
+def touch_with(conn: Connection, key: Key, value: object) -> None:
+    """`touch(conn, key)`, and `value` is what the key holds once the transaction commits,
+    unless a later statement of it changes the key again (whose `touch` forgets the value).
+    Listeners get it with the key (a cache of views keeps it instead of reading it again)."""
+    found: Changes = conn.info.setdefault(INFO_KEY, {})
+    found[key] = value
+
+
+def take(conn: Connection) -> Changes:
+    """The keys the transaction on `conn` recorded, with their values where known, forgotten
+    on the connection (which the pool hands to the next transaction)."""
+    found: Changes = conn.info.pop(INFO_KEY, {})
+    return found
 
 
 class Subscription:
@@ -158,7 +174,7 @@ class ChangeHub:
     def __init__(self, fallback: float = FALLBACK) -> None:
         self.fallback = fallback
         self._subs: dict[Key, set[Subscription]] = {}
-        self._listeners: list[Callable[[Key], None]] = []
+        self._listeners: list[Callable[[Key, object], None]] = []
         self.published: Counter[Topic] = Counter()
         self.wakeups: Counter[Topic] = Counter()
         self.closed = False
@@ -173,18 +189,22 @@ class ChangeHub:
         finally:
             sub.close()
 
-    def listen(self, fn: Callable[[Key], None]) -> None:
-        """Call `fn(key)` synchronously for every key published (before any waiter runs): a
-        cache of views drops what changed before the writer's caller goes on."""
+    def listen(self, fn: Callable[[Key, object], None]) -> None:
+        """Call `fn(key, value)` synchronously for every key published (before any waiter
+        runs), `value` what the key now holds or None when the writer did not say (`touch`):
+        a cache of views replaces or drops what changed before the writer's caller goes on."""
         self._listeners.append(fn)
 
-    def publish(self, keys: Iterable[Key]) -> None:
-        """Tell every subscription of each key (or of its whole topic) that it changed. Called
-        after a commit, in the trio thread; also the door for a remote source of changes."""
+    def publish(self, keys: Iterable[Key] | Changes) -> None:
+        """Tell every subscription of each key (or of its whole topic) that it changed; `keys`
+        may carry their values (`take`). Called after a commit, in the trio thread; also the
+        door for a remote source of changes (keys only)."""
+        values: Changes = keys if isinstance(keys, dict) else {}
         for key in keys:
             self.published[key.topic] += 1
+            value = values.get(key)
             for fn in self._listeners:
-                fn(key)
+                fn(key, value)
             for subs in (self._subs.get(key), self._subs.get(Key.every(key.topic))):
                 for sub in subs or ():
                     if sub._notify(key):

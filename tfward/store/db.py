@@ -162,7 +162,7 @@ class Store:
         reading: bool = False,
         lease: bool = False,
         fence: fencing.Fence | None = None,
-    ) -> tuple[T, frozenset[changes.Key]]:
+    ) -> tuple[T, changes.Changes]:
         """Run `fn` in one transaction on this thread; its result and the change keys it
         recorded (meaningful only once the transaction has committed, i.e. on return). Under
         `fence`, the lease is checked first, in the transaction. On PostgreSQL a write

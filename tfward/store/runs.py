@@ -22,7 +22,7 @@ from tfward.runs.model import (
 )
 
 from . import followups
-from .changes import Key, touch
+from .changes import Key, touch, touch_with
 from .tables import configuration_versions, release_items, run_timeline, runs, workspaces
 
 
@@ -199,7 +199,9 @@ def create_run(
     )
     _record_timeline(conn, run.id, run.status, None, created)
     followups.notify_created(conn, run, workspace_id, wanted=notified)
-    touch(conn, Key.run(run.id), Key.workspace(workspace_id))
+    touch(conn, Key.workspace(workspace_id))
+    # As get_run reads it back (tests/store/test_runs.py): the view cache keeps it.
+    touch_with(conn, Key.run(run.id), run)
     return run
 
 
@@ -212,20 +214,23 @@ def _sha256_of(conn: Connection, cv_id: str | None) -> str | None:
     return None if sha is None else str(sha)
 
 
-def save(conn: Connection, before: Run, after: Run) -> Run:
+def save(conn: Connection, before: Run, after: Run, *, whole: bool = False) -> Run:
     """Write `after` if the row still holds `before`'s status (compare-and-set). A terminal
-    `after` is refused: only the termination funnel ends a run (`save_final`)."""
+    `after` is refused: only the termination funnel ends a run (`save_final`). `whole`: the
+    caller read `before` in this transaction (the change then carries the run as it is now,
+    for the API's view cache; a `before` from elsewhere may differ in columns it did not
+    compare)."""
     if after.status.is_terminal:
         raise InvalidTransition(
             f"run {after.id}: {after.status} can only be recorded by the termination funnel"
         )
-    return _compare_and_set(conn, before, after)
+    return _compare_and_set(conn, before, after, whole=whole)
 
 
-def save_final(conn: Connection, before: Run, after: Run) -> Run:
+def save_final(conn: Connection, before: Run, after: Run, *, whole: bool = False) -> Run:
     """The termination funnel's write of a run's outcome (`model.finish`); nothing else calls
-    this (docs/architecture.md §4)."""
-    return _compare_and_set(conn, before, after)
+    this (docs/architecture.md §4). `whole` as for `save`."""
+    return _compare_and_set(conn, before, after, whole=whole)
 
 
 # Hot statements are built once, with bind parameters: building an UPDATE of a run's columns
@@ -239,7 +244,7 @@ _UPDATE = update(runs).where(runs.c.id == bindparam("b_id"))
 _UPDATE_RETURNING = _UPDATE.returning(runs.c.workspace_id)
 
 
-def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
+def _compare_and_set(conn: Connection, before: Run, after: Run, *, whole: bool) -> Run:
     if before == after:
         return after
     old, new = _values(before), _values(after)
@@ -251,17 +256,21 @@ def _compare_and_set(conn: Connection, before: Run, after: Run) -> Run:
     ws_id = conn.execute(_UPDATE_IF, params).scalar()
     if ws_id is None:
         raise NotFound(f"run {before.id} changed underneath (expected {before.status})")
-    _touch_run(conn, after, str(ws_id))
+    _touch_run(conn, after, str(ws_id), whole=whole)
     if (before.status, before.stage) != (after.status, after.stage):
         moved = after.status_changed_at if before.status != after.status else None
         _record_timeline(conn, after.id, after.status, after.stage, moved or now())
     return after
 
 
-def _touch_run(conn: Connection, run: Run, ws_id: str) -> None:
-    """A run's row changed: so did its workspace's view (current and latest run, queue) and,
-    for a release item's run, its release's (changes.py)."""
-    touch(conn, Key.run(run.id), Key.workspace(ws_id))
+def _touch_run(conn: Connection, run: Run, ws_id: str, *, whole: bool) -> None:
+    """A run's row changed (to `run`, if `whole`): so did its workspace's view (current and
+    latest run, queue) and, for a release item's run, its release's (changes.py)."""
+    touch(conn, Key.workspace(ws_id))
+    if whole:
+        touch_with(conn, Key.run(run.id), run)
+    else:
+        touch(conn, Key.run(run.id))
     if run.release_item_id is not None:
         release_id = conn.execute(
             select(release_items.c.release_id).where(release_items.c.id == run.release_item_id)
@@ -306,7 +315,7 @@ def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple
     """Load the run, apply a pure transition, save it. Returns (before, after)."""
     before = get_run(conn, run_id)
     after = fn(before)
-    save(conn, before, after)
+    save(conn, before, after, whole=True)
     return before, after
 
 
