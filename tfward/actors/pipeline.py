@@ -71,6 +71,10 @@ _TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
 
 # Run-task (and hook) stages: without a task or hook they pass in memory only.
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
+# Not recorded on its own: the plan's one write, milliseconds, and nothing reads it after a
+# crash (recovery plans a `planning` run again whatever its stage). The run shows `planning`
+# until the plan's record says `apply_pending` or `restoring_plan`.
+_IN_MEMORY_STAGES = frozenset({Stage.SAVING_PLAN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,10 +331,11 @@ class RunPipeline:
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
-        task or hook passes without a database write (it is on the queue-latency path). The
+        task or hook, and `saving_plan`, pass without a database write of their own. The
         timeout of a stage of tfward's own does not run while storage fails."""
         checks = any(str(stage) in a.stages for a in self.ws.run_tasks) or self.hooks.at(stage)
-        if stage is not self._recorded_stage and (stage not in _TASK_STAGES or checks):
+        recorded = stage not in _IN_MEMORY_STAGES and (stage not in _TASK_STAGES or checks)
+        if stage is not self._recorded_stage and recorded:
             await self._transition(lambda r: model.enter_stage(r, stage))
         self.stage = stage
         logs.bind(stage=str(stage))

@@ -3,7 +3,8 @@
 - `notify_created`: a new run (`run:created`), from `runs.create_run` (written `done` when no
   destination wants it);
 - `after_finish`: an applied run that stored a new state version queues a `run_trigger` per
-  downstream workspace and a `drift_clear`, from the termination funnel's final transaction;
+  downstream workspace and, when its workspace is marked drifted, a `drift_clear`, from the
+  termination funnel's final transaction;
 - `inventory_sync`: every stored state version, from `states.store`.
 
 Every row has an idempotency key derived from its cause, so a retried transaction or a re-run
@@ -19,7 +20,7 @@ from sqlalchemy import Connection, select
 from tfward.runs.model import Run, Status
 
 from . import outbox as outbox_store
-from .tables import state_versions
+from .tables import state_versions, workspace_drift
 
 
 def notify_created(conn: Connection, run: Run, workspace_id: str, *, wanted: bool = True) -> None:
@@ -48,7 +49,9 @@ def after_finish(
     conn: Connection, run: Run, workspace_id: str, downstream: Sequence[str]
 ) -> None:
     """Follow-ups of a run that ended `applied` having stored a new state version: a
-    `run_trigger` row per downstream workspace and a `drift_clear` row. Nothing otherwise."""
+    `run_trigger` row per downstream workspace and a `drift_clear` row if the workspace is
+    marked drifted (no later check can mark it before this transaction commits: drift checks
+    are runs of the same workspace). Nothing otherwise."""
     if run.status is not Status.APPLIED:
         return
     stored = state_version_of_run(conn, run.id)
@@ -64,6 +67,11 @@ def after_finish(
             key=f"run_trigger:{run.id}:{name}",
             workspace_id=workspace_id,
         )
+    drifted = conn.execute(
+        select(workspace_drift.c.drifted).where(workspace_drift.c.workspace_id == workspace_id)
+    ).scalar()
+    if not drifted:
+        return  # nothing to clear: a job would only find that out
     outbox_store.enqueue(
         conn,
         "drift_clear",
