@@ -4,10 +4,12 @@ Both are run by the driver (`terraform.py`): a session and process group of thei
 to files read as they grow and into the run log (masked there), and on cancel SIGINT to the
 group, the grace period, SIGKILL; the group is reaped before the call returns. The child's PID
 and the stage are recorded on the run right after the spawn (beside the process), so recovery
-can find what a killed daemon left; once the child is reaped its PID is cleared by the run's
-next write (`forget_process`: a stage, the plan's record, the funnel) rather than by a write of
-its own — a recorded PID whose group is gone is harmless, recovery signals it only while it
-leads a live terraform group (docs/architecture.md §2, §5). Terraform commands also hold the
+can find what a killed daemon left — for terraform plan, in the write that enters the stage
+`planning` itself (`entering`: a run in `planning` is planned again after a crash whatever its
+stage). Once the child is reaped its PID is cleared by the run's next write
+(`forget_process`: a stage, the plan's record, the funnel) rather than by a write of its own —
+a recorded PID whose group is gone is harmless, recovery signals it only while it leads a live
+terraform group (docs/architecture.md §2, §5). Terraform commands also hold the
 daemon's process limit (`max_concurrent_runs`); a hook does not (it is not terraform). A run
 has one child at a time, except `terraform show -json` beside the apply
 (docs/architecture.md §3): that one runs `beside`, in a directory of its own, its PID not
@@ -29,7 +31,7 @@ from sqlalchemy import Connection
 
 from tfward.errors import StageFailed
 from tfward.runs.classify import Verdict, classify
-from tfward.runs.model import ErrorKind, Stage
+from tfward.runs.model import ErrorKind, Stage, enter_stage
 from tfward.store import runs as run_store
 from tfward.store.health import disk_ready
 
@@ -122,6 +124,9 @@ class RunChildren:
     remote_state: RemoteStateAccess | None = None
     # A PID is recorded on the run that no write has cleared since its child ended.
     process_recorded: bool = False
+    # A stage written on the run with the next child's PID, in its write: the pipeline's
+    # `planning` (one write where there were two, on the way to terraform's start).
+    entering: Stage | None = None
     _tail: bytes = field(default=b"", repr=False)
 
     async def __call__(
@@ -141,6 +146,8 @@ class RunChildren:
         if self.remote_state is not None:
             await self.remote_state.issue()
             env.update(self.remote_state.env())
+        if self.entering is not None and self.ctx.rt.process_limiter.available_tokens < 1:
+            await self._enter_stage([])  # the run shows its stage while it waits for a slot
         async with self.ctx.rt.process_limiter:
             await disk_ready(self.ctx.rt.store.health)
             self.ctx.log.note(f"terraform {' '.join(args)}" + (" (beside)" if beside else ""))
@@ -193,20 +200,33 @@ class RunChildren:
         """Run one child to its end (`run_terraform`). Its PID is recorded beside it unless it
         runs in a directory of its own (`cwd`: beside another child, whose PID is the one
         recorded); the record is cleared later, by `forget_process`."""
-        stage, store, run_id = self.stage(), self.ctx.rt.store, self.ctx.run_id
+        stage, run_id = self.stage(), self.ctx.run_id
 
         async def started(pid: int) -> None:
             if on_spawn is not None:
                 on_spawn()
             if cwd is None:
                 self.process_recorded = True  # before: a write cancelled after its commit
-                await store.write(lambda c: run_store.set_process(c, run_id, pid, stage))
+                await self._enter_stage([lambda c: run_store.set_process(c, run_id, pid, stage)])
 
         return await run_terraform(
             argv, cwd=cwd or self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
             control=self.control, on_start=started, label=label, nice=nice,
             output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
         )  # fmt: skip
+
+    async def _enter_stage(self, also: list[Callable[[Connection], None]]) -> None:
+        """One write: the stage `entering` (if any; then forgotten), and `also`."""
+        entering, self.entering, run_id = self.entering, None, self.ctx.run_id
+
+        def tx(conn: Connection) -> None:
+            if entering is not None:
+                run_store.transition(conn, run_id, lambda r: enter_stage(r, entering))
+            for fn in also:
+                fn(conn)
+
+        if entering is not None or also:
+            await self.ctx.rt.store.write(tx)
 
     def forget_process(self, conn: Connection) -> None:
         """In the caller's transaction (the run's next write, while no recorded child runs):

@@ -336,7 +336,10 @@ class RunPipeline:
         checks = any(str(stage) in a.stages for a in self.ws.run_tasks) or self.hooks.at(stage)
         recorded = stage not in _IN_MEMORY_STAGES and (stage not in _TASK_STAGES or checks)
         if stage is not self._recorded_stage and recorded:
-            await self._transition(lambda r: model.enter_stage(r, stage))
+            if stage is Stage.PLANNING:
+                self.children.entering = stage  # written with terraform plan's PID
+            else:
+                await self._transition(lambda r: model.enter_stage(r, stage))
         self.stage = stage
         logs.bind(stage=str(stage))
         timeout = self._timeout(stage)
