@@ -179,10 +179,10 @@ class OutboxWorker:
                 if reclaim:
                     await self._reclaim()
                     reclaim = False
-                claimed = await self._claim(nursery, free) if free > 0 else 0
+                claimed, due = await self._claim(nursery, free) if free > 0 else (0, None)
                 if free > 0 and claimed == free:
                     continue  # maybe more are due
-                await self._sleep(free, claimed)
+                await self._sleep(free, claimed, due)
                 failures = 0
                 storage.reset()
             except StorageUnavailable:  # said once by the store's health; wait for it
@@ -199,10 +199,20 @@ class OutboxWorker:
         if count:
             log.warning("outbox: %d rows a previous process left running re-queued", count)
 
-    async def _claim(self, nursery: trio.Nursery, free: int) -> int:
+    async def _claim(
+        self, nursery: trio.Nursery, free: int
+    ) -> tuple[int, tuple[datetime | None] | None]:
+        """Claim and start up to `free` due rows; how many, and when none was due, when the
+        next one will be (read with the same look: `_sleep` need not read it again)."""
         exclude = frozenset(self.in_flight)
-        if not await self.rt.store.read(lambda c: outbox_store.has_due(c, now(), exclude)):
-            return 0
+
+        def look(conn: Connection) -> tuple[datetime | None] | None:
+            if outbox_store.has_due(conn, now(), exclude):
+                return None
+            return (outbox_store.next_due(conn, exclude),)
+
+        if (due := await self.rt.store.read(look)) is not None:
+            return 0, due
         lease = self.lease
         claimed = await self.rt.store.write(
             lambda c: outbox_store.claim(c, now(), free, lease, exclude, self.rt.node_id)
@@ -211,15 +221,18 @@ class OutboxWorker:
             self.limiter.acquire_on_behalf_of_nowait(job.id)
             self.in_flight[job.id] = job
             nursery.start_soon(self._run_job, job, name=f"outbox-{job.kind}-{job.id}")
-        return len(claimed)
+        return len(claimed), None
 
-    async def _sleep(self, free: int, claimed: int) -> None:
+    async def _sleep(self, free: int, claimed: int, known: tuple[datetime | None] | None) -> None:
+        """Until a row may be due (`known`: when, as `_claim` read it), or a wake-up."""
         if self._stopping:
             return
         delay = MAX_IDLE
         if free > 0:
-            exclude = frozenset(self.in_flight)
-            due = await self.rt.store.read(lambda c: outbox_store.next_due(c, exclude))
+            if known is None:
+                exclude = frozenset(self.in_flight)
+                known = (await self.rt.store.read(lambda c: outbox_store.next_due(c, exclude)),)
+            (due,) = known
             if due is not None:
                 delay = min(MAX_IDLE, max(0.0, (due - now()).total_seconds()))
             if not claimed:
