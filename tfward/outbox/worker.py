@@ -14,7 +14,8 @@
 - A job never outlives half its lease; a row whose lease ran out (its process died or hung) is
   claimable again, and every write about an attempt checks the attempt still owns the row.
 - The worker wakes when a row becomes due (the store publishes the outbox's change key when a
-  row is queued, retried or re-queued: store/changes.py), when one of its jobs ends, and
+  row is queued, retried or re-queued: store/changes.py; `COALESCE` later, so that one look
+  takes what a burst of commits queued), when one of its jobs ends, and
   otherwise at the next due time (at most MAX_IDLE, which also catches rows another process
   queued).
 - Rows done, and notification delivery attempts, older than `[outbox] keep` are deleted in
@@ -62,6 +63,10 @@ HANDLERS: Mapping[str, Handler] = {
 MAX_IDLE = 30.0
 # Shortest sleep when rows looked due but none could be claimed (another worker took them).
 MIN_POLL = 0.05
+# How long the worker lets a burst of commits settle before it looks at newly queued rows: a
+# run's end queues its inventory sync and then its notification a few milliseconds apart, and
+# the run's own last writes (the state, the funnel) go first; one look claims both.
+COALESCE = 0.05
 # Pruning: how often (at most), and rows per write (short transactions, runs go on meanwhile).
 PRUNE_EVERY = 3600.0
 PRUNE_BATCH = 500
@@ -123,12 +128,16 @@ class OutboxWorker:
             self.stopped.set()
 
     async def _watch_queue(self) -> None:
-        """Wake the loop whenever a row became due (the outbox's change key). Ends when the
-        hub closes (the daemon stops serving; the worker has stopped before that)."""
+        """Wake the loop whenever a row became due (the outbox's change key), `COALESCE`
+        seconds after, once for all the rows queued meanwhile. Ends when the hub closes (the
+        daemon stops serving; the worker has stopped before that)."""
         hub = self.rt.store.changes
         with hub.subscribe(OUTBOX) as queued:
             while not hub.closed:
                 if await queued.wait():
+                    await trio.sleep(COALESCE)
+                    if queued.pending:
+                        await queued.wait()  # queued meanwhile: the same look sees it
                     self._wake.set()
 
     async def _prune(self) -> None:
