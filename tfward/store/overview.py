@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, select
 from tfward.runs.model import Status
 
 from .tables import runs, state_versions, workspace_drift, workspaces
-from .workspaces import Lock, locks_of
+from .workspaces import Lock, lock_of_each
 
 _SLOT = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
 
@@ -65,7 +65,7 @@ def summaries(conn: Connection, ws_ids: Sequence[str] | None = None) -> list[Sum
             .group_by(runs.c.workspace_id)
         ).all()
     )
-    locks = locks_of(conn, ids)
+    locks = lock_of_each(conn, ids)
     drift = {
         row.workspace_id: {
             "drifted": bool(row.drifted),

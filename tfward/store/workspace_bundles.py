@@ -27,7 +27,7 @@ from . import cluster, drift, inventory, states
 from . import runs as run_store
 from .states import StateVersion
 from .tables import workspaces
-from .workspaces import Lock, WorkspaceIds, configured_ids, locks_of
+from .workspaces import Lock, WorkspaceIds, configured_ids, lock_of_each
 
 # The runs that hold a workspace's slot; the oldest of them is its current run.
 SLOT = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
@@ -35,6 +35,8 @@ SLOT = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
+    """One workspace's facts as the API shows them (daemon/api/routes_workspaces.py)."""
+
     id: str
     name: str
     current_run: Run | None  # the oldest run in SLOT
@@ -61,7 +63,7 @@ def bundles(
     current = run_store.oldest_of_each(conn, wanted, SLOT)
     queued = run_store.count_of_each(conn, wanted, Status.PENDING)
     latest = states.current_of_each(conn, wanted)
-    locks = locks_of(conn, wanted)
+    locks = lock_of_each(conn, wanted)
     owners = cluster.owner_of_each(conn, wanted)
     synced = inventory.sync_status_of_each(conn, wanted, now() if when is None else when)
     drifts = drift.view_of_each(conn, wanted)

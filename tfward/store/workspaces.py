@@ -103,7 +103,7 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
     return None if row is None else lock_from_row(row)
 
 
-def locks_of(conn: Connection, ws_ids: WorkspaceIds) -> dict[str, Lock]:
+def lock_of_each(conn: Connection, ws_ids: WorkspaceIds) -> dict[str, Lock]:
     """The lock of each of the workspaces `ws_ids` that has one, in one statement."""
     rows = conn.execute(select(workspace_locks).where(workspace_locks.c.workspace_id.in_(ws_ids)))
     return {row.workspace_id: lock_from_row(row) for row in rows}
