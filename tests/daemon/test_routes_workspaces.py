@@ -30,7 +30,7 @@ output "echo" {
 """
 
 
-def record_drift(daemon: Daemon, name: str, plan_id: str, addresses: list[str]) -> None:
+async def record_drift(daemon: Daemon, name: str, plan_id: str, addresses: list[str]) -> None:
     """The finished plan `plan_id` of `name` recorded as a drift check that found `addresses`
     (through the store function a check's run calls: a real check would need drift made behind
     terraform's back and a scheduler that keeps queueing checks while the test compares)."""
@@ -39,7 +39,7 @@ def record_drift(daemon: Daemon, name: str, plan_id: str, addresses: list[str]) 
         ws_id = ws_store.workspace_id(conn, name)
         assert drift.record_check(conn, ws_id, name, plan_id, addresses, now())
 
-    daemon.store.run_sync(tx)
+    await daemon.store.write(tx)
 
 
 async def listed(api: Api) -> dict[str, dict[str, Any]]:
@@ -71,7 +71,7 @@ async def test_the_lists_entry_for_each_workspace_is_exactly_its_own_get(tmp_pat
         queued = [(await api.create_run("busy"))["id"] for _ in range(2)]
         await api.wait(applied["id"], "applied")
         await api.wait(plan["id"], "planned_and_finished")
-        record_drift(daemon, "drifted", plan["id"], ["demo_thing.this[0]"])
+        await record_drift(daemon, "drifted", plan["id"], ["demo_thing.this[0]"])
 
         async def synced() -> bool:
             inventory = (await api.workspace("secret"))["inventory"]
