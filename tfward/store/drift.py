@@ -21,6 +21,7 @@ from . import runs as run_store
 from . import states
 from .changes import Key, touch
 from .tables import runs, workspace_drift
+from .workspaces import WorkspaceIds
 
 
 def _row(conn: Connection, ws_id: str) -> Any:
@@ -101,8 +102,16 @@ def clear(conn: Connection, ws_id: str, run_id: str, serial: int, when: datetime
 
 def view(conn: Connection, ws_id: str) -> dict[str, Any] | None:
     row = _row(conn, ws_id)
-    if row is None:
-        return None
+    return None if row is None else _view(row)
+
+
+def view_of_each(conn: Connection, ws_ids: WorkspaceIds) -> dict[str, dict[str, Any]]:
+    """`view` of each of the workspaces `ws_ids` that was ever checked, in one statement."""
+    rows = conn.execute(select(workspace_drift).where(workspace_drift.c.workspace_id.in_(ws_ids)))
+    return {row.workspace_id: _view(row) for row in rows}
+
+
+def _view(row: Any) -> dict[str, Any]:
     return {
         "drifted": bool(row.drifted),
         "addresses": list(row.addresses),

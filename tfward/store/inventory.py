@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from .changes import Key, touch
 from .tables import inventory_resources, inventory_syncs, workspaces
+from .workspaces import WorkspaceIds
 
 SYNCING, SYNCED, FAILED, INTERRUPTED = "syncing", "synced", "failed", "interrupted"
 
@@ -142,8 +143,18 @@ def sync_status(conn: Connection, ws_id: str, when: datetime) -> dict[str, Any] 
     """The workspace's sync status for the API; a `syncing` mark past its lease reads
     `interrupted` (the job will run again)."""
     row = _status_row(conn, ws_id)
-    if row is None:
-        return None
+    return None if row is None else _status_view(row, when)
+
+
+def sync_status_of_each(
+    conn: Connection, ws_ids: WorkspaceIds, when: datetime
+) -> dict[str, dict[str, Any]]:
+    """`sync_status` of each of the workspaces `ws_ids` that has one, in one statement."""
+    rows = conn.execute(select(inventory_syncs).where(inventory_syncs.c.workspace_id.in_(ws_ids)))
+    return {row.workspace_id: _status_view(row, when) for row in rows}
+
+
+def _status_view(row: Any, when: datetime) -> dict[str, Any]:
     status = row.status
     if status == SYNCING and (row.lease_expires_at is None or row.lease_expires_at <= when):
         status = INTERRUPTED

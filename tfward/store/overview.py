@@ -18,8 +18,8 @@ from sqlalchemy import Connection, func, select
 
 from tfward.runs.model import Status
 
-from .tables import runs, state_versions, workspace_drift, workspace_locks, workspaces
-from .workspaces import Lock, lock_from_row
+from .tables import runs, state_versions, workspace_drift, workspaces
+from .workspaces import Lock, lock_of_each
 
 _SLOT = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
 
@@ -65,7 +65,7 @@ def summaries(conn: Connection, ws_ids: Sequence[str] | None = None) -> list[Sum
             .group_by(runs.c.workspace_id)
         ).all()
     )
-    locks = _locks(conn, ids)
+    locks = lock_of_each(conn, ids)
     drift = {
         row.workspace_id: {
             "drifted": bool(row.drifted),
@@ -137,11 +137,6 @@ def _runs(conn: Connection, ids: list[str]) -> tuple[dict[str, RunBrief], dict[s
     for row in conn.execute(slot):
         current[row.workspace_id] = _brief(row)  # the oldest comes last and stays
     return latest, current
-
-
-def _locks(conn: Connection, ids: list[str]) -> dict[str, Lock]:
-    rows = conn.execute(select(workspace_locks).where(workspace_locks.c.workspace_id.in_(ids)))
-    return {row.workspace_id: lock_from_row(row) for row in rows}
 
 
 def _last_applied(conn: Connection, ids: list[str]) -> dict[str, datetime]:

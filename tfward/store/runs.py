@@ -24,6 +24,7 @@ from tfward.runs.model import (
 from . import followups
 from .changes import Key, touch, touch_with
 from .tables import configuration_versions, release_items, run_timeline, runs, workspaces
+from .workspaces import WorkspaceIds
 
 
 def run_from_row(row: Row[Any], workspace_name: str) -> Run:
@@ -365,6 +366,30 @@ def list_runs(
     if offset:
         query = query.offset(offset)
     return [run_from_row(row, row.workspace_name) for row in conn.execute(query)]
+
+
+def oldest_of_each(
+    conn: Connection, ws_ids: WorkspaceIds, statuses: Sequence[Status]
+) -> dict[str, Run]:
+    """Each of the workspaces `ws_ids`' oldest run in `statuses` (what `list_runs(...,
+    statuses=statuses, limit=1, oldest_first=True)` gives for one), in one statement."""
+    oldest = (
+        select(func.min(runs.c.seq))
+        .where(runs.c.workspace_id.in_(ws_ids), runs.c.status.in_([str(s) for s in statuses]))
+        .group_by(runs.c.workspace_id)
+    )
+    rows = conn.execute(_SELECT.where(runs.c.seq.in_(oldest)))
+    return {row.workspace_id: run_from_row(row, row.workspace_name) for row in rows}
+
+
+def count_of_each(conn: Connection, ws_ids: WorkspaceIds, status: Status) -> dict[str, int]:
+    """How many runs each of the workspaces `ws_ids` has in `status` (none: left out)."""
+    rows = conn.execute(
+        select(runs.c.workspace_id, func.count())
+        .where(runs.c.workspace_id.in_(ws_ids), runs.c.status == str(status))
+        .group_by(runs.c.workspace_id)
+    )
+    return {str(ws_id): int(count) for ws_id, count in rows}
 
 
 def in_flight(conn: Connection) -> list[tuple[Run, int | None]]:

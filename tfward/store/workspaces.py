@@ -9,12 +9,12 @@ terraform's http backend is a user lock that also carries terraform's lock ID an
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tfward.errors import NotFound, WorkspaceLocked
@@ -54,6 +54,16 @@ class Lock:
         return lock_id is not None and self.terraform is not None and self.terraform.id == lock_id
 
 
+# Which workspaces a read of many is about: their ids, or a SELECT of them (`configured_ids`).
+WorkspaceIds = Collection[str] | Select[tuple[str]]
+
+
+def configured_ids() -> Select[tuple[str]]:
+    """The ids of the configured workspaces, as a subquery for `IN`: no bound variable per
+    workspace, whatever their number."""
+    return select(workspaces.c.id).where(workspaces.c.configured.is_(True))
+
+
 def sync_configured(conn: Connection, names: Iterable[str]) -> dict[str, str]:
     """Create rows for configured workspaces, flag the others unconfigured; name -> id."""
     wanted = set(names)
@@ -91,6 +101,12 @@ def get_lock(conn: Connection, ws_id: str) -> Lock | None:
         select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
     ).first()
     return None if row is None else lock_from_row(row)
+
+
+def lock_of_each(conn: Connection, ws_ids: WorkspaceIds) -> dict[str, Lock]:
+    """The lock of each of the workspaces `ws_ids` that has one, in one statement."""
+    rows = conn.execute(select(workspace_locks).where(workspace_locks.c.workspace_id.in_(ws_ids)))
+    return {row.workspace_id: lock_from_row(row) for row in rows}
 
 
 def lock_from_row(row: Any) -> Lock:

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 from quart_trio import QuartTrio
 from sqlalchemy import Connection
 
-from tfward.ids import now
-from tfward.store import drift as drift_store
 from tfward.store import inventory
 from tfward.store import workspaces as ws_store
 
@@ -41,13 +39,12 @@ def resource_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def followup_views(conn: Connection, ws_id: str) -> dict[str, Any]:
-    """The inventory sync status and the drift of a workspace, for the workspace view."""
-    sync = inventory.sync_status(conn, ws_id, now())
-    found = drift_store.view(conn, ws_id)
+def followup_views(sync: dict[str, Any] | None, drift: dict[str, Any] | None) -> dict[str, Any]:
+    """The inventory sync status (`inventory.sync_status`) and the drift (`drift.view`) of a
+    workspace, as the workspace view shows them."""
     return {
         "inventory": plain(sync) if sync else None,
-        "drift": plain(found) if found else {"drifted": False, "addresses": [], "checked_at": None},
+        "drift": plain(drift) if drift else {"drifted": False, "addresses": [], "checked_at": None},
     }
 
 

@@ -14,12 +14,10 @@ from tfward.actors.workspace import LockChanged
 from tfward.errors import InvalidTransition
 from tfward.ids import rfc3339
 from tfward.runs.masking import SecretMask
-from tfward.runs.model import Status
-from tfward.store import audit, states
-from tfward.store import cluster as cluster_store
-from tfward.store import runs as run_store
+from tfward.store import audit
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction
+from tfward.store.workspace_bundles import Bundle, bundles
 
 from . import audited, auth, streams
 from .body import json_object
@@ -29,27 +27,28 @@ from .views import lock_view, run_view, secret_mask, state_version_view
 if TYPE_CHECKING:
     from tfward.daemon.service import Daemon
 
-_ACTIVE = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
-
-
-def workspace_view(conn: Connection, ws_id: str, name: str, mask: SecretMask) -> dict[str, Any]:
-    """The workspace as the API shows it; `mask`: its secrets (`views.secret_mask`)."""
-    current = run_store.list_runs(
-        conn, workspace_id=ws_id, statuses=_ACTIVE, limit=1, oldest_first=True
-    )
-    queued = run_store.list_runs(conn, workspace_id=ws_id, statuses=(Status.PENDING,), limit=1000)
-    latest = states.current(conn, ws_id)
+def workspace_view(bundle: Bundle, mask: SecretMask) -> dict[str, Any]:
+    """The workspace as the API shows it, from its bundle (`store/workspace_bundles.py`);
+    `mask`: its secrets (`views.secret_mask`)."""
+    current, latest = bundle.current_run, bundle.latest_state
     return {
-        "id": ws_id,
-        "name": name,
-        "lock": lock_view(ws_store.get_lock(conn, ws_id)),
+        "id": bundle.id,
+        "name": bundle.name,
+        "lock": lock_view(bundle.lock),
         # The daemon that drives the workspace now (docs/architecture.md §15).
-        "owner": cluster_store.owner_of(conn, ws_id),
-        "current_run": run_view(current[0]) if current else None,
-        "queued_runs": len(queued),
+        "owner": bundle.owner,
+        "current_run": run_view(current) if current else None,
+        "queued_runs": bundle.queued_runs,
         "latest_state_version": state_version_view(latest, mask) if latest else None,
-        **followup_views(conn, ws_id),  # "inventory" sync status and "drift"
+        **followup_views(bundle.inventory, bundle.drift),  # "inventory" sync status and "drift"
     }
+
+
+def view_of(conn: Connection, ws_id: str, mask: SecretMask) -> dict[str, Any]:
+    """The view of one workspace, read by the list's own function (one code path: the list
+    and the show cannot disagree)."""
+    (bundle,) = bundles(conn, [ws_id])
+    return workspace_view(bundle, mask)
 
 
 def register(app: QuartTrio, daemon: Daemon) -> None:
@@ -59,9 +58,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def list_workspaces() -> dict[str, Any]:
         def load(conn: Connection) -> list[dict[str, Any]]:
             return [
-                workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
-                for ws_id, name, configured in ws_store.list_workspaces(conn)
-                if configured
+                workspace_view(bundle, secret_mask(daemon.config, bundle.name))
+                for bundle in bundles(conn)
             ]
 
         return {"data": await store.read(load)}
@@ -69,9 +67,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.get("/api/v1/workspaces/<name>")
     async def show_workspace(name: str) -> dict[str, Any]:
         def load(conn: Connection) -> dict[str, Any]:
-            return workspace_view(
-                conn, ws_store.workspace_id(conn, name), name, secret_mask(daemon.config, name)
-            )
+            ws_id = ws_store.workspace_id(conn, name)
+            return view_of(conn, ws_id, secret_mask(daemon.config, name))
 
         return {"data": await store.read(load)}
 
@@ -104,7 +101,7 @@ async def lock_action(daemon: Daemon, name: str, action: str, reason: str | None
             ws_store.acquire_lock(conn, ws_id, run_id=None, by=user, reason=reason)
         else:
             ws_store.release_lock(conn, ws_id, by=user)
-        return workspace_view(conn, ws_id, name, secret_mask(daemon.config, name))
+        return view_of(conn, ws_id, secret_mask(daemon.config, name))
 
     if action == "force-unlock":
         tried = audited.attempt(AuditAction.FORCE_UNLOCK, f"workspace {name}")
@@ -135,4 +132,4 @@ def _force_unlock(
         "locked_at": rfc3339(held.locked_at),
     }
     audit.record(conn, tried, detail={"lock": lock, "reason": reason})
-    return workspace_view(conn, ws_id, name, mask)
+    return view_of(conn, ws_id, mask)
