@@ -9,7 +9,8 @@ say what the run now is (a transition reads and writes the whole run in its tran
 run is kept, to be encoded when first asked for, and nothing is read. Other changes drop the
 entry, and the next caller reads the run once. A read that raced a change is not kept (an
 epoch counts changes). Entries also expire after the hub's fallback interval, so a change made
-by another process shows within it, as everywhere else (docs/architecture.md §13). At most `size` runs are kept, least recently used out first.
+by another process shows within it, as everywhere else (docs/architecture.md §13). At most
+`size` runs are kept, least recently used out first.
 
 The JSON is encoded exactly as Quart's `jsonify` would (sorted keys, compact, ASCII, a final
 newline), so the bytes do not depend on which path served them (fastpath.py).
