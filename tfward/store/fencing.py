@@ -21,7 +21,7 @@ import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from tfward.errors import FencedOut
 
@@ -67,14 +67,19 @@ def current() -> Fence | None:
     return _FENCE.get()
 
 
+# Built once (every write of a workspace's actor runs it): the row still names this daemon.
+_HELD = select(workspace_leases.c.epoch).where(
+    workspace_leases.c.workspace_id == bindparam("ws_id"),
+    workspace_leases.c.owner == bindparam("node_id"),
+    workspace_leases.c.epoch == bindparam("epoch"),
+)
+_HELD_SHARED = _HELD.with_for_update(read=True)
+
+
 def check(conn: Connection, fence: Fence) -> None:
-    """Raise FencedOut unless the lease row still names this daemon at this epoch."""
-    query = select(workspace_leases.c.epoch).where(
-        workspace_leases.c.workspace_id == fence.workspace_id,
-        workspace_leases.c.owner == fence.node_id,
-        workspace_leases.c.epoch == fence.epoch,
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    if conn.execute(query).first() is None:
+    """Raise FencedOut unless the lease row still names this daemon at this epoch (on
+    PostgreSQL the row is locked FOR SHARE until the commit: no takeover commits meanwhile)."""
+    query = _HELD_SHARED if conn.dialect.name == "postgresql" else _HELD
+    params = {"ws_id": fence.workspace_id, "node_id": fence.node_id, "epoch": fence.epoch}
+    if conn.execute(query, params).first() is None:
         raise FencedOut(fence.workspace_id, fence.node_id, fence.epoch)

@@ -289,13 +289,15 @@ class TimelineEntry:
     at: datetime
 
 
+_INSERT_TIMELINE = insert(run_timeline)
+
+
 def _record_timeline(
     conn: Connection, run_id: str, status: Status, stage: Stage | None, at: datetime
 ) -> None:
     conn.execute(
-        insert(run_timeline).values(
-            run_id=run_id, status=str(status), stage=str(stage) if stage else None, at=at
-        )
+        _INSERT_TIMELINE,
+        {"run_id": run_id, "status": str(status), "stage": str(stage) if stage else None, "at": at},
     )
 
 
