@@ -10,7 +10,8 @@ reviews first does not wait for it: its apply starts, and `show -json` runs besi
   there terraform would read the state the apply is writing, and call the plan stale as soon as
   the apply wrote any. Its output files go with the run's others.
 - **When**: once the apply's terraform runs — the apply takes its process slot first;
-  `max_concurrent_runs` counts both. Its PID is not recorded (the apply's is); recovery finds
+  `max_concurrent_runs` counts both. At niceness 19 (children.py `BESIDE_NICE`): the apply
+  comes first for the CPU. Its PID is not recorded (the apply's is); recovery finds
   it by its working directory, under the run directory. Its time limit is the plan timeout.
 - **Its outcome is stored as soon as it has one**: the masked JSON, and the change counts
   from it (until then they are terraform's `Plan:` line); or, when it fails, the stored
