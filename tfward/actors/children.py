@@ -147,7 +147,7 @@ class RunChildren:
             await self.remote_state.issue()
             env.update(self.remote_state.env())
         if self.entering is not None and self.ctx.rt.process_limiter.available_tokens < 1:
-            await self._enter_stage([])  # the run shows its stage while it waits for a slot
+            await self._enter_stage()  # the run shows its stage while it waits for a slot
         async with self.ctx.rt.process_limiter:
             await disk_ready(self.ctx.rt.store.health)
             self.ctx.log.note(f"terraform {' '.join(args)}" + (" (beside)" if beside else ""))
@@ -207,7 +207,7 @@ class RunChildren:
                 on_spawn()
             if cwd is None:
                 self.process_recorded = True  # before: a write cancelled after its commit
-                await self._enter_stage([lambda c: run_store.set_process(c, run_id, pid, stage)])
+                await self._enter_stage(lambda c: run_store.set_process(c, run_id, pid, stage))
 
         return await run_terraform(
             argv, cwd=cwd or self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
@@ -215,17 +215,17 @@ class RunChildren:
             output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
         )  # fmt: skip
 
-    async def _enter_stage(self, also: list[Callable[[Connection], None]]) -> None:
+    async def _enter_stage(self, also: Callable[[Connection], None] | None = None) -> None:
         """One write: the stage `entering` (if any; then forgotten), and `also`."""
         entering, self.entering, run_id = self.entering, None, self.ctx.run_id
 
         def tx(conn: Connection) -> None:
             if entering is not None:
                 run_store.transition(conn, run_id, lambda r: enter_stage(r, entering))
-            for fn in also:
-                fn(conn)
+            if also is not None:
+                also(conn)
 
-        if entering is not None or also:
+        if entering is not None or also is not None:
             await self.ctx.rt.store.write(tx)
 
     def forget_process(self, conn: Connection) -> None:

@@ -31,6 +31,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import httpx
 import trio
@@ -70,6 +71,12 @@ COALESCE = 0.05
 # Pruning: how often (at most), and rows per write (short transactions, runs go on meanwhile).
 PRUNE_EVERY = 3600.0
 PRUNE_BATCH = 500
+
+
+class _NextDue(NamedTuple):
+    """When the next queued row becomes claimable (`at` None: no row is queued)."""
+
+    at: datetime | None
 
 
 class OutboxWorker:
@@ -208,17 +215,15 @@ class OutboxWorker:
         if count:
             log.warning("outbox: %d rows a previous process left running re-queued", count)
 
-    async def _claim(
-        self, nursery: trio.Nursery, free: int
-    ) -> tuple[int, tuple[datetime | None] | None]:
+    async def _claim(self, nursery: trio.Nursery, free: int) -> tuple[int, _NextDue | None]:
         """Claim and start up to `free` due rows; how many, and when none was due, when the
         next one will be (read with the same look: `_sleep` need not read it again)."""
         exclude = frozenset(self.in_flight)
 
-        def look(conn: Connection) -> tuple[datetime | None] | None:
+        def look(conn: Connection) -> _NextDue | None:
             if outbox_store.has_due(conn, now(), exclude):
                 return None
-            return (outbox_store.next_due(conn, exclude),)
+            return _NextDue(outbox_store.next_due(conn, exclude))
 
         if (due := await self.rt.store.read(look)) is not None:
             return 0, due
@@ -232,7 +237,7 @@ class OutboxWorker:
             nursery.start_soon(self._run_job, job, name=f"outbox-{job.kind}-{job.id}")
         return len(claimed), None
 
-    async def _sleep(self, free: int, claimed: int, known: tuple[datetime | None] | None) -> None:
+    async def _sleep(self, free: int, claimed: int, known: _NextDue | None) -> None:
         """Until a row may be due (`known`: when, as `_claim` read it), or a wake-up."""
         if self._stopping:
             return
@@ -240,8 +245,10 @@ class OutboxWorker:
         if free > 0:
             if known is None:
                 exclude = frozenset(self.in_flight)
-                known = (await self.rt.store.read(lambda c: outbox_store.next_due(c, exclude)),)
-            (due,) = known
+                known = _NextDue(
+                    await self.rt.store.read(lambda c: outbox_store.next_due(c, exclude))
+                )
+            due = known.at
             if due is not None:
                 delay = min(MAX_IDLE, max(0.0, (due - now()).total_seconds()))
             if not claimed:
