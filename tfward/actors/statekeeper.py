@@ -65,10 +65,11 @@ async def keep(
     guard: Callable[[Connection], None] | None = None,
 ) -> StateVersion | None:
     """Write the backup file (sealed), then store the state version (serial and lineage
-    checked, and `guard` in the same transaction); old backups of stored states are pruned
-    after. None when the state is the current one already. Raises StateRejected naming the
-    backup file. A storage fault is waited out in a patient context; cancellation: the
-    database write commits or rolls back before this returns (Store.write)."""
+    checked, and `guard` in the same transaction, as is the inventory's sync with it); old
+    backups of stored states are pruned after. None when the state is the current one
+    already. Raises StateRejected naming the backup file. A storage fault is waited out in a
+    patient context; cancellation: the database write commits or rolls back before this
+    returns (Store.write)."""
     write = functools.partial(
         backups.write,
         rt.state_backups(workspace),
@@ -77,11 +78,17 @@ async def keep(
         rt.store.sealer,
     )
     backup = await file_op(rt.store.health, write, where="state backup")
+    try:
+        secrets: list[str] | None = rt.config.workspace(workspace).sensitive_values()
+    except KeyError:
+        secrets = None  # it left the config: the inventory_sync job syncs it, as for others
 
     def tx(conn: Connection) -> StateVersion | None:
         if guard is not None:
             guard(conn)
-        return states.store(conn, ws_id, parsed, kind=kind, run_id=run_id, created_by=created_by)
+        return states.store(
+            conn, ws_id, parsed, kind=kind, run_id=run_id, created_by=created_by, secrets=secrets
+        )
 
     try:
         version = await rt.store.write(tx)

@@ -25,8 +25,8 @@ from tfward.store import drift as drift_store
 from tfward.store import inventory as inventory_store
 from tfward.store import runs as run_store
 from tfward.store import states
+from tfward.store.resources import resources_of
 
-from .inventory import resources_of
 from .jobs import JobContext, PermanentFailure
 
 log = logging.getLogger(__name__)

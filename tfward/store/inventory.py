@@ -1,8 +1,11 @@
 """Persistence of the resource inventory: the resources of each workspace's newest synced state.
 
-A sync is two short transactions around the parsing: `begin_sync` marks the workspace
-`syncing` with `started_at` and a lease, `complete_sync` replaces the workspace's resources and
-marks it `synced`. A sync for a state older than (or the same as) the one already synced does
+A state the daemon stores itself (after an apply, for terraform's http backend) is synced in
+the transaction that stores it (`sync`): the inventory never lags behind it. Any other (a
+rollback, a state whose resources could not be read there) is synced by an `inventory_sync`
+job, in two short transactions around the parsing: `begin_sync` marks the workspace `syncing`
+with `started_at` and a lease, `complete_sync` replaces the workspace's resources and marks it
+`synced`. A sync for a state older than (or the same as) the one already synced does
 nothing, so a late or retried sync never overwrites a newer inventory. A `syncing` mark whose
 lease ran out is shown as `interrupted`, and the outbox re-runs the job: nothing stays
 `syncing` (seed H6).
@@ -83,6 +86,40 @@ def complete_sync(
     if row is not None and row.synced_serial is not None and row.synced_serial >= serial:
         _end_syncing(conn, ws_id, sv_id, SYNCED, None)
         return False
+    _replace(conn, ws_id, sv_id, serial, resources, when)
+    return True
+
+
+def sync(
+    conn: Connection,
+    ws_id: str,
+    sv_id: str,
+    serial: int,
+    resources: Sequence[Resource],
+    when: datetime,
+) -> bool:
+    """Sync the inventory to state `sv_id` in the caller's transaction — the one that stores
+    that state, so no job and no `syncing` mark are needed. False (nothing changed) when a
+    state at least as new is synced already."""
+    touch(conn, Key.workspace(ws_id))
+    row = _status_row(conn, ws_id)
+    if row is not None and row.synced_serial is not None and row.synced_serial >= serial:
+        return False
+    if row is None:
+        conn.execute(insert(inventory_syncs), {"workspace_id": ws_id, "status": SYNCED})
+    _replace(conn, ws_id, sv_id, serial, resources, when)
+    return True
+
+
+def _replace(
+    conn: Connection,
+    ws_id: str,
+    sv_id: str,
+    serial: int,
+    resources: Sequence[Resource],
+    when: datetime,
+) -> None:
+    """The workspace's resources become `resources` (of state `sv_id`), marked `synced`."""
     conn.execute(delete(inventory_resources).where(inventory_resources.c.workspace_id == ws_id))
     if resources:
         conn.execute(
@@ -119,7 +156,6 @@ def complete_sync(
             error=None,
         )
     )
-    return True
 
 
 def fail_sync(conn: Connection, ws_id: str, sv_id: str, error: str) -> None:

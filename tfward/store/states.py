@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,8 +24,9 @@ from tfward.errors import NotFound, StateRejected
 from tfward.ids import new_id, now
 from tfward.runs.masking import SecretMask
 
-from . import followups, sealing
+from . import followups, inventory, sealing
 from .changes import Key, touch
+from .resources import resources_of
 from .tables import state_versions
 from .workspaces import WorkspaceIds
 
@@ -227,9 +229,12 @@ def store(
     run_id: str | None,
     rolled_back_from: str | None = None,
     created_by: str | None = None,
+    secrets: Iterable[str] | None = None,
 ) -> StateVersion | None:
     """Store `state` as the new current version. Returns None when it equals the current one.
-    Raises StateRejected for another lineage or a serial that does not move forward."""
+    Raises StateRejected for another lineage or a serial that does not move forward. The
+    inventory follows: with `secrets` (the workspace's sensitive values, masked in ids) in
+    this transaction, without them by an `inventory_sync` job (inventory.py)."""
     if check(conn, ws_id, state) is not None:
         return None
     version = StateVersion(
@@ -264,9 +269,25 @@ def store(
         )
     )
     # Every stored version (apply, partial, rollback, ...) refreshes the inventory.
-    followups.inventory_sync(conn, ws_id, version.id, version.serial, run_id)
+    if secrets is None or not _sync_inventory(conn, version, state.raw, secrets):
+        followups.inventory_sync(conn, ws_id, version.id, version.serial, run_id)
     touch(conn, Key.workspace(ws_id))  # its latest state version
     return version
+
+
+def _sync_inventory(
+    conn: Connection, version: StateVersion, raw: bytes, secrets: Iterable[str]
+) -> bool:
+    """Sync the inventory to `version` now; False when its resources cannot be read (the
+    caller queues the job, which records why)."""
+    try:
+        found = resources_of(raw, secrets)
+    except (StateRejected, LookupError, TypeError, AttributeError):
+        return False
+    inventory.sync(
+        conn, version.workspace_id, version.id, version.serial, found, version.created_at
+    )
+    return True
 
 
 def rollback(

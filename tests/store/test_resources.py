@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tfward.errors import StateRejected
-from tfward.outbox.inventory import address, provider_source, resources_of
+from tfward.store.resources import address, provider_source, resources_of
 
 
 def state(*resources: dict[str, object]) -> bytes:
