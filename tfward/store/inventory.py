@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from .changes import Key, touch
 from .tables import inventory_resources, inventory_syncs, workspaces
@@ -39,10 +39,12 @@ class Resource:
     resource_id: str | None
 
 
+# Built once: every stored state reads it (and the workspace view).
+_STATUS_ROW = select(inventory_syncs).where(inventory_syncs.c.workspace_id == bindparam("ws_id"))
+
+
 def _status_row(conn: Connection, ws_id: str) -> Any:
-    return conn.execute(
-        select(inventory_syncs).where(inventory_syncs.c.workspace_id == ws_id)
-    ).first()
+    return conn.execute(_STATUS_ROW, {"ws_id": ws_id}).first()
 
 
 def begin_sync(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from tfward.errors import NotFound, StateRejected
 from tfward.ids import new_id, now
@@ -127,15 +127,20 @@ def _from_row(conn: Connection, row: Any) -> StateVersion:
 
 
 _COLUMNS = [c for c in state_versions.c if c.name != "state"]
+# The current version's reads are built once: a run reads it two or three times (its start,
+# the state kept after its apply), and building them cost more than running them.
+_NEWEST = (
+    state_versions.c.workspace_id == bindparam("ws_id"),
+    state_versions.c.serial.desc(),
+)
+_CURRENT = select(*_COLUMNS).where(_NEWEST[0]).order_by(_NEWEST[1]).limit(1)
+_CURRENT_RAW = select(state_versions.c.state).where(_NEWEST[0]).order_by(_NEWEST[1]).limit(1)
+_SHA256S = select(state_versions.c.sha256).where(_NEWEST[0])
+_INSERT = insert(state_versions)
 
 
 def current(conn: Connection, ws_id: str) -> StateVersion | None:
-    row = conn.execute(
-        select(*_COLUMNS)
-        .where(state_versions.c.workspace_id == ws_id)
-        .order_by(state_versions.c.serial.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_CURRENT, {"ws_id": ws_id}).first()
     return None if row is None else _from_row(conn, row)
 
 
@@ -159,12 +164,7 @@ def current_of_each(conn: Connection, ws_ids: WorkspaceIds) -> dict[str, StateVe
 
 
 def current_raw(conn: Connection, ws_id: str) -> bytes | None:
-    raw = conn.execute(
-        select(state_versions.c.state)
-        .where(state_versions.c.workspace_id == ws_id)
-        .order_by(state_versions.c.serial.desc())
-        .limit(1)
-    ).scalar()
+    raw = conn.execute(_CURRENT_RAW, {"ws_id": ws_id}).scalar()
     return None if raw is None else sealing.unseal(conn, raw, "state")
 
 
@@ -184,9 +184,7 @@ def get_raw(conn: Connection, sv_id: str) -> bytes:
 
 def stored_sha256(conn: Connection, ws_id: str) -> set[str]:
     """The sha256 of every state version of the workspace (what its backups may duplicate)."""
-    rows = conn.execute(
-        select(state_versions.c.sha256).where(state_versions.c.workspace_id == ws_id)
-    )
+    rows = conn.execute(_SHA256S, {"ws_id": ws_id})
     return {str(sha) for (sha,) in rows}
 
 
@@ -252,21 +250,24 @@ def store(
         created_by,
     )
     conn.execute(
-        insert(state_versions).values(
-            id=version.id,
-            workspace_id=ws_id,
-            serial=version.serial,
-            lineage=version.lineage,
-            sha256=version.sha256,
-            state=sealing.seal(conn, state.raw, "state"),
-            outputs=sealing.seal(conn, json.dumps(version.outputs).encode(), sealing.STATE_OUTPUTS),
-            resource_count=version.resource_count,
-            kind=kind,
-            run_id=run_id,
-            rolled_back_from=rolled_back_from,
-            created_at=version.created_at,
-            created_by=created_by,
-        )
+        _INSERT,
+        {
+            "id": version.id,
+            "workspace_id": ws_id,
+            "serial": version.serial,
+            "lineage": version.lineage,
+            "sha256": version.sha256,
+            "state": sealing.seal(conn, state.raw, "state"),
+            "outputs": sealing.seal(
+                conn, json.dumps(version.outputs).encode(), sealing.STATE_OUTPUTS
+            ),
+            "resource_count": version.resource_count,
+            "kind": kind,
+            "run_id": run_id,
+            "rolled_back_from": rolled_back_from,
+            "created_at": version.created_at,
+            "created_by": created_by,
+        },
     )
     # Every stored version (apply, partial, rollback, ...) refreshes the inventory.
     if secrets is None or not _sync_inventory(conn, version, state.raw, secrets):
