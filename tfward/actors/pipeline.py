@@ -278,21 +278,36 @@ class RunPipeline:
             # Nothing reads the plan JSON before the apply: `show -json` runs beside it.
             plan_json = await self.planner.show(run) if reviewed else None
         async with self._stage(Stage.SAVING_PLAN):
-            plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
-            plan_hash = await self.rt.store.write(
-                lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
-            )
+            plan_hash, also = await self._save_plan(plan_json)
         async with self._stage(Stage.POST_PLAN):
             await self._checks(Stage.POST_PLAN)
         self.stage = None
-        run = await self.planner.record(
-            has_changes, plan_hash, plan_json, also=self.children.forget_process
-        )
+        run = await self.planner.record(has_changes, plan_hash, plan_json, also=also)
         self.children.forgotten()
         self._recorded_stage = run.stage  # an auto-apply: `restoring_plan`, entered with it
         if plan_json is None and run.status is Status.APPLYING:
             self.plan_json = PlanJsonBeside(self.ctx, self.planner)
         return run
+
+    async def _save_plan(
+        self, plan_json: bytes | None
+    ) -> tuple[str, Callable[[Connection], None]]:
+        """The plan file's hash, and what the transaction recording the plan also does: clear
+        the ended process and, when no `post_plan` check could read the plan before, store
+        it (one write fewer). With checks it is stored here, before them."""
+        plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
+        checked = self._checked(Stage.POST_PLAN)
+        if checked:
+            await self.rt.store.write(
+                lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
+            )
+
+        def also(conn: Connection) -> None:
+            if not checked:
+                artifacts.put_plan(conn, self.run_id, plan_file, plan_json)
+            self.children.forget_process(conn)
+
+        return artifacts.plan_sha256(plan_file), also
 
     async def _apply_phase(self, run: Run) -> Outcome:
         self.phase = Phase.APPLYING
@@ -327,14 +342,19 @@ class RunPipeline:
         await self.hooks.run(stage)
         await self.tasks.pass_stage(stage)
 
+    def _checked(self, stage: Stage) -> bool:
+        """Whether the check stage `stage` has a run task or a hook to pass."""
+        return any(str(stage) in a.stages for a in self.ws.run_tasks) or bool(self.hooks.at(stage))
+
     @contextlib.asynccontextmanager
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
         task or hook, and `saving_plan`, pass without a database write of their own. The
         timeout of a stage of tfward's own does not run while storage fails."""
-        checks = any(str(stage) in a.stages for a in self.ws.run_tasks) or self.hooks.at(stage)
-        recorded = stage not in _IN_MEMORY_STAGES and (stage not in _TASK_STAGES or checks)
+        recorded = stage not in _IN_MEMORY_STAGES and (
+            stage not in _TASK_STAGES or self._checked(stage)
+        )
         if stage is not self._recorded_stage and recorded:
             if stage is Stage.PLANNING:
                 self.children.entering = stage  # written with terraform plan's PID

@@ -105,10 +105,15 @@ def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:
     return row.sha256, bytes(row.archive)
 
 
+def plan_sha256(plan_file: bytes) -> str:
+    """The plan hash: the sha256 of the plan file, as `put_plan` stores it."""
+    return hashlib.sha256(plan_file).hexdigest()
+
+
 def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes | None) -> str:
     """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash).
     `plan_json` None: `show -json` runs beside the apply and `put_plan_json` stores it later."""
-    plan_sha = hashlib.sha256(plan_file).hexdigest()
+    plan_sha = plan_sha256(plan_file)
     conn.execute(plan_artifacts.delete().where(plan_artifacts.c.run_id == run_id))
     conn.execute(
         insert(plan_artifacts).values(
