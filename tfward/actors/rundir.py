@@ -77,13 +77,18 @@ class RunDirectory:
         configuration's sha256. `inputs` were read in the run's first transaction."""
         pinned = run.pinned_configuration_version_id
         ws_id, run_id = self.ctx.ws_id, self.ctx.run_id
-        snap = None if pinned else await trio.to_thread.run_sync(workdir.snapshot, self.ctx.ws)
+        snap = await file_op(
+            self.ctx.rt.store.health,
+            self._lay_out,
+            inputs,
+            run.variable_overrides,
+            where=f"run directory {self.path}",
+        )
         if snap is not None:
-            sha, archive = snap.sha256, snap.archive
+            sha = snap.sha256
         else:
             assert inputs.pinned is not None
-            sha, archive = inputs.pinned
-        await self._prepare(archive, inputs.state, run.variable_overrides)
+            sha = inputs.pinned[0]
 
         def record(conn: Connection) -> str:
             cv_id = pinned
@@ -118,6 +123,20 @@ class RunDirectory:
             overrides,
             where=f"run directory {self.path}",
         )
+
+    def _lay_out(
+        self, inputs: Inputs, overrides: Mapping[str, Any] | None
+    ) -> workdir.Snapshot | None:
+        """In a worker thread: the snapshot of the workspace's source (None for a run pinned
+        to a configuration version: `inputs` has it), and the run directory `prepare`d with
+        it. A full or read-only disk raises OSError: `fetch` waits it out (storage) and lays
+        it out again."""
+        if inputs.pinned is not None:
+            self.prepare(inputs.pinned[1], inputs.state, overrides)
+            return None
+        snap = workdir.snapshot(self.ctx.ws)
+        self.prepare(snap.archive, inputs.state, overrides)
+        return snap
 
     def prepare(
         self, archive: bytes, state: bytes | None, overrides: Mapping[str, Any] | None = None
