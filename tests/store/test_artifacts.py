@@ -1,5 +1,7 @@
-"""Stored run logs by byte offset (tfward/store/artifacts.py) and migration 0011_events, which
-gives the chunks stored before it their offsets."""
+"""Run artifacts (tfward/store/artifacts.py) on a real database (SQLite, or PostgreSQL under
+TFWARD_TEST_DATABASE=postgresql): configuration snapshots, plans and their JSON, run logs read
+by byte offset; and, on SQLite, migration 0011_events, which gives the chunks stored before it
+their offsets."""
 
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import postgres
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, Integer, LargeBinary, String, column, insert, table
+from sqlalchemy import Connection, Integer, LargeBinary, String, column, insert, select, table
 
-from tfward.errors import NotFound
+from tfward.errors import NotFound, PlanUnusable
 from tfward.runs.model import Operation
 from tfward.store import artifacts
 from tfward.store import db as db_module
@@ -23,12 +26,12 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store, sqlite_url
 from tfward.store.sealing import Sealer
-from tfward.store.tables import metadata
+from tfward.store.tables import metadata, plan_artifacts
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(sqlite_url(tmp_path / "tfward.db"))
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
     store.migrate()
     yield store
     store.close()
@@ -54,6 +57,51 @@ def test_a_log_read_from_any_line_gives_the_rest_of_it_from_there(store: Store) 
         read = partial(artifacts.read_log_at, run_id=run_id, offset=offset, limit=1 << 20)
         assert store.run_sync(read) == (offset, LOG[offset:])
     assert store.run_sync(lambda c: artifacts.read_log_at(c, run_id, len(LOG) + 5, 10))[1] == b""
+
+
+def test_a_configuration_is_stored_once_per_content_of_a_workspace_and_its_archive_read_back(
+    store: Store,
+) -> None:
+    ids = store.run_sync(lambda c: ws_store.sync_configured(c, ["a", "b"]))
+    first = store.run_sync(lambda c: artifacts.put_configuration(c, ids["a"], b"tgz", 2, "s1"))
+    again = store.run_sync(lambda c: artifacts.put_configuration(c, ids["a"], b"xx", 9, "s1"))
+    other = store.run_sync(lambda c: artifacts.put_configuration(c, ids["b"], b"tgz", 2, "s1"))
+    assert again == first
+    assert (first.size, first.file_count, first.sha256) == (3, 2, "s1")
+    assert other.id != first.id
+    assert store.run_sync(lambda c: artifacts.configuration_archive(c, first.id)) == ("s1", b"tgz")
+    with pytest.raises(NotFound, match="configuration version cv-nope not found"):
+        store.run_sync(lambda c: artifacts.configuration_archive(c, "cv-nope"))
+
+
+def test_a_plan_reads_back_sealed_and_a_new_plan_replaces_it_with_its_json(store: Store) -> None:
+    run_id = store.run_sync(_run)
+    assert store.run_sync(lambda c: artifacts.get_plan_file(c, run_id)) is None
+    with pytest.raises(NotFound, match=f"run {run_id} has no plan"):
+        store.run_sync(lambda c: artifacts.put_plan_json(c, run_id, b"{}"))
+    sha = store.run_sync(lambda c: artifacts.put_plan(c, run_id, b"plan-1", None))
+    assert store.run_sync(lambda c: artifacts.get_plan_file(c, run_id)) == (b"plan-1", sha)
+    store.run_sync(lambda c: artifacts.put_plan_json(c, run_id, b'{"a": 1}'))
+    assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == b'{"a": 1}'
+    sha2 = store.run_sync(lambda c: artifacts.put_plan(c, run_id, b"plan-2", b'{"b": 2}'))
+    assert store.run_sync(lambda c: artifacts.get_plan_file(c, run_id)) == (b"plan-2", sha2)
+    assert store.run_sync(lambda c: artifacts.get_plan_json(c, run_id)) == b'{"b": 2}'
+    stored = store.run_sync(lambda c: c.execute(select(plan_artifacts.c.plan_file)).scalar_one())
+    assert b"plan-2" not in bytes(stored)  # sealed in the database
+    keyless = Store(store.engine.url.render_as_string(hide_password=False))
+    with pytest.raises(PlanUnusable):
+        keyless.run_sync(lambda c: artifacts.get_plan_file(c, run_id))
+    keyless.close()
+
+
+def test_a_log_appended_in_parts_ends_where_its_last_chunk_does(store: Store) -> None:
+    run_id = store.run_sync(_run)
+    assert store.run_sync(lambda c: artifacts.log_end(c, run_id)) == (0, 0)
+    store.run_sync(lambda c: artifacts.append_log(c, run_id, 0, [b"one\n", b"two\n"]))
+    chunk = artifacts.LogChunk(b"three\n", "plan.out", 6)
+    store.run_sync(lambda c: artifacts.append_log(c, run_id, 2, [chunk]))
+    assert store.run_sync(lambda c: artifacts.log_end(c, run_id)) == (3, 14)
+    assert store.run_sync(lambda c: artifacts.log_sources(c, run_id)) == {"plan.out": 6}
 
 
 def _alembic() -> AlembicConfig:

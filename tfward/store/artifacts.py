@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from tfward.errors import BadRequest, NotFound, PlanUnusable
 from tfward.ids import new_id, now
@@ -28,38 +28,43 @@ class ConfigurationVersion:
     created_at: datetime
 
 
+_CV_COLUMNS = [c for c in configuration_versions.c if c.name != "archive"]
+# Built once, as those below: every run runs them, and building one cost more than running it.
+_CV_BY_SHA256 = select(*_CV_COLUMNS).where(
+    configuration_versions.c.workspace_id == bindparam("ws_id"),
+    configuration_versions.c.sha256 == bindparam("sha256"),
+)
+_INSERT_CV = insert(configuration_versions)
+
+
 def put_configuration(
     conn: Connection, ws_id: str, archive: bytes, file_count: int, sha256: str
 ) -> ConfigurationVersion:
     """Store a configuration snapshot, content-addressed: the same content reuses its row."""
-    row = conn.execute(
-        select(*[c for c in configuration_versions.c if c.name != "archive"]).where(
-            configuration_versions.c.workspace_id == ws_id,
-            configuration_versions.c.sha256 == sha256,
-        )
-    ).first()
+    row = conn.execute(_CV_BY_SHA256, {"ws_id": ws_id, "sha256": sha256}).first()
     if row is not None:
         return ConfigurationVersion(
             row.id, row.workspace_id, row.sha256, row.size, row.file_count, row.created_at
         )
     cv = ConfigurationVersion(new_id("cv"), ws_id, sha256, len(archive), file_count, now())
     conn.execute(
-        insert(configuration_versions).values(
-            id=cv.id,
-            workspace_id=ws_id,
-            sha256=sha256,
-            size=cv.size,
-            file_count=file_count,
-            archive=archive,
-            created_at=cv.created_at,
-        )
+        _INSERT_CV,
+        {
+            "id": cv.id,
+            "workspace_id": ws_id,
+            "sha256": sha256,
+            "size": cv.size,
+            "file_count": file_count,
+            "archive": archive,
+            "created_at": cv.created_at,
+        },
     )
     return cv
 
 
 def list_configurations(conn: Connection, ws_id: str) -> list[ConfigurationVersion]:
     rows = conn.execute(
-        select(*[c for c in configuration_versions.c if c.name != "archive"])
+        select(*_CV_COLUMNS)
         .where(configuration_versions.c.workspace_id == ws_id)
         .order_by(configuration_versions.c.created_at.desc())
     )
@@ -75,11 +80,7 @@ def configuration_of_workspace(
     """The configuration version `cv_id`, which must be one of the workspace's (a run may
     apply an older configuration of its own workspace; another's goes through a release).
     BadRequest naming the version otherwise."""
-    row = conn.execute(
-        select(*[c for c in configuration_versions.c if c.name != "archive"]).where(
-            configuration_versions.c.id == cv_id
-        )
-    ).first()
+    row = conn.execute(select(*_CV_COLUMNS).where(configuration_versions.c.id == cv_id)).first()
     if row is None:
         raise BadRequest(f"configuration version {cv_id} not found")
     if row.workspace_id != ws_id:
@@ -93,13 +94,14 @@ def configuration_of_workspace(
     )
 
 
+_ARCHIVE = select(configuration_versions.c.sha256, configuration_versions.c.archive).where(
+    configuration_versions.c.id == bindparam("cv_id")
+)
+
+
 def configuration_archive(conn: Connection, cv_id: str) -> tuple[str, bytes]:
     """Returns (sha256, archive bytes)."""
-    row = conn.execute(
-        select(configuration_versions.c.sha256, configuration_versions.c.archive).where(
-            configuration_versions.c.id == cv_id
-        )
-    ).first()
+    row = conn.execute(_ARCHIVE, {"cv_id": cv_id}).first()
     if row is None:
         raise NotFound(f"configuration version {cv_id} not found")
     return row.sha256, bytes(row.archive)
@@ -110,30 +112,35 @@ def plan_sha256(plan_file: bytes) -> str:
     return hashlib.sha256(plan_file).hexdigest()
 
 
+_DELETE_PLAN = plan_artifacts.delete().where(plan_artifacts.c.run_id == bindparam("run_id"))
+_INSERT_PLAN = insert(plan_artifacts)
+_UPDATE_PLAN = update(plan_artifacts).where(plan_artifacts.c.run_id == bindparam("b_run_id"))
+_PLAN_FILE = select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).where(
+    plan_artifacts.c.run_id == bindparam("run_id")
+)
+
+
 def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes | None) -> str:
     """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash).
     `plan_json` None: `show -json` runs beside the apply and `put_plan_json` stores it later."""
     plan_sha = plan_sha256(plan_file)
-    conn.execute(plan_artifacts.delete().where(plan_artifacts.c.run_id == run_id))
+    conn.execute(_DELETE_PLAN, {"run_id": run_id})
     conn.execute(
-        insert(plan_artifacts).values(
-            run_id=run_id,
-            plan_file=sealing.seal(conn, plan_file, "plan_file"),
-            plan_sha256=plan_sha,
-            created_at=now(),
+        _INSERT_PLAN,
+        {
+            "run_id": run_id,
+            "plan_file": sealing.seal(conn, plan_file, "plan_file"),
+            "plan_sha256": plan_sha,
+            "created_at": now(),
             **_plan_json_values(conn, plan_json),
-        )
+        },
     )
     return plan_sha
 
 
 def put_plan_json(conn: Connection, run_id: str, plan_json: bytes) -> None:
     """Store the plan JSON of a plan stored without it (`show -json` ran beside the apply)."""
-    result = conn.execute(
-        update(plan_artifacts)
-        .where(plan_artifacts.c.run_id == run_id)
-        .values(**_plan_json_values(conn, plan_json))
-    )
+    result = conn.execute(_UPDATE_PLAN, {"b_run_id": run_id, **_plan_json_values(conn, plan_json)})
     if result.rowcount != 1:
         raise NotFound(f"run {run_id} has no plan")
 
@@ -150,11 +157,7 @@ def _plan_json_values(conn: Connection, plan_json: bytes | None) -> dict[str, ob
 def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
     """Returns (plan bytes, recorded sha256), or None when the artifact is gone. Raises
     PlanUnusable when the sealed plan does not decrypt: it is damaged, so it is re-planned."""
-    row = conn.execute(
-        select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).where(
-            plan_artifacts.c.run_id == run_id
-        )
-    ).first()
+    row = conn.execute(_PLAN_FILE, {"run_id": run_id}).first()
     if row is None:
         return None
     try:
@@ -190,6 +193,9 @@ class LogChunk:
     source_end: int | None = None
 
 
+_INSERT_CHUNKS = insert(run_log_chunks)
+
+
 def append_log(
     conn: Connection,
     run_id: str,
@@ -218,7 +224,7 @@ def append_log(
             }
         )
         offset += len(chunk.data)
-    conn.execute(insert(run_log_chunks), rows)
+    conn.execute(_INSERT_CHUNKS, rows)
     touch(conn, Key.log(run_id))
 
 
@@ -233,16 +239,17 @@ def log_sources(conn: Connection, run_id: str) -> dict[str, int]:
     return {str(source): int(end) for source, end in rows}
 
 
+_LAST_CHUNK = (
+    select(run_log_chunks.c.seq, run_log_chunks.c.log_offset, func.length(run_log_chunks.c.data))
+    .where(run_log_chunks.c.run_id == bindparam("run_id"))
+    .order_by(run_log_chunks.c.seq.desc())
+    .limit(1)
+)
+
+
 def log_end(conn: Connection, run_id: str) -> tuple[int, int]:
     """(the next chunk's seq, the byte length of the stored log) of a run."""
-    row = conn.execute(
-        select(
-            run_log_chunks.c.seq, run_log_chunks.c.log_offset, func.length(run_log_chunks.c.data)
-        )
-        .where(run_log_chunks.c.run_id == run_id)
-        .order_by(run_log_chunks.c.seq.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_LAST_CHUNK, {"run_id": run_id}).first()
     if row is None:
         return 0, 0
     return int(row[0]) + 1, int(row[1] or 0) + int(row[2])

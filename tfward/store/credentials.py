@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from .tables import run_credentials, runs, workspaces
 
@@ -28,6 +28,13 @@ class RunCredential:
     scope: frozenset[str]
 
 
+# Built once: every run is issued a credential and has it revoked when it ends.
+_INSERT = insert(run_credentials)
+_REVOKE_OF_RUN = update(run_credentials).where(
+    run_credentials.c.run_id == bindparam("b_run_id"), run_credentials.c.revoked_at.is_(None)
+)
+
+
 def issue(
     conn: Connection,
     token_sha256: str,
@@ -39,13 +46,14 @@ def issue(
 ) -> None:
     """Record a new credential of `run_id` that may read the state of `scope` (names)."""
     conn.execute(
-        insert(run_credentials).values(
-            token_sha256=token_sha256,
-            run_id=run_id,
-            workspace_id=ws_id,
-            scope=sorted(set(scope)),
-            created_at=when,
-        )
+        _INSERT,
+        {
+            "token_sha256": token_sha256,
+            "run_id": run_id,
+            "workspace_id": ws_id,
+            "scope": sorted(set(scope)),
+            "created_at": when,
+        },
     )
 
 
@@ -68,11 +76,7 @@ def find(conn: Connection, token_sha256: str) -> RunCredential | None:
 
 def revoke_for_run(conn: Connection, run_id: str, when: datetime) -> int:
     """The run ended (or went back to the queue): its credentials stop working."""
-    result = conn.execute(
-        update(run_credentials)
-        .where(run_credentials.c.run_id == run_id, run_credentials.c.revoked_at.is_(None))
-        .values(revoked_at=when)
-    )
+    result = conn.execute(_REVOKE_OF_RUN, {"b_run_id": run_id, "revoked_at": when})
     return result.rowcount
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from tfward.runs.model import Run, Status
 
@@ -34,14 +34,21 @@ def notify_created(conn: Connection, run: Run, workspace_id: str, *, wanted: boo
     )
 
 
+# Built once: the termination funnel runs these for every run that applied.
+_STATE_VERSION_OF_RUN = (
+    select(state_versions.c.id, state_versions.c.serial)
+    .where(state_versions.c.run_id == bindparam("run_id"))
+    .order_by(state_versions.c.serial.desc())
+    .limit(1)
+)
+_DRIFTED = select(workspace_drift.c.drifted).where(
+    workspace_drift.c.workspace_id == bindparam("ws_id")
+)
+
+
 def state_version_of_run(conn: Connection, run_id: str) -> tuple[str, int] | None:
     """The newest state version `run_id` stored: (id, serial), or None."""
-    row = conn.execute(
-        select(state_versions.c.id, state_versions.c.serial)
-        .where(state_versions.c.run_id == run_id)
-        .order_by(state_versions.c.serial.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_STATE_VERSION_OF_RUN, {"run_id": run_id}).first()
     return None if row is None else (row.id, row.serial)
 
 
@@ -67,9 +74,7 @@ def after_finish(
             key=f"run_trigger:{run.id}:{name}",
             workspace_id=workspace_id,
         )
-    drifted = conn.execute(
-        select(workspace_drift.c.drifted).where(workspace_drift.c.workspace_id == workspace_id)
-    ).scalar()
+    drifted = conn.execute(_DRIFTED, {"ws_id": workspace_id}).scalar()
     if not drifted:
         return  # nothing to clear: a job would only find that out
     outbox_store.enqueue(

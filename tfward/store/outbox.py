@@ -210,6 +210,20 @@ _NEXT_RETRY = select(func.min(outbox.c.next_attempt_at)).where(
 _NEXT_LEASE_END = select(func.min(outbox.c.lease_expires_at)).where(
     outbox.c.status == RUNNING, outbox.c.id.not_in(bindparam("exclude", expanding=True))
 )
+# Built once, as those above (every job is claimed and ended): a claim's compare-and-set (its SET
+# from the parameters' other keys), and "the row is still this attempt's" for later writes.
+_CLAIM = update(outbox).where(
+    outbox.c.id == bindparam("b_id"),
+    outbox.c.status == bindparam("b_status"),
+    outbox.c.attempts == bindparam("b_attempts"),
+)
+_MINE = and_(
+    outbox.c.id == bindparam("b_id"),
+    outbox.c.status == RUNNING,
+    outbox.c.attempts == bindparam("b_attempts"),
+)
+_UPDATE_MINE = update(outbox).where(_MINE)
+_STILL_MINE = select(outbox.c.id).where(_MINE)
 
 
 def has_due(conn: Connection, when: datetime, exclude: frozenset[str] = frozenset()) -> bool:
@@ -247,16 +261,12 @@ def claim(
     claimed: list[Job] = []
     for row in rows:
         result = conn.execute(
-            update(outbox)
-            .where(
-                outbox.c.id == row.id,
-                outbox.c.status == row.status,
-                outbox.c.attempts == row.attempts,
-            )
-            .values(
-                status=RUNNING, attempts=row.attempts + 1, lease_expires_at=until,
-                claimed_by=claimed_by,
-            )
+            _CLAIM,
+            {
+                "b_id": row.id, "b_status": row.status, "b_attempts": row.attempts,
+                "status": RUNNING, "attempts": row.attempts + 1, "lease_expires_at": until,
+                "claimed_by": claimed_by,
+            },
         )  # fmt: skip
         if result.rowcount == 1:
             claimed.append(
@@ -276,20 +286,15 @@ def claim(
     return claimed
 
 
-def _mine(job: Job) -> Any:
-    return and_(
-        outbox.c.id == job.id, outbox.c.status == RUNNING, outbox.c.attempts == job.attempts
-    )
+def _attempt(job: Job) -> dict[str, Any]:
+    """The parameters of `_MINE` for `job`'s attempt."""
+    return {"b_id": job.id, "b_attempts": job.attempts}
 
 
 def finish(conn: Connection, job: Job, when: datetime) -> bool:
     """Mark the attempt done. False when the row is no longer this attempt's."""
-    result = conn.execute(
-        update(outbox)
-        .where(_mine(job))
-        .values(status=DONE, done_at=when, lease_expires_at=None, last_error=None)
-    )
-    return result.rowcount == 1
+    values = {"status": DONE, "done_at": when, "lease_expires_at": None, "last_error": None}
+    return conn.execute(_UPDATE_MINE, {**_attempt(job), **values}).rowcount == 1
 
 
 def fail(conn: Connection, job: Job, error: str, retry_at: datetime | None) -> bool:
@@ -299,11 +304,11 @@ def fail(conn: Connection, job: Job, error: str, retry_at: datetime | None) -> b
         values["status"] = DEAD
     else:
         values.update(status=QUEUED, next_attempt_at=retry_at)
-    return conn.execute(update(outbox).where(_mine(job)).values(**values)).rowcount == 1
+    return conn.execute(_UPDATE_MINE, {**_attempt(job), **values}).rowcount == 1
 
 
 def still_mine(conn: Connection, job: Job) -> bool:
-    return conn.execute(select(outbox.c.id).where(_mine(job))).first() is not None
+    return conn.execute(_STILL_MINE, _attempt(job)).first() is not None
 
 
 def reclaim_running(conn: Connection, when: datetime, node_id: str | None = None) -> int:

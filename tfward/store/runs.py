@@ -134,6 +134,11 @@ def workspace_id_of(conn: Connection, run_id: str) -> str:
     return str(ws_id)
 
 
+# Built once (every run is created by these): building .values() cost more than running it.
+_NEXT_SEQ = select(func.coalesce(func.max(runs.c.seq), 0) + 1)
+_INSERT = insert(runs)
+
+
 def create_run(
     conn: Connection,
     *,
@@ -156,7 +161,7 @@ def create_run(
     (`notified` False: no destination wants it, the row is written done). A pinned
     configuration version (a release's, or one a caller chose) is the run's from the start;
     the pipeline applies exactly that instead of a new snapshot."""
-    seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0) + 1)).scalar_one()
+    seq = conn.execute(_NEXT_SEQ).scalar_one()
     created = now()
     run = Run(
         id=new_id("run"),
@@ -179,24 +184,25 @@ def create_run(
         refresh_only=refresh_only,
     )
     conn.execute(
-        insert(runs).values(
-            id=run.id,
-            seq=seq,
-            workspace_id=workspace_id,
-            operation=str(operation),
-            auto_apply=auto_apply,
-            message=message,
-            targets=list(targets),
-            replace=list(replace),
-            created_by=created_by,
-            created_at=created,
-            release_item_id=release_item_id,
-            pinned_configuration_version_id=pinned_configuration_version_id,
-            variable_overrides=None if variable_overrides is None else dict(variable_overrides),
-            source_run_id=source_run_id,
-            refresh_only=refresh_only,
+        _INSERT,
+        {
+            "id": run.id,
+            "seq": seq,
+            "workspace_id": workspace_id,
+            "operation": str(operation),
+            "auto_apply": auto_apply,
+            "message": message,
+            "targets": list(targets),
+            "replace": list(replace),
+            "created_by": created_by,
+            "created_at": created,
+            "release_item_id": release_item_id,
+            "pinned_configuration_version_id": pinned_configuration_version_id,
+            "variable_overrides": None if variable_overrides is None else dict(variable_overrides),
+            "source_run_id": source_run_id,
+            "refresh_only": refresh_only,
             **_values(run),
-        )
+        },
     )
     _record_timeline(conn, run.id, run.status, None, created)
     followups.notify_created(conn, run, workspace_id, wanted=notified)
@@ -243,6 +249,7 @@ _UPDATE_IF = (
 )
 _UPDATE = update(runs).where(runs.c.id == bindparam("b_id"))
 _UPDATE_RETURNING = _UPDATE.returning(runs.c.workspace_id)
+_RELEASE_OF_ITEM = select(release_items.c.release_id).where(release_items.c.id == bindparam("id"))
 
 
 def _compare_and_set(conn: Connection, before: Run, after: Run, *, whole: bool) -> Run:
@@ -273,9 +280,7 @@ def _touch_run(conn: Connection, run: Run, ws_id: str, *, whole: bool) -> None:
     else:
         touch(conn, Key.run(run.id))
     if run.release_item_id is not None:
-        release_id = conn.execute(
-            select(release_items.c.release_id).where(release_items.c.id == run.release_item_id)
-        ).scalar()
+        release_id = conn.execute(_RELEASE_OF_ITEM, {"id": run.release_item_id}).scalar()
         if release_id is not None:
             touch(conn, Key.release(str(release_id)))
 
@@ -343,10 +348,11 @@ def set_configuration(
         touch(conn, Key.run(run_id), Key.workspace(str(ws_id)))
 
 
+_PLANNED_STATE = select(runs.c.planned_state_version_id).where(runs.c.id == bindparam("run_id"))
+
+
 def planned_state_version(conn: Connection, run_id: str) -> str | None:
-    value = conn.execute(
-        select(runs.c.planned_state_version_id).where(runs.c.id == run_id)
-    ).scalar()
+    value = conn.execute(_PLANNED_STATE, {"run_id": run_id}).scalar()
     return None if value is None else str(value)
 
 

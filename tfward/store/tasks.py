@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from tfward.errors import NotFound
 
@@ -229,10 +229,15 @@ def abandon(conn: Connection, ids: Sequence[str], when: datetime, message: str) 
     )
 
 
+# Built once: the termination funnel runs it for every run.
+_REVOKE_OF_RUN = update(run_task_results).where(
+    run_task_results.c.run_id == bindparam("b_run_id"),
+    run_task_results.c.token_revoked_at.is_(None),
+)
+
+
 def revoke_for_run(conn: Connection, run_id: str, when: datetime) -> None:
     """The run ended: every token of its results is revoked (termination contract)."""
     conn.execute(
-        update(run_task_results)
-        .where(run_task_results.c.run_id == run_id, run_task_results.c.token_revoked_at.is_(None))
-        .values(token_ciphertext=None, token_revoked_at=when)
+        _REVOKE_OF_RUN, {"b_run_id": run_id, "token_ciphertext": None, "token_revoked_at": when}
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tfward.errors import NotFound, WorkspaceLocked
@@ -96,10 +96,14 @@ def workspace_name(conn: Connection, ws_id: str) -> str:
     return str(name)
 
 
+# Built once: every run takes and releases its workspace's lock, reading it first.
+_LOCK = select(workspace_locks).where(workspace_locks.c.workspace_id == bindparam("ws_id"))
+_INSERT_LOCK = insert(workspace_locks)
+_DELETE_LOCK = delete(workspace_locks).where(workspace_locks.c.workspace_id == bindparam("ws_id"))
+
+
 def get_lock(conn: Connection, ws_id: str) -> Lock | None:
-    row = conn.execute(
-        select(workspace_locks).where(workspace_locks.c.workspace_id == ws_id)
-    ).first()
+    row = conn.execute(_LOCK, {"ws_id": ws_id}).first()
     return None if row is None else lock_from_row(row)
 
 
@@ -141,17 +145,18 @@ def acquire_lock(
     try:
         with conn.begin_nested():
             conn.execute(
-                insert(workspace_locks).values(
-                    workspace_id=ws_id,
-                    run_id=run_id,
-                    locked_by=by,
-                    reason=reason,
-                    locked_at=lock.locked_at,
-                    lock_id=terraform and terraform.id,
-                    operation=terraform and terraform.operation,
-                    who=terraform and terraform.who,
-                    info=terraform and terraform.info,
-                )
+                _INSERT_LOCK,
+                {
+                    "workspace_id": ws_id,
+                    "run_id": run_id,
+                    "locked_by": by,
+                    "reason": reason,
+                    "locked_at": lock.locked_at,
+                    "lock_id": terraform and terraform.id,
+                    "operation": terraform and terraform.operation,
+                    "who": terraform and terraform.who,
+                    "info": terraform and terraform.info,
+                },
             )
     except IntegrityError:
         holder = get_lock(conn, ws_id)
@@ -205,7 +210,7 @@ def release_lock(
     )
     if not (mine or force):
         raise WorkspaceLocked(held.describe() + "; only its holder can unlock it (or force-unlock)")
-    conn.execute(delete(workspace_locks).where(workspace_locks.c.workspace_id == ws_id))
+    conn.execute(_DELETE_LOCK, {"ws_id": ws_id})
     touch(conn, Key.workspace(ws_id))
     return True
 
