@@ -244,7 +244,7 @@ def report(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", "-n", type=int, default=5, help="timed runs per side (5)")
+    parser.add_argument("--runs", "-n", type=int, default=10, help="timed runs per side (10)")
     parser.add_argument("--things", type=int, default=3, help="demo things per run (3)")
     parser.add_argument("--timeout", type=float, default=120, help="per run, seconds")
     add_common_args(parser)
