@@ -129,13 +129,11 @@ def _from_row(conn: Connection, row: Any) -> StateVersion:
 _COLUMNS = [c for c in state_versions.c if c.name != "state"]
 # The current version's reads are built once: a run reads it two or three times (its start,
 # the state kept after its apply), and building them cost more than running them.
-_NEWEST = (
-    state_versions.c.workspace_id == bindparam("ws_id"),
-    state_versions.c.serial.desc(),
-)
-_CURRENT = select(*_COLUMNS).where(_NEWEST[0]).order_by(_NEWEST[1]).limit(1)
-_CURRENT_RAW = select(state_versions.c.state).where(_NEWEST[0]).order_by(_NEWEST[1]).limit(1)
-_SHA256S = select(state_versions.c.sha256).where(_NEWEST[0])
+_OF_WORKSPACE = state_versions.c.workspace_id == bindparam("ws_id")
+_NEWEST_FIRST = state_versions.c.serial.desc()
+_CURRENT = select(*_COLUMNS).where(_OF_WORKSPACE).order_by(_NEWEST_FIRST).limit(1)
+_CURRENT_RAW = select(state_versions.c.state).where(_OF_WORKSPACE).order_by(_NEWEST_FIRST).limit(1)
+_SHA256S = select(state_versions.c.sha256).where(_OF_WORKSPACE)
 _INSERT = insert(state_versions)
 
 
