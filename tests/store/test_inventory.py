@@ -111,6 +111,7 @@ def test_a_state_stored_with_the_secrets_is_in_the_inventory_when_its_transactio
         ("demo_thing.t0", "b-1", second.id), ("demo_thing.t1", "thing-***", second.id)]
     status = status_of(store, ws_id, now())
     assert (status["status"], status["state_version_id"]) == ("synced", second.id)
+    assert status["started_at"] == status["synced_at"] == second.created_at
     assert inventory_jobs(store) == 0  # no job: nothing to claim, nothing to lag behind
 
 

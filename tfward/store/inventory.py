@@ -109,7 +109,7 @@ def sync(
         return False
     if row is None:
         conn.execute(insert(inventory_syncs), {"workspace_id": ws_id, "status": SYNCED})
-    _replace(conn, ws_id, sv_id, serial, resources, when)
+    _replace(conn, ws_id, sv_id, serial, resources, when, started=when)
     return True
 
 
@@ -120,8 +120,11 @@ def _replace(
     serial: int,
     resources: Sequence[Resource],
     when: datetime,
+    *,
+    started: datetime | None = None,
 ) -> None:
-    """The workspace's resources become `resources` (of state `sv_id`), marked `synced`."""
+    """The workspace's resources become `resources` (of state `sv_id`), marked `synced`
+    (`started`: when the sync started, if not recorded by `begin_sync`)."""
     conn.execute(delete(inventory_resources).where(inventory_resources.c.workspace_id == ws_id))
     if resources:
         conn.execute(
@@ -156,6 +159,7 @@ def _replace(
             syncing_serial=None,
             lease_expires_at=None,
             error=None,
+            **({"started_at": started} if started is not None else {}),
         )
     )
 
