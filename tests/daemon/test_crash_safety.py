@@ -1,6 +1,6 @@
 """Crash safety (docs/architecture.md §2, §5): kill -9 and restart (also with the disk filled while
-the daemon is down), SIGTERM during an apply, a plan lost while the daemon was down, a plan
-terraform calls stale, and config reload."""
+the daemon is down, and before an apply changed the state), SIGTERM during an apply, a plan lost
+while the daemon was down, a plan terraform calls stale, and config reload."""
 
 from __future__ import annotations
 
@@ -79,6 +79,41 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
                 (await api.create_run("demo", operation="plan"))["id"], "planned_and_finished"
             )
             assert plan["resource_changes"]["add"] == 10 - len(in_state)
+        second.signal(signal.SIGTERM)
+        assert await second.wait() == 0
+
+
+async def test_an_apply_stopped_before_it_changed_the_state_says_it_left_nothing_newer(
+    tmp_path: Path,
+) -> None:
+    # The fake: a hanging apply (killed mid-apply, real terraform has written state already).
+    script = tmp_path / "fake.json"
+    script.write_text("{}")
+    ws = demo_workspace(tmp_path, things=1, auto_apply=True)
+    ws["env"] = {**ws["env"], "FAKE_TF_SCRIPT": str(script)}
+    config = write_config(tmp_path, [ws], terraform={"binary": str(FAKE_TERRAFORM)})
+    async with trio.open_nursery() as nursery:
+        first = DaemonProcess(config)
+        await first.start(nursery)
+        async with first.client() as http:
+            api = Api(http)
+            await api.wait((await api.create_run("demo"))["id"], "applied")
+            script.write_text(json.dumps({"apply": {"sleep": 60}}))
+            run_id = (await api.create_run("demo"))["id"]
+            await api.wait_stage(run_id, "applying")
+        first.signal(signal.SIGKILL)
+        await first.wait()
+
+        second = DaemonProcess(config)
+        await second.start(nursery)
+        async with second.client() as http:
+            run = await Api(http).run(run_id)
+            assert (run["status"], run["error_kind"]) == ("failed", "interrupted")
+            # The run directory held only the state the apply started from: nothing was stored.
+            assert run["error_message"].endswith(
+                "; terraform left no state newer than the workspace's"
+            ), run["error_message"]
+            assert len(await Api(http).state_versions("demo")) == 1
         second.signal(signal.SIGTERM)
         assert await second.wait() == 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import trio
 from sqlalchemy import Connection
 
-from tfward.errors import NotFound
+from tfward.errors import NotFound, StateRejected
 from tfward.ids import now
 from tfward.runs.model import ErrorKind, Run, Stage, Status
 from tfward.store import artifacts, credentials, states
@@ -52,7 +52,7 @@ from .procgroup import (
 )
 from .runlog import RunLog
 from .runtime import Runtime
-from .statekeeper import RunStateKeeper
+from .statekeeper import RunStateKeeper, choose
 from .takeover import Origin, RecoveryReport
 from .terraform import read_exit_code
 
@@ -214,13 +214,29 @@ async def _apply_outcome(rt: Runtime, run: Run, pipeline: RunPipeline) -> Outcom
         # The funnel had stored the applied state and removed the directory already.
         return Outcome(Status.APPLIED, warning="the daemon stopped while the run finished")
     how = "terraform was stopped" if code is None else f"terraform exited with code {code}"
-    has_state = stored is not None or bool(await trio.to_thread.run_sync(pipeline.keeper.copies))
-    left = (
-        "the state terraform left was stored" if has_state else "terraform left no readable state"
-    )
+    left = "the state terraform left was stored"
+    if stored is None:
+        left = await _what_is_left(rt, run, pipeline.keeper)
     return Outcome.failed(
         ErrorKind.INTERRUPTED, f"the daemon stopped during the apply ({how}); {left}"
     )
+
+
+async def _what_is_left(rt: Runtime, run: Run, keeper: RunStateKeeper) -> str:
+    """What the funnel will find of the state a stopped apply left (it stores the newest copy
+    next): a copy newer than the workspace's state, none, or only copies it cannot store."""
+    copies = await trio.to_thread.run_sync(keeper.copies)
+    if not copies:
+        return "terraform left no readable state"
+    ws_id = rt.workspace_ids[run.workspace]
+    current = await rt.store.read(lambda c: states.current(c, ws_id))
+    try:
+        newer = choose(copies, current) is not None
+    except StateRejected:
+        return "terraform left no state that can be stored (a copy is kept aside)"
+    if newer:
+        return "the state terraform left was stored"
+    return "terraform left no state newer than the workspace's"
 
 
 def _apply_exit_code(output_dir: Path) -> int | None:
