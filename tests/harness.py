@@ -359,15 +359,33 @@ class DaemonProcess:
     async def _drain(self, listening: trio.Event) -> None:
         # The daemon logs JSON lines to stdout (stderr is merged in for tracebacks).
         assert self.proc is not None and self.proc.stdout is not None
-        async with self.proc.stdout:
-            while chunk := await self.proc.stdout.receive_some(65536):
-                self.output += chunk
-                marker = b"tfward listening on "
-                if not listening.is_set() and marker in self.output:
-                    tail = self.output[self.output.index(marker) + len(marker) :]
-                    if b"\n" in tail:
-                        self.url = re.split(rb'[",\s]', tail)[0].decode()
-                        listening.set()
+        try:
+            async with self.proc.stdout:
+                while chunk := await self.proc.stdout.receive_some(65536):
+                    self.output += chunk
+                    marker = b"tfward listening on "
+                    if not listening.is_set() and marker in self.output:
+                        tail = self.output[self.output.index(marker) + len(marker) :]
+                        if b"\n" in tail:
+                            self.url = re.split(rb'[",\s]', tail)[0].decode()
+                            listening.set()
+        except trio.Cancelled:
+            # The test ended with the daemon running (it failed, or timed out): no daemon
+            # outlives it. Stopped as an operator would (its terraform with it), else killed.
+            with trio.CancelScope(shield=True):
+                await self._stop_left_over()
+            raise
+
+    async def _stop_left_over(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        with trio.move_on_after(15):
+            await self.proc.wait()
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
