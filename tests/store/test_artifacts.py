@@ -5,12 +5,10 @@ their offsets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import postgres
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -27,14 +25,6 @@ from tfward.store import workspaces as ws_store
 from tfward.store.db import Store, sqlite_url
 from tfward.store.sealing import Sealer
 from tfward.store.tables import metadata, plan_artifacts
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 def _run(conn: Connection) -> str:

@@ -5,10 +5,8 @@ way to change or delete what was written."""
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
-import postgres
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,18 +16,9 @@ from tfward.store import audit
 from tfward.store import workspaces as ws_store
 from tfward.store.audit import Attempt, AuditAction, AuditOutcome
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import metadata
 
 PACKAGE = Path(audit.__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 def test_migration_0008_creates_exactly_the_schema_of_tables_py(store: Store) -> None:

@@ -3,10 +3,6 @@ scope are kept; a credential works while it is not revoked and its run has not f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import postgres
 import pytest
 
 from tfward.ids import now
@@ -15,16 +11,7 @@ from tfward.store import credentials
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import run_credentials, runs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

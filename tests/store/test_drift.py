@@ -4,11 +4,7 @@ state that moved on is ignored, a new finding is notified once, only a newer sta
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import postgres
-import pytest
 from sqlalchemy import Connection, update
 
 from tfward.ids import now
@@ -19,16 +15,7 @@ from tfward.store import runs as run_store
 from tfward.store import states
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import runs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 def put_state(conn: Connection, ws_id: str, serial: int) -> states.StateVersion:

@@ -4,11 +4,8 @@ after a run that applied."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
-import postgres
 import pytest
 from sqlalchemy import Connection, insert
 
@@ -19,16 +16,7 @@ from tfward.store import outbox as ob
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import state_versions, workspace_drift
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

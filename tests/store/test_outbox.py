@@ -4,11 +4,8 @@ order per workspace, compare-and-set outcomes, reclaim at start, dead-letter ret
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import postgres
 import pytest
 
 from tfward.errors import InvalidTransition, NotFound
@@ -16,15 +13,6 @@ from tfward.ids import now
 from tfward.store import outbox as ob
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -4,12 +4,9 @@ columns only the pipeline writes, and the release a release item's run belongs t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
-import postgres
 import pytest
 from sqlalchemy import Connection, select
 
@@ -20,16 +17,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.changes import Key
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import release_items, runs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -4,28 +4,16 @@ rules, no-op re-uploads, and rollback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import postgres
 import pytest
 
 from tfward.errors import NotFound, StateRejected
 from tfward.store import states
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 
 LINEAGE = "0c8a6a3e-5d0a-4b7e-9d2e-1f1f1f1f1f1f"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

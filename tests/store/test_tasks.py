@@ -3,13 +3,9 @@ TFWARD_TEST_DATABASE=postgresql): the termination funnel's revocation of a run's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 
-import postgres
-import pytest
 from sqlalchemy import Connection
 
 from tfward.ids import now
@@ -18,15 +14,6 @@ from tfward.store import runs as run_store
 from tfward.store import tasks
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 def _results(store: Store, names: dict[str, str]) -> None:

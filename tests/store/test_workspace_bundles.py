@@ -6,13 +6,9 @@ fifty."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import postgres
-import pytest
 from sqlalchemy import Connection, event, update
 
 from tfward.cluster.model import Plan
@@ -23,21 +19,12 @@ from tfward.store import cluster, drift, inventory, states
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import runs
 from tfward.store.workspace_bundles import Bundle, bundles
 
 SECRET = "tfw-bundle-secret-91c2"
 # Written out, not imported: the rule the bundle must keep (`list_runs(..., oldest_first=True)`).
 IN_SLOT = (Status.PLANNING, Status.APPLY_PENDING, Status.APPLYING)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 def one_by_one(conn: Connection, ws_id: str, name: str) -> Bundle:

@@ -3,11 +3,8 @@ including the exact wording HCP clients match on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import postgres
 import pytest
 from sqlalchemy import Connection
 
@@ -16,15 +13,6 @@ from tfward.runs.model import Operation
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture
