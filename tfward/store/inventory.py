@@ -47,6 +47,11 @@ def _status_row(conn: Connection, ws_id: str) -> Any:
     return conn.execute(_STATUS_ROW, {"ws_id": ws_id}).first()
 
 
+def _synced_since(row: Any, serial: int) -> bool:
+    """Whether the status `row` shows a state at least as new as `serial` synced."""
+    return row is not None and row.synced_serial is not None and row.synced_serial >= serial
+
+
 def begin_sync(
     conn: Connection, ws_id: str, sv_id: str, serial: int, when: datetime, lease_until: datetime
 ) -> bool:
@@ -65,7 +70,7 @@ def begin_sync(
     if row is None:
         conn.execute(insert(inventory_syncs).values(workspace_id=ws_id, **values))
         return True
-    if row.synced_serial is not None and row.synced_serial >= serial:
+    if _synced_since(row, serial):
         return False
     conn.execute(
         update(inventory_syncs).where(inventory_syncs.c.workspace_id == ws_id).values(**values)
@@ -85,7 +90,7 @@ def complete_sync(
     synced meanwhile. Returns whether the inventory now shows `sv_id`."""
     touch(conn, Key.workspace(ws_id))
     row = _status_row(conn, ws_id)
-    if row is not None and row.synced_serial is not None and row.synced_serial >= serial:
+    if _synced_since(row, serial):
         _end_syncing(conn, ws_id, sv_id, SYNCED, None)
         return False
     _replace(conn, ws_id, sv_id, serial, resources, when)
@@ -105,7 +110,7 @@ def sync(
     state at least as new is synced already."""
     touch(conn, Key.workspace(ws_id))
     row = _status_row(conn, ws_id)
-    if row is not None and row.synced_serial is not None and row.synced_serial >= serial:
+    if _synced_since(row, serial):
         return False
     if row is None:
         conn.execute(insert(inventory_syncs), {"workspace_id": ws_id, "status": SYNCED})
