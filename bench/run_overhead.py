@@ -128,6 +128,10 @@ async def daemon_run(api: harness.Api, ws: WorkspaceConfig, operation: str,
     run = await api.create_run(ws.name, operation=operation, auto_apply=True)
     run = await api.wait(run["id"], "applied", timeout=wait_limit)
     t1 = time.perf_counter()
+    # Not timed: `show -json` runs after the run (actors/planjson.py); the next side starts
+    # once it is done, so it never runs beside another side's terraform.
+    await api.plan_json(run["id"], timeout=wait_limit)
+    run = await api.run(run["id"])
     after = await stage_seconds(api)
     if run["resource_changes"] != expect:
         sys.exit(f"run {run['id']} in {ws.name}: changes {run['resource_changes']}, "

@@ -152,6 +152,19 @@ class Api:
                         f"{run['error_message']}), wanted {statuses}"
                     )
 
+    async def plan_json(self, run_id: str, timeout: float = 60) -> Any:
+        """The run's plan JSON (None: the document `null`), waiting for it: an auto-applied run
+        that nothing reviewed gets it after it ended (tfward/actors/planjson.py)."""
+        with trio.fail_after(timeout):
+            while True:
+                response = await self.http.get(f"/api/v1/runs/{run_id}/plan")
+                if response.status_code == 200:
+                    return response.json()
+                assert response.status_code == 404 and "no plan JSON yet" in response.text, (
+                    response.status_code, response.text,
+                )  # fmt: skip
+                await trio.sleep(0.02)
+
     async def wait_stage(self, run_id: str, stage: str, timeout: float = 60) -> dict[str, Any]:
         with trio.fail_after(timeout):
             while True:

@@ -121,16 +121,6 @@ async def test_a_process_killed_by_a_signal_returns_128_plus_the_signal_as_a_she
         assert await run(sh("kill -TERM $$"), tmp_path) == 128 + 15
 
 
-async def test_a_lowered_priority_reaches_every_process_of_the_group(tmp_path: Path) -> None:
-    sink = Collector()
-    with trio.fail_after(BOUND):
-        await run_terraform(
-            sh("nice; sh -c nice"), cwd=tmp_path, env=ENV, sink=sink,
-            control=StopControl(grace=BOUND), nice=19,
-        )  # fmt: skip
-    assert sink.data.decode().split() == ["19", "19"]  # the command, and what it started
-
-
 async def test_the_process_runs_in_the_given_directory(tmp_path: Path) -> None:
     sink = Collector()
     with trio.fail_after(BOUND):

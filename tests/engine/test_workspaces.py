@@ -131,6 +131,7 @@ async def test_a_referenced_module_input_stays_out_of_the_stored_configuration(
     config = write_config(tmp_path / "cfg", [ws])
     async with running_daemon(config) as (daemon, api):
         run = await api.wait((await api.create_run("mod"))["id"], "applied")
+        await api.plan_json(run["id"])  # made after the run: nothing reviewed it
         plan = await api.http.get(f"/api/v1/runs/{run['id']}/plan")
         found = await facts(daemon, run["id"])
         _, archive = await daemon.store.read(
@@ -183,11 +184,13 @@ async def test_a_workspace_pinned_to_another_terraform_runs_with_it_whatever_its
 
     async with running_daemon(config) as (daemon, api):
         first = await api.wait((await api.create_run("pinned"))["id"], "applied")
-        # Nothing reviews this auto-applied plan first: `show -json` runs beside the apply.
-        assert commands()[:2] == ["init", "plan"]
-        assert sorted(commands()[2:]) == ["apply", "show"]
+        # Nothing reviews this auto-applied plan: `show -json` runs after the run, with the
+        # workspace's binary too.
+        await api.plan_json(first["id"])
+        assert commands() == ["init", "plan", "apply", "show"]
         log = await api.logs(first["id"])
         assert "Applied successfully." in log and "Apply complete!" not in log
+        first = await api.run(first["id"])
         assert first["resource_changes"]["add"] == 1  # from the plan JSON, not the text
         await api.wait((await api.create_run("plain"))["id"], "applied")
         assert len(commands()) == 4  # the other workspace kept the [terraform] binary

@@ -11,12 +11,8 @@ stage). Once the child is reaped its PID is cleared by the run's next write
 a recorded PID whose group is gone is harmless, recovery signals it only while it leads a live
 terraform group (docs/architecture.md §2, §5). Terraform commands also hold the
 daemon's process limit (`max_concurrent_runs`); a hook does not (it is not terraform). A run
-has one child at a time, except `terraform show -json` beside the apply
-(docs/architecture.md §3): that one runs `beside`, in a directory of its own, its PID not
-recorded (the apply's is; recovery finds it by its working directory, under the run's), its
-output not kept for the classifier, and at the lowest CPU priority (`BESIDE_NICE`): it must not
-slow down the apply it runs beside. The last part of each other terraform command's output is
-kept in memory, for the classifier (`runs/classify.py`) to judge a failure by.
+has one child at a time. The last part of each terraform command's output is kept in memory,
+for the classifier (`runs/classify.py`) to judge a failure by.
 """
 
 from __future__ import annotations
@@ -42,8 +38,6 @@ from .runlog import RunLog
 from .terraform import FileOutput, OutputSink, StopControl, run_terraform
 
 TAIL_BYTES = 64 << 10  # terraform's diagnostics come last; this holds many of them
-# A command beside the apply takes the CPU the apply leaves (`nice` 19: the lowest priority).
-BESIDE_NICE = 19
 
 
 class TaskOutput:
@@ -60,17 +54,9 @@ class TaskOutput:
 
 
 class Terraform(Protocol):
-    """Runs terraform in the run directory (or `beside` another command of the run); its output
-    goes to the log, or to `stdout`; `on_spawn` is called once its process runs."""
+    """Runs terraform in the run directory; its output goes to the log, or to `stdout`."""
 
-    async def __call__(
-        self,
-        args: Sequence[str],
-        *,
-        stdout: TaskOutput | None = None,
-        beside: Path | None = None,
-        on_spawn: Callable[[], None] | None = None,
-    ) -> int: ...
+    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int: ...
 
     def verdict(self, code: int) -> Verdict: ...
 
@@ -129,19 +115,10 @@ class RunChildren:
     entering: Stage | None = None
     _tail: bytes = field(default=b"", repr=False)
 
-    async def __call__(
-        self,
-        args: Sequence[str],
-        *,
-        stdout: TaskOutput | None = None,
-        beside: Path | None = None,
-        on_spawn: Callable[[], None] | None = None,
-    ) -> int:
-        """Run terraform in the run directory (with `beside`: in that directory, while another
-        command of the run runs; see the module's docstring) under the global process limit.
-        On cancellation terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors
-        propagate. The workspace's own terraform binary runs, with the run's remote-state
-        credential."""
+    async def __call__(self, args: Sequence[str], *, stdout: TaskOutput | None = None) -> int:
+        """Run terraform in the run directory under the global process limit. On cancellation
+        terraform is stopped (SIGINT, grace, SIGKILL) and reaped first; errors propagate. The
+        workspace's own terraform binary runs, with the run's remote-state credential."""
         env = self.env()
         if self.remote_state is not None:
             await self.remote_state.issue()
@@ -150,7 +127,7 @@ class RunChildren:
             await self._enter_stage()  # the run shows its stage while it waits for a slot
         async with self.ctx.rt.process_limiter:
             await disk_ready(self.ctx.rt.store.health)
-            self.ctx.log.note(f"terraform {' '.join(args)}" + (" (beside)" if beside else ""))
+            self.ctx.log.note(f"terraform {' '.join(args)}")
             tail = _Tail(self.ctx.log)
             try:
                 with self.ctx.rt.metrics.terraform_running(args[0]):
@@ -160,13 +137,9 @@ class RunChildren:
                         sink=stdout or tail,
                         stderr_sink=tail if stdout else None,
                         label=args[0],  # recovery reads the exit code of `*-apply`
-                        cwd=beside,
-                        on_spawn=on_spawn,
-                        nice=BESIDE_NICE if beside else 0,
                     )
             finally:
-                if beside is None:
-                    self._tail = bytes(tail.data[-TAIL_BYTES:])
+                self._tail = bytes(tail.data[-TAIL_BYTES:])
 
     def verdict(self, code: int) -> Verdict:
         """What the classifier makes of the last terraform command, which exited `code`."""
@@ -193,25 +166,18 @@ class RunChildren:
         sink: OutputSink,
         label: str,
         stderr_sink: OutputSink | None = None,
-        cwd: Path | None = None,
-        on_spawn: Callable[[], None] | None = None,
-        nice: int = 0,
     ) -> int:
-        """Run one child to its end (`run_terraform`). Its PID is recorded beside it unless it
-        runs in a directory of its own (`cwd`: beside another child, whose PID is the one
-        recorded); the record is cleared later, by `forget_process`."""
+        """Run one child to its end (`run_terraform`). Its PID is recorded beside it; the
+        record is cleared later, by `forget_process`."""
         stage, run_id = self.stage(), self.ctx.run_id
 
         async def started(pid: int) -> None:
-            if on_spawn is not None:
-                on_spawn()
-            if cwd is None:
-                self.process_recorded = True  # before: a write cancelled after its commit
-                await self._enter_stage(lambda c: run_store.set_process(c, run_id, pid, stage))
+            self.process_recorded = True  # before: a write cancelled after its commit
+            await self._enter_stage(lambda c: run_store.set_process(c, run_id, pid, stage))
 
         return await run_terraform(
-            argv, cwd=cwd or self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
-            control=self.control, on_start=started, label=label, nice=nice,
+            argv, cwd=self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
+            control=self.control, on_start=started, label=label,
             output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
         )  # fmt: skip
 

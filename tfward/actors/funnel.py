@@ -14,7 +14,8 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
      terminal (seed H1), the workspace lock is released unless the outcome keeps it (C2),
      run-task tokens are revoked (C4/C5), the notification for the outcome is put in the
      outbox (M5) — after an apply that stored a state, with its run triggers and drift clear
-     (H5) — the process record is cleared;
+     (H5); for a plan recorded without its JSON, `show -json` after the run (planjson.py) —
+     the process record is cleared;
   5. the run's live log is retired.
 Everything is done before step 4 commits, so a client that sees the run terminal can rely on
 every other step having happened.
@@ -126,6 +127,9 @@ class Ending:
     # Set once `terraform apply` was started: its state must be kept, whatever happened.
     apply_started: bool = False
     state_saved: bool = False
+    # The plan was recorded without its JSON: the final transaction queues `show -json` after
+    # the run (planjson.py).
+    plan_json_after: bool = False
 
 
 class StateKeeper(Protocol):
@@ -300,6 +304,8 @@ def _record_tx(
     _notify(conn, ending, run, final, outcome, wanted)
     # An apply that stored a new state: run triggers downstream and drift clear (seed H5).
     followups.after_finish(conn, final, ending.workspace_id, downstream)
+    if ending.plan_json_after and outcome.requeue is None:
+        followups.plan_json(conn, final)
     return final
 
 

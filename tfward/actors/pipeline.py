@@ -54,7 +54,6 @@ from .funnel import Ending, Outcome, finish_run
 from .gate import RunTaskGate
 from .handle import Decision, Phase, RunHandle, StopReason
 from .hooks import StageHooks
-from .planjson import PlanJsonBeside
 from .planner import Planner
 from .remote_state import RemoteStateAccess, new_token
 from .rundir import RunDirectory
@@ -115,8 +114,6 @@ class RunPipeline:
             self.children,
         )
         self.planner = Planner(self.ctx, self.children)
-        # `show -json` beside the apply, when nothing reviews the plan before it (planjson.py).
-        self.plan_json: PlanJsonBeside | None = None
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -219,17 +216,7 @@ class RunPipeline:
             raise StageFailed(
                 ErrorKind.INTERNAL, f"run {self.run_id} cannot continue from {run.status}"
             )
-        async with trio.open_nursery() as beside:
-            if self.plan_json is not None:
-                beside.start_soon(self.plan_json.run, name=f"show-json-{self.run_id}")
-            try:
-                return await self._apply_phase(run)
-            except Exception:
-                # The apply phase failed by itself: its plan JSON is stored first. (A stopped
-                # run stops `show -json` with it: the nursery is cancelled.)
-                if self.plan_json is not None:
-                    await self.plan_json.settle()
-                raise
+        return await self._apply_phase(run)
 
     async def _begin(self) -> _Start:
         """The run's first transaction: the run as stored and where its log goes on; for a
@@ -275,7 +262,7 @@ class RunPipeline:
         async with self._stage(Stage.PLANNING):
             has_changes = await self.planner.plan(run)
             reviewed = self.planner.reviewed_before_apply(run, has_changes)
-            # Nothing reads the plan JSON before the apply: `show -json` runs beside it.
+            # Nothing reads the plan JSON during the run: `show -json` runs after it.
             plan_json = await self.planner.show(run) if reviewed else None
         async with self._stage(Stage.SAVING_PLAN):
             plan_hash, also = await self._save_plan(plan_json)
@@ -286,7 +273,9 @@ class RunPipeline:
         self.children.forgotten()
         self._recorded_stage = run.stage  # an auto-apply: `restoring_plan`, entered with it
         if plan_json is None and run.status is Status.APPLYING:
-            self.plan_json = PlanJsonBeside(self.ctx, self.planner)
+            # The funnel queues it (planjson.py), whatever the outcome.
+            self.ending.plan_json_after = True
+            self.log.note("the plan JSON is made after the run: nothing reviews it before")
         return run
 
     async def _save_plan(
@@ -318,8 +307,7 @@ class RunPipeline:
         async with self._stage(Stage.APPLYING):
             self.ending.apply_started = True
             code = await self.children(
-                ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE],
-                on_spawn=self.plan_json.go.set if self.plan_json else None,
+                ["apply", "-input=false", "-no-color", "-auto-approve", workdir.PLAN_FILE]
             )
             if code != 0:
                 if self.log.parser.facts.stale_plan:
@@ -328,8 +316,6 @@ class RunPipeline:
                 raise self.children.failed(ErrorKind.APPLY, "terraform apply", code)
         async with self._stage(Stage.SAVING_STATE):
             await self.keeper.keep_state(self.ending, "apply")
-        if self.plan_json is not None:
-            await self.plan_json.settle()  # post_apply's hooks and tasks may read it
         async with self._stage(Stage.POST_APPLY):
             await self._checks(Stage.POST_APPLY)
         self.stage = None

@@ -1,139 +1,220 @@
-"""`terraform show -json` beside the apply (docs/architecture.md §3).
+"""`terraform show -json` after the run, when nothing reviewed the plan during it
+(docs/architecture.md §3).
 
-The plan JSON is the reviewable plan (seed M1). When something reads it before the apply — a
-person confirming an `apply_pending` run, a run task or a script hook at `post_plan` or
-`pre_apply` — it is made first, and a failure fails the run. An auto-applied run that nothing
-reviews first does not wait for it: its apply starts, and `show -json` runs beside it:
+The plan JSON is the reviewable plan (seed M1). When something reads it during the run — a
+person confirming an `apply_pending` run, a run task or a script hook at `post_plan`,
+`pre_apply` or `post_apply` — it is made in the run directory before anything else happens to
+the plan, and a failure fails the run (planner.py). An auto-applied run that nothing reviews
+does not wait for it, and neither does its apply: the plan is recorded without its JSON, and
+the termination funnel's final transaction queues the outbox job `plan_json`
+(outbox/followups.py), which calls `make` here once the run has ended:
 
-- **Where**: in a directory of its own, `<run dir>/.tfward/show-json/`, linking the run's
-  `.terraform/` and lock file; the plan file is named by its path. Not in the run directory:
-  there terraform would read the state the apply is writing, and call the plan stale as soon as
-  the apply wrote any. Its output files go with the run's others.
-- **When**: once the apply's terraform runs — the apply takes its process slot first;
-  `max_concurrent_runs` counts both. At niceness 19 (children.py `BESIDE_NICE`): the apply
-  comes first for the CPU. Its PID is not recorded (the apply's is); recovery finds
-  it by its working directory, under the run directory. Its time limit is the plan timeout.
-- **Its outcome is stored as soon as it has one**: the masked JSON, and the change counts
-  from it (until then they are terraform's `Plan:` line); or, when it fails, the stored
+- **Where**: `<data dir>/plan-json/<run id>/`, made from what the database holds — the plan
+  file, the generated CLI config — and the workspace's kept init for the run's configuration
+  (rundir.py); when there is none (another daemon ran the run, or it could not be kept) the
+  configuration version is unpacked there and `terraform init` runs, and that init is kept.
+  Removed when the job ends, and when it starts (what an attempt cut short by a crash left).
+- **How**: under the daemon's process limit (`max_concurrent_runs`), with the workspace's
+  binary and `env`, its time limit the plan timeout (at most 40% of the outbox lease), stopped
+  like every terraform command (SIGINT, grace, SIGKILL) when the daemon stops; the job then
+  comes back at the next start.
+- **Its outcome**: the masked JSON and the change counts from it (until then the run's counts
+  are terraform's `Plan:` line); or, when `show -json` fails, times out or cannot start, the
   document `null` and `plan_json_error` on the run — logged, counted in /metrics
-  (`tfward_plan_json_failures_total`), and not a failure of the run: nothing waited for it.
-- **It never outlives its run**: it is a task of the run's nursery. The pipeline waits for it
-  before `post_apply` (whose hooks and tasks may read the plan JSON) and when the apply phase
-  fails by itself; when the run is stopped (cancel, force-cancel, the daemon's shutdown) it is
-  stopped with it, like every terraform of the run (SIGINT, grace, SIGKILL, reaped), and
-  nothing is stored. Either way the funnel runs after it, never beside it.
+  (`tfward_plan_json_failures_total`). Stored together with the job marked done (`store`).
+  An init that fails, or a storage fault, is a failed attempt of the job: retried.
+- **When**: after the run, so it takes no CPU from the run's own terraform. The run is
+  terminal before its plan JSON is stored: meanwhile `GET /runs/{id}/plan` answers 404 "not
+  yet", and the run's change event announces the JSON when it comes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 from sqlalchemy import Connection
 
-from tfward.config import format_duration
+from tfward.config import WorkspaceConfig, format_duration
+from tfward.errors import TfwardError
+from tfward.files import private_dir
 from tfward.obs.metrics import PlanJsonFailure
-from tfward.runs import model
+from tfward.runs import masking, model
 from tfward.store import artifacts
 from tfward.store import runs as run_store
+from tfward.store.health import disk_ready
 
 from . import workdir
-from .context import RunContext
-from .planner import Planner, ShowFailure, count_changes
+from .children import TaskOutput
+from .planner import ShowFailure, count_changes, judge_show
+from .runtime import Runtime
+from .terraform import StopControl, run_terraform
 
 log = logging.getLogger(__name__)
 
-BESIDE_DIR = "show-json"  # under the run directory's `.tfward/`
+SCRATCH_DIR = "plan-json"  # under the data dir
+# How much of terraform's stderr a failure's log line quotes.
+QUOTED_ERROR = 2000
 
 
-@dataclass
-class PlanJsonBeside:
-    """`show -json` of one run beside its apply: `run` is the task, `go` is set once the
-    apply's terraform runs, `settle` waits for the outcome."""
+class NotMade(TfwardError):
+    """The plan JSON could not be made this time (terraform init failed): try again later."""
 
-    ctx: RunContext
-    planner: Planner
-    go: trio.Event = field(default_factory=trio.Event)
-    done: trio.Event = field(default_factory=trio.Event)
-    _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
-    async def run(self) -> None:
-        """The task, in the run's nursery: wait for the apply to start, run `show -json`, store
-        what came out. Cancellation (the run stopped) stops terraform and stores nothing; no
-        error of its own reaches the apply: it is logged and recorded as the run's
-        `plan_json_error` where storage allows."""
+@dataclass(frozen=True, slots=True)
+class Made:
+    """What `show -json` after the run came to: the masked document (`null` when it failed)."""
+
+    document: bytes
+    failure: ShowFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What `make` reads: the run's plan file and its configuration version."""
+
+    run_id: str
+    plan_file: bytes
+    config_sha: str
+    config_archive: bytes
+
+
+async def make(rt: Runtime, ws: WorkspaceConfig, source: Source, *, within: float) -> Made:
+    """`terraform show -json` of the run's plan in a scratch directory of its own; the masked
+    document, or how it failed (logged and counted here). Raises NotMade when the directory
+    could not be initialised."""
+    scratch = rt.data_dir / SCRATCH_DIR / source.run_id
+    cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
+    env = {
+        **os.environ,
+        "TF_IN_AUTOMATION": "1",
+        "TF_INPUT": "0",
+        "CHECKPOINT_DISABLE": "1",
+        "TF_CLI_CONFIG_FILE": str(scratch / workdir.CLI_CONFIG),
+        **ws.env,
+    }
+    try:
+        await trio.to_thread.run_sync(_lay_out, scratch, source.plan_file, cli_config)
+        await _initialise(rt, ws, source, scratch, cli_config, env)
+        made = await _show(rt, ws, scratch, env, within)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(functools.partial(shutil.rmtree, scratch, True))
+    report(rt, source.run_id, made)
+    return made
+
+
+def report(rt: Runtime, run_id: str, made: Made) -> None:
+    """A failure is logged and counted in /metrics."""
+    if made.failure is not None:
+        rt.metrics.plan_json_failed(made.failure.reason)
+        log.warning("run %s: %s; the run has no plan JSON", run_id, made.failure.text)
+
+
+def store(conn: Connection, run_id: str, made: Made) -> None:
+    """Store what `make` made, and say it on the run (its change counts, or why there is no
+    plan JSON)."""
+    artifacts.put_plan_json(conn, run_id, made.document)
+    failure = made.failure
+    if failure is None:
+        changes = count_changes(made.document)
+        run_store.amend_plan_json(conn, run_id, lambda r: model.plan_json_stored(r, changes))
+    else:
+        text = failure.text
+        run_store.amend_plan_json(conn, run_id, lambda r: model.plan_json_failed(r, text))
+
+
+def not_run(text: str) -> Made:
+    """`show -json` could not be started (`text` says why)."""
+    return Made(b"null", ShowFailure(PlanJsonFailure.NOT_RUN, text))
+
+
+def _lay_out(scratch: Path, plan_file: bytes, cli_config: str) -> None:
+    shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's, cut short
+    private_dir(scratch)
+    workdir.write_private(scratch / workdir.PLAN_FILE, plan_file)
+    workdir.write_private(scratch / workdir.CLI_CONFIG, cli_config.encode())
+
+
+async def _initialise(
+    rt: Runtime,
+    ws: WorkspaceConfig,
+    source: Source,
+    scratch: Path,
+    cli_config: str,
+    env: dict[str, str],
+) -> None:
+    """The kept init of the run's configuration, or a new one (kept for later runs)."""
+    cache = rt.init_cache(ws.name)
+    key = workdir.init_key(source.config_sha, cli_config, ws.terraform_binary)
+    if await trio.to_thread.run_sync(workdir.restore_init, cache, key, scratch):
+        return
+    await trio.to_thread.run_sync(workdir.unpack, source.config_archive, scratch)
+    plugin_cache = rt.config.terraform.plugin_cache_dir
+    await trio.to_thread.run_sync(lambda: plugin_cache.mkdir(parents=True, exist_ok=True))
+    output = TaskOutput()
+    async with rt.init_lock(plugin_cache):
+        code = await _terraform(rt, ws, scratch, env, ["init", "-input=false", "-no-color"], output)
+    if code != 0:
+        said = output.value().decode("utf-8", "replace")[-QUOTED_ERROR:]
+        raise NotMade(f"terraform init for show -json failed (exit {code}): {said}")
+    try:
+        await trio.to_thread.run_sync(workdir.keep_init, cache, key, scratch)
+    except OSError as exc:  # an optimisation only
+        log.warning("run %s: could not keep the init made for show -json: %s", source.run_id, exc)
+
+
+async def _show(
+    rt: Runtime, ws: WorkspaceConfig, scratch: Path, env: dict[str, str], within: float
+) -> Made:
+    output, errors = TaskOutput(), TaskOutput()
+    with trio.move_on_after(within) as limit:
         try:
-            with self._scope:
-                await self.go.wait()
-                await self._show_and_store()
-        finally:
-            self.done.set()
-
-    async def settle(self) -> None:
-        """Wait until the outcome is stored. If the apply never started, `show -json` has not
-        either: it is called off instead (the run ends without an apply)."""
-        if not self.go.is_set():
-            self._scope.cancel()
-        await self.done.wait()
-
-    async def _show_and_store(self) -> None:
-        timeout = self.ctx.ws.plan_timeout
-        raw, failure = b"", None
-        try:
-            with trio.move_on_after(timeout) as limit:
-                raw, failure = await self.planner.show_json(beside=await self._directory())
-            if limit.cancelled_caught:
-                failure = ShowFailure(
-                    PlanJsonFailure.TIMEOUT,
-                    f"terraform show -json timed out after {format_duration(timeout)}",
-                )
-                self.ctx.rt.metrics.plan_json_failed(failure.reason)
-            masked = b"null" if failure is not None else await self.planner.mask(raw)
-        except Exception as exc:  # nothing beside the apply may take it down
-            log.exception("run %s: terraform show -json could not run", self.ctx.run_id)
-            failure = ShowFailure(
-                PlanJsonFailure.NOT_RUN, f"terraform show -json could not run: {exc}"
+            code = await _terraform(
+                rt, ws, scratch, env, ["show", "-json", workdir.PLAN_FILE], output, errors
             )
-            self.ctx.rt.metrics.plan_json_failed(failure.reason)
-            masked = b"null"
-        if failure is not None:
-            self.ctx.log.note(
-                f"{failure.text}; the run goes on without its plan JSON (nothing reviews it "
-                "before the apply)"
+        except OSError as exc:  # the binary is gone, a full disk
+            return not_run(f"terraform show -json could not run: {exc}")
+    if limit.cancelled_caught:
+        text = f"terraform show -json timed out after {format_duration(within)}"
+        return Made(b"null", ShowFailure(PlanJsonFailure.TIMEOUT, text))
+    raw = output.value()
+    failure = judge_show(code, raw)
+    if failure is not None:
+        said = errors.value().decode("utf-8", "replace").strip()[-QUOTED_ERROR:]
+        if said:
+            log.warning("terraform show -json in %s said: %s", scratch, said)
+        return Made(b"null", failure)
+    mask = functools.partial(
+        masking.mask_plan_bytes, raw, sensitive_vars=ws.sensitive, secrets=ws.sensitive_values()
+    )
+    return Made(await trio.to_thread.run_sync(mask))
+
+
+async def _terraform(
+    rt: Runtime,
+    ws: WorkspaceConfig,
+    cwd: Path,
+    env: dict[str, str],
+    args: list[str],
+    stdout: TaskOutput,
+    stderr: TaskOutput | None = None,
+) -> int:
+    """One terraform command in `cwd`, under the daemon's process limit."""
+    async with rt.process_limiter:
+        await disk_ready(rt.store.health)
+        with rt.metrics.terraform_running(args[0]):
+            return await run_terraform(
+                [ws.terraform_binary, *args],
+                cwd=cwd,
+                env=env,
+                sink=stdout,
+                stderr_sink=stderr,
+                control=StopControl(rt.config.terraform.cancel_grace),
+                label=args[0],
             )
-            log.warning("run %s: %s beside the apply", self.ctx.run_id, failure.text)
-        try:
-            await self.ctx.rt.store.write(lambda c: self._store(c, masked, failure))
-        except Exception:  # the daemon gave up on storage, or a bug: the apply
-            # goes on; the run's plan JSON stays missing (its plan endpoint says so)
-            log.exception("run %s: could not store the plan JSON", self.ctx.run_id)
-
-    def _store(self, conn: Connection, masked: bytes, failure: ShowFailure | None) -> None:
-        artifacts.put_plan_json(conn, self.ctx.run_id, masked)
-        if failure is None:
-            changes = count_changes(masked)
-            run_store.transition(
-                conn, self.ctx.run_id, lambda r: model.plan_json_stored(r, changes)
-            )
-        else:
-            text = failure.text
-            run_store.transition(conn, self.ctx.run_id, lambda r: model.plan_json_failed(r, text))
-
-    async def _directory(self) -> Path:
-        """`<run dir>/.tfward/show-json/` with links to the run's init (`.terraform/`, the lock
-        file): what `show -json` reads besides the plan file, and no state."""
-        run_dir = self.ctx.run_dir
-        beside = run_dir / workdir.OUTPUT_DIR / BESIDE_DIR
-
-        def make() -> None:
-            beside.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for name in (".terraform", ".terraform.lock.hcl"):
-                link = beside / name
-                if (run_dir / name).exists() and not link.is_symlink():
-                    os.symlink(run_dir / name, link)
-
-        await trio.to_thread.run_sync(make)
-        return beside

@@ -1,7 +1,7 @@
 """The plan of a run: `terraform plan`, then `show -json` (the reviewable plan, seed M1), masked
-before it is stored — before anything else happens, or beside the apply when nothing reviews
-the plan first (planjson.py); then the plan recorded, with the workspace lock taken for an
-apply in the same transaction (seed H7), and a drift check's finding with it."""
+before it is stored — before anything else happens, or after the run when nothing reviews the
+plan before or during the apply (planjson.py); then the plan recorded, with the workspace lock
+taken for an apply in the same transaction (seed H7), and a drift check's finding with it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import trio
 from sqlalchemy import Connection
@@ -31,8 +30,8 @@ from . import workdir
 from .children import TaskOutput, Terraform
 from .context import RunContext
 
-# Stages whose hooks and run tasks read the plan JSON before the apply.
-REVIEW_STAGES = (Stage.POST_PLAN, Stage.PRE_APPLY)
+# Stages whose hooks and run tasks read the plan JSON during the run.
+REVIEW_STAGES = (Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +73,16 @@ class Planner:
         return code == 2
 
     def reviewed_before_apply(self, run: Run, has_changes: bool) -> bool:
-        """Whether anything reads the plan JSON before this run's apply: a person confirming
-        it, a run task or a script hook at `post_plan` or `pre_apply`. Speculative plans, and
-        plans that change nothing, are reviewed as they are (nothing else happens to them)."""
+        """Whether anything reads the plan JSON during this run: a person confirming it, a run
+        task or a script hook at `post_plan`, `pre_apply` or `post_apply`. Speculative plans,
+        and plans that change nothing, are reviewed as they are (nothing else happens to them).
+        Otherwise the plan JSON is made after the run (planjson.py) — unless the run learned
+        secrets (another workspace's state it read): they mask the JSON, and only the run
+        knows them."""
         ws = self.ctx.ws
         return (
-            run.is_speculative
+            self.ctx.log.learned_secrets()
+            or run.is_speculative
             or not run.auto_apply
             or not has_changes
             or any(str(s) in a.stages for a in ws.run_tasks for s in REVIEW_STAGES)
@@ -110,23 +113,14 @@ class Planner:
             self.ctx.log.note(f"drift check: {found} resources changed outside terraform")
         return await self.mask(raw)
 
-    async def show_json(self, beside: Path | None = None) -> tuple[bytes, ShowFailure | None]:
-        """Run `terraform show -json` on the saved plan (in the run directory, or `beside` the
-        apply in a directory of its own); its output, unmasked, and how it failed if it did
-        (counted in /metrics). Cancellation stops terraform, like every command of a run."""
+    async def show_json(self) -> tuple[bytes, ShowFailure | None]:
+        """Run `terraform show -json` on the saved plan in the run directory; its output,
+        unmasked, and how it failed if it did (counted in /metrics). Cancellation stops
+        terraform, like every command of a run."""
         output = TaskOutput()
-        plan = str(self.ctx.run_dir / workdir.PLAN_FILE) if beside else workdir.PLAN_FILE
-        code = await self.terraform(["show", "-json", plan], stdout=output, beside=beside)
+        code = await self.terraform(["show", "-json", workdir.PLAN_FILE], stdout=output)
         raw = output.value()
-        failure = None
-        if code != 0:
-            failure = ShowFailure(
-                PlanJsonFailure.EXIT, f"terraform show -json failed (exit {code})", code
-            )
-        elif not _is_json(raw):
-            failure = ShowFailure(
-                PlanJsonFailure.NOT_JSON, "terraform show -json printed no JSON document"
-            )
+        failure = judge_show(code, raw)
         if failure is not None:
             self.ctx.rt.metrics.plan_json_failed(failure.reason)
         return raw, failure
@@ -154,8 +148,8 @@ class Planner:
         """The run `planned`: `apply_pending` (or `applying` when it applies on its own) with
         the workspace lock taken in the same transaction (seed H7), or finished when there is
         nothing to apply; a drift check's finding commits with it, and `also`. The change
-        counts come from the plan JSON, or, while `show -json` is still to run beside the
-        apply (`plan_json` None), from terraform's `Plan:` line until the JSON is stored."""
+        counts come from the plan JSON, or, when `show -json` runs after the run (`plan_json`
+        None), from terraform's `Plan:` line until the JSON is stored."""
         ctx = self.ctx
         if plan_json is not None:
             changes = count_changes(plan_json)
@@ -213,6 +207,18 @@ class Planner:
             f" -> {run.status if run.status is not Status.PLANNING else 'no apply'}"
         )
         return run
+
+
+def judge_show(code: int, output: bytes) -> ShowFailure | None:
+    """How `terraform show -json`, which exited `code` and printed `output`, failed: None when
+    it printed a JSON document and exited 0."""
+    if code != 0:
+        text = f"terraform show -json failed (exit {code})"
+        return ShowFailure(PlanJsonFailure.EXIT, text, code)
+    if not _is_json(output):
+        text = "terraform show -json printed no JSON document"
+        return ShowFailure(PlanJsonFailure.NOT_JSON, text)
+    return None
 
 
 def _is_json(output: bytes) -> bool:

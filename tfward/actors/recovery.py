@@ -39,7 +39,7 @@ from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.health import patient
 
-from . import takeover, workdir
+from . import planjson, takeover, workdir
 from .funnel import Outcome, finish_run
 from .handle import RunHandle
 from .pipeline import RunPipeline
@@ -116,12 +116,13 @@ async def _stop_processes(
     report: RecoveryReport,
 ) -> None:
     """Terraform left running by the runs' previous owner, when it ran on this host (a pid
-    means nothing elsewhere): at start every process in this data dir's runs; at a takeover
-    those working in the taken runs' directories."""
+    means nothing elsewhere): at start every process in this data dir's runs and in its
+    `show -json` directories (planjson.py: the job comes back); at a takeover those working in
+    the taken runs' directories."""
     here = [(run, pid) for run, pid in in_flight if owned[run.workspace].same_host]
     roots = [owned[run.workspace].run_dir(run.id) for run, _ in here]
     if at_start:
-        roots.append(rt.data_dir / "runs")
+        roots += [rt.data_dir / "runs", rt.data_dir / planjson.SCRATCH_DIR]
     await stop_leftover_processes(
         roots, [pid for _, pid in here if pid], rt.config.terraform.cancel_grace, report
     )
@@ -178,6 +179,9 @@ async def _recover_run(rt: Runtime, run: Run, report: RecoveryReport) -> None:
         report.requeued.append(run.id)
     elif run.status is Status.APPLYING:
         pipeline.ending.apply_started = True
+        pipeline.ending.plan_json_after = await rt.store.read(
+            lambda c: artifacts.plan_json_missing(c, run.id)
+        )
         outcome = await _apply_outcome(rt, run, pipeline)
         (report.finished if outcome.status is Status.APPLIED else report.interrupted).append(run.id)
     else:

@@ -110,6 +110,7 @@ class RunLog:
     _next_seq: int | None = None  # where the stored log goes on; None until opened
     _masker: SecretMask = field(default_factory=SecretMask)
     _secrets: set[str] = field(default_factory=set)
+    _given: frozenset[str] = frozenset()  # the secrets it was created with
     window: LogWindow = field(default_factory=LogWindow)
     closed: bool = False
     total_bytes: int = 0
@@ -122,7 +123,8 @@ class RunLog:
         return f"{what} failed (exit {code})" + (f": {first}" if first else "")
 
     def __post_init__(self) -> None:
-        self.add_secrets(self.secrets)
+        self._given = frozenset(s for s in self.secrets if s)
+        self.add_secrets(self._given)
 
     def add_secrets(self, values: Iterable[str]) -> None:
         """Mask these strings too from now on, in every form terraform writes them: the run's
@@ -134,6 +136,10 @@ class RunLog:
     def mask_values(self) -> list[str]:
         """Every secret this log masks (the plan JSON of the run masks the same)."""
         return sorted(self._secrets)
+
+    def learned_secrets(self) -> bool:
+        """Whether it masks secrets the run learned while it ran, beyond those it was given."""
+        return not self._secrets <= self._given
 
     async def open(self, end: tuple[int, int] | None = None) -> None:
         """Continue after the chunks already stored (an apply appends to its plan's log):

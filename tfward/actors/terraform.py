@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -104,7 +103,6 @@ async def run_terraform(
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
     label: str = "terraform",
-    nice: int = 0,
 ) -> int:
     """Run one terraform command (or another child of a run: `label` names it in file names)
     to completion and return its exit code (128 + N when it was killed by signal N: the shim
@@ -120,9 +118,7 @@ async def run_terraform(
     `control.force`), SIGKILL the process group, collect the remaining output, then re-raise
     Cancelled. On any exit path the process group is stopped and reaped before this returns, so
     no provider process is left. stderr goes to `stderr_sink` when given (to keep stdout
-    machine-readable), else to `sink`. `nice`: the niceness of its whole process group (19, the
-    lowest priority: a command beside another must not slow that one down). A binary that
-    does not exist raises FileNotFoundError."""
+    machine-readable), else to `sink`. A binary that does not exist raises FileNotFoundError."""
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise FileNotFoundError(f"{argv[0]}: no such executable")
     output_dir = output_dir or cwd / ".tfward"
@@ -133,8 +129,6 @@ async def run_terraform(
         outputs.append(_Output.of(output_dir, tag, "err", stderr_sink))
     exit_file = output_dir / f"{tag}.exit"
     proc = await _spawn(argv, cwd, env, outputs, exit_file)
-    if nice:
-        _lower_priority(proc.pid, nice)
     try:
         await _supervise(proc, outputs, control, on_start)
     finally:
@@ -232,17 +226,6 @@ def _create_files(outputs: list[_Output], exit_file: Path) -> list[BinaryIO]:
         _remove([o.path for o in outputs])
         raise
     return handles
-
-
-def _lower_priority(pgid: int, nice: int) -> None:
-    """Lower the CPU priority of every process of the group. Whatever the group holds now
-    (the shim, terraform if the shim started it already) gets it, and a process started later
-    inherits it from its parent in the group. Best effort: a group that is gone already, or a
-    system that refuses, leaves it as it was."""
-    try:
-        os.setpriority(os.PRIO_PGRP, pgid, nice)
-    except OSError as exc:
-        log.debug("cannot lower the priority of process group %d: %s", pgid, exc)
 
 
 def _remove(paths: Sequence[Path]) -> None:

@@ -8,6 +8,8 @@
 - `inventory_sync`: writes the resources of one state version into the inventory; a sync for
   an older state never overwrites a newer one (see `store/inventory.py`).
 - `drift_clear`: an apply stored a new state; drift found in an older state is cleared.
+- `plan_json`: `terraform show -json` of a run's plan after the run (actors/planjson.py), stored
+  with the job marked done; a plan JSON stored already (a re-run) is left as it is.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import logging
 import trio
 from sqlalchemy import Connection
 
+from tfward.actors import planjson
 from tfward.actors.workspace import Submitted
-from tfward.errors import NotFound, StateRejected
+from tfward.errors import NotFound, PlanUnusable, StateRejected
 from tfward.ids import now
 from tfward.runs.model import Operation, Run
+from tfward.store import artifacts, states
 from tfward.store import drift as drift_store
 from tfward.store import inventory as inventory_store
 from tfward.store import runs as run_store
-from tfward.store import states
 from tfward.store.resources import resources_of
 
-from .jobs import JobContext, PermanentFailure
+from .jobs import JobContext, JobFailed, PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +142,43 @@ async def drift_clear(ctx: JobContext) -> None:
     cleared = await ctx.finish_with(lambda c: drift_store.clear(c, ws_id, run_id, serial, now()))
     if cleared:
         log.info("drift of %s cleared by run %s", job.payload.get("workspace"), run_id)
+
+
+# ---- plan_json --------------------------------------------------------------------------------
+
+
+async def plan_json(ctx: JobContext) -> None:
+    run_id = str(ctx.job.payload["run_id"])
+
+    def load(conn: Connection) -> tuple[str, planjson.Source] | None:
+        if not artifacts.plan_json_missing(conn, run_id):
+            return None  # stored already (a re-run of the job), or the plan is gone
+        run = run_store.get_run(conn, run_id)
+        plan = artifacts.get_plan_file(conn, run_id)
+        if plan is None or run.configuration_version_id is None:
+            raise PermanentFailure(f"run {run_id} has no plan file or configuration")
+        sha, archive = artifacts.configuration_archive(conn, run.configuration_version_id)
+        return run.workspace, planjson.Source(run_id, plan[0], sha, archive)
+
+    try:
+        loaded = await ctx.rt.store.read(load)
+    except (NotFound, PlanUnusable) as exc:
+        raise PermanentFailure(str(exc)) from exc
+    if loaded is None:
+        await ctx.finish_with(lambda c: None)
+        return
+    name, source = loaded
+    try:
+        ws = ctx.rt.config.workspace(name)
+    except KeyError:
+        made = planjson.not_run(f"workspace {name!r} left the config before show -json ran")
+        planjson.report(ctx.rt, run_id, made)
+    else:
+        within = min(ws.plan_timeout, ctx.rt.config.outbox.lease * 0.4)
+        try:
+            made = await planjson.make(ctx.rt, ws, source, within=within)
+        except planjson.NotMade as exc:
+            raise JobFailed(str(exc)) from exc
+    await ctx.finish_with(lambda c: planjson.store(c, run_id, made))
+    if made.failure is None:
+        log.info("run %s: plan JSON stored", run_id)

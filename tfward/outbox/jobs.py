@@ -9,7 +9,7 @@ row done commit together, so the effect and "done" can never be split by a crash
   the notify row). A release's end (`release:completed` / `release:failed`) has no workspace:
   it goes to every destination named by a workspace of the release, each once;
 - `deliver`: one POST to one destination, every attempt in the delivery log;
-- `run_trigger`, `inventory_sync`, `drift_clear`: see `followups.py`.
+- `run_trigger`, `inventory_sync`, `drift_clear`, `plan_json`: see `followups.py`.
 """
 
 from __future__ import annotations

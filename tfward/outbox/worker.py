@@ -59,6 +59,7 @@ HANDLERS: Mapping[str, Handler] = {
     "run_trigger": followups.run_trigger,
     "inventory_sync": followups.inventory_sync,
     "drift_clear": followups.drift_clear,
+    "plan_json": followups.plan_json,
 }
 # Longest sleep without a reason to wake (guards against writes made by other processes).
 MAX_IDLE = 30.0

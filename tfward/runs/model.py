@@ -263,18 +263,19 @@ def plan_finished(
 
 
 def plan_json_stored(run: Run, changes: ResourceChanges) -> Run:
-    """The plan JSON that `show -json` produced alongside the apply is stored: the change counts
-    are the JSON's from now on (until then they came from terraform's `Plan:` line)."""
-    if run.status is not Status.APPLYING:
-        raise _refuse(run, "store the plan JSON of")
+    """The plan JSON that `show -json` made after the run is stored: the change counts are the
+    JSON's from now on (until then they came from terraform's `Plan:` line). Any status: the
+    run has usually ended (docs/architecture.md §3)."""
+    if run.plan_hash is None:
+        raise InvalidTransition(f"run {run.id} has no plan: there is no plan JSON to store")
     return dataclasses.replace(run, changes=changes, plan_json_error=None)
 
 
 def plan_json_failed(run: Run, error: str) -> Run:
-    """`show -json` failed alongside the apply: the run goes on, and says why it has no plan
-    JSON (nothing waited for it: docs/architecture.md §3)."""
-    if run.status is not Status.APPLYING:
-        raise _refuse(run, "record the plan JSON failure of")
+    """`show -json` after the run failed: the run says why it has no plan JSON (nothing
+    waited for it: docs/architecture.md §3)."""
+    if run.plan_hash is None:
+        raise InvalidTransition(f"run {run.id} has no plan: there is no plan JSON to fail")
     return dataclasses.replace(run, plan_json_error=error)
 
 

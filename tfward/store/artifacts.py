@@ -122,7 +122,7 @@ _PLAN_FILE = select(plan_artifacts.c.plan_file, plan_artifacts.c.plan_sha256).wh
 
 def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes | None) -> str:
     """Store a plan and its JSON with their sha256; returns the plan's sha256 (the plan hash).
-    `plan_json` None: `show -json` runs beside the apply and `put_plan_json` stores it later."""
+    `plan_json` None: `show -json` runs after the run and `put_plan_json` stores it then."""
     plan_sha = plan_sha256(plan_file)
     conn.execute(_DELETE_PLAN, {"run_id": run_id})
     conn.execute(
@@ -139,10 +139,21 @@ def put_plan(conn: Connection, run_id: str, plan_file: bytes, plan_json: bytes |
 
 
 def put_plan_json(conn: Connection, run_id: str, plan_json: bytes) -> None:
-    """Store the plan JSON of a plan stored without it (`show -json` ran beside the apply)."""
+    """Store the plan JSON of a plan stored without it (`show -json` ran after the run)."""
     result = conn.execute(_UPDATE_PLAN, {"b_run_id": run_id, **_plan_json_values(conn, plan_json)})
     if result.rowcount != 1:
         raise NotFound(f"run {run_id} has no plan")
+
+
+_PLAN_JSON_MISSING = select(plan_artifacts.c.run_id).where(
+    plan_artifacts.c.run_id == bindparam("run_id"), plan_artifacts.c.plan_json.is_(None)
+)
+
+
+def plan_json_missing(conn: Connection, run_id: str) -> bool:
+    """Whether the run has a plan whose JSON is not stored yet (a failed `show -json` stores
+    the document `null`: that is stored)."""
+    return conn.execute(_PLAN_JSON_MISSING, {"run_id": run_id}).first() is not None
 
 
 def _plan_json_values(conn: Connection, plan_json: bytes | None) -> dict[str, object]:
@@ -168,8 +179,8 @@ def get_plan_file(conn: Connection, run_id: str) -> tuple[bytes, str] | None:
 
 def get_plan_json(conn: Connection, run_id: str) -> bytes:
     """The stored plan JSON (`null` when `show -json` failed and the run went on without it).
-    NotFound for a run without a plan, or whose JSON is not stored: `show -json` still runs
-    beside the apply, or was stopped with its run."""
+    NotFound for a run without a plan, or whose JSON is not stored yet: `show -json` runs
+    after the run (outbox job `plan_json`)."""
     row = conn.execute(
         select(plan_artifacts.c.plan_json).where(plan_artifacts.c.run_id == run_id)
     ).first()
@@ -177,8 +188,8 @@ def get_plan_json(conn: Connection, run_id: str) -> bytes:
         raise NotFound(f"run {run_id} has no plan")
     if row.plan_json is None:
         raise NotFound(
-            f"run {run_id} has no plan JSON yet: terraform show -json runs beside its apply "
-            "(or was stopped with the run)"
+            f"run {run_id} has no plan JSON yet: terraform show -json runs after the run, "
+            "as a follow-up job (see the outbox)"
         )
     return sealing.unseal(conn, row.plan_json, "plan_json")
 

@@ -5,7 +5,10 @@
 - `after_finish`: an applied run that stored a new state version queues a `run_trigger` per
   downstream workspace and, when its workspace is marked drifted, a `drift_clear`, from the
   termination funnel's final transaction;
-- `inventory_sync`: every stored state version, from `states.store`.
+- `inventory_sync`: a stored state version whose resources were not written with it, from
+  `states.store`;
+- `plan_json`: a run whose plan was recorded without its JSON (nothing reviewed it during the
+  run), from the termination funnel's final transaction (actors/planjson.py).
 
 Every row has an idempotency key derived from its cause, so a retried transaction or a re-run
 job never queues a second one (seed H5, O3).
@@ -96,4 +99,16 @@ def inventory_sync(
         {"state_version_id": state_version_id, "serial": serial, "run_id": run_id},
         key=f"inventory_sync:{state_version_id}",
         workspace_id=workspace_id,
+    )
+
+
+def plan_json(conn: Connection, run: Run) -> None:
+    """`terraform show -json` of `run`'s plan, after the run. No workspace on the row: the
+    workspace's notifications do not wait behind it (rows of one workspace run in order)."""
+    outbox_store.enqueue(
+        conn,
+        "plan_json",
+        {"run_id": run.id, "workspace": run.workspace},
+        key=f"plan_json:{run.id}",
+        run_id=run.id,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -325,6 +326,20 @@ def transition(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> tuple
     after = fn(before)
     save(conn, before, after, whole=True)
     return before, after
+
+
+def amend_plan_json(conn: Connection, run_id: str, fn: Callable[[Run], Run]) -> Run:
+    """What the plan JSON made after the run says, on the run whatever its status (it may be
+    terminal): `fn` (`model.plan_json_stored` / `plan_json_failed`) may change only the change
+    counts and `plan_json_error`."""
+    before = get_run(conn, run_id)
+    after = fn(before)
+    same = dataclasses.replace(
+        after, changes=before.changes, plan_json_error=before.plan_json_error
+    )
+    if same != before:
+        raise InvalidTransition(f"run {run_id}: the plan JSON may change only its change counts")
+    return _compare_and_set(conn, before, after, whole=True)
 
 
 def set_process(conn: Connection, run_id: str, pid: int | None, stage: Stage | None) -> None:
