@@ -1,5 +1,5 @@
 """A workspace whose fake terraform's `show -json` fails on demand (seed M1): what the tests of
-the plan (tests/actors/test_planner.py) and of `show -json` beside the apply
+the plan (tests/actors/test_planner.py) and of `show -json` after the run
 (tests/actors/test_planjson.py) share."""
 
 from __future__ import annotations

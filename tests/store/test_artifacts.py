@@ -146,7 +146,7 @@ def test_migration_0011_counts_the_offsets_of_chunks_stored_before_it(tmp_path: 
 def test_a_plan_stored_before_its_json_gets_it_later_and_migration_0012_goes_both_ways(
     tmp_path: Path,
 ) -> None:
-    """`show -json` beside the apply: the plan is stored first (`plan_json` NULL until
+    """`show -json` after the run: the plan is stored first (`plan_json` NULL until
     `put_plan_json`); migration 0013_speed allows that and adds `runs.plan_json_error`, and its
     downgrade gives a plan still without JSON the document a failed `show -json` leaves."""
     store = Store(sqlite_url(tmp_path / "tfward.db"), sealer=Sealer(bytes(32)))

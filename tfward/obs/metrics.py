@@ -51,8 +51,8 @@ class PlanJsonFailure(enum.StrEnum):
 
     EXIT = "exit"  # it exited non-zero
     NOT_JSON = "not_json"  # it exited 0 without a JSON document
-    TIMEOUT = "timeout"  # beside the apply: it outlived the plan timeout
-    NOT_RUN = "not_run"  # beside the apply: it could not be started
+    TIMEOUT = "timeout"  # after the run: it outlived its time limit
+    NOT_RUN = "not_run"  # after the run: it could not be started
 
 
 # The commands the pipeline runs, present at zero so a dashboard has a series before the first.
@@ -154,8 +154,8 @@ class Metrics:
         self.plan_json_failures = Counter(
             "tfward_plan_json_failures",
             "`terraform show -json` failures, by reason (exit, not_json, timeout, not_run). A run "
-            "someone reviews before its apply fails for it (seed M1); a speculative plan, or an "
-            "auto-applied run whose show -json ran beside the apply, goes on and says why on the "
+            "whose plan something reads during the run fails for it (seed M1); a speculative "
+            "plan, or an auto-applied run whose show -json ran after the run, says why on the "
             "run (plan_json_error).",
             ["reason"],
             registry=self.registry,

@@ -190,8 +190,8 @@ class Run:
     discard_requested_at: datetime | None = None
     discard_requested_by: str | None = None
     discard_reason: str | None = None
-    # Why the run went on without its plan JSON: `terraform show -json` failed for a
-    # speculative plan, or alongside the apply of an auto-applied run (docs/architecture.md §3).
+    # Why the run has no plan JSON: `terraform show -json` failed for a speculative plan, or
+    # after an auto-applied run that nothing reviewed (docs/architecture.md §3).
     plan_json_error: str | None = None
 
     @property

@@ -103,7 +103,7 @@ def seal_plain_rows(conn: Connection) -> int:
         values = {
             name: seal(conn, bytes(getattr(plan, name)), name)
             for name in ("plan_file", "plan_json")
-            # A NULL plan JSON: `show -json` ran beside the apply and never finished.
+            # A NULL plan JSON: `show -json` after the run has not stored it (yet).
             if getattr(plan, name) is not None and not is_sealed(getattr(plan, name))
         }
         conn.execute(

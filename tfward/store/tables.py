@@ -173,8 +173,8 @@ plan_artifacts = Table(
     Column("run_id", String(32), ForeignKey("runs.id"), primary_key=True),
     Column("plan_file", LargeBinary, nullable=False),
     Column("plan_sha256", String(64), nullable=False),
-    # NULL while `terraform show -json` runs beside the apply (migration 0012), or when it was
-    # stopped with its run before it finished.
+    # NULL until `terraform show -json` after the run stored it (migration 0013; the outbox job
+    # `plan_json`, docs/architecture.md §3).
     Column("plan_json", LargeBinary, nullable=True),
     Column("plan_json_sha256", String(64), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
@@ -308,8 +308,8 @@ runs.append_column(Column("discard_requested_at", UTCDateTime, nullable=True))
 runs.append_column(Column("discard_requested_by", String(128), nullable=True))
 runs.append_column(Column("discard_reason", Text, nullable=True))
 
-# Migration 0012: why the run went on without its plan JSON (`terraform show -json` failed for
-# a speculative plan, or beside the apply of an auto-applied run: docs/architecture.md §3).
+# Migration 0013: why the run has no plan JSON (`terraform show -json` failed for a
+# speculative plan, or after an auto-applied run: docs/architecture.md §3).
 runs.append_column(Column("plan_json_error", Text, nullable=True))
 
 # ---- migration 0002: follow-ups (delivery log, inventory, drift) ----------------------------

@@ -36,8 +36,8 @@ def run_view(run: Run) -> dict[str, Any]:
             "destroy": run.changes.destroy,
         },
         "plan_hash": run.plan_hash,
-        # Why the run has no plan JSON: `show -json` failed for a speculative plan, or beside
-        # the apply of a run nothing reviewed first (docs/architecture.md §3).
+        # Why the run has no plan JSON: `show -json` failed for a speculative plan, or after
+        # an auto-applied run nothing reviewed (docs/architecture.md §3).
         "plan_json_error": run.plan_json_error,
         "configuration_version_id": run.configuration_version_id,
         "configuration_sha256": run.configuration_sha256,

@@ -5,6 +5,8 @@ show -json` runs beside it (docs/architecture.md §3). Its plan is stored before
 so `plan_artifacts.plan_json` (and its sha256) may be NULL: the JSON has not been stored yet, or
 `show -json` was stopped with its run. `runs.plan_json_error` says why a run went on without its
 plan JSON (a speculative plan's, or one beside the apply, whose `show -json` failed).
+(Later `show -json` moved after the run, as the outbox job `plan_json`; these columns serve it
+unchanged: NULL until the job stored the JSON.)
 
 Revision ID: 0013_speed
 Revises: 0012_web
