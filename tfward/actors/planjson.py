@@ -11,9 +11,10 @@ the termination funnel's final transaction queues the outbox job `plan_json`
 
 - **Where**: `<data dir>/plan-json/<run id>/`, made from what the database holds — the plan
   file, the generated CLI config — and the workspace's kept init for the run's configuration
-  (rundir.py); when there is none (another daemon ran the run, or it could not be kept) the
-  configuration version is unpacked there and `terraform init` runs, and that init is kept.
-  Removed when the job ends, and when it starts (what an attempt cut short by a crash left).
+  (rundir.py; linked: a kept init never changes). When there is none (another daemon ran the
+  run, or it could not be kept) the configuration version is unpacked there and `terraform
+  init` runs, and that init is kept. Removed when the job ends, and when it starts (what an
+  attempt cut short by a crash left).
 - **How**: under the daemon's process limit (`max_concurrent_runs`), with the workspace's
   binary and `env`, its time limit the plan timeout (at most 40% of the outbox lease), stopped
   like every terraform command (SIGINT, grace, SIGKILL) when the daemon stops; the job then
@@ -80,8 +81,8 @@ class Source:
 
     run_id: str
     plan_file: bytes
+    config_version_id: str
     config_sha: str
-    config_archive: bytes
 
 
 async def make(rt: Runtime, ws: WorkspaceConfig, source: Source, *, within: float) -> Made:
@@ -149,12 +150,15 @@ async def _initialise(
     cli_config: str,
     env: dict[str, str],
 ) -> None:
-    """The kept init of the run's configuration, or a new one (kept for later runs)."""
+    """The kept init of the run's configuration (linked: `show` only reads it), or a new one
+    from the stored configuration version (kept for later runs)."""
     cache = rt.init_cache(ws.name)
     key = workdir.init_key(source.config_sha, cli_config, ws.terraform_binary)
-    if await trio.to_thread.run_sync(workdir.restore_init, cache, key, scratch):
+    if await trio.to_thread.run_sync(workdir.link_init, cache, key, scratch):
         return
-    await trio.to_thread.run_sync(workdir.unpack, source.config_archive, scratch)
+    cv_id = source.config_version_id
+    _, archive = await rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
+    await trio.to_thread.run_sync(workdir.unpack, archive, scratch)
     plugin_cache = rt.config.terraform.plugin_cache_dir
     await trio.to_thread.run_sync(lambda: plugin_cache.mkdir(parents=True, exist_ok=True))
     output = TaskOutput()

@@ -252,6 +252,19 @@ def restore_init(cache_root: Path, key: str, run_dir: Path) -> bool:
     return True
 
 
+def link_init(cache_root: Path, key: str, directory: Path) -> bool:
+    """Link a kept init into `directory`, for a command that only reads it (`show -json`: a
+    kept init is never changed once in place). Returns False when there is none for `key`."""
+    kept = cache_root / key
+    if not (kept / INIT_MARKER).is_file():
+        return False
+    os.symlink(kept / ".terraform", directory / ".terraform")
+    lock = kept / ".terraform.lock.hcl"
+    if lock.is_file():
+        os.symlink(lock, directory / ".terraform.lock.hcl")
+    return True
+
+
 def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
     """Keep `run_dir`'s init for later runs. Written aside and renamed, so a crash never leaves
     a half-copied init that looks complete."""

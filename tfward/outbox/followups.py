@@ -155,10 +155,10 @@ async def plan_json(ctx: JobContext) -> None:
             return None  # stored already (a re-run of the job), or the plan is gone
         run = run_store.get_run(conn, run_id)
         plan = artifacts.get_plan_file(conn, run_id)
-        if plan is None or run.configuration_version_id is None:
+        cv_id, sha = run.configuration_version_id, run.configuration_sha256
+        if plan is None or cv_id is None or sha is None:
             raise PermanentFailure(f"run {run_id} has no plan file or configuration")
-        sha, archive = artifacts.configuration_archive(conn, run.configuration_version_id)
-        return run.workspace, planjson.Source(run_id, plan[0], sha, archive)
+        return run.workspace, planjson.Source(run_id, plan[0], cv_id, sha)
 
     try:
         loaded = await ctx.rt.store.read(load)

@@ -15,9 +15,9 @@
   claimable again, and every write about an attempt checks the attempt still owns the row.
 - The worker wakes when a row becomes due (the store publishes the outbox's change key when a
   row is queued, retried or re-queued: store/changes.py; `COALESCE` later, so that one look
-  takes what a burst of commits queued), when one of its jobs ends, and
-  otherwise at the next due time (at most MAX_IDLE, which also catches rows another process
-  queued).
+  takes what a burst of commits queued), when one of its jobs ends that held the last free
+  slot or that rows of its workspace may wait behind, and otherwise at the next due time (at
+  most MAX_IDLE, which also catches rows another process queued).
 - Rows done, and notification delivery attempts, older than `[outbox] keep` are deleted in
   short batches, hourly; queued, running and dead rows are never deleted.
 Stopping: no new claims; jobs in flight get `stop_grace` seconds, then are cancelled and left
@@ -217,8 +217,9 @@ class OutboxWorker:
             log.warning("outbox: %d rows a previous process left running re-queued", count)
 
     async def _claim(self, nursery: trio.Nursery, free: int) -> tuple[int, _NextDue | None]:
-        """Claim and start up to `free` due rows; how many, and when none was due, when the
-        next one will be (read with the same look: `_sleep` need not read it again)."""
+        """Claim and start up to `free` due rows; how many, and, unless every free slot was
+        taken, when the next row will be due (read with the look or the claim: `_sleep` need
+        not read it again)."""
         exclude = frozenset(self.in_flight)
 
         def look(conn: Connection) -> _NextDue | None:
@@ -229,14 +230,21 @@ class OutboxWorker:
         if (due := await self.rt.store.read(look)) is not None:
             return 0, due
         lease = self.lease
-        claimed = await self.rt.store.write(
-            lambda c: outbox_store.claim(c, now(), free, lease, exclude, self.rt.node_id)
-        )
+
+        def claim(conn: Connection) -> tuple[list[outbox_store.Job], _NextDue | None]:
+            claimed = outbox_store.claim(conn, now(), free, lease, exclude, self.rt.node_id)
+            if len(claimed) == free:
+                return claimed, None  # more may be due: the loop looks again at once
+            # Every due row is claimed: when the next one will be, in the same transaction.
+            mine = exclude | {job.id for job in claimed}
+            return claimed, _NextDue(outbox_store.next_due(conn, mine))
+
+        claimed, due = await self.rt.store.write(claim)
         for job in claimed:
             self.limiter.acquire_on_behalf_of_nowait(job.id)
             self.in_flight[job.id] = job
             nursery.start_soon(self._run_job, job, name=f"outbox-{job.kind}-{job.id}")
-        return len(claimed), None
+        return len(claimed), due
 
     async def _sleep(self, free: int, claimed: int, known: _NextDue | None) -> None:
         """Until a row may be due (`known`: when, as `_claim` read it), or a wake-up."""
@@ -271,9 +279,13 @@ class OutboxWorker:
         except Exception:  # the outcome could not be written: the lease brings it back
             log.exception("outbox %s %s: could not record the outcome", job.kind, job.id)
         finally:
+            full = self.limiter.available_tokens == 0
             self.in_flight.pop(job.id, None)
             self.limiter.release_on_behalf_of(job.id)
-            self._wake.set()
+            if full or job.workspace_id is not None:
+                # Rows may wait for this slot, or behind this row (its workspace's order);
+                # otherwise nothing became due (a row queued or retried wakes the loop itself).
+                self._wake.set()
 
     async def _attempt(self, job: outbox_store.Job) -> None:
         handler = self.handlers.get(job.kind)
