@@ -5,7 +5,6 @@ again (seed 003)."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -197,42 +196,47 @@ class RunDirectory:
             )
             await trio.sleep(wait)
 
+    def _holds(self, plan_hash: str | None) -> bool:
+        """Whether the run directory still holds the plan `plan_hash` and its init."""
+        on_disk = self.path / workdir.PLAN_FILE
+        return (
+            plan_hash is not None
+            and (self.path / workdir.INIT_MARKER).is_file()
+            and on_disk.is_file()
+            and artifacts.plan_sha256(on_disk.read_bytes()) == plan_hash
+        )
+
     async def restore_plan(self, run: Run) -> None:
         """Make the run directory hold exactly the planned configuration, the plan and the
-        current state; refuse (re-plan: seed 003) if the plan or state moved on."""
+        current state; refuse (re-plan: seed 003) if the plan or state moved on. The stored
+        plan is checked either way; when the directory still holds it, with its init, the
+        apply runs there and nothing more is read."""
+        ws_id, run_id = self.ctx.ws_id, self.ctx.run_id
+        same_dir = await trio.to_thread.run_sync(self._holds, run.plan_hash)
 
-        def load(conn: Connection) -> tuple[str | None, tuple[bytes, str] | None, bytes | None]:
-            current = states.current(conn, self.ctx.ws_id)
-            problem = artifacts.plan_problem(
+        def load(conn: Connection) -> tuple[str | None, bytes | None, bytes | None]:
+            current = states.current(conn, ws_id)
+            problem, plan_file = artifacts.checked_plan(
                 conn,
-                self.ctx.run_id,
+                run_id,
                 run.plan_hash,
                 current.id if current else None,
-                run_store.planned_state_version(conn, self.ctx.run_id),
+                run_store.planned_state_version(conn, run_id),
             )
-            if problem is not None:
-                return problem, None, None
-            return (
-                problem,
-                artifacts.get_plan_file(conn, self.ctx.run_id),
-                states.current_raw(conn, self.ctx.ws_id),
-            )
+            if problem is not None or same_dir:
+                return problem, plan_file, None
+            return problem, plan_file, states.current_raw(conn, ws_id)
 
-        problem, plan, state = await self.ctx.rt.store.read(load)
-        if problem is not None or plan is None:
+        problem, plan_file, state = await self.ctx.rt.store.read(load)
+        if problem is not None or plan_file is None:
             problem = problem or artifacts.PLAN_LOST
             reason = artifacts.PLAN_PROBLEM_REASONS.get(problem, PlanReason.OTHER)
             self.ctx.rt.metrics.plan_unusable(reason)
             raise PlanUnusable(problem)
-        plan_file, recorded_sha = plan
-        on_disk = self.path / workdir.PLAN_FILE
-        if (
-            on_disk.is_file()
-            and hashlib.sha256(on_disk.read_bytes()).hexdigest() == recorded_sha
-            and (self.path / workdir.INIT_MARKER).is_file()
-        ):
+        if same_dir:
             self.ctx.log.note("applying in the directory the plan was made in")
             return
+        on_disk = self.path / workdir.PLAN_FILE
         self.ctx.log.note("restoring the plan into a fresh directory")
         if run.configuration_version_id is None:
             raise PlanUnusable("the run has no configuration version")

@@ -377,14 +377,25 @@ def plan_problem(
     """Why a run's saved plan cannot be applied, or None: the plan artifact is lost or corrupt,
     or the workspace state moved since the plan (seed 003). One check for the pipeline's
     restore and for recovery, so the two can never disagree."""
+    return checked_plan(conn, run_id, plan_hash, current_state_id, planned_state_id)[0]
+
+
+def checked_plan(
+    conn: Connection,
+    run_id: str,
+    plan_hash: str | None,
+    current_state_id: str | None,
+    planned_state_id: str | None,
+) -> tuple[str | None, bytes | None]:
+    """`plan_problem`, and the plan file it read when there is none (the restore applies it)."""
     try:
         plan = get_plan_file(conn, run_id)
     except PlanUnusable as exc:
-        return str(exc)
+        return str(exc), None
     if plan is None:
-        return PLAN_LOST
+        return PLAN_LOST, None
     if hashlib.sha256(plan[0]).hexdigest() != plan[1] or plan[1] != plan_hash:
-        return PLAN_CORRUPT
+        return PLAN_CORRUPT, None
     if current_state_id != planned_state_id:
-        return STATE_MOVED
-    return None
+        return STATE_MOVED, None
+    return None, plan[0]
