@@ -161,6 +161,9 @@ def runs(p: Paths) -> None:
         tag="runs",
         ok=OBJECT,
         errors=[404],
+        notes="Masked. `null` when `show -json` failed (the run's `plan_json_error` says why). "
+        "404 for a run without a plan, and until the plan JSON of an auto-applied run that "
+        "nothing reviewed is made, after the run (the outbox job `plan_json`).",
     )
     p.add(
         "GET",
