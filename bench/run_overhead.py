@@ -19,11 +19,15 @@ slow drift of the machine hits every side alike, and the order of the sides alte
   apply tfward.tfplan'` with output to a file. Preparing the directory is not timed (this
   favours bare terraform). Each bare run has its own empty demo store and creates 3 things.
   Afterwards `terraform show -json tfward.tfplan` is timed on its own (not part of bare): the
-  daemon runs it on every plan to store the plan JSON, so "bare + show" shows how much of the
-  overhead that one command explains.
+  daemon runs it for every plan to store the plan JSON — for these auto-applied runs that
+  nothing reviews, after the run (docs/architecture.md §3) — so "bare + show" shows what that
+  one command would cost in the run.
 
+The daemon is a real `tfward serve` process (bench/_daemon.py), as an operator runs it: its own
+GIL, and its heap settled after start-up as `serve` does it; this process is only its client.
 A daemon run is timed from just before the POST that creates it until the API's long-poll
-(`GET /runs/{id}?wait_status=applied`) returns `applied`.
+(`GET /runs/{id}?wait_status=applied`) returns `applied`. Then, untimed, the bench waits for
+the run's plan JSON (made after the run), so no side ever runs beside another's terraform.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from _common import (
     LoadMeter,
@@ -50,8 +55,10 @@ from _common import (
     workdir,
     write_results,
 )
+from _daemon import DaemonProcess, free_port
 
 from tfward.actors import workdir as wd
+from tfward.actors.runtime import Runtime
 from tfward.config import WorkspaceConfig
 
 TARGET_COLD = 1.10
@@ -152,52 +159,61 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     tables = [harness.demo_workspace(root, f"cold-{i}", things=things, delay=0)
               for i in range(n)]
     tables.append(harness.demo_workspace(root, "warm", things=things, delay=0))
-    config = harness.write_config(root, tables)
+    port = free_port()
+    config = harness.write_config(root, tables, daemon={"listen": f"127.0.0.1:{port}"})
     add = {"add": things, "change": 0, "destroy": 0}
     destroy = {"add": 0, "change": 0, "destroy": things}
     cold: list[dict[str, Any]] = []
     warm: list[dict[str, Any]] = []
     bare: list[dict[str, float]] = []
-    async with harness.running_daemon(config) as (daemon, api):
-        cli_config = wd.cli_config_text(config.terraform, daemon.rt.dev_mirror)
-        binary = config.terraform.binary
-        warm_ws = config.workspace("warm")
+    daemon = DaemonProcess(config.path, f"http://127.0.0.1:{port}", root / "daemon.log")
+    daemon.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=daemon.url, headers=daemon.headers, timeout=args.timeout + 10
+        ) as http:
+            api = harness.Api(http)
+            cli_config = wd.cli_config_text(config.terraform, Runtime.dev_mirror_of(config))
+            binary = config.terraform.binary
+            warm_ws = config.workspace("warm")
 
-        async def one_bare(i: int) -> None:
-            result = await trio.to_thread.run_sync(
-                bare_run, root, i, config.workspace("cold-0"), cli_config, binary, things)
-            bare.append(result)
+            async def one_bare(i: int) -> None:
+                result = await trio.to_thread.run_sync(
+                    bare_run, root, i, config.workspace("cold-0"), cli_config, binary, things)
+                bare.append(result)
 
-        # Warm-up (untimed): page cache for the terraform binary and the provider's Python,
-        # and the priming run of the `warm` workspace (its full init is kept).
-        print(f"warm-up: 1 bare run, 1 priming run of 'warm'  (scratch: {root})", flush=True)
-        await one_bare(-1)
-        bare.clear()
-        await daemon_run(api, warm_ws, "plan_and_apply", add, args.timeout)
-        for i in range(n):
-            await daemon_run(api, warm_ws, "destroy", destroy, args.timeout)  # untimed reset
-            if _store_count(warm_ws) != 0:
-                sys.exit("the destroy run left things in the warm workspace's store")
-            sides = ["bare", "cold", "warm"]
-            if i % 2:
-                sides.reverse()
-            for side in sides:
-                if side == "bare":
-                    await one_bare(i)
-                elif side == "cold":
-                    ws = config.workspace(f"cold-{i}")
-                    cold.append(await daemon_run(api, ws, "plan_and_apply", add, args.timeout))
-                    if _store_count(ws) != things:
-                        sys.exit(f"run in {ws.name} did not create {things} things")
-                else:
-                    warm.append(await daemon_run(api, warm_ws, "plan_and_apply", add,
-                                                 args.timeout))
-                    if _store_count(warm_ws) != things:
-                        sys.exit(f"run in warm did not create {things} things")
-            print(f"  iteration {i + 1}/{n}: bare {bare[-1]['seconds']:.2f}s "
-                  f"(+show {bare[-1]['show_seconds']:.2f}s)  daemon new ws "
-                  f"{cold[-1]['seconds']:.2f}s  repeat {warm[-1]['seconds']:.2f}s", flush=True)
-        logs = await api.logs(warm[-1]["run_id"])
+            # Warm-up (untimed): page cache for the terraform binary and the provider's Python,
+            # and the priming run of the `warm` workspace (its full init is kept).
+            print(f"warm-up: 1 bare run, 1 priming run of 'warm'  (scratch: {root})", flush=True)
+            await one_bare(-1)
+            bare.clear()
+            await daemon_run(api, warm_ws, "plan_and_apply", add, args.timeout)
+            for i in range(n):
+                await daemon_run(api, warm_ws, "destroy", destroy, args.timeout)  # untimed reset
+                if _store_count(warm_ws) != 0:
+                    sys.exit("the destroy run left things in the warm workspace's store")
+                sides = ["bare", "cold", "warm"]
+                if i % 2:
+                    sides.reverse()
+                for side in sides:
+                    if side == "bare":
+                        await one_bare(i)
+                    elif side == "cold":
+                        ws = config.workspace(f"cold-{i}")
+                        cold.append(await daemon_run(api, ws, "plan_and_apply", add, args.timeout))
+                        if _store_count(ws) != things:
+                            sys.exit(f"run in {ws.name} did not create {things} things")
+                    else:
+                        warm.append(await daemon_run(api, warm_ws, "plan_and_apply", add,
+                                                     args.timeout))
+                        if _store_count(warm_ws) != things:
+                            sys.exit(f"run in warm did not create {things} things")
+                print(f"  iteration {i + 1}/{n}: bare {bare[-1]['seconds']:.2f}s "
+                      f"(+show {bare[-1]['show_seconds']:.2f}s)  daemon new ws "
+                      f"{cold[-1]['seconds']:.2f}s  repeat {warm[-1]['seconds']:.2f}s", flush=True)
+            logs = await api.logs(warm[-1]["run_id"])
+    finally:
+        daemon.stop()
     if "init reused" not in logs:
         print("WARNING: the last repeat run's log does not say 'init reused'", file=sys.stderr)
     return {"cold": cold, "warm": warm, "bare": bare, "warm_init_reused": "init reused" in logs}

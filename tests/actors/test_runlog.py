@@ -657,3 +657,15 @@ async def test_a_long_stretch_read_back_from_its_file_is_stored_a_bounded_piece_
     marks = [end for _, end in chunk_marks(store, run_id) if end is not None]
     assert len(marks) >= 4 and marks == sorted(marks)  # one transaction a piece, in order
     assert marks[-1] == output.path.stat().st_size
+
+
+def test_a_log_says_whether_its_run_learned_secrets_beyond_those_it_was_given() -> None:
+    """What decides where an auto-applied run's plan JSON is made (actors/planner.py): a run
+    that learned secrets (another workspace's state it read) masks its plan JSON with them,
+    and only the run knows them."""
+    log = RunLog("run-x", Store(sqlite_url(Path("/nonexistent/never-opened.db"))), ["given", ""])
+    assert not log.learned_secrets()
+    log.add_secrets(["given", ""])
+    assert not log.learned_secrets()
+    log.add_secrets(["from-another-state"])
+    assert log.learned_secrets() and log.mask_values() == ["from-another-state", "given"]
