@@ -32,8 +32,8 @@ async def test_an_auto_applied_run_nothing_reviews_gets_its_plan_json_after_it_e
         run = await api.run(run["id"])
         found = await facts(daemon, run["id"])
         scratch = config.daemon.data_dir / "plan-json"
-        leftovers = list(scratch.iterdir()) if scratch.exists() else []
-        processes = stray_processes(str(scratch))
+        leftovers = [p.name for p in scratch.iterdir() if not p.name.startswith("cli-")]
+        processes = stray_processes(str(config.daemon.data_dir))
     log = found["log"]
     assert "the plan JSON is made after the run" in log and "terraform show" not in log
     # The counts are the plan JSON's once it is stored, and the JSON is there to review.
@@ -41,8 +41,8 @@ async def test_an_auto_applied_run_nothing_reviews_gets_its_plan_json_after_it_e
     assert run["plan_json_error"] is None
     actions = [change["change"]["actions"] for change in plan["resource_changes"]]
     assert actions == [["create"], ["create"]]
-    # A job of the outbox, done; it reused the run's kept init (no second one was kept), and
-    # left no directory and no process.
+    # A job of the outbox, done; it ran in the run's kept init (no second one was kept), and
+    # left no file (but the shared CLI config) and no process.
     jobs = [(row["kind"], row["status"]) for row in found["outbox"] if row["kind"] == "plan_json"]
     assert jobs == [("plan_json", "done")]
     assert len(list((config.daemon.data_dir / "init-cache" / "demo").iterdir())) == 1

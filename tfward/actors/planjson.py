@@ -9,12 +9,13 @@ does not wait for it, and neither does its apply: the plan is recorded without i
 the termination funnel's final transaction queues the outbox job `plan_json`
 (outbox/followups.py), which calls `make` here once the run has ended:
 
-- **Where**: `<data dir>/plan-json/<run id>/`, made from what the database holds — the plan
-  file, the generated CLI config — and the workspace's kept init for the run's configuration
-  (rundir.py; linked: a kept init never changes). When there is none (another daemon ran the
-  run, or it could not be kept) the configuration version is unpacked there and `terraform
-  init` runs, and that init is kept. Removed when the job ends, and when it starts (what an
-  attempt cut short by a crash left).
+- **Where**: in the workspace's kept init of the run's configuration (rundir.py: a kept init
+  never changes, and `show` only reads it), on the plan file the database holds, written to
+  `<data dir>/plan-json/<run id>.tfplan`, with the generated CLI config (one file there per
+  content, shared). When no init is kept for it (another daemon ran the run, or it could not be
+  kept) the configuration version is unpacked into `<data dir>/plan-json/<run id>/` and
+  `terraform init` runs there, and that init is kept. The plan file and that directory are
+  removed when the job ends, and the directory when it starts (an attempt cut short).
 - **How**: under the daemon's process limit (`max_concurrent_runs`), with the workspace's
   binary and `env`, its time limit the plan timeout (at most 40% of the outbox lease), stopped
   like every terraform command (SIGINT, grace, SIGKILL) when the daemon stops; the job then
@@ -32,6 +33,7 @@ the termination funnel's final transaction queues the outbox job `plan_json`
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -86,26 +88,27 @@ class Source:
 
 
 async def make(rt: Runtime, ws: WorkspaceConfig, source: Source, *, within: float) -> Made:
-    """`terraform show -json` of the run's plan in a scratch directory of its own; the masked
-    document, or how it failed (logged and counted here). Raises NotMade when the directory
-    could not be initialised."""
-    scratch = rt.data_dir / SCRATCH_DIR / source.run_id
+    """`terraform show -json` of the run's plan; the masked document, or how it failed (logged
+    and counted here). Raises NotMade when no directory could be initialised for it."""
+    root = rt.data_dir / SCRATCH_DIR
     cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
+    plan = root / f"{source.run_id}.tfplan"
+    cli = await trio.to_thread.run_sync(_lay_out, root, plan, source.plan_file, cli_config)
     env = {
         **os.environ,
         "TF_IN_AUTOMATION": "1",
         "TF_INPUT": "0",
         "CHECKPOINT_DISABLE": "1",
-        "TF_CLI_CONFIG_FILE": str(scratch / workdir.CLI_CONFIG),
+        "TF_CLI_CONFIG_FILE": str(cli),
         **ws.env,
     }
+    scratch = root / source.run_id
     try:
-        await trio.to_thread.run_sync(_lay_out, scratch, source.plan_file, cli_config)
-        await _initialise(rt, ws, source, scratch, cli_config, env)
-        made = await _show(rt, ws, scratch, env, within)
+        where = await _initialised(rt, ws, source, scratch, cli_config, env)
+        made = await _show(rt, ws, where, plan, env, within)
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(functools.partial(shutil.rmtree, scratch, True))
+            await trio.to_thread.run_sync(_clean_up, plan, scratch)
     report(rt, source.run_id, made)
     return made
 
@@ -135,53 +138,70 @@ def not_run(text: str) -> Made:
     return Made(b"null", ShowFailure(PlanJsonFailure.NOT_RUN, text))
 
 
-def _lay_out(scratch: Path, plan_file: bytes, cli_config: str) -> None:
-    shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's, cut short
-    private_dir(scratch)
-    workdir.write_private(scratch / workdir.PLAN_FILE, plan_file)
-    workdir.write_private(scratch / workdir.CLI_CONFIG, cli_config.encode())
+def _lay_out(root: Path, plan: Path, plan_file: bytes, cli_config: str) -> Path:
+    """The plan file, and the CLI config (one file per content, shared by the jobs); the
+    CLI config's path."""
+    private_dir(root)
+    cli = root / f"cli-{hashlib.sha256(cli_config.encode()).hexdigest()[:16]}.tfrc"
+    if not cli.is_file():
+        workdir.write_file_atomic(cli, cli_config.encode())
+    workdir.write_private(plan, plan_file)
+    return cli
 
 
-async def _initialise(
+def _clean_up(plan: Path, scratch: Path) -> None:
+    plan.unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)  # made only when no init was kept
+
+
+async def _initialised(
     rt: Runtime,
     ws: WorkspaceConfig,
     source: Source,
     scratch: Path,
     cli_config: str,
     env: dict[str, str],
-) -> None:
-    """The kept init of the run's configuration (linked: `show` only reads it), or a new one
-    from the stored configuration version (kept for later runs)."""
+) -> Path:
+    """Where `show -json` runs: the workspace's kept init of the run's configuration (a kept
+    init is never changed, and `show` only reads it), or a new one — the configuration
+    version unpacked into `scratch` and `terraform init` run there — kept for later runs."""
     cache = rt.init_cache(ws.name)
     key = workdir.init_key(source.config_sha, cli_config, ws.terraform_binary)
-    if await trio.to_thread.run_sync(workdir.link_init, cache, key, scratch):
-        return
+    if await trio.to_thread.run_sync(workdir.has_init, cache, key):
+        return cache / key
     cv_id = source.config_version_id
     _, archive = await rt.store.read(lambda c: artifacts.configuration_archive(c, cv_id))
-    await trio.to_thread.run_sync(workdir.unpack, archive, scratch)
+
+    def unpack() -> None:
+        shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's, cut short
+        workdir.unpack(archive, scratch)
+
+    await trio.to_thread.run_sync(unpack)
     plugin_cache = rt.config.terraform.plugin_cache_dir
     await trio.to_thread.run_sync(lambda: plugin_cache.mkdir(parents=True, exist_ok=True))
     output = TaskOutput()
     async with rt.init_lock(plugin_cache):
-        code = await _terraform(rt, ws, scratch, env, ["init", "-input=false", "-no-color"], output)
+        code = await _terraform(
+            rt, ws, scratch, env, ["init", "-input=false", "-no-color"], output
+        )
     if code != 0:
         said = output.value().decode("utf-8", "replace")[-QUOTED_ERROR:]
         raise NotMade(f"terraform init for show -json failed (exit {code}): {said}")
     try:
         await trio.to_thread.run_sync(workdir.keep_init, cache, key, scratch)
-    except OSError as exc:  # an optimisation only
+    except OSError as exc:  # an optimisation only: this directory serves
         log.warning("run %s: could not keep the init made for show -json: %s", source.run_id, exc)
+    return scratch
 
 
 async def _show(
-    rt: Runtime, ws: WorkspaceConfig, scratch: Path, env: dict[str, str], within: float
+    rt: Runtime, ws: WorkspaceConfig, where: Path, plan: Path, env: dict[str, str], within: float
 ) -> Made:
     output, errors = TaskOutput(), TaskOutput()
     with trio.move_on_after(within) as limit:
         try:
-            code = await _terraform(
-                rt, ws, scratch, env, ["show", "-json", workdir.PLAN_FILE], output, errors
-            )
+            args = ["show", "-json", str(plan)]
+            code = await _terraform(rt, ws, where, env, args, output, errors)
         except OSError as exc:  # the binary is gone, a full disk
             return not_run(f"terraform show -json could not run: {exc}")
     if limit.cancelled_caught:
@@ -192,7 +212,7 @@ async def _show(
     if failure is not None:
         said = errors.value().decode("utf-8", "replace").strip()[-QUOTED_ERROR:]
         if said:
-            log.warning("terraform show -json in %s said: %s", scratch, said)
+            log.warning("terraform show -json of %s said: %s", plan.name, said)
         return Made(b"null", failure)
     mask = functools.partial(
         masking.mask_plan_bytes, raw, sensitive_vars=ws.sensitive, secrets=ws.sensitive_values()
@@ -209,7 +229,8 @@ async def _terraform(
     stdout: TaskOutput,
     stderr: TaskOutput | None = None,
 ) -> int:
-    """One terraform command in `cwd`, under the daemon's process limit."""
+    """One terraform command in `cwd`, under the daemon's process limit; its output files in
+    the scratch root (a kept init's directory gets none)."""
     async with rt.process_limiter:
         await disk_ready(rt.store.health)
         with rt.metrics.terraform_running(args[0]):
@@ -221,4 +242,6 @@ async def _terraform(
                 stderr_sink=stderr,
                 control=StopControl(rt.config.terraform.cancel_grace),
                 label=args[0],
+                output_dir=rt.data_dir / SCRATCH_DIR,
+                keep_exit_file=False,  # nothing reads it after: the job comes back instead
             )

@@ -116,13 +116,13 @@ async def _stop_processes(
     report: RecoveryReport,
 ) -> None:
     """Terraform left running by the runs' previous owner, when it ran on this host (a pid
-    means nothing elsewhere): at start every process in this data dir's runs and in its
-    `show -json` directories (planjson.py: the job comes back); at a takeover those working in
-    the taken runs' directories."""
+    means nothing elsewhere): at start every process in this data dir's runs, and every
+    `show -json` after a run (planjson.py: in a kept init or its own directory; its job comes
+    back); at a takeover those working in the taken runs' directories."""
     here = [(run, pid) for run, pid in in_flight if owned[run.workspace].same_host]
     roots = [owned[run.workspace].run_dir(run.id) for run, _ in here]
     if at_start:
-        roots += [rt.data_dir / "runs", rt.data_dir / planjson.SCRATCH_DIR]
+        roots += [rt.data_dir / d for d in ("runs", planjson.SCRATCH_DIR, "init-cache")]
     await stop_leftover_processes(
         roots, [pid for _, pid in here if pid], rt.config.terraform.cancel_grace, report
     )

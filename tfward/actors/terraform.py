@@ -103,6 +103,7 @@ async def run_terraform(
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
     label: str = "terraform",
+    keep_exit_file: bool = True,
 ) -> int:
     """Run one terraform command (or another child of a run: `label` names it in file names)
     to completion and return its exit code (128 + N when it was killed by signal N: the shim
@@ -118,7 +119,8 @@ async def run_terraform(
     `control.force`), SIGKILL the process group, collect the remaining output, then re-raise
     Cancelled. On any exit path the process group is stopped and reaped before this returns, so
     no provider process is left. stderr goes to `stderr_sink` when given (to keep stdout
-    machine-readable), else to `sink`. A binary that does not exist raises FileNotFoundError."""
+    machine-readable), else to `sink`. The exit file stays (recovery reads it), unless
+    `keep_exit_file` is False. A binary that does not exist raises FileNotFoundError."""
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise FileNotFoundError(f"{argv[0]}: no such executable")
     output_dir = output_dir or cwd / ".tfward"
@@ -132,7 +134,7 @@ async def run_terraform(
     try:
         await _supervise(proc, outputs, control, on_start)
     finally:
-        _remove([o.path for o in outputs if not o.kept])
+        _remove([o.path for o in outputs if not o.kept] + ([] if keep_exit_file else [exit_file]))
     assert proc.returncode is not None
     return proc.returncode
 

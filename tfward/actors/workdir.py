@@ -243,7 +243,7 @@ def init_key(config_sha: str, cli_config: str, binary: str) -> str:
 def restore_init(cache_root: Path, key: str, run_dir: Path) -> bool:
     """Copy a kept init into `run_dir`. Returns False when there is none for `key`."""
     kept = cache_root / key
-    if not (kept / INIT_MARKER).is_file():
+    if not has_init(cache_root, key):
         return False
     shutil.copytree(kept / ".terraform", run_dir / ".terraform", symlinks=True)
     lock = kept / ".terraform.lock.hcl"
@@ -252,17 +252,9 @@ def restore_init(cache_root: Path, key: str, run_dir: Path) -> bool:
     return True
 
 
-def link_init(cache_root: Path, key: str, directory: Path) -> bool:
-    """Link a kept init into `directory`, for a command that only reads it (`show -json`: a
-    kept init is never changed once in place). Returns False when there is none for `key`."""
-    kept = cache_root / key
-    if not (kept / INIT_MARKER).is_file():
-        return False
-    os.symlink(kept / ".terraform", directory / ".terraform")
-    lock = kept / ".terraform.lock.hcl"
-    if lock.is_file():
-        os.symlink(lock, directory / ".terraform.lock.hcl")
-    return True
+def has_init(cache_root: Path, key: str) -> bool:
+    """Whether an init is kept for `key` (`cache_root / key`, complete: it has its marker)."""
+    return (cache_root / key / INIT_MARKER).is_file()
 
 
 def keep_init(cache_root: Path, key: str, run_dir: Path) -> None:
