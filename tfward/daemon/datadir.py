@@ -24,7 +24,7 @@ from tfward.files import lock_exclusive, private_dir
 from tfward.store.db import sqlite_file
 
 LOCK_FILE = "tfward.lock"
-PRIVATE_DIRS = ("runs", "init-cache", "state-backups")
+PRIVATE_DIRS = ("runs", "init-cache", "state-backups", "plan-json")
 
 
 @dataclass
