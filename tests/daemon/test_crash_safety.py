@@ -66,6 +66,8 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
             assert "was stored" in run["error_message"]
             report = (await http.get("/api/v1/recovery")).json()["data"]
             assert run_id in report["interrupted"]
+            # Nothing reviewed its plan: its JSON is made after the run, the recovered one too.
+            assert len((await api.plan_json(run_id))["resource_changes"]) == 10
             latest = (await api.state_versions("demo"))[0]
             in_state = await addresses(api, latest["id"])
             in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
@@ -260,6 +262,7 @@ async def test_a_kill_after_terraform_applied_but_before_the_state_was_saved_end
             assert (latest["kind"], latest["run_id"]) == ("apply", run_id)
             assert latest["resource_count"] == 3
             assert (await api.workspace("demo"))["lock"] is None
+            assert len((await api.plan_json(run_id))["resource_changes"]) == 3  # after the run
             rows = (await http.get("/api/v1/outbox", params={"run_id": run_id})).json()["data"]
             triggers = [r["payload"]["trigger"] for r in rows if r["kind"] == "notify"]
             assert "run:completed" in triggers and "run:errored" not in triggers
