@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import harness  # importable once its folder is on the path
 
+from tfward.store.db import Store
+from tfward.store.sealing import Sealer
+
 HERE = Path(__file__).parent
 SLOW = (
     "actors/test_fault_matrix.py",
@@ -43,6 +46,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         where = Path(str(item.path)).relative_to(HERE).as_posix()
         if where.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated store with a sealing key: SQLite, or PostgreSQL under
+    `TFWARD_TEST_DATABASE=postgresql` (tests/postgres.py). A suite may define its own."""
+    import postgres
+
+    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
+    store.migrate()
+    yield store
+    store.close()
 
 
 @pytest.fixture(autouse=True)

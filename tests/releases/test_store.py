@@ -4,10 +4,6 @@ written by the transaction that ends a release."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import postgres
 import pytest
 import trio
 from alembic.autogenerate import compare_metadata
@@ -26,18 +22,9 @@ from tfward.store import releases as release_store
 from tfward.store import runs as run_store
 from tfward.store import workspaces as ws_store
 from tfward.store.db import Store
-from tfward.store.sealing import Sealer
 from tfward.store.tables import metadata, runs
 
 WORKSPACES = ["dev-a", "dev-b", "stg"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(postgres.database_url(tmp_path), sealer=Sealer(bytes(32)))
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture
