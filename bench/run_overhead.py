@@ -33,7 +33,6 @@ the run's plan JSON (made after the run), so no side ever runs beside another's 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -70,11 +69,8 @@ def _store_count(ws: WorkspaceConfig) -> int:
 
 
 def _tf_env(ws: WorkspaceConfig, run_dir: Path, overrides: dict[str, str]) -> dict[str, str]:
-    """The environment RunPipeline._env gives terraform."""
-    env = dict(os.environ)
-    env.update(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
-               TF_CLI_CONFIG_FILE=str(run_dir / wd.CLI_CONFIG))
-    env.update(ws.env)
+    """The environment the daemon gives terraform (`workdir.terraform_env`), with `overrides`."""
+    env = wd.terraform_env(ws, run_dir / wd.CLI_CONFIG)
     env.update(overrides)
     return env
 

@@ -17,7 +17,6 @@ for the classifier (`runs/classify.py`) to judge a failure by.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,14 +204,6 @@ class RunChildren:
         self.process_recorded = False
 
     def env(self) -> dict[str, str]:
-        """The environment of every child: the daemon's, terraform's automation settings, the
-        run's CLI config, then the workspace's `env`."""
-        env = dict(os.environ)
-        env.update(
-            TF_IN_AUTOMATION="1",
-            TF_INPUT="0",
-            CHECKPOINT_DISABLE="1",
-            TF_CLI_CONFIG_FILE=str(self.ctx.run_dir / workdir.CLI_CONFIG),
-        )
-        env.update(self.ctx.ws.env)
-        return env
+        """The environment of every child (`workdir.terraform_env`), with the run's CLI
+        config."""
+        return workdir.terraform_env(self.ctx.ws, self.ctx.run_dir / workdir.CLI_CONFIG)

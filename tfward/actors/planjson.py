@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +93,7 @@ async def make(rt: Runtime, ws: WorkspaceConfig, source: Source, *, within: floa
     cli_config = workdir.cli_config_text(rt.config.terraform, rt.dev_mirror)
     plan = root / f"{source.run_id}.tfplan"
     cli = await trio.to_thread.run_sync(_lay_out, root, plan, source.plan_file, cli_config)
-    env = {
-        **os.environ,
-        "TF_IN_AUTOMATION": "1",
-        "TF_INPUT": "0",
-        "CHECKPOINT_DISABLE": "1",
-        "TF_CLI_CONFIG_FILE": str(cli),
-        **ws.env,
-    }
+    env = workdir.terraform_env(ws, cli)
     scratch = root / source.run_id
     try:
         where = await _initialised(rt, ws, source, scratch, cli_config, env)

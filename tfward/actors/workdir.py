@@ -212,6 +212,20 @@ def write_inputs(
     write_private(run_dir / CLI_CONFIG, cli_config.encode())
 
 
+def terraform_env(ws: WorkspaceConfig, cli_config: Path) -> dict[str, str]:
+    """The environment terraform runs with: the daemon's, terraform's automation settings, the
+    CLI config file `cli_config`, then the workspace's `env`."""
+    env = dict(os.environ)
+    env.update(
+        TF_IN_AUTOMATION="1",
+        TF_INPUT="0",
+        CHECKPOINT_DISABLE="1",
+        TF_CLI_CONFIG_FILE=str(cli_config),
+    )
+    env.update(ws.env)
+    return env
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write `path`, readable by the daemon's user alone. No fsync: what a run directory holds
     is a working copy of what the database keeps (a state, a plan), or made again from it
