@@ -3,6 +3,7 @@ order, secrets masked, parser failures survived (seed H4), flush failures retrie
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -429,6 +430,29 @@ async def test_a_flush_cancelled_while_waiting_for_the_database_keeps_the_pendin
         release.set()
     await log.close()
     assert stored(store, run_id) == b"the last words of terraform\n"
+
+
+async def test_the_flushers_pass_stores_what_was_pending_and_leaves_lines_added_meanwhile(
+    store: Store, run_id: str
+) -> None:
+    """The flusher's pass (`drain=False`) does not chase the lines a run adds while it writes:
+    they wait for its next pass, so its writes do not queue one after another in front of the
+    run's own when a stage ends. `close` (the default, `drain`) stores everything."""
+    log = RunLog(run_id, store)
+    await log.open()
+    log.write(b"plan output\n")
+    release = threading.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.write, lambda conn: release.wait(10))  # the run's own write
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(functools.partial(log.flush, drain=False))
+        await trio.testing.wait_all_tasks_blocked()
+        log.note("a line of the next stage")
+        release.set()
+    assert stored(store, run_id) == b"plan output\n"
+    assert stored_seqs(store, run_id) == [0]
+    await log.close()
+    assert stored(store, run_id) == b"plan output\n[tfward] a line of the next stage\n"
 
 
 async def test_a_flush_with_nothing_pending_writes_nothing(store: FlakyStore, run_id: str) -> None:

@@ -264,7 +264,7 @@ class RunLog:
         while True:
             await trio.sleep(FLUSH_INTERVAL)
             try:
-                await self.flush()
+                await self.flush(drain=False)
             except StorageUnavailable:
                 await self.store.health.wait(backoff.next())
             except FencedOut:
@@ -279,11 +279,14 @@ class RunLog:
             else:
                 backoff.reset()
 
-    async def flush(self, *, patient: bool = False) -> None:
+    async def flush(self, *, patient: bool = False, drain: bool = True) -> None:
         """Store everything pending, FLUSH_BYTES per transaction. One attempt, or with
         `patient` as patient as the calling context (`store.health.patient`); on error every
-        byte stays pending."""
-        while self._pending:
+        byte stays pending. Without `drain`, only what was pending when it began (the
+        flusher's pass: lines added meanwhile wait for the next one, so its writes do not
+        chase the run's own, one after another, when a stage ends)."""
+        due = sum(piece.size for piece in self._pending)
+        while self._pending and (drain or due > 0):
             if self._next_seq is None:
                 await self.open()
             assert self._next_seq is not None
@@ -302,8 +305,10 @@ class RunLog:
                 self._pending[:0] = batch
                 self._memory += sum(len(p.data) for p in batch if p.data is not None)
                 raise
+            due -= sum(piece.size for piece in batch)
             if rest is not None:
                 self._pending.insert(0, rest)  # a range read only in part this time
+                due += rest.size
             self._next_seq = first_seq + len(chunks)
             for chunk in chunks:
                 self.window.add(chunk.data)  # stored: followers may read it from memory
