@@ -43,7 +43,9 @@ async def addresses(api: Api, sv_id: str) -> set[str]:
 
 
 async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Path) -> None:
-    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(10, 1.0), auto_apply=True)
+    # Killed after 3 of 10 things: the 7 left take terraform 10 s, time enough for the second
+    # daemon to start and stop it even on a loaded machine (else terraform finishes: `applied`).
+    ws = demo_workspace(tmp_path, things=0, extra_tf=chained_things(10, 1.5), auto_apply=True)
     config = write_config(tmp_path, [ws], terraform={"cancel_grace": "30s"})
     calls = tmp_path / "demo-calls.jsonl"
     async with trio.open_nursery() as nursery:
@@ -52,7 +54,7 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
         async with first.client() as http:
             run_id = (await Api(http).create_run("demo"))["id"]
             with trio.fail_after(60):
-                while len(created(calls)) < 4:
+                while len(created(calls)) < 3:
                     await trio.sleep(0.1)
         first.signal(signal.SIGKILL)
         await first.wait()
@@ -71,7 +73,7 @@ async def test_kill_9_during_an_apply_keeps_every_created_resource(tmp_path: Pat
             latest = (await api.state_versions("demo"))[0]
             in_state = await addresses(api, latest["id"])
             in_store = {f"demo_thing.chain{name.split('-')[1]}" for name in created(calls)}
-            assert latest["kind"] == "partial" and in_state == in_store and len(in_state) >= 4
+            assert latest["kind"] == "partial" and in_state == in_store and len(in_state) >= 3
             # What terraform printed after the kill reached the log too, once each.
             log = await api.logs(run_id)
             for address in in_state:

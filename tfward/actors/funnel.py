@@ -16,7 +16,8 @@ ends a run calls `finish_run`, shielded, and it does every step of the terminati
      outbox (M5) — after an apply that stored a state, with its run triggers and drift clear
      (H5); for a plan recorded without its JSON, `show -json` after the run (planjson.py) —
      the process record is cleared;
-  5. the run's live log is retired.
+  5. the run's live log is retired; housekeeping nothing waits for (`Ending.after_record`:
+     the state backups' pruning) is done.
 Everything is done before step 4 commits, so a client that sees the run terminal can rely on
 every other step having happened.
 Critical sections are context managers in the pipeline and are exited before this runs (C1).
@@ -42,8 +43,8 @@ the lock's reason saying what to check before unlocking.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -130,6 +131,9 @@ class Ending:
     # The plan was recorded without its JSON: the final transaction queues `show -json` after
     # the run (planjson.py).
     plan_json_after: bool = False
+    # Housekeeping that nothing waits for (the state backups' pruning): done, best effort,
+    # after the outcome is recorded.
+    after_record: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class StateKeeper(Protocol):
@@ -153,6 +157,8 @@ async def finish_run(
             if not outcome.detach and log_stored:
                 await _remove_dir(ending)
             final = await _record(rt, ending, outcome)
+            for step in ending.after_record:
+                await step()
         except StorageUnavailable as exc:
             log.error(
                 "run %s of %s left unfinished, its directory and lock kept for recovery at the "

@@ -42,7 +42,7 @@ from tfward.runs.model import (
     Status,
 )
 from tfward.runtasks.enforcement import tasks_at
-from tfward.store import artifacts
+from tfward.store import artifacts, states
 from tfward.store import outbox as outbox_store
 from tfward.store import runs as run_store
 from tfward.store.health import patient
@@ -72,8 +72,10 @@ _TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
 # Not recorded on its own: the plan's one write, milliseconds, and nothing reads it after a
 # crash (recovery plans a `planning` run again whatever its stage). The run shows `planning`
-# until the plan's record says `apply_pending` or `restoring_plan`.
-_IN_MEMORY_STAGES = frozenset({Stage.SAVING_PLAN})
+# until the plan's record says `apply_pending` or `restoring_plan`. `saving_state` is
+# recorded in the transaction that stores the state (recovery treats `applying` after an exit
+# code 0 as it treats `saving_state`).
+_IN_MEMORY_STAGES = frozenset({Stage.SAVING_PLAN, Stage.SAVING_STATE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class RunPipeline:
             self.children,
         )
         self.planner = Planner(self.ctx, self.children)
+        # The plan's record checked it for an apply in this directory: the problem, or "".
+        self._in_place: str | None = None
 
     # ---- the task -------------------------------------------------------------------------
 
@@ -265,7 +269,7 @@ class RunPipeline:
             # Nothing reads the plan JSON during the run: `show -json` runs after it.
             plan_json = await self.planner.show(run) if reviewed else None
         async with self._stage(Stage.SAVING_PLAN):
-            plan_hash, also = await self._save_plan(plan_json)
+            plan_hash, also = await self._save_plan(plan_json, inputs.state_id)
         async with self._stage(Stage.POST_PLAN):
             await self._checks(Stage.POST_PLAN)
         self.stage = None
@@ -279,11 +283,12 @@ class RunPipeline:
         return run
 
     async def _save_plan(
-        self, plan_json: bytes | None
-    ) -> tuple[str, Callable[[Connection], None]]:
+        self, plan_json: bytes | None, planned_state: str | None
+    ) -> tuple[str, Callable[[Connection, Run], Run]]:
         """The plan file's hash, and what the transaction recording the plan also does: clear
-        the ended process and, when no `post_plan` check could read the plan before, store
-        it (one write fewer). With checks it is stored here, before them."""
+        the ended process; when no `post_plan` check could read the plan before, store it (one
+        write fewer; with checks it is stored here, before them); for a run that applies by
+        itself, next, `_apply_here`."""
         plan_file = await trio.to_thread.run_sync((self.run_dir / workdir.PLAN_FILE).read_bytes)
         checked = self._checked(Stage.POST_PLAN)
         if checked:
@@ -291,17 +296,36 @@ class RunPipeline:
                 lambda c: artifacts.put_plan(c, self.run_id, plan_file, plan_json)
             )
 
-        def also(conn: Connection) -> None:
+        def also(conn: Connection, run: Run) -> Run:
             if not checked:
                 artifacts.put_plan(conn, self.run_id, plan_file, plan_json)
             self.children.forget_process(conn)
+            if run.status is Status.APPLYING:
+                return self._apply_here(conn, run, planned_state)
+            return run
 
         return artifacts.plan_sha256(plan_file), also
+
+    def _apply_here(self, conn: Connection, run: Run, planned_state: str | None) -> Run:
+        """In the plan's record, for a run that applies by itself next, in this directory (it
+        holds the plan just hashed and stored, and its init): `restore_plan`'s check that the
+        state has not moved since the plan, made here (`_in_place`: the problem, or ""); and,
+        with no `pre_apply` check to pass first, `applying` entered too. So one transaction
+        lies between terraform plan's exit and terraform apply's start."""
+        current = states.current(conn, self.ws_id)
+        moved = (current.id if current else None) != planned_state
+        self._in_place = artifacts.STATE_MOVED if moved else ""
+        if moved or self._checked(Stage.PRE_APPLY):
+            return run
+        return run_store.save(conn, run, model.enter_stage(run, Stage.APPLYING), whole=True)
 
     async def _apply_phase(self, run: Run) -> Outcome:
         self.phase = Phase.APPLYING
         async with self._stage(Stage.RESTORING_PLAN):
-            await self.dir.restore_plan(run)
+            if self._in_place is None:
+                await self.dir.restore_plan(run)
+            else:  # checked in the plan's record (`_apply_here`)
+                self.dir.apply_in_place(self._in_place)
         async with self._stage(Stage.PRE_APPLY):
             await self._checks(Stage.PRE_APPLY)
         async with self._stage(Stage.APPLYING):
@@ -315,7 +339,8 @@ class RunPipeline:
                     raise PlanUnusable("terraform says the saved plan is stale")
                 raise self.children.failed(ErrorKind.APPLY, "terraform apply", code)
         async with self._stage(Stage.SAVING_STATE):
-            await self.keeper.keep_state(self.ending, "apply")
+            entering = self._entering(Stage.SAVING_STATE)
+            await self.keeper.keep_state(self.ending, "apply", entering=entering)
         async with self._stage(Stage.POST_APPLY):
             await self._checks(Stage.POST_APPLY)
         self.stage = None
@@ -336,12 +361,13 @@ class RunPipeline:
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
-        task or hook, and `saving_plan`, pass without a database write of their own. The
+        task or hook, `saving_plan` and `saving_state` pass without a database write of their
+        own, and so does a stage the database is past already (`_recorded_past`). The
         timeout of a stage of tfward's own does not run while storage fails."""
         recorded = stage not in _IN_MEMORY_STAGES and (
             stage not in _TASK_STAGES or self._checked(stage)
         )
-        if stage is not self._recorded_stage and recorded:
+        if stage is not self._recorded_stage and recorded and not self._recorded_past(stage):
             if stage is Stage.PLANNING:
                 self.children.entering = stage  # written with terraform plan's PID
             else:
@@ -363,6 +389,12 @@ class RunPipeline:
                     yield
             if deadline.cancelled_caught:
                 raise StageFailed(ErrorKind.TIMEOUT, f"stage {stage} timed out after {timeout:g}s")
+
+    def _recorded_past(self, stage: Stage) -> bool:
+        """Whether the database shows a later stage of the apply already (`applying`, entered
+        with the plan's record: `_apply_here`)."""
+        order, recorded = model.APPLY_STAGES, self._recorded_stage
+        return stage in order and recorded in order and order.index(recorded) > order.index(stage)
 
     def _pausing(
         self, stage: Stage, deadline: trio.CancelScope

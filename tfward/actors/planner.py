@@ -143,11 +143,12 @@ class Planner:
         plan_hash: str,
         plan_json: bytes | None,
         *,
-        also: Callable[[Connection], None] | None = None,
+        also: Callable[[Connection, Run], Run] | None = None,
     ) -> Run:
         """The run `planned`: `apply_pending` (or `applying` when it applies on its own) with
         the workspace lock taken in the same transaction (seed H7), or finished when there is
-        nothing to apply; a drift check's finding commits with it, and `also`. The change
+        nothing to apply; a drift check's finding commits with it, and `also` (which may move
+        the run on: it returns the run as it leaves it). The change
         counts come from the plan JSON, or, when `show -json` runs after the run (`plan_json`
         None), from terraform's `Plan:` line until the JSON is stored."""
         ctx = self.ctx
@@ -193,7 +194,7 @@ class Planner:
                     conn, ctx.ws_id, ctx.ws.name, ctx.run_id, self.drifted, now()
                 )
             if also is not None:
-                also(conn)
+                after = also(conn, after)
             return after
 
         try:

@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 from sqlalchemy import Connection
@@ -206,6 +206,18 @@ class RunDirectory:
             and artifacts.plan_sha256(on_disk.read_bytes()) == plan_hash
         )
 
+    def apply_in_place(self, problem: str) -> None:
+        """The apply runs in the directory the plan was made in, which holds it — unless the
+        check of the plan found `problem` (not ""): then the run is planned again."""
+        if problem:
+            self._refuse(problem)
+        self.ctx.log.note("applying in the directory the plan was made in")
+
+    def _refuse(self, problem: str) -> NoReturn:
+        reason = artifacts.PLAN_PROBLEM_REASONS.get(problem, PlanReason.OTHER)
+        self.ctx.rt.metrics.plan_unusable(reason)
+        raise PlanUnusable(problem)
+
     async def restore_plan(self, run: Run) -> None:
         """Make the run directory hold exactly the planned configuration, the plan and the
         current state; refuse (re-plan: seed 003) if the plan or state moved on. The stored
@@ -229,12 +241,9 @@ class RunDirectory:
 
         problem, plan_file, state = await self.ctx.rt.store.read(load)
         if problem is not None or plan_file is None:
-            problem = problem or artifacts.PLAN_LOST
-            reason = artifacts.PLAN_PROBLEM_REASONS.get(problem, PlanReason.OTHER)
-            self.ctx.rt.metrics.plan_unusable(reason)
-            raise PlanUnusable(problem)
+            self._refuse(problem or artifacts.PLAN_LOST)
         if same_dir:
-            self.ctx.log.note("applying in the directory the plan was made in")
+            self.apply_in_place("")
             return
         on_disk = self.path / workdir.PLAN_FILE
         self.ctx.log.note("restoring the plan into a fresh directory")

@@ -62,14 +62,15 @@ async def keep(
     kind: str,
     run_id: str | None = None,
     created_by: str | None = None,
-    guard: Callable[[Connection], None] | None = None,
+    guard: Callable[[Connection], object] | None = None,
+    prune: bool = True,
 ) -> StateVersion | None:
     """Write the backup file (sealed), then store the state version (serial and lineage
     checked, and `guard` in the same transaction, as is the inventory's sync with it); old
-    backups of stored states are pruned after. None when the state is the current one
-    already. Raises StateRejected naming the backup file. A storage fault is waited out in a
-    patient context; cancellation: the database write commits or rolls back before this
-    returns (Store.write)."""
+    backups of stored states are pruned after (`prune`; else the caller does it: `prune_backups`).
+    None when the state is the current one already. Raises StateRejected naming the backup
+    file. A storage fault is waited out in a patient context; cancellation: the database
+    write commits or rolls back before this returns (Store.write)."""
     write = functools.partial(
         backups.write,
         rt.state_backups(workspace),
@@ -94,12 +95,12 @@ async def keep(
         version = await rt.store.write(tx)
     except StateRejected as exc:
         raise StateRejected(f"{exc}; the file is kept at {backup}") from exc
-    if version is not None:
-        await _prune(rt, workspace, ws_id)
+    if version is not None and prune:
+        await prune_backups(rt, workspace, ws_id)
     return version
 
 
-async def _prune(rt: Runtime, workspace: str, ws_id: str) -> None:
+async def prune_backups(rt: Runtime, workspace: str, ws_id: str) -> None:
     """Old backups of stored states go. Best effort: storage failing now only postpones it to
     the next stored state (a failure is logged and changes nothing else)."""
     directory = rt.state_backups(workspace)
@@ -131,9 +132,13 @@ class RunStateKeeper:
     ctx: RunContext
     with_backups: bool = False
 
-    async def keep_state(self, ending: Ending, kind: str) -> None:
-        """Store the newest copy of the state terraform wrote, backup first. Nothing to do
-        when terraform wrote none, or nothing newer than the stored state."""
+    async def keep_state(
+        self, ending: Ending, kind: str, *, entering: Callable[[Connection], object] | None = None
+    ) -> None:
+        """Store the newest copy of the state terraform wrote, backup first, with `entering`
+        (the stage `saving_state`) in the same transaction. Nothing to do when terraform wrote
+        none, or nothing newer than the stored state. The state backups are pruned once the
+        run's outcome is recorded (`Ending.after_record`): nothing waits for that."""
         ctx = self.ctx
         health = ctx.rt.store.health
         copies = await file_op(
@@ -155,11 +160,16 @@ class RunStateKeeper:
             return
         try:
             version = await keep(
-                ctx.rt, ctx.ws.name, ctx.ws_id, chosen, kind=kind, run_id=ctx.run_id
+                ctx.rt, ctx.ws.name, ctx.ws_id, chosen, kind=kind, run_id=ctx.run_id,
+                guard=entering, prune=False,
             )
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, str(exc)) from exc
         ending.state_saved = True
+        if version is not None:
+            ending.after_record.append(
+                functools.partial(prune_backups, ctx.rt, ctx.ws.name, ctx.ws_id)
+            )
         if version is not None:
             ctx.log.note(
                 f"state version {version.id} (serial {version.serial}, {kind}, "
