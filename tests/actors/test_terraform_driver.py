@@ -73,6 +73,7 @@ async def run(
     output_dir: Path | None = None,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: Collector | None = None,
+    exit_code: bool = True,
 ) -> int:
     return await run_terraform(
         argv,
@@ -83,11 +84,21 @@ async def run(
         output_dir=output_dir,
         on_start=on_start,
         stderr_sink=stderr_sink,
+        exit_code=exit_code,
     )
 
 
+# Both ways a command starts: through the exit-code shim (an apply) and directly (the rest).
+both = pytest.mark.parametrize("exit_code", [True, False], ids=["shim", "direct"])
+
+
 async def run_and_cancel_when(
-    marker: bytes, argv: Sequence[str], tmp_path: Path, sink: Collector, control: StopControl
+    marker: bytes,
+    argv: Sequence[str],
+    tmp_path: Path,
+    sink: Collector,
+    control: StopControl,
+    exit_code: bool = True,
 ) -> float:
     """Run `argv`, cancel the caller's scope once `marker` is in the output, and return how long
     the driver took to give up after the cancel."""
@@ -100,7 +111,7 @@ async def run_and_cancel_when(
     with trio.fail_after(BOUND):
         with trio.CancelScope() as scope:
             sink.when(marker, cancel)
-            await run(argv, tmp_path, sink=sink, control=control)
+            await run(argv, tmp_path, sink=sink, control=control, exit_code=exit_code)
     assert scope.cancelled_caught, "the child ended before it was cancelled"
     return trio.current_time() - cancelled_at[0]
 
@@ -108,10 +119,13 @@ async def run_and_cancel_when(
 # ---- exit codes and output ------------------------------------------------------------------
 
 
+@both
 @pytest.mark.parametrize("code", [0, 1, 2, 7], ids=lambda c: f"exit-{c}")
-async def test_the_exit_code_of_the_process_is_returned(tmp_path: Path, code: int) -> None:
+async def test_the_exit_code_of_the_process_is_returned(
+    tmp_path: Path, code: int, exit_code: bool
+) -> None:
     with trio.fail_after(BOUND):
-        assert await run(sh(f"exit {code}"), tmp_path) == code
+        assert await run(sh(f"exit {code}"), tmp_path, exit_code=exit_code) == code
 
 
 async def test_a_process_killed_by_a_signal_returns_128_plus_the_signal_as_a_shell_says_it(
@@ -119,6 +133,30 @@ async def test_a_process_killed_by_a_signal_returns_128_plus_the_signal_as_a_she
 ) -> None:
     with trio.fail_after(BOUND):
         assert await run(sh("kill -TERM $$"), tmp_path) == 128 + 15
+
+
+async def test_a_process_started_directly_and_killed_by_a_signal_returns_minus_the_signal(
+    tmp_path: Path,
+) -> None:
+    """What runs/classify.py reads as "killed by a signal" (transient: an OOM kill, say)."""
+    with trio.fail_after(BOUND):
+        assert await run(sh("kill -KILL $$"), tmp_path, exit_code=False) == -9
+
+
+async def test_a_process_started_directly_leads_its_group_and_leaves_no_exit_file(
+    tmp_path: Path,
+) -> None:
+    """Without the shim the driver's child is the command itself (no shell in between)."""
+    sink = Collector()
+    pids: list[int] = []
+
+    async def on_start(pid: int) -> None:
+        pids.append(pid)
+
+    with trio.fail_after(BOUND):
+        await run(sh("echo $$"), tmp_path, sink=sink, on_start=on_start, exit_code=False)
+    assert pids == [int(sink.data)]
+    assert list((tmp_path / ".tfward").iterdir()) == []
 
 
 async def test_the_process_runs_in_the_given_directory(tmp_path: Path) -> None:
@@ -245,12 +283,13 @@ IGNORES_SIGINT = python("""
 """)
 
 
+@both
 async def test_cancel_sends_sigint_and_a_child_that_exits_on_it_finishes_its_cleanup(
-    tmp_path: Path,
+    tmp_path: Path, exit_code: bool
 ) -> None:
     sink = Collector()
     took = await run_and_cancel_when(
-        b"ready", EXITS_ON_SIGINT, tmp_path, sink, StopControl(grace=60)
+        b"ready", EXITS_ON_SIGINT, tmp_path, sink, StopControl(grace=60), exit_code
     )
     assert bytes(sink.data) == b"ready\ngot SIGINT, cleaning up\nclean exit\n"
     assert took < BOUND  # it ended by itself, long before the 60 s grace would end in SIGKILL
@@ -275,23 +314,25 @@ PANICWRAP_LIKE = python(f"""
 """)
 
 
+@both
 async def test_sigint_reaches_the_whole_process_group_so_a_wrapped_terraform_sees_it(
-    tmp_path: Path,
+    tmp_path: Path, exit_code: bool
 ) -> None:
     sink = Collector()
     took = await run_and_cancel_when(
-        b"ready", PANICWRAP_LIKE, tmp_path, sink, StopControl(grace=60)
+        b"ready", PANICWRAP_LIKE, tmp_path, sink, StopControl(grace=60), exit_code
     )
     assert bytes(sink.data) == b"ready\nworker got SIGINT\n"
     assert took < BOUND
 
 
+@both
 async def test_a_child_that_ignores_sigint_is_killed_when_the_grace_period_ends(
-    tmp_path: Path,
+    tmp_path: Path, exit_code: bool
 ) -> None:
     sink = Collector()
     took = await run_and_cancel_when(
-        b"ready", IGNORES_SIGINT, tmp_path, sink, StopControl(grace=0.5)
+        b"ready", IGNORES_SIGINT, tmp_path, sink, StopControl(grace=0.5), exit_code
     )
     pid = int(sink.data.split()[0])
     assert sink.data.endswith(b"ready\nignoring SIGINT\n")
@@ -299,11 +340,12 @@ async def test_a_child_that_ignores_sigint_is_killed_when_the_grace_period_ends(
     await assert_dies(pid)
 
 
-async def test_force_during_the_grace_period_kills_at_once(tmp_path: Path) -> None:
+@both
+async def test_force_during_the_grace_period_kills_at_once(tmp_path: Path, exit_code: bool) -> None:
     sink = Collector()
     control = StopControl(grace=60)
     sink.when(b"ignoring SIGINT", control.force.set)  # force-cancel after the SIGINT landed
-    took = await run_and_cancel_when(b"ready", IGNORES_SIGINT, tmp_path, sink, control)
+    took = await run_and_cancel_when(b"ready", IGNORES_SIGINT, tmp_path, sink, control, exit_code)
     assert sink.data.endswith(b"ignoring SIGINT\n")
     assert took < 5
     await assert_dies(int(sink.data.split()[0]))
@@ -330,15 +372,17 @@ GRANDCHILD = "sleep 60 & echo $! grandchild; "
         pytest.param(GRANDCHILD + "echo ready; wait", id="child-cancelled"),
     ],
 )
+@both
 async def test_a_grandchild_in_the_process_group_does_not_survive(
-    tmp_path: Path, script: str
+    tmp_path: Path, script: str, exit_code: bool
 ) -> None:
     sink = Collector()
     with trio.fail_after(BOUND):
         with trio.CancelScope() as scope:
             sink.when(b"ready", scope.cancel)
             started = trio.current_time()
-            await run(sh(script), tmp_path, sink=sink, control=StopControl(grace=0.5))
+            control = StopControl(grace=0.5)
+            await run(sh(script), tmp_path, sink=sink, control=control, exit_code=exit_code)
     grandchild = int(sink.data.split()[0])
     await assert_dies(grandchild)
     # It was killed, not waited for: `sleep 60` would have kept going far beyond this.
@@ -466,14 +510,16 @@ def pids_of(sink: Collector) -> dict[str, int]:
     return {words[0].decode(): int(words[1]), words[2].decode(): int(words[3])}
 
 
+@both
 async def test_the_outer_process_killed_is_a_cancel_of_the_group_and_the_inner_one_writes_state(
-    tmp_path: Path,
+    tmp_path: Path, exit_code: bool
 ) -> None:
     sink = Collector()
     sink.when(b"inner ready", lambda: os.kill(pids_of(sink)["outer"], signal.SIGKILL))
     with trio.fail_after(BOUND):
-        code = await run(OUTER, tmp_path, sink=sink, control=StopControl(grace=5))
-    assert code == 128 + 9
+        control = StopControl(grace=5)
+        code = await run(OUTER, tmp_path, sink=sink, control=control, exit_code=exit_code)
+    assert code == (128 + 9 if exit_code else -9)
     assert bytes(sink.data).endswith(b"inner got SIGINT, writing state\ninner wrote state\n")
     assert (tmp_path / "state").read_text() == "complete"
     await assert_dies(pids_of(sink)["inner"])
@@ -494,14 +540,16 @@ async def test_the_shim_killed_is_a_cancel_of_the_group_too(tmp_path: Path) -> N
     await assert_dies(pids_of(sink)["inner"])
 
 
+@both
 async def test_a_group_that_ignores_the_sigint_after_its_outer_process_died_is_killed_after_grace(
-    tmp_path: Path,
+    tmp_path: Path, exit_code: bool
 ) -> None:
     sink = Collector()
     script = "sleep 60 & echo $! left; trap '' INT; echo ready"
     started = trio.current_time()
     with trio.fail_after(BOUND):
-        await run(sh(script), tmp_path, sink=sink, control=StopControl(grace=0.5))
+        control = StopControl(grace=0.5)
+        await run(sh(script), tmp_path, sink=sink, control=control, exit_code=exit_code)
     await assert_dies(int(sink.data.split()[0]))
     assert trio.current_time() - started < BOUND
 

@@ -178,6 +178,7 @@ class RunChildren:
             argv, cwd=self.ctx.run_dir, env=env, sink=sink, stderr_sink=stderr_sink,
             control=self.control, on_start=started, label=label,
             output_dir=self.ctx.run_dir / workdir.OUTPUT_DIR,
+            exit_code=label == "apply",  # the one exit code recovery reads (recovery.py)
         )  # fmt: skip
 
     async def _enter_stage(self, also: Callable[[Connection], None] | None = None) -> None:

@@ -235,5 +235,5 @@ async def _terraform(
                 control=StopControl(rt.config.terraform.cancel_grace),
                 label=args[0],
                 output_dir=rt.data_dir / SCRATCH_DIR,
-                keep_exit_file=False,  # nothing reads it after: the job comes back instead
+                exit_code=False,  # nothing reads it after a crash: the job comes back instead
             )

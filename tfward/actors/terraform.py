@@ -5,12 +5,15 @@ with one `killpg` and none outlives the run. Output (stdout and stderr merged) g
 that is read as it grows and handed to a sink; terraform never waits for the daemon, and
 survives the daemon's death.
 
-Terraform is started through a shim (`SHIM`, a few lines of /bin/sh): the shim runs terraform
-as its child in the same process group and, when terraform exits, writes its exit code into
+A command whose exit code recovery reads after a crash (`exit_code`: the run's `terraform
+apply`) is started through a shim (`SHIM`, a few lines of /bin/sh): the shim runs terraform as
+its child in the same process group and, when terraform exits, writes its exit code into
 `<tag>.exit` beside the output, in place, into a file created before the start (so it needs no
 free disk space). Recovery after a crash reads it: an apply whose terraform exited 0 ended
 `applied` (docs/architecture.md §5). The shim catches SIGINT (a trap, which its child does not
-inherit), so a cancel reaches terraform exactly as before and the shim outlives it.
+inherit), so a cancel reaches terraform exactly as before and the shim outlives it. Other
+commands (plan, init, show, hooks: nothing reads their exit code once the daemon is gone) start
+directly, without the shim's shell (~2 ms) and its file.
 
 Stopping (docs/architecture.md §3): when the caller's cancel scope is cancelled (user cancel,
 stage timeout, daemon shutdown), the process group gets SIGINT, as from a terminal's Ctrl-C,
@@ -103,11 +106,12 @@ async def run_terraform(
     on_start: Callable[[int], Awaitable[None]] | None = None,
     stderr_sink: OutputSink | None = None,
     label: str = "terraform",
-    keep_exit_file: bool = True,
+    exit_code: bool = True,
 ) -> int:
     """Run one terraform command (or another child of a run: `label` names it in file names)
-    to completion and return its exit code (128 + N when it was killed by signal N: the shim
-    reports it the way a shell does).
+    to completion and return its exit code. Killed by signal N: 128 + N through the shim (it
+    reports it the way a shell does), -N when started directly (what runs/classify.py reads
+    as killed by a signal).
 
     Output goes to files in `output_dir` (default `<cwd>/.tfward`) named `<ns>-<label>.*` that
     are read as they grow, not to pipes: if the daemon dies (kill -9), terraform must not die of
@@ -119,8 +123,9 @@ async def run_terraform(
     `control.force`), SIGKILL the process group, collect the remaining output, then re-raise
     Cancelled. On any exit path the process group is stopped and reaped before this returns, so
     no provider process is left. stderr goes to `stderr_sink` when given (to keep stdout
-    machine-readable), else to `sink`. The exit file stays (recovery reads it), unless
-    `keep_exit_file` is False. A binary that does not exist raises FileNotFoundError."""
+    machine-readable), else to `sink`. With `exit_code`, the shim writes the exit code into an
+    exit file, which stays (recovery reads it); without, the command starts directly and leaves
+    no exit file. A binary that does not exist raises FileNotFoundError."""
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise FileNotFoundError(f"{argv[0]}: no such executable")
     output_dir = output_dir or cwd / ".tfward"
@@ -129,12 +134,12 @@ async def run_terraform(
     outputs = [_Output.of(output_dir, tag, "out", sink)]
     if stderr_sink is not None:
         outputs.append(_Output.of(output_dir, tag, "err", stderr_sink))
-    exit_file = output_dir / f"{tag}.exit"
+    exit_file = output_dir / f"{tag}.exit" if exit_code else None
     proc = await _spawn(argv, cwd, env, outputs, exit_file)
     try:
         await _supervise(proc, outputs, control, on_start)
     finally:
-        _remove([o.path for o in outputs if not o.kept] + ([] if keep_exit_file else [exit_file]))
+        _remove([o.path for o in outputs if not o.kept])
     assert proc.returncode is not None
     return proc.returncode
 
@@ -195,33 +200,35 @@ async def _spawn(
     cwd: Path,
     env: Mapping[str, str],
     outputs: list[_Output],
-    exit_file: Path,
+    exit_file: Path | None,
 ) -> trio.Process:
     # Creating local files is quick; they must exist before the child gets its descriptors.
     handles = _create_files(outputs, exit_file)
+    shim = ["/bin/sh", "-c", SHIM, str(exit_file)] if exit_file is not None else []
     try:
         return await trio.lowlevel.open_process(
-            ["/bin/sh", "-c", SHIM, str(exit_file), *argv], cwd=str(cwd), env=dict(env),
+            [*shim, *argv], cwd=str(cwd), env=dict(env),
             stdin=subprocess.DEVNULL, stdout=handles[0],
             stderr=handles[1] if len(handles) > 1 else subprocess.STDOUT,
             start_new_session=True,
         )
     except BaseException:
-        _remove([*(o.path for o in outputs), exit_file])
+        _remove([*(o.path for o in outputs), *([exit_file] if exit_file else [])])
         raise
     finally:
         for handle in handles:
             handle.close()  # the child has its own copies
 
 
-def _create_files(outputs: list[_Output], exit_file: Path) -> list[BinaryIO]:
+def _create_files(outputs: list[_Output], exit_file: Path | None) -> list[BinaryIO]:
     handles: list[BinaryIO] = []
     try:
         for output in outputs:
             handles.append(open(output.path, "wb"))
             if output.kept:
                 _preallocate(handles[-1].fileno(), PREALLOCATE)
-        _write_placeholder(exit_file)
+        if exit_file is not None:
+            _write_placeholder(exit_file)
     except BaseException:
         for handle in handles:
             handle.close()
