@@ -262,7 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     # 20: a single run of bare terraform varies by about ±10% on the 2-core machine, and the
     # repeat runs' target is a few percent away: 10 runs a side left the median within noise.
-    parser.add_argument("--runs", "-n", type=int, default=20, help="timed runs per side (20)")
+    parser.add_argument("--runs", "-n", type=int, default=30, help="timed runs per side (30)")
     parser.add_argument("--things", type=int, default=3, help="demo things per run (3)")
     parser.add_argument("--timeout", type=float, default=120, help="per run, seconds")
     add_common_args(parser)
