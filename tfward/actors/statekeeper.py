@@ -170,7 +170,6 @@ class RunStateKeeper:
             ending.after_record.append(
                 functools.partial(prune_backups, ctx.rt, ctx.ws.name, ctx.ws_id)
             )
-        if version is not None:
             ctx.log.note(
                 f"state version {version.id} (serial {version.serial}, {kind}, "
                 f"{version.resource_count} resources)"
