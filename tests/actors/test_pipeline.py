@@ -99,8 +99,8 @@ async def test_an_auto_applied_run_enters_applying_with_its_plans_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With no `pre_apply` check, `restoring_plan` and `applying` are written by the plan's
-    record, and `saving_state` by the state's transaction: no transition of their own on the
-    way from terraform plan's exit to terraform apply's start, nor after the apply."""
+    record: no transition of their own on the way from terraform plan's exit to terraform
+    apply's start. `saving_state` is written when it begins (the step an operator watches)."""
     written: list[Stage | None] = []
     transition = RunPipeline._transition
 
@@ -117,7 +117,7 @@ async def test_an_auto_applied_run_enters_applying_with_its_plans_record(
         timeline = daemon.store.run_sync(lambda c: run_store.timeline(c, run_id))
     stages = [str(e.stage) for e in timeline if e.stage is not None]
     assert stages[-3:] == ["restoring_plan", "applying", "saving_state"]
-    assert written == []
+    assert written == [Stage.SAVING_STATE]
 
 def _calls(path: Path) -> list[str]:
     """The demo provider's calls, by kind ("create", "read", ...)."""

@@ -72,10 +72,9 @@ _TERRAFORM_STAGES = frozenset({Stage.INIT, Stage.PLANNING, Stage.APPLYING})
 _TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
 # Not recorded on its own: the plan's one write, milliseconds, and nothing reads it after a
 # crash (recovery plans a `planning` run again whatever its stage). The run shows `planning`
-# until the plan's record says `apply_pending` or `restoring_plan`. `saving_state` is
-# recorded in the transaction that stores the state (recovery treats `applying` after an exit
-# code 0 as it treats `saving_state`).
-_IN_MEMORY_STAGES = frozenset({Stage.SAVING_PLAN, Stage.SAVING_STATE})
+# until the plan's record says `apply_pending` or `restoring_plan`. (`saving_state` is written
+# when it begins: for a large state, it is the step an operator watches on the run's page.)
+_IN_MEMORY_STAGES = frozenset({Stage.SAVING_PLAN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,8 +338,7 @@ class RunPipeline:
                     raise PlanUnusable("terraform says the saved plan is stale")
                 raise self.children.failed(ErrorKind.APPLY, "terraform apply", code)
         async with self._stage(Stage.SAVING_STATE):
-            entering = self._entering(Stage.SAVING_STATE)
-            await self.keeper.keep_state(self.ending, "apply", entering=entering)
+            await self.keeper.keep_state(self.ending, "apply")
         async with self._stage(Stage.POST_APPLY):
             await self._checks(Stage.POST_APPLY)
         self.stage = None
@@ -361,8 +359,8 @@ class RunPipeline:
     async def _stage(self, stage: Stage) -> AsyncIterator[None]:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
-        task or hook, `saving_plan` and `saving_state` pass without a database write of their
-        own, and so does a stage the database is past already (`_recorded_past`). The
+        task or hook, and `saving_plan`, pass without a database write of their own, and so does
+        a stage the database is past already (`_recorded_past`). The
         timeout of a stage of tfward's own does not run while storage fails."""
         recorded = stage not in _IN_MEMORY_STAGES and (
             stage not in _TASK_STAGES or self._checked(stage)

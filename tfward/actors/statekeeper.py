@@ -62,7 +62,7 @@ async def keep(
     kind: str,
     run_id: str | None = None,
     created_by: str | None = None,
-    guard: Callable[[Connection], object] | None = None,
+    guard: Callable[[Connection], None] | None = None,
     prune: bool = True,
 ) -> StateVersion | None:
     """Write the backup file (sealed), then store the state version (serial and lineage
@@ -132,13 +132,11 @@ class RunStateKeeper:
     ctx: RunContext
     with_backups: bool = False
 
-    async def keep_state(
-        self, ending: Ending, kind: str, *, entering: Callable[[Connection], object] | None = None
-    ) -> None:
-        """Store the newest copy of the state terraform wrote, backup first, with `entering`
-        (the stage `saving_state`) in the same transaction. Nothing to do when terraform wrote
-        none, or nothing newer than the stored state. The state backups are pruned once the
-        run's outcome is recorded (`Ending.after_record`): nothing waits for that."""
+    async def keep_state(self, ending: Ending, kind: str) -> None:
+        """Store the newest copy of the state terraform wrote, backup first. Nothing to do
+        when terraform wrote none, or nothing newer than the stored state. The state backups
+        are pruned once the run's outcome is recorded (`Ending.after_record`): nothing waits
+        for that."""
         ctx = self.ctx
         health = ctx.rt.store.health
         copies = await file_op(
@@ -160,8 +158,7 @@ class RunStateKeeper:
             return
         try:
             version = await keep(
-                ctx.rt, ctx.ws.name, ctx.ws_id, chosen, kind=kind, run_id=ctx.run_id,
-                guard=entering, prune=False,
+                ctx.rt, ctx.ws.name, ctx.ws_id, chosen, kind=kind, run_id=ctx.run_id, prune=False
             )
         except StateRejected as exc:
             raise StageFailed(ErrorKind.STATE, str(exc)) from exc
