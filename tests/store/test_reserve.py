@@ -57,7 +57,9 @@ async def test_a_full_disk_frees_the_reserve_for_terraform_holds_writes_and_resu
             filler = FullDisk(data)
             await trio.to_thread.run_sync(filler.start)
             try:
-                await until(lambda: not reserve.exists())
+                # The reserve is removed in a worker thread, then the watcher holds the store:
+                # wait for both, not for the file alone.
+                await until(lambda: not reserve.exists() and store.health.degraded is not None)
                 degraded = store.health.degraded
                 assert degraded is not None and degraded.problem is Problem.DISK_FULL
                 assert "reserve was freed" in degraded.reason
