@@ -360,8 +360,8 @@ class RunPipeline:
         """Enter `stage` (recorded on the run), under its timeout; critical stages are counted
         and shielded from cancel requests so they finish (seed C1). A check stage with no
         task or hook, and `saving_plan`, pass without a database write of their own, and so does
-        a stage the database is past already (`_recorded_past`). The
-        timeout of a stage of tfward's own does not run while storage fails."""
+        a stage the database is past already (`_recorded_past`). The timeout of a stage of
+        tfward's own does not run while storage fails."""
         recorded = stage not in _IN_MEMORY_STAGES and (
             stage not in _TASK_STAGES or self._checked(stage)
         )
